@@ -1,0 +1,1 @@
+"""The ward agent: schedules checks, exposes their metrics, delivers reports."""

@@ -1,0 +1,81 @@
+"""The agent's configuration file, validated strictly on load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, create_model
+
+from checks import REGISTRY
+from checks.base import CheckConfig
+from wardready.configfile import load
+from wardready.errors import ConfigError
+from wardready.inventory import Slug, load_inventory
+
+FilePath = Annotated[Path, Field(strict=False)]
+TOKEN_ENV = "WARDREADY_TOKEN"
+
+_sections: dict[str, Any] = {name: (spec.config_model, spec.config_model())
+                             for name, spec in REGISTRY.items()}
+ChecksConfig: type[BaseModel] = create_model(  # one optional section per registered check
+    "ChecksConfig", __config__=ConfigDict(extra="forbid", strict=True, frozen=True), **_sections)
+
+
+class AgentConfig(BaseModel):
+    """Who this agent is, where it reports, and how often each check runs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    server_url: Annotated[HttpUrl, Field(strict=False)]
+    ward: Slug
+    host: Slug
+    token_file: FilePath | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=9471, ge=0, le=65535)
+    inventory: FilePath | None = Field(
+        default=None, description="Local inventory copy; when given, the ward must be in it.")
+    start_jitter_seconds: float | None = Field(
+        default=None, ge=0, description="Spread of first runs; default: each check's interval.")
+    delivery_timeout_seconds: float = Field(default=30.0, gt=0)
+    checks: ChecksConfig = ChecksConfig()
+
+    def check_configs(self) -> dict[str, CheckConfig]:
+        """Each enabled check's config, by check name."""
+        configs: dict[str, CheckConfig] = {name: getattr(self.checks, name) for name in REGISTRY}
+        return {name: c for name, c in configs.items() if c.enabled}
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Load and validate the agent config; relative paths are relative to the file."""
+    config, doc = load(path, AgentConfig)
+    update: dict[str, Any] = {}
+    for field in ("token_file", "inventory"):
+        value = getattr(config, field)
+        if value is not None:
+            update[field] = path.parent / value
+    config = config.model_copy(update=update)
+    if config.inventory is not None:
+        inventory = load_inventory(config.inventory)
+        if inventory.ward(config.ward) is None:
+            raise doc.error(("ward",), f"unknown ward {config.ward!r} (not in {config.inventory})")
+    if config.token_file is None and not os.environ.get(TOKEN_ENV):
+        raise doc.error(("token_file",), f"no token: set token_file or the {TOKEN_ENV} variable")
+    return config
+
+
+def read_token(config: AgentConfig) -> str:
+    """The agent's bearer token: the environment wins over the token file."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token.strip()
+    assert config.token_file is not None
+    try:
+        token = config.token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(str(config.token_file), 0, "",
+                          f"cannot read token file: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(str(config.token_file), 0, "", "token file is empty")
+    return token

@@ -1,0 +1,23 @@
+"""The probes: a plain library. Each module is one check; `REGISTRY` maps names to checks.
+
+Nothing here imports the agent or the server.
+"""
+
+from __future__ import annotations
+
+from checks import host
+from checks.base import CheckConfig, CheckResult, CheckSpec
+
+REGISTRY: dict[str, CheckSpec] = {}
+
+
+def register(spec: CheckSpec) -> None:
+    """Add a check to the registry; a name that is taken is a programming error."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"check name {spec.name!r} is already registered")
+    REGISTRY[spec.name] = spec
+
+
+register(host.CHECK)
+
+__all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "register"]

@@ -1,0 +1,39 @@
+"""The interface every check shares: a config, an async run, a typed result and its metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wardready.metrics import MetricSpec, Sample
+
+
+class CheckConfig(BaseModel):
+    """Settings every check has; a check's own config subclasses this."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=300.0, gt=0)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
+class CheckResult(BaseModel):
+    """Base of every check's typed result (lenient on input: results travel as JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A check as the agent schedules it and the server ingests it."""
+
+    name: str
+    config_model: type[CheckConfig]
+    result_model: type[CheckResult]
+    run: Callable[[Any], Awaitable[CheckResult]]
+    metrics: tuple[MetricSpec, ...]
+    samples: Callable[[Any], Iterable[Sample]]

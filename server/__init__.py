@@ -1,0 +1,1 @@
+"""The central service: report ingest, durable storage, /metrics."""

@@ -1,0 +1,151 @@
+"""`wardready-server`: serve, check the configuration, manage agent tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from server.app import create_app
+from server.config import ServerConfig, load_server_config
+from server.store import Store
+from wardready.errors import ConfigError, WardreadyError
+from wardready.inventory import Inventory, load_inventory
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for configuration errors)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"wardready-server: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except WardreadyError as exc:
+        print(f"wardready-server: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE",
+                        help="server configuration (YAML); defaults apply without one")
+    parser = argparse.ArgumentParser(prog="wardready-server", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the server")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", parents=[common],
+                           help="validate the configuration and inventory, then exit")
+    check.set_defaults(func=_check_config)
+
+    tokens = sub.add_parser("tokens", help="issue, list and revoke agent tokens")
+    tsub = tokens.add_subparsers(required=True, metavar="ACTION")
+    issue = tsub.add_parser("issue", parents=[common], help="issue a token for one agent")
+    issue.add_argument("--ward", required=True, help="ward id from the inventory")
+    issue.add_argument("--host", required=True, help="the agent's host name")
+    issue.set_defaults(func=_tokens_issue)
+    listing = tsub.add_parser("list", parents=[common], help="list tokens (never secrets)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_tokens_list)
+    revoke = tsub.add_parser("revoke", parents=[common], help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    revoke.set_defaults(func=_tokens_revoke)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[ServerConfig, Inventory]:
+    config = load_server_config(args.config)
+    return config, load_inventory(config.inventory)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, inventory = _load(args)
+    logging.getLogger("server").info("inventory %s: %d wards", config.inventory,
+                                     len(inventory.wards))
+    web.run_app(create_app(config, inventory), host=config.listen_host, port=config.listen_port,
+                print=lambda msg: print(f"wardready-server: {msg}", flush=True))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config, inventory = _load(args)
+    print(f"{config.inventory}: {len(inventory.wards)} wards, "
+          f"{len(inventory.working_groups)} working groups, {len(inventory.profiles)} profiles: ok")
+    return 0
+
+
+def _tokens_issue(args: argparse.Namespace) -> int:
+    config, inventory = _load(args)
+    if inventory.ward(args.ward) is None:
+        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    if not _is_slug(args.host):
+        raise ConfigError("command line", 0, "--host",
+                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+    store = Store(config.database)
+    try:
+        token = store.issue_token(args.ward, args.host)
+    finally:
+        store.close()
+    print(token)
+    print(f"token for ward {args.ward} host {args.host}: shown once, store it in the agent's "
+          "token_file (mode 600)", file=sys.stderr)
+    return 0
+
+
+def _tokens_list(args: argparse.Namespace) -> int:
+    config = load_server_config(args.config)
+    store = Store(config.database)
+    try:
+        rows = store.tokens()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([row.__dict__ for row in rows], indent=2))
+        return 0
+    print(f"{'ID':<14}{'WARD':<22}{'HOST':<22}{'CREATED':<22}STATE")
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+        state = "revoked" if row.revoked_at else "active"
+        print(f"{row.id:<14}{row.ward:<22}{row.host:<22}{created:<22}{state}")
+    return 0
+
+
+def _tokens_revoke(args: argparse.Namespace) -> int:
+    config = load_server_config(args.config)
+    store = Store(config.database)
+    try:
+        revoked = store.revoke_token(args.token_id)
+    finally:
+        store.close()
+    if not revoked:
+        print(f"wardready-server: no active token with id {args.token_id!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.token_id}")
+    return 0
+
+
+def _is_slug(value: str) -> bool:
+    from pydantic import TypeAdapter, ValidationError
+
+    from wardready.inventory import Slug
+    try:
+        TypeAdapter(Slug).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Durable storage in SQLite (WAL, synchronous=FULL): tokens, reports, each agent's latest state.
+
+The class is synchronous and not thread-safe by design: the server drives it from one
+dedicated thread (see `server.app`), the command line drives it directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wardready.report import Outcome, Report
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY,
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    generated_at REAL NOT NULL,
+    received_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_by_agent ON reports (ward, host, generated_at);
+CREATE TABLE IF NOT EXISTS latest (
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (ward, host, check_name)
+);
+CREATE TABLE IF NOT EXISTS agents (
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    last_report_at REAL NOT NULL,
+    reports_total INTEGER NOT NULL,
+    PRIMARY KEY (ward, host)
+);
+"""
+
+TOKEN_PREFIX = "wrt_"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an agent token belongs to."""
+
+    token_id: str
+    ward: str
+    host: str
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: str
+    ward: str
+    host: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass
+class AgentState:
+    """What the server knows of one agent: its counters and each check's latest outcome."""
+
+    last_report_at: float = 0.0
+    reports_total: int = 0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def apply(self, report: Report, received_at: float) -> None:
+        """Account for a newly stored report, as `Store.add_report` does on disk."""
+        self.reports_total += 1
+        self.last_report_at = max(self.last_report_at, received_at)
+        for outcome in report.outcomes:
+            current = self.outcomes.get(outcome.check)
+            if current is None or outcome.started_at >= current.started_at:
+                self.outcomes[outcome.check] = outcome
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Store:
+    """The server's database."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged report survives power loss, not only a killed process.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # tokens
+
+    def issue_token(self, ward: str, host: str) -> str:
+        """Create a token for an agent; the secret is returned once and stored only hashed."""
+        token_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        self.db.execute(
+            "INSERT INTO tokens (id, ward, host, secret_sha256, created_at) VALUES (?,?,?,?,?)",
+            (token_id, ward, host, _sha256(secret), time.time()),
+        )
+        return f"{TOKEN_PREFIX}{token_id}.{secret}"
+
+    def tokens(self) -> list[TokenRow]:
+        rows = self.db.execute(
+            "SELECT id, ward, host, created_at, revoked_at FROM tokens ORDER BY created_at")
+        return [TokenRow(*row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token; False if no active token has that id."""
+        cur = self.db.execute(
+            "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (time.time(), token_id))
+        return cur.rowcount == 1
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity behind a bearer token, or None (unknown, malformed or revoked)."""
+        body = token.removeprefix(TOKEN_PREFIX)
+        token_id, dot, secret = body.partition(".")
+        if body == token or not dot or not secret:
+            return None
+        row = self.db.execute(
+            "SELECT ward, host, secret_sha256 FROM tokens WHERE id = ? AND revoked_at IS NULL",
+            (token_id,)).fetchone()
+        if row is None or not secrets.compare_digest(row[2], _sha256(secret)):
+            return None
+        return Identity(token_id, row[0], row[1])
+
+    def active_agents(self) -> set[tuple[str, str]]:
+        rows = self.db.execute("SELECT DISTINCT ward, host FROM tokens WHERE revoked_at IS NULL")
+        return {(w, h) for w, h in rows}
+
+    # reports
+
+    def add_report(self, report: Report, received_at: float) -> bool:
+        """Commit a report (and the agent's latest state) durably; False if its id was stored."""
+        ward, host = report.ward, report.host
+        with self.db:  # one transaction, committed before the caller replies
+            self.db.execute("BEGIN IMMEDIATE")
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO reports (id, ward, host, generated_at, received_at, body)"
+                " VALUES (?,?,?,?,?,?)",
+                (str(report.id), ward, host, report.generated_at, received_at,
+                 report.model_dump_json()))
+            if cur.rowcount == 0:
+                return False
+            for outcome in report.outcomes:
+                self.db.execute(
+                    "INSERT INTO latest (ward, host, check_name, started_at, outcome)"
+                    " VALUES (?,?,?,?,?) ON CONFLICT (ward, host, check_name) DO UPDATE"
+                    " SET started_at = excluded.started_at, outcome = excluded.outcome"
+                    " WHERE excluded.started_at >= latest.started_at",
+                    (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
+            self.db.execute(
+                "INSERT INTO agents (ward, host, last_report_at, reports_total) VALUES (?,?,?,1)"
+                " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
+                " last_report_at = max(last_report_at, excluded.last_report_at)",
+                (ward, host, received_at))
+        return True
+
+    def report_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM reports").fetchone()[0])
+
+    def agent_states(self) -> dict[tuple[str, str], AgentState]:
+        """Every agent's counters and latest outcomes, to rebuild the server's view at start."""
+        states = {
+            (w, h): AgentState(last, total, {})
+            for w, h, last, total in self.db.execute(
+                "SELECT ward, host, last_report_at, reports_total FROM agents")
+        }
+        for ward, host, check, outcome in self.db.execute(
+                "SELECT ward, host, check_name, outcome FROM latest"):
+            state = states.get((ward, host))
+            if state is None:
+                continue
+            try:
+                state.outcomes[check] = Outcome.model_validate_json(outcome)
+            except ValueError as exc:  # a check this version no longer has
+                log.warning("ignoring stored %s outcome of %s/%s: %s", check, ward, host, exc)
+        return states

@@ -1,0 +1,136 @@
+"""Bad inventories and agent configs: one line naming file and line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main as agent_main
+from server.cli import main as server_main
+from tests.conftest import DATA
+from wardready.inventory import load_inventory
+
+# (case, original text, replacement, marker of the offending line,
+#  expected error after "file:line: ")
+INVENTORY_CASES = [
+    ("wrong type", "min_download_mbps: 50", "min_download_mbps: fast", "min_download_mbps",
+     "profiles.ward-standard.link.min_download_mbps: Input should be a valid number, got 'fast'"),
+    ("unknown key", "    kind: commune\n", "    kind: commune\n    mayor: someone\n", "mayor",
+     "wards[1].mayor: unknown key"),
+    ("duplicate ward id", "  - id: nha-be", "  - id: sai-gon", "  - id: sai-gon\n    name: Nha",
+     "wards[1]: duplicate ward id 'sai-gon' (also wards[0])"),
+    ("unknown working group", "working_group: wg-01", "working_group: wg-11", "wg-11",
+     "wards[1].working_group: unknown working group 'wg-11' (expected one of: wg-01, wg-02)"),
+    ("unknown profile", "  profile: ward-standard", "  profile: ward-deluxe", "ward-deluxe",
+     "defaults.profile: unknown profile 'ward-deluxe' (expected one of: ward-standard)"),
+    ("duplicate key", "    kind: ward\n", "    kind: ward\n    kind: commune\n", "kind: commune",
+     "wards[0].kind: duplicate key (first at line 27)"),
+    ("missing key", "    former_district: Nha Be District\n", "", "- id: nha-be",
+     "wards[1].former_district: required key is missing"),
+    ("bad enum", "kind: commune", "kind: district", "kind: district",
+     "wards[1].kind: Input should be 'ward', 'commune' or 'special-zone', got 'district'"),
+    ("bad device type", "device_type: cisco_ios", "device_type: cisco_xr", "cisco_xr",
+     "wards[0].devices[0].device_type: Input should be 'cisco_ios', 'cisco_xe', 'cisco_nxos', "
+     "'arista_eos', 'juniper_junos', 'mikrotik_routeros', 'hp_procurve', 'huawei' or 'linux', "
+     "got 'cisco_xr'"),
+    ("yaml syntax", "    name: Nha Be Commune", "    name: [Nha Be", "kind: commune",
+     "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 34)"),
+]
+
+AGENT_CASES = [
+    ("unknown ward", "ward: sai-gon", "ward: tan-dinh", "ward:",
+     "ward: unknown ward 'tan-dinh' (not in {dir}/inventory-small.yml)"),
+    ("unknown key", "host: counter-01", "host: counter-01\nhostname: x", "hostname",
+     "hostname: unknown key"),
+    ("wrong type", "checks:", "listen_port: nine\nchecks:", "listen_port",
+     "listen_port: Input should be a valid integer, got 'nine'"),
+    ("unknown check", "  host:\n", "  bandwidth_probe:\n", "bandwidth_probe",
+     "checks.bandwidth_probe: unknown key"),
+    ("bad interval", "interval_seconds: 300", "interval_seconds: -5", "interval_seconds",
+     "checks.host.interval_seconds: Input should be greater than 0, got -5"),
+    ("no token", "token_file: agent.token\n", "", "server_url",
+     "token_file: no token: set token_file or the WARDREADY_TOKEN variable"),
+    ("bad host name", "host: counter-01", "host: Counter 01", "host:",
+     "host: String should match pattern '^[a-z0-9][a-z0-9-]{{0,62}}$', got 'Counter 01'"),
+]
+
+
+def _mutate(tmp: Path, name: str, old: str, new: str, marker: str) -> tuple[Path, int]:
+    text = (DATA / name).read_text()
+    assert old in text, f"test data lacks {old!r}"
+    text = text.replace(old, new, 1)
+    path = tmp / name
+    path.write_text(text)
+    line = text[: text.index(marker)].count("\n") + 1
+    return path, line
+
+
+@pytest.mark.parametrize(("case", "old", "new", "marker", "expected"), INVENTORY_CASES,
+                         ids=[c[0] for c in INVENTORY_CASES])
+def test_bad_inventory_is_one_line_with_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        case: str, old: str, new: str, marker: str, expected: str) -> None:
+    path, line = _mutate(tmp_path, "inventory-small.yml", old, new, marker)
+    (tmp_path / "server.yml").write_text("inventory: inventory-small.yml\n")
+    code = server_main(["check-config", "--config", str(tmp_path / "server.yml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"wardready-server: {path}:{line}: {expected}\n"
+
+
+@pytest.mark.parametrize(("case", "old", "new", "marker", "expected"), AGENT_CASES,
+                         ids=[c[0] for c in AGENT_CASES])
+def test_bad_agent_config_is_one_line_with_file_and_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        case: str, old: str, new: str, marker: str, expected: str) -> None:
+    monkeypatch.delenv("WARDREADY_TOKEN", raising=False)
+    shutil.copy(DATA / "inventory-small.yml", tmp_path)
+    shutil.copy(DATA / "agent.token", tmp_path)
+    path, line = _mutate(tmp_path, "agent-small.yml", old, new, marker)
+    code = agent_main(["check-config", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"wardready-agent: {path}:{line}: {expected.format(dir=tmp_path)}\n"
+
+
+def test_valid_small_configs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert agent_main(["check-config", "--config", str(DATA / "agent-small.yml")]) == 0
+    assert "ward sai-gon, host counter-01, checks: host every 300 s: ok" in capsys.readouterr().out
+
+
+def test_shipped_inventory_is_valid_and_complete(inventory_path: Path) -> None:
+    inv = load_inventory(inventory_path)
+    assert len(inv.working_groups) == 10
+    assert len(inv.wards) == 102  # the 102 wards and communes of the June 2025 trials
+    assert all(p.example for p in inv.profiles.values()), "example profiles must say so"
+    assert inv.ward("sai-gon") is not None and inv.ward("sai-gon").former_district == "District 1"
+    # Every working group supervises at least one ward.
+    assert {w.working_group for w in inv.wards} == {g.id for g in inv.working_groups}
+
+
+def test_cli_process_exits_2_without_traceback(tmp_path: Path) -> None:
+    """As a user sees it: a real process, one line on stderr, exit code 2."""
+    path, line = _mutate(tmp_path, "inventory-small.yml", "  - id: nha-be", "  - id: sai-gon",
+                         "  - id: sai-gon\n    name: Nha")
+    (tmp_path / "server.yml").write_text("inventory: inventory-small.yml\n")
+    out = subprocess.run([sys.executable, "-m", "server.cli", "check-config", "--config",
+                          str(tmp_path / "server.yml")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"wardready-server: {path}:{line}: wards[1]: duplicate ward id 'sai-gon' (also wards[0])"]
+    assert "Traceback" not in out.stderr
+
+
+def test_tokens_issue_rejects_unknown_ward(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(DATA / "inventory-small.yml", tmp_path)
+    (tmp_path / "server.yml").write_text("inventory: inventory-small.yml\ndatabase: w.db\n")
+    code = server_main(["tokens", "issue", "--config", str(tmp_path / "server.yml"),
+                        "--ward", "tan-dinh", "--host", "pc-1"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"wardready-server: {tmp_path}/inventory-small.yml: --ward: unknown ward 'tan-dinh'\n")

@@ -1,0 +1,168 @@
+"""The demo: server, Prometheus and one agent on loopback, then the ward's state.
+
+Run through `scripts/demo.sh`, which installs what it needs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from wardready.errors import WardreadyError
+from wardready.stack import (
+    REPO,
+    SERVER_PORT,
+    Process,
+    StackError,
+    http_get,
+    issue_token,
+    port_is_free,
+    prometheus_query,
+    start_agent,
+    start_prometheus,
+    start_server,
+    wait_until,
+)
+
+WARD = "sai-gon"
+HOST = "demo-pc"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo.sh", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=REPO / ".demo",
+                        help="where configs, logs and data go (default .demo/)")
+    parser.add_argument("--prometheus-port", type=int, default=9090)
+    parser.add_argument("--agent-port", type=int, default=9471)
+    parser.add_argument("--once", action="store_true",
+                        help="print the ward's state and stop, instead of running until Ctrl-C")
+    args = parser.parse_args(argv)
+    procs: list[Process] = []
+    try:
+        run(args, procs)
+        if not args.once:
+            print("\nRunning; press Ctrl-C to stop.", flush=True)
+            while all(p.alive() for p in procs):
+                time.sleep(1)
+            dead = next(p for p in procs if not p.alive())
+            raise StackError(f"{dead.name} exited:\n{dead.tail()}")
+    except KeyboardInterrupt:
+        print()
+    except WardreadyError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        if procs:
+            print(f"stopped {', '.join(p.name for p in procs)}; logs in {args.dir}")
+    return 0
+
+
+def run(args: argparse.Namespace, procs: list[Process]) -> None:
+    work: Path = args.dir
+    work.mkdir(parents=True, exist_ok=True)
+    for port in (SERVER_PORT, args.prometheus_port, args.agent_port):
+        if not port_is_free(port):
+            raise StackError(f"port {port} on 127.0.0.1 is in use (another demo running?)")
+    server_config = work / "server.yml"
+    _write_yaml(server_config, {"listen_port": SERVER_PORT, "database": "wardready.db",
+                                "inventory": str(REPO / "inventory.yml")})
+    token_file = work / "agent.token"
+    if not token_file.exists():
+        token = issue_token(server_config, WARD, HOST)
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
+    agent_config = work / "agent.yml"
+    _write_yaml(agent_config, {
+        "server_url": f"http://127.0.0.1:{SERVER_PORT}", "ward": WARD, "host": HOST,
+        "token_file": "agent.token", "listen_port": args.agent_port,
+        "inventory": str(REPO / "inventory.yml"), "start_jitter_seconds": 0,
+        "checks": {"host": {"interval_seconds": 60}},
+    })
+
+    step("server", f"http://127.0.0.1:{SERVER_PORT}")
+    server = start_server(server_config, work)
+    procs.append(server)
+    wait_until("the server", lambda: http_get(f"http://127.0.0.1:{SERVER_PORT}/healthz"), 20,
+               server)
+    step("Prometheus", f"http://127.0.0.1:{args.prometheus_port}")
+    procs.append(start_prometheus(work, args.prometheus_port))
+    step("agent", f"ward {WARD}, host {HOST}, http://127.0.0.1:{args.agent_port}/metrics")
+    agent = start_agent(agent_config, work)
+    procs.append(agent)
+    selector = f'ward="{WARD}",host="{HOST}"'
+    step("waiting for the first report to reach Prometheus", "")
+    wait_until("the agent's first report in Prometheus", lambda: prometheus_query(
+        args.prometheus_port, f"wardready_host_memory_total_bytes{{{selector}}}"), 60, agent)
+    print_state(args.prometheus_port)
+    print(f"""
+Where to look:
+  Prometheus    http://127.0.0.1:{args.prometheus_port}/graph?g0.expr=wardready_agent_last_report_timestamp_seconds
+  server        http://127.0.0.1:{SERVER_PORT}/metrics
+  agent         http://127.0.0.1:{args.agent_port}/metrics
+  logs, data    {work}""", flush=True)
+
+
+def print_state(prom: int) -> None:
+    """The ward's host criteria, measured against required, as Prometheus sees them."""
+    ward = f'ward="{WARD}"'
+    rows = [
+        ("PCs reporting", f"count(wardready_agent_last_report_timestamp_seconds{{{ward}}})",
+         f"wardready_requirement_hosts{{{ward}}}", _count),
+        ("CPU cores (fewest)", f"min(wardready_host_cpu_logical_cores{{{ward}}})",
+         f"wardready_requirement_host_cpu_cores{{{ward}}}", _count),
+        ("memory (least)", f"min(wardready_host_memory_total_bytes{{{ward}}})",
+         f"wardready_requirement_host_memory_bytes{{{ward}}}", _gib),
+        ("free disk (least)",
+         f"min(max by (host) (wardready_host_disk_free_bytes{{{ward}}}))",
+         f"wardready_requirement_host_disk_free_bytes{{{ward}}}", _gib),
+    ]
+    info = prometheus_query(prom, f"wardready_ward_info{{{ward}}}")
+    labels = info[0]["metric"] if info else {}
+    print(f"\nWard {WARD} ({labels.get('name', '?')}, {labels.get('former_district', '?')}, "
+          f"working group {labels.get('working_group', '?')}, profile {labels.get('profile')})")
+    print(f"  {'criterion':<22}{'measured':>12}{'required':>12}  verdict")
+    short = 0
+    for name, measured_q, required_q, fmt in rows:
+        measured, required = _scalar(prom, measured_q), _scalar(prom, required_q)
+        verdict = "?" if measured is None or required is None else (
+            "ok" if measured >= required else "SHORT")
+        short += verdict == "SHORT"
+        print(f"  {name:<22}{fmt(measured):>12}{fmt(required):>12}  {verdict}")
+    print("  link and video checks: not measured by this version")
+    print(f"State: {'NOT READY' if short else 'host criteria met'} "
+          f"({short} of {len(rows)} host criteria short)")
+
+
+def _scalar(prom: int, query: str) -> float | None:
+    result = prometheus_query(prom, query)
+    return float(result[0]["value"][1]) if result else None
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _gib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**30:.1f} GiB"
+
+
+def step(what: str, where: str) -> None:
+    print(f"- {what}{': ' + where if where else ''}", flush=True)
+
+
+def _write_yaml(path: Path, data: dict[str, object]) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        sys.exit(main())

@@ -1,0 +1,195 @@
+"""The inventory: wards, working groups, requirement profiles, city platforms, devices, catalogue.
+
+`load_inventory()` validates the whole file strictly (unknown keys, wrong types, dangling
+references, duplicate ids are all errors with file and line) so nothing starts half-configured.
+Credentials never live here: devices name only where they are and how to speak to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr
+
+from wardready.configfile import load
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+"""An identifier used as a Prometheus label value: lower case, digits and dashes."""
+
+DeviceType = Literal["cisco_ios", "cisco_xe", "cisco_nxos", "arista_eos", "juniper_junos",
+                     "mikrotik_routeros", "hp_procurve", "huawei", "linux"]
+"""netmiko device types the inventory accepts."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class WorkingGroup(Strict):
+    """One of the city's working groups that supervise a set of wards."""
+
+    id: Slug
+    name: str
+    lead: str | None = None
+
+
+class LinkRequirement(Strict):
+    """What the ward's uplink must sustain."""
+
+    min_download_mbps: float = Field(gt=0)
+    min_upload_mbps: float = Field(gt=0)
+    max_rtt_ms: float = Field(gt=0)
+    max_jitter_ms: float = Field(gt=0)
+    max_loss_percent: float = Field(ge=0, le=100)
+
+
+class HostRequirement(Strict):
+    """What the ward's working PCs must have."""
+
+    min_count: int = Field(ge=0)
+    min_cpu_cores: int = Field(ge=1)
+    min_memory_gib: float = Field(gt=0)
+    min_disk_free_gib: float = Field(ge=0)
+
+
+class VideoRequirement(Strict):
+    """Conference-room equipment for the city's online video conferencing."""
+
+    cameras: int = Field(ge=0)
+    microphones: int = Field(ge=0)
+    speakers: int = Field(ge=0)
+
+
+class PeripheralRequirement(Strict):
+    """Counter equipment for receiving administrative-procedure records."""
+
+    printers: int = Field(ge=0, default=0)
+    scanners: int = Field(ge=0, default=0)
+    ups: int = Field(ge=0, default=0)
+
+
+class Profile(Strict):
+    """A requirement profile: what a ward of this kind needs to run the shared platforms."""
+
+    description: str
+    example: bool = Field(default=False, description="Figures are illustrative, not official.")
+    link: LinkRequirement
+    hosts: HostRequirement
+    video: VideoRequirement
+    peripherals: PeripheralRequirement = PeripheralRequirement()
+
+
+class Platform(Strict):
+    """A city platform every ward must reach."""
+
+    id: Slug
+    name: str
+    url: HttpUrl
+    kind: Literal["video-conference", "document-management", "feedback-portal",
+                  "administrative-procedures", "other"]
+
+
+class Device(Strict):
+    """A router or switch in a ward, polled over SSH; credentials come from elsewhere."""
+
+    name: Slug
+    address: str = Field(min_length=1)
+    device_type: DeviceType
+    role: Literal["router", "switch", "firewall", "access-point"]
+    port: int = Field(default=22, ge=1, le=65535)
+
+
+class Ward(Strict):
+    """A ward, commune or special zone of the two-level local government."""
+
+    id: Slug
+    name: str
+    kind: Literal["ward", "commune", "special-zone"]
+    former_district: str
+    province: str
+    working_group: Slug
+    profile: Slug | None = None
+    devices: list[Device] = []
+
+
+class CatalogueItem(Strict):
+    """An orderable piece of equipment for the equipment request list."""
+
+    id: Slug
+    kind: Literal["webcam", "microphone", "speaker", "conference-kit", "pc", "printer",
+                  "scanner", "ups", "router", "switch", "link-upgrade", "other"]
+    description: str
+    unit_price_vnd: int | None = Field(default=None, ge=0)
+
+
+class Defaults(Strict):
+    profile: Slug
+
+
+class Inventory(Strict):
+    """The whole inventory file."""
+
+    version: Literal[1]
+    defaults: Defaults
+    working_groups: list[WorkingGroup]
+    profiles: dict[Slug, Profile]
+    platforms: list[Platform] = []
+    catalogue: list[CatalogueItem] = []
+    wards: list[Ward]
+    _wards_by_id: dict[str, Ward] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._wards_by_id = {w.id: w for w in self.wards}
+
+    def ward(self, ward_id: str) -> Ward | None:
+        """The ward with this id, or None."""
+        return self._wards_by_id.get(ward_id)
+
+    def profile_of(self, ward: Ward) -> Profile:
+        """The requirement profile that applies to `ward`."""
+        return self.profiles[ward.profile or self.defaults.profile]
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Load and fully validate an inventory file; raises ConfigError on the first mistake."""
+    inventory, doc = load(path, Inventory)
+    for where, message in _reference_errors(inventory):
+        raise doc.error(where, message)
+    return inventory
+
+
+def _reference_errors(inv: Inventory) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    yield from _duplicates("working_groups", [g.id for g in inv.working_groups], "working group")
+    yield from _duplicates("wards", [w.id for w in inv.wards], "ward id")
+    yield from _duplicates("platforms", [p.id for p in inv.platforms], "platform id")
+    yield from _duplicates("catalogue", [c.id for c in inv.catalogue], "catalogue id")
+    if inv.defaults.profile not in inv.profiles:
+        yield ("defaults", "profile"), _unknown("profile", inv.defaults.profile, inv.profiles)
+    groups = {g.id for g in inv.working_groups}
+    for i, ward in enumerate(inv.wards):
+        if ward.working_group not in groups:
+            yield ("wards", i, "working_group"), _unknown(
+                "working group", ward.working_group, groups)
+        if ward.profile is not None and ward.profile not in inv.profiles:
+            yield ("wards", i, "profile"), _unknown("profile", ward.profile, inv.profiles)
+        for where, message in _duplicates("devices", [d.name for d in ward.devices], "device"):
+            yield ("wards", i, *where), message
+
+
+def _duplicates(
+    field: str, ids: list[str], what: str
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    first: dict[str, int] = {}
+    for i, value in enumerate(ids):
+        if value in first:
+            yield (field, i), f"duplicate {what} {value!r} (also {field}[{first[value]}])"
+        first.setdefault(value, i)
+
+
+def _unknown(what: str, value: str, known: object) -> str:
+    names = sorted(known)  # type: ignore[call-overload]
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"unknown {what} {value!r} (expected one of: {shown})"
+

@@ -1,0 +1,85 @@
+"""The report an agent delivers after each round: the one schema both sides use.
+
+Each check's result is validated against that check's own typed result model, so the
+server stores and exposes only what a check can really produce.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from checks import REGISTRY
+from checks.base import CheckResult
+from wardready.inventory import Slug
+
+SCHEMA_VERSION = 1
+MAX_CHECKS_PER_REPORT = 64
+MAX_ERROR_CHARS = 500
+
+
+class Outcome(BaseModel):
+    """What one check produced in a round: a result, or the reason it has none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    check: str
+    started_at: float = Field(description="Seconds since the epoch, agent clock.")
+    duration_seconds: float = Field(ge=0)
+    ok: bool
+    error: Annotated[str, Field(max_length=MAX_ERROR_CHARS)] | None = None
+    result: SerializeAsAny[CheckResult] | None = None
+
+    @field_validator("check")
+    @classmethod
+    def _known_check(cls, name: str) -> str:
+        if name not in REGISTRY:
+            known = ", ".join(sorted(REGISTRY))
+            raise ValueError(f"unknown check {name!r} (this version knows: {known})")
+        return name
+
+    @field_validator("result", mode="before")
+    @classmethod
+    def _typed_result(cls, raw: Any, info: ValidationInfo) -> Any:
+        spec = REGISTRY.get(info.data.get("check", ""))
+        if spec is None:
+            return None  # the unknown check is the error already reported
+        return raw if raw is None else spec.result_model.model_validate(raw)
+
+    @model_validator(mode="after")
+    def _result_iff_ok(self) -> Outcome:
+        if self.ok and self.result is None:
+            raise ValueError("an outcome with ok=true needs a result")
+        if not self.ok and self.error is None:
+            raise ValueError("an outcome with ok=false needs an error")
+        return self
+
+
+class Report(BaseModel):
+    """One round of one agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per report; "
+                          "the server stores each id at most once.")
+    ward: Slug
+    host: Slug
+    agent_version: str = Field(max_length=64)
+    generated_at: float
+    outcomes: Annotated[list[Outcome], Field(max_length=MAX_CHECKS_PER_REPORT)]
+
+
+def schema_version_of(payload: Any) -> Any:
+    """The declared schema version of a raw payload, to give unknown versions a clear error."""
+    return payload.get("schema_version") if isinstance(payload, dict) else None
