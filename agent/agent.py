@@ -14,28 +14,49 @@ from prometheus_client.registry import Collector
 
 import wardready
 from agent.config import AgentConfig
-from agent.delivery import Delivery
+from agent.delivery import FAILURE_REASONS, Delivery
 from agent.scheduler import Scheduler
+from agent.spool import Spool
 from checks import REGISTRY
 from checks.base import CheckConfig, CheckSpec
-from wardready.metrics import OUTCOME_METRICS, MetricSpec, Sample, families, outcome_samples
+from wardready.metrics import (
+    DROPPED_REPORTS,
+    OUTCOME_METRICS,
+    MetricSpec,
+    Sample,
+    families,
+    outcome_samples,
+)
 from wardready.report import MAX_ERROR_CHARS, Outcome, Report
+from wardready.serial import SerialThread
 
 log = logging.getLogger(__name__)
+CLOCK_JUMP_SECONDS = 5.0
 
 AGENT_INFO = MetricSpec("wardready_agent_info", "This agent: version, ward and host.",
                         ("version", "ward", "host"))
+GENERATED = MetricSpec("wardready_agent_reports_generated_total",
+                       "Reports this agent process produced.", kind="counter")
 DELIVERED = MetricSpec("wardready_agent_reports_delivered_total",
                        "Reports the server acknowledged.", kind="counter")
 DELIVERY_FAILURES = MetricSpec("wardready_agent_report_delivery_failures_total",
-                               "Delivery attempts that failed and will be retried.", kind="counter")
+                               "Delivery attempts that failed and will be retried, by reason.",
+                               ("reason",), kind="counter")
 REJECTED = MetricSpec("wardready_agent_reports_rejected_total",
                       "Reports the server refused for good (malformed or too large).",
                       kind="counter")
-DROPPED = MetricSpec("wardready_agent_reports_dropped_total",
-                     "Reports dropped because too many were waiting.", kind="counter")
 PENDING = MetricSpec("wardready_agent_reports_pending", "Reports waiting to be delivered.")
-AGENT_METRICS = (AGENT_INFO, DELIVERED, DELIVERY_FAILURES, REJECTED, DROPPED, PENDING)
+SPOOL_BYTES = MetricSpec("wardready_agent_spool_bytes", "Size of the reports in the spool.")
+SPOOL_OLDEST = MetricSpec("wardready_agent_spool_oldest_report_timestamp_seconds",
+                          "When the oldest undelivered report was spooled.")
+SPOOL_ERRORS = MetricSpec("wardready_agent_spool_write_errors_total",
+                          "Reports that could not be written to the spool (kept in memory).",
+                          kind="counter")
+CLOCK_JUMPS = MetricSpec("wardready_agent_clock_jumps_total",
+                         "Times the wall clock moved against the monotonic clock by over "
+                         f"{CLOCK_JUMP_SECONDS:g} s.", kind="counter")
+AGENT_METRICS = (AGENT_INFO, GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, PENDING,
+                 SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS)
 
 
 async def run_check(spec: CheckSpec, config: CheckConfig) -> Outcome:
@@ -60,8 +81,16 @@ class Agent(Collector):
     def __init__(self, config: AgentConfig, token: str) -> None:
         self.config = config
         self.checks = config.check_configs()
-        self.delivery = Delivery(str(config.server_url), token, config.delivery_timeout_seconds)
+        self.spool = Spool(config.spool_path, config.spool_max_bytes,
+                           config.spool_max_age_seconds)
+        self.io = SerialThread("spool")
+        self.delivery = Delivery(str(config.server_url), token, config.delivery_timeout_seconds,
+                                 self.spool, self.io, config.ca_file,
+                                 config.delivery_backoff_max_seconds)
         self.latest: dict[str, Outcome] = {}
+        self.generated = 0
+        self.clock_jumps = 0
+        self._clocks = (time.time(), time.monotonic())
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -70,13 +99,29 @@ class Agent(Collector):
         outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n]) for n in names))
         for outcome in outcomes:
             self.latest[outcome.check] = outcome
+        self._watch_clock()
         report = Report(ward=self.config.ward, host=self.config.host,
                         agent_version=wardready.__version__, generated_at=time.time(),
+                        dropped_reports_total=self.delivery.dropped_total,
                         outcomes=list(outcomes))
-        self.delivery.submit(report)
-        log.info("round %s: %s", report.id,
+        await self.delivery.submit(str(report.id), report.model_dump_json().encode())
+        self.generated += 1
+        log.info("report %s spooled: %s", report.id,
                  ", ".join(f"{o.check}={'ok' if o.ok else 'failed'}" for o in outcomes))
         return report
+
+    def _watch_clock(self) -> None:
+        """Count and log wall-clock jumps (NTP steps, a dead CMOS battery, a manual change)."""
+        wall, mono = time.time(), time.monotonic()
+        skew = (wall - self._clocks[0]) - (mono - self._clocks[1])
+        self._clocks = (wall, mono)
+        if abs(skew) > CLOCK_JUMP_SECONDS:
+            self.clock_jumps += 1
+            log.warning("wall clock jumped %+.1f s; report times before and after differ", skew)
+
+    def close(self) -> None:
+        self.io.shutdown()
+        self.spool.close()
 
     async def run(self) -> None:
         """Serve /metrics, deliver reports and run rounds until cancelled."""
@@ -96,6 +141,7 @@ class Agent(Collector):
         finally:
             delivery.cancel()
             await runner.cleanup()
+            self.close()
 
     def web_app(self) -> web.Application:
         app = web.Application()
@@ -108,14 +154,20 @@ class Agent(Collector):
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "pending": self.delivery.pending})
+        return web.json_response({"status": "ok", "pending": self.delivery.pending,
+                                  "generated": self.generated})
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery
         own = [Sample(AGENT_INFO, (wardready.__version__, self.config.ward, self.config.host), 1),
-               Sample(DELIVERED, (), d.delivered), Sample(DELIVERY_FAILURES, (), d.failures),
-               Sample(REJECTED, (), d.rejected), Sample(DROPPED, (), d.dropped),
-               Sample(PENDING, (), d.pending)]
+               Sample(GENERATED, (), self.generated), Sample(DELIVERED, (), d.delivered),
+               *(Sample(DELIVERY_FAILURES, (r,), d.failures[r]) for r in FAILURE_REASONS),
+               Sample(REJECTED, (), d.rejected), Sample(PENDING, (), d.pending),
+               Sample(SPOOL_BYTES, (), d.stats.bytes),
+               Sample(DROPPED_REPORTS, (), d.dropped_total),
+               Sample(SPOOL_ERRORS, (), d.spool_errors), Sample(CLOCK_JUMPS, (), self.clock_jumps)]
+        if d.stats.oldest_created_at is not None:
+            own.append(Sample(SPOOL_OLDEST, (), d.stats.oldest_created_at))
         yield from families(AGENT_METRICS, (((), s) for s in own))
         runs = [s for o in self.latest.values()
                 for s in outcome_samples(o.check, o.ok, o.duration_seconds, o.started_at)]

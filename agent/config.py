@@ -38,7 +38,14 @@ class AgentConfig(BaseModel):
         default=None, description="Local inventory copy; when given, the ward must be in it.")
     start_jitter_seconds: float | None = Field(
         default=None, ge=0, description="Spread of first runs; default: each check's interval.")
+    ca_file: FilePath | None = Field(
+        default=None, description="CA bundle to verify the server's certificate with.")
     delivery_timeout_seconds: float = Field(default=30.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait between retries while the server is away.")
+    spool_path: FilePath = Path("spool.db")
+    spool_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
+    spool_max_age_seconds: float = Field(default=14 * 86400, gt=0)
     checks: ChecksConfig = ChecksConfig()
 
     def check_configs(self) -> dict[str, CheckConfig]:
@@ -51,7 +58,7 @@ def load_agent_config(path: Path) -> AgentConfig:
     """Load and validate the agent config; relative paths are relative to the file."""
     config, doc = load(path, AgentConfig)
     update: dict[str, Any] = {}
-    for field in ("token_file", "inventory"):
+    for field in ("token_file", "inventory", "ca_file", "spool_path"):
         value = getattr(config, field)
         if value is not None:
             update[field] = path.parent / value

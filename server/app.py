@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,30 +18,10 @@ from server.store import AgentState, Identity, Store
 from wardready.configfile import dotted
 from wardready.inventory import Inventory
 from wardready.report import SCHEMA_VERSION, Report, schema_version_of
+from wardready.serial import SerialThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Database:
-    """Runs every Store call on one dedicated thread, so SQLite never blocks the event loop."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._path = config.database
-        self.store: Store | None = None
-
-    async def open(self) -> Store:
-        self.store = await self.call(Store, self._path)
-        return self.store
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def close(self) -> None:
-        if self.store is not None:
-            await self.call(self.store.close)
-        self._executor.shutdown(wait=True)
 
 
 class Fleet:
@@ -57,7 +35,8 @@ class Fleet:
 
 CONFIG = web.AppKey("config", ServerConfig)
 INVENTORY = web.AppKey("inventory", Inventory)
-DATABASE = web.AppKey("database", Database)
+STORE = web.AppKey("store", Store)
+IO = web.AppKey("io", SerialThread)
 FLEET = web.AppKey("fleet", Fleet)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 
@@ -76,15 +55,16 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    db = Database(app[CONFIG])
-    store = await db.open()
-    fleet = Fleet(await db.call(store.agent_states), await db.call(store.active_agents))
+    io = SerialThread("sqlite")
+    store = await io.call(Store, app[CONFIG].database)
+    fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active))
-    app[DATABASE], app[FLEET], app[REGISTRY] = db, fleet, registry
+    app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     yield
-    await db.close()
+    await io.call(store.close)
+    io.shutdown()
 
 
 def _fail(status: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:
@@ -113,9 +93,8 @@ async def authenticate(request: web.Request) -> Identity:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise _fail(web.HTTPUnauthorized, "missing bearer token", **{"WWW-Authenticate": "Bearer"})
-    db = request.app[DATABASE]
-    assert db.store is not None
-    identity = await db.call(db.store.authenticate, token.strip())
+    app = request.app
+    identity = await app[IO].call(app[STORE].authenticate, token.strip())
     if identity is None:
         raise _fail(web.HTTPUnauthorized, "invalid or revoked token",
                     **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -143,10 +122,9 @@ async def ingest_report(request: web.Request) -> web.Response:
         raise _fail(web.HTTPForbidden,
                     f"this token is for ward {identity.ward!r} host {identity.host!r}, "
                     f"not ward {report.ward!r} host {report.host!r}")
-    db, fleet = request.app[DATABASE], request.app[FLEET]
-    assert db.store is not None
+    app, fleet = request.app, request.app[FLEET]
     received_at = time.time()
-    stored = await db.call(db.store.add_report, report, received_at)
+    stored = await app[IO].call(app[STORE].add_report, report, received_at)
     if stored:
         key = (identity.ward, identity.host)
         fleet.agents.setdefault(key, AgentState()).apply(report, received_at)
@@ -157,9 +135,8 @@ async def ingest_report(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the fleet and of the inventory's requirements."""
-    db, fleet = request.app[DATABASE], request.app[FLEET]
-    assert db.store is not None
-    fleet.active = await db.call(db.store.active_agents)  # tokens revoked from the CLI
+    app, fleet = request.app, request.app[FLEET]
+    fleet.active = await app[IO].call(app[STORE].active_agents)  # tokens revoked from the CLI
     body = generate_latest(request.app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -15,7 +15,14 @@ from prometheus_client.registry import Collector
 from checks import REGISTRY
 from server.store import AgentState
 from wardready.inventory import Inventory, Profile
-from wardready.metrics import OUTCOME_METRICS, MetricSpec, Sample, families, outcome_samples
+from wardready.metrics import (
+    DROPPED_REPORTS,
+    OUTCOME_METRICS,
+    MetricSpec,
+    Sample,
+    families,
+    outcome_samples,
+)
 
 WARD_INFO = MetricSpec(
     "wardready_ward_info", "A ward, commune or special zone in the inventory.",
@@ -64,7 +71,9 @@ LAST_REPORT = MetricSpec("wardready_agent_last_report_timestamp_seconds",
                          "When the server last received a report from this agent.")
 REPORTS = MetricSpec("wardready_agent_reports_total", "Reports received from this agent.",
                      kind="counter")
-AGENT_METRICS = (LAST_REPORT, REPORTS, *OUTCOME_METRICS)
+CLOCK_OFFSET = MetricSpec("wardready_agent_clock_offset_seconds",
+                          "Agent clock minus server clock, from the latest fresh report.")
+AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, *OUTCOME_METRICS)
 
 
 class FleetCollector(Collector):
@@ -108,6 +117,9 @@ class FleetCollector(Collector):
         for key, state in served:
             yield key, Sample(LAST_REPORT, (), state.last_report_at)
             yield key, Sample(REPORTS, (), state.reports_total)
+            yield key, Sample(DROPPED_REPORTS, (), state.dropped_reports_total)
+            if state.clock_offset_seconds is not None:
+                yield key, Sample(CLOCK_OFFSET, (), state.clock_offset_seconds)
             for name, o in sorted(state.outcomes.items()):
                 for sample in outcome_samples(name, o.ok, o.duration_seconds, o.started_at):
                     yield key, sample

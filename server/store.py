@@ -47,11 +47,14 @@ CREATE TABLE IF NOT EXISTS agents (
     host TEXT NOT NULL,
     last_report_at REAL NOT NULL,
     reports_total INTEGER NOT NULL,
+    dropped_reports_total INTEGER NOT NULL DEFAULT 0,
+    clock_offset_seconds REAL,
     PRIMARY KEY (ward, host)
 );
 """
 
 TOKEN_PREFIX = "wrt_"
+FRESH_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -79,12 +82,19 @@ class AgentState:
 
     last_report_at: float = 0.0
     reports_total: int = 0
+    dropped_reports_total: int = 0
+    clock_offset_seconds: float | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def apply(self, report: Report, received_at: float) -> None:
         """Account for a newly stored report, as `Store.add_report` does on disk."""
         self.reports_total += 1
         self.last_report_at = max(self.last_report_at, received_at)
+        self.dropped_reports_total = max(self.dropped_reports_total,
+                                         report.dropped_reports_total)
+        if received_at - report.generated_at < FRESH_SECONDS:
+            # Only a report sent as soon as it was made tells how far the agent's clock is off.
+            self.clock_offset_seconds = report.generated_at - received_at
         for outcome in report.outcomes:
             current = self.outcomes.get(outcome.check)
             if current is None or outcome.started_at >= current.started_at:
@@ -172,11 +182,19 @@ class Store:
                     " SET started_at = excluded.started_at, outcome = excluded.outcome"
                     " WHERE excluded.started_at >= latest.started_at",
                     (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
+            state = AgentState()
+            state.apply(report, received_at)
             self.db.execute(
-                "INSERT INTO agents (ward, host, last_report_at, reports_total) VALUES (?,?,?,1)"
+                "INSERT INTO agents (ward, host, last_report_at, reports_total,"
+                " dropped_reports_total, clock_offset_seconds) VALUES (?,?,?,1,?,?)"
                 " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
-                " last_report_at = max(last_report_at, excluded.last_report_at)",
-                (ward, host, received_at))
+                " last_report_at = max(last_report_at, excluded.last_report_at),"
+                " dropped_reports_total = max(dropped_reports_total,"
+                " excluded.dropped_reports_total),"
+                " clock_offset_seconds = coalesce(excluded.clock_offset_seconds,"
+                " clock_offset_seconds)",
+                (ward, host, received_at, state.dropped_reports_total,
+                 state.clock_offset_seconds))
         return True
 
     def report_count(self) -> int:
@@ -185,9 +203,10 @@ class Store:
     def agent_states(self) -> dict[tuple[str, str], AgentState]:
         """Every agent's counters and latest outcomes, to rebuild the server's view at start."""
         states = {
-            (w, h): AgentState(last, total, {})
-            for w, h, last, total in self.db.execute(
-                "SELECT ward, host, last_report_at, reports_total FROM agents")
+            (w, h): AgentState(last, total, dropped, offset)
+            for w, h, last, total, dropped, offset in self.db.execute(
+                "SELECT ward, host, last_report_at, reports_total, dropped_reports_total,"
+                " clock_offset_seconds FROM agents")
         }
         for ward, host, check, outcome in self.db.execute(
                 "SELECT ward, host, check_name, outcome FROM latest"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import psutil
@@ -42,8 +43,14 @@ async def test_host_check_reads_cpu_model_from_the_given_proc_root(tmp_path: Pat
     assert result.cpu_model == "Intel(R) Core(TM) i5-4590 CPU @ 3.30GHz"
 
 
-async def test_agent_round_exposes_metrics_that_promtool_accepts() -> None:
-    agent = Agent(load_agent_config(DATA / "agent-small.yml"), "wrt_x.y")
+def make_agent(tmp_path: Path) -> Agent:
+    for name in ("agent-small.yml", "inventory-small.yml", "agent.token"):
+        shutil.copy(DATA / name, tmp_path)
+    return Agent(load_agent_config(tmp_path / "agent-small.yml"), "wrt_x.y")
+
+
+async def test_agent_round_exposes_metrics_that_promtool_accepts(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path)
     report = await agent.run_round(["host"])
     assert report.ward == "sai-gon" and report.host == "counter-01"
     assert agent.delivery.pending == 1

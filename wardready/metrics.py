@@ -64,6 +64,11 @@ def families(
     return list(built.values())
 
 
+DROPPED_REPORTS = MetricSpec("wardready_agent_dropped_reports_total",
+                             "Reports the agent dropped undelivered (spool full or too old).",
+                             kind="counter")
+"""Exposed by the agent and, from its reports, by the server: loss is never silent."""
+
 CHECK_SUCCESS = MetricSpec("wardready_agent_check_success",
                            "1 if the check's latest run produced a result.", ("check",))
 CHECK_DURATION = MetricSpec("wardready_agent_check_duration_seconds",

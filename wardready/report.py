@@ -77,6 +77,8 @@ class Report(BaseModel):
     host: Slug
     agent_version: str = Field(max_length=64)
     generated_at: float
+    dropped_reports_total: int = Field(default=0, ge=0, description="Reports this agent "
+                                       "dropped undelivered so far (spool full or too old).")
     outcomes: Annotated[list[Outcome], Field(max_length=MAX_CHECKS_PER_REPORT)]
 
 

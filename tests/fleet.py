@@ -1,0 +1,64 @@
+"""Helpers for tests that run a real server and real agent processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from server.store import Store
+from tests.conftest import REPO
+from wardready import stack
+
+SPOOLED = re.compile(r"report ([0-9a-f-]{36}) spooled")
+
+
+def write_server_config(workdir: Path, port: int, **extra: Any) -> Path:
+    path = workdir / "server.yml"
+    path.write_text(yaml.safe_dump({"listen_port": port, "database": "server.db",
+                                    "inventory": str(REPO / "inventory.yml"), **extra}))
+    return path
+
+
+def issue_tokens(server_config: Path, agents: list[tuple[str, str]]) -> list[str]:
+    store = Store(server_config.parent / "server.db")
+    try:
+        return [store.issue_token(ward, host) for ward, host in agents]
+    finally:
+        store.close()
+
+
+def write_agent_config(workdir: Path, server_url: str, ward: str, host: str, token: str,
+                       **extra: Any) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "token").write_text(token)
+    config = {"server_url": server_url, "ward": ward, "host": host, "token_file": "token",
+              "listen_port": stack.free_port(), "spool_path": "spool.db",
+              "start_jitter_seconds": 0, **extra}
+    path = workdir / "agent.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def agent_port(config: Path) -> int:
+    return int(yaml.safe_load(config.read_text())["listen_port"])
+
+
+def agent_health(config: Path) -> dict[str, Any] | None:
+    body = stack.http_get(f"http://127.0.0.1:{agent_port(config)}/healthz")
+    return json.loads(body) if body else None
+
+
+def spooled_ids(log: Path) -> list[str]:
+    """Ids of the reports an agent logged as committed to its spool."""
+    return SPOOLED.findall(log.read_text()) if log.exists() else []
+
+
+def stored_ids(db: Path) -> list[str]:
+    """Ids of the reports the server stored (every row, so duplicates would show)."""
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM reports")]
