@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Iterator
 
@@ -135,9 +137,19 @@ class Agent(Collector):
         scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()},
                               jitter=self.config.start_jitter_seconds)
         delivery = asyncio.create_task(self.delivery.run(), name="delivery")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            async for names in scheduler.rounds():
-                await self.run_round(names)
+            while not stop.is_set():
+                # A stop request ends the wait, never a round: what was made gets spooled.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), scheduler.seconds_until_next())
+                names = [] if stop.is_set() else scheduler.due()
+                if names:
+                    await self.run_round(names)
+            log.info("stopping; %d reports wait in the spool", self.delivery.pending)
         finally:
             delivery.cancel()
             await runner.cleanup()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -48,8 +47,7 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_agent_config(args.config)
     agent = Agent(config, read_token(config))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(agent.run())
+    asyncio.run(agent.run())  # returns on SIGTERM or SIGINT, after the round in progress
     return 0
 
 

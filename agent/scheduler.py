@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 COALESCE_SECONDS = 1.0
 """Checks falling due within this window run in the same round and share one report."""
 
 
 class Scheduler:
-    """Yields rounds: the names of the checks due now.
+    """Decides rounds: the names of the checks due now.
 
     Each check first runs at a uniformly random offset within min(interval, jitter), so a
     thousand agents started together do not all measure the city's uplink at once; after
@@ -46,11 +45,3 @@ class Scheduler:
 
     def seconds_until_next(self) -> float:
         return max(0.0, min(self.next_due.values()) - self.clock()) if self.next_due else 3600.0
-
-    async def rounds(self) -> AsyncIterator[list[str]]:
-        """Forever: sleep until something is due, then yield what is due."""
-        while True:
-            await asyncio.sleep(self.seconds_until_next())
-            names = self.due()
-            if names:
-                yield names

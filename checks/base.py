@@ -21,10 +21,16 @@ class CheckConfig(BaseModel):
     timeout_seconds: float = Field(default=60.0, gt=0)
 
 
-class CheckResult(BaseModel):
-    """Base of every check's typed result (lenient on input: results travel as JSON)."""
+class ResultModel(BaseModel):
+    """Base of results and their parts: lenient types (they travel as JSON), bounded text,
+    finite numbers, no unknown keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              str_max_length=1024)
+
+
+class CheckResult(ResultModel):
+    """Base of every check's typed result."""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
-from checks.base import CheckConfig, CheckResult, CheckSpec
+from checks.base import CheckConfig, CheckResult, CheckSpec, ResultModel
 from wardready.metrics import MetricSpec, Sample
 
 MAX_DISKS = 32
@@ -25,8 +25,7 @@ class Config(CheckConfig):
     proc_root: str = "/proc"
 
 
-class Disk(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Disk(ResultModel):
     mountpoint: str
     device: str
     fstype: str
@@ -34,15 +33,14 @@ class Disk(BaseModel):
     free_bytes: int
 
 
-class Nic(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Nic(ResultModel):
     name: str
     mac: str | None
     up: bool
     speed_bits_per_second: int | None
     """None when the driver does not say (psutil reports 0)."""
     mtu: int
-    addresses: list[str]
+    addresses: list[str] = Field(max_length=64)
 
 
 class Result(CheckResult):
@@ -59,8 +57,8 @@ class Result(CheckResult):
     memory_available_bytes: int
     swap_total_bytes: int
     boot_time_seconds: float
-    disks: list[Disk]
-    nics: list[Nic]
+    disks: list[Disk] = Field(max_length=MAX_DISKS)
+    nics: list[Nic] = Field(max_length=MAX_NICS)
 
 
 async def run(config: Config) -> Result:

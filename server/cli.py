@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from server.app import create_app
-from server.config import ServerConfig, load_server_config
+from server.config import ServerConfig, load_server_config, ssl_context
 from server.store import Store
 from wardready.errors import ConfigError, WardreadyError
 from wardready.inventory import Inventory, load_inventory
@@ -50,9 +50,12 @@ def _parser() -> argparse.ArgumentParser:
 
     tokens = sub.add_parser("tokens", help="issue, list and revoke agent tokens")
     tsub = tokens.add_subparsers(required=True, metavar="ACTION")
-    issue = tsub.add_parser("issue", parents=[common], help="issue a token for one agent")
-    issue.add_argument("--ward", required=True, help="ward id from the inventory")
-    issue.add_argument("--host", required=True, help="the agent's host name")
+    issue = tsub.add_parser("issue", parents=[common],
+                            help="issue a token for one agent (or --admin NAME)")
+    issue.add_argument("--ward", help="ward id from the inventory")
+    issue.add_argument("--host", help="the agent's host name")
+    issue.add_argument("--admin", metavar="NAME",
+                       help="issue an administrator token for the admin endpoints instead")
     issue.set_defaults(func=_tokens_issue)
     listing = tsub.add_parser("list", parents=[common], help="list tokens (never secrets)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -74,7 +77,9 @@ def _serve(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     logging.getLogger("server").info("inventory %s: %d wards", config.inventory,
                                      len(inventory.wards))
+    # run_app turns SIGTERM/SIGINT into a graceful stop: in-flight requests finish first.
     web.run_app(create_app(config, inventory), host=config.listen_host, port=config.listen_port,
+                ssl_context=ssl_context(config), shutdown_timeout=30,
                 print=lambda msg: print(f"wardready-server: {msg}", flush=True))
     return 0
 
@@ -88,6 +93,17 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _tokens_issue(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
+    if args.admin:
+        if args.ward or args.host:
+            raise ConfigError("command line", 0, "--admin", "an admin token has no ward or host")
+        store = Store(config.database)
+        try:
+            print(store.issue_admin_token(args.admin))
+        finally:
+            store.close()
+        return 0
+    if not args.ward or not args.host:
+        raise ConfigError("command line", 0, "tokens issue", "give --ward and --host (or --admin)")
     if inventory.ward(args.ward) is None:
         raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
     if not _is_slug(args.host):
@@ -114,11 +130,12 @@ def _tokens_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
-    print(f"{'ID':<14}{'WARD':<22}{'HOST':<22}{'CREATED':<22}STATE")
+    print(f"{'ID':<14}{'ROLE':<7}{'WARD':<22}{'HOST / NAME':<22}{'CREATED':<21}STATE")
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
         state = "revoked" if row.revoked_at else "active"
-        print(f"{row.id:<14}{row.ward:<22}{row.host:<22}{created:<22}{state}")
+        print(f"{row.id:<14}{row.role:<7}{row.ward or '-':<22}{row.host or row.name or '-':<22}"
+              f"{created:<21}{state}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -13,24 +14,51 @@ FilePath = Annotated[Path, Field(strict=False)]
 """A path given as text in YAML."""
 
 
-class ServerConfig(BaseModel):
-    """Where the server listens and keeps its data. Relative paths are relative to the file."""
-
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TlsConfig(Strict):
+    """The server's certificate chain and key (PEM)."""
+
+    cert_file: FilePath
+    key_file: FilePath
+
+
+class ServerConfig(Strict):
+    """Where the server listens and keeps its data. Relative paths are relative to the file."""
 
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8470, ge=1, le=65535)
     database: FilePath = Path("wardready.db")
     inventory: FilePath = Path("inventory.yml")
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
+    tls: TlsConfig | None = None
 
 
 def load_server_config(path: Path | None) -> ServerConfig:
-    """Load the config file (or the defaults when there is none), resolving relative paths."""
+    """Load the config file (or the defaults when there is none), resolving relative paths;
+    a certificate that does not load is a configuration error too."""
     if path is None:
         return ServerConfig()
-    config, _ = load(path, ServerConfig)
-    return config.model_copy(update={
-        "database": path.parent / config.database,
-        "inventory": path.parent / config.inventory,
-    })
+    config, doc = load(path, ServerConfig)
+    base = path.parent
+    tls = config.tls and TlsConfig(cert_file=base / config.tls.cert_file,
+                                   key_file=base / config.tls.key_file)
+    config = config.model_copy(update={"database": base / config.database,
+                                       "inventory": base / config.inventory, "tls": tls})
+    try:
+        ssl_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise doc.error(("tls", "cert_file"), f"cannot load certificate and key: {exc}") from None
+    return config
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    """The TLS context to serve with, or None for plain HTTP."""
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    return context

@@ -13,14 +13,17 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from wardready.report import Outcome, Report
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
-    ward TEXT NOT NULL,
-    host TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('agent', 'admin')),
+    ward TEXT,
+    host TEXT,
+    name TEXT,
     secret_sha256 TEXT NOT NULL,
     created_at REAL NOT NULL,
     revoked_at REAL
@@ -53,6 +56,7 @@ CREATE TABLE IF NOT EXISTS agents (
 );
 """
 
+Role = Literal["agent", "admin"]
 TOKEN_PREFIX = "wrt_"
 FRESH_SECONDS = 30.0
 log = logging.getLogger(__name__)
@@ -60,18 +64,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Identity:
-    """Who an agent token belongs to."""
+    """Who a token belongs to: an agent (ward and host) or an administrator (name)."""
 
     token_id: str
-    ward: str
-    host: str
+    role: Role
+    ward: str = ""
+    host: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
 class TokenRow:
     id: str
-    ward: str
-    host: str
+    role: Role
+    ward: str | None
+    host: str | None
+    name: str | None
     created_at: float
     revoked_at: float | None
 
@@ -123,18 +131,25 @@ class Store:
     # tokens
 
     def issue_token(self, ward: str, host: str) -> str:
-        """Create a token for an agent; the secret is returned once and stored only hashed."""
+        """Create an agent token; the secret is returned once and stored only hashed."""
+        return self._issue("agent", ward, host, None)
+
+    def issue_admin_token(self, name: str) -> str:
+        """Create an administrator token (admin endpoints only, never reports)."""
+        return self._issue("admin", None, None, name)
+
+    def _issue(self, role: Role, ward: str | None, host: str | None, name: str | None) -> str:
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         self.db.execute(
-            "INSERT INTO tokens (id, ward, host, secret_sha256, created_at) VALUES (?,?,?,?,?)",
-            (token_id, ward, host, _sha256(secret), time.time()),
-        )
+            "INSERT INTO tokens (id, role, ward, host, name, secret_sha256, created_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (token_id, role, ward, host, name, _sha256(secret), time.time()))
         return f"{TOKEN_PREFIX}{token_id}.{secret}"
 
     def tokens(self) -> list[TokenRow]:
-        rows = self.db.execute(
-            "SELECT id, ward, host, created_at, revoked_at FROM tokens ORDER BY created_at")
+        rows = self.db.execute("SELECT id, role, ward, host, name, created_at, revoked_at"
+                               " FROM tokens ORDER BY created_at")
         return [TokenRow(*row) for row in rows]
 
     def revoke_token(self, token_id: str) -> bool:
@@ -151,14 +166,15 @@ class Store:
         if body == token or not dot or not secret:
             return None
         row = self.db.execute(
-            "SELECT ward, host, secret_sha256 FROM tokens WHERE id = ? AND revoked_at IS NULL",
-            (token_id,)).fetchone()
-        if row is None or not secrets.compare_digest(row[2], _sha256(secret)):
+            "SELECT role, ward, host, name, secret_sha256 FROM tokens"
+            " WHERE id = ? AND revoked_at IS NULL", (token_id,)).fetchone()
+        if row is None or not secrets.compare_digest(row[4], _sha256(secret)):
             return None
-        return Identity(token_id, row[0], row[1])
+        return Identity(token_id, row[0], row[1] or "", row[2] or "", row[3] or "")
 
     def active_agents(self) -> set[tuple[str, str]]:
-        rows = self.db.execute("SELECT DISTINCT ward, host FROM tokens WHERE revoked_at IS NULL")
+        rows = self.db.execute("SELECT DISTINCT ward, host FROM tokens"
+                               " WHERE role = 'agent' AND revoked_at IS NULL")
         return {(w, h) for w, h in rows}
 
     # reports

@@ -145,7 +145,7 @@ async def test_oversized_report_is_413(client: Client, tokens: dict[str, str]) -
     body = json.dumps(report(agent_version="x" * 70_000)).encode()
     resp = await client.post("/api/v1/reports", data=body, headers=auth(tokens["sai-gon"]))
     assert resp.status == 413
-    assert (await resp.json())["error"] == "report larger than 65536 bytes"
+    assert (await resp.json())["error"] == "request larger than 65536 bytes"
 
 
 async def test_revoked_token_is_refused_and_its_series_disappear(

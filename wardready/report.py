@@ -31,7 +31,7 @@ MAX_ERROR_CHARS = 500
 class Outcome(BaseModel):
     """What one check produced in a round: a result, or the reason it has none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     check: str
     started_at: float = Field(description="Seconds since the epoch, agent clock.")
@@ -68,7 +68,7 @@ class Outcome(BaseModel):
 class Report(BaseModel):
     """One round of one agent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal[1] = 1
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="Unique per report; "

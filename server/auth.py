@@ -1,0 +1,32 @@
+"""Bearer-token authentication and role checks; errors leave as JSON."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from server.context import IO, STORE
+from server.store import Identity, Role
+
+
+def fail(status: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:
+    """An HTTP error with a JSON body `{"error": message}`."""
+    return status(text=json.dumps({"error": message}), content_type="application/json",
+                  headers=headers or None)
+
+
+async def authenticate(request: web.Request, role: Role) -> Identity:
+    """The holder of the request's bearer token: 401 without a valid one, 403 for a token
+    of the wrong role (agent tokens cannot administer; admin tokens cannot report)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise fail(web.HTTPUnauthorized, "missing bearer token", **{"WWW-Authenticate": "Bearer"})
+    app = request.app
+    identity = await app[IO].call(app[STORE].authenticate, token.strip())
+    if identity is None:
+        raise fail(web.HTTPUnauthorized, "invalid or revoked token",
+                   **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if identity.role != role:
+        raise fail(web.HTTPForbidden, f"this endpoint needs an {role} token")
+    return identity

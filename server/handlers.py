@@ -1,0 +1,79 @@
+"""The agent-facing endpoints: report ingest, /metrics, health."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from server.auth import authenticate, fail
+from server.context import FLEET, IO, REGISTRY, STORE
+from server.store import AgentState
+from wardready.configfile import dotted
+from wardready.report import SCHEMA_VERSION, Report, schema_version_of
+
+log = logging.getLogger(__name__)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON; 400 for anything that is not plain, finite JSON."""
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+    try:
+        return json.loads(body, parse_constant=no_constants)
+    except RecursionError:
+        raise fail(web.HTTPBadRequest, "body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail(web.HTTPBadRequest, f"body is not JSON ({exc})"[:300]) from None
+
+
+async def ingest_report(request: web.Request) -> web.Response:
+    """Store one agent report durably, then reply; a replayed id is acknowledged, not stored."""
+    identity = await authenticate(request, "agent")
+    payload = parse_json(await request.read())
+    version = schema_version_of(payload)
+    if version != SCHEMA_VERSION:
+        raise fail(web.HTTPUnprocessableEntity,
+                   f"unsupported schema_version {version!r}; this server accepts {SCHEMA_VERSION}")
+    try:
+        report = Report.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise fail(web.HTTPUnprocessableEntity,
+                   f"{dotted(first['loc']) or 'report'}: {first['msg']}") from None
+    if (report.ward, report.host) != (identity.ward, identity.host):
+        raise fail(web.HTTPForbidden,
+                   f"this token is for ward {identity.ward!r} host {identity.host!r}, "
+                   f"not ward {report.ward!r} host {report.host!r}")
+    app, fleet = request.app, request.app[FLEET]
+    received_at = time.time()
+    try:
+        stored = await app[IO].call(app[STORE].add_report, report, received_at)
+    except sqlite3.Error as exc:  # a full or failing disk: the agent keeps it and retries
+        log.error("cannot store report %s: %s", report.id, exc)
+        raise fail(web.HTTPServiceUnavailable, "storage unavailable; retry later",
+                   **{"Retry-After": "5"}) from None
+    if stored:
+        key = (identity.ward, identity.host)
+        fleet.agents.setdefault(key, AgentState()).apply(report, received_at)
+        fleet.active.add(key)
+    return web.json_response({"id": str(report.id), "stored": stored},
+                             status=201 if stored else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the fleet and of the inventory's requirements."""
+    app, fleet = request.app, request.app[FLEET]
+    fleet.active = await app[IO].call(app[STORE].active_agents)  # tokens revoked meanwhile
+    body = generate_latest(app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
