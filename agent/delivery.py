@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from agent.spool import Spool, Spooled
 from wardready.serial import SerialThread
@@ -56,7 +57,8 @@ class Delivery:
     """The spool, a small in-memory fallback, and the loop that empties them."""
 
     def __init__(self, url: str, token: str, timeout: float, spool: Spool, io: SerialThread,
-                 ca_file: Path | None = None, backoff_max: float = 60.0) -> None:
+                 ca_file: Path | None = None, backoff_max: float = 60.0,
+                 resolver: AbstractResolver | None = None) -> None:
         self.url = url.rstrip("/") + "/api/v1/reports"
         self._headers = {"Authorization": f"Bearer {token}",
                          "Content-Type": "application/json"}
@@ -65,6 +67,7 @@ class Delivery:
         self.spool, self.io = spool, io
         self._memory: deque[Spooled] = deque()
         self._backoff_max = backoff_max
+        self._resolver = resolver  # tests inject one; the default asks the system
         self._wake = asyncio.Event()
         self.stats = spool.stats()
         self.delivered = 0
@@ -102,7 +105,8 @@ class Delivery:
     async def run(self) -> None:
         """Send waiting reports forever, oldest first."""
         backoff = 1.0
-        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True)
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True,
+                                         resolver=self._resolver)
         async with aiohttp.ClientSession(timeout=self._timeout, headers=self._headers,
                                          connector=connector) as session:
             while True:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.store import Store
 from tests.conftest import REPO
@@ -62,3 +63,13 @@ def stored_ids(db: Path) -> list[str]:
     """Ids of the reports the server stored (every row, so duplicates would show)."""
     with sqlite3.connect(db) as conn:
         return [row[0] for row in conn.execute("SELECT id FROM reports")]
+
+
+def metric_values(exposition: bytes) -> dict[str, float]:
+    """`name{labels}` -> value, for reading a few figures off a /metrics page."""
+    values = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            values[s.name + (f"{{{labels}}}" if labels else "")] = s.value
+    return values

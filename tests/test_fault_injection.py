@@ -71,6 +71,8 @@ def test_no_report_lost_or_duplicated_across_server_kills_and_an_outage(tmp_path
 
     generated = [i for d in dirs for i in fleet.spooled_ids(d / "agent.log")]
     stored = fleet.stored_ids(tmp_path / "server.db")
+    print(f"fault injection: {len(generated)} generated, {len(stored)} stored, "
+          f"{len(set(stored))} distinct")
     # Each agent ran ~83 s at one report a second.
     assert len(generated) >= AGENTS * 70
     assert len(stored) == len(set(stored)), "a report was stored twice"
