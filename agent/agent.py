@@ -20,7 +20,7 @@ from agent.delivery import FAILURE_REASONS, Delivery
 from agent.scheduler import Scheduler
 from agent.spool import Spool
 from checks import REGISTRY
-from checks.base import CheckConfig, CheckSpec
+from checks.base import CheckConfig, CheckSpec, Context, ServerLink
 from wardready.metrics import (
     DROPPED_REPORTS,
     OUTCOME_METRICS,
@@ -61,11 +61,13 @@ AGENT_METRICS = (AGENT_INFO, GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, 
                  SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS)
 
 
-async def run_check(spec: CheckSpec, config: CheckConfig) -> Outcome:
+async def run_check(spec: CheckSpec, config: CheckConfig,
+                    context: Context | None = None) -> Outcome:
     """Run one check within its timeout; a failure is an outcome, never an exception."""
     started_at, t0 = time.time(), time.perf_counter()
     try:
-        result = await asyncio.wait_for(spec.run(config), config.timeout_seconds)
+        result = await asyncio.wait_for(spec.run(config, context or Context()),
+                                        config.timeout_seconds)
         error = None
     except TimeoutError:
         result, error = None, f"timed out after {config.timeout_seconds:g} s"
@@ -89,6 +91,9 @@ class Agent(Collector):
         self.delivery = Delivery(str(config.server_url), token, config.delivery_timeout_seconds,
                                  self.spool, self.io, config.ca_file,
                                  config.delivery_backoff_max_seconds)
+        self.context = Context(
+            server=ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file),
+            platforms=config.platforms())
         self.latest: dict[str, Outcome] = {}
         self.generated = 0
         self.clock_jumps = 0
@@ -98,7 +103,8 @@ class Agent(Collector):
 
     async def run_round(self, names: list[str]) -> Report:
         """Run the named checks concurrently and queue their report for delivery."""
-        outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n]) for n in names))
+        outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n], self.context)
+                                         for n in names))
         for outcome in outcomes:
             self.latest[outcome.check] = outcome
         self._watch_clock()

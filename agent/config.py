@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, create_model
 
 from checks import REGISTRY
-from checks.base import CheckConfig
+from checks.base import CheckConfig, Target
 from wardready.configfile import load
 from wardready.errors import ConfigError
 from wardready.inventory import Slug, load_inventory
@@ -52,6 +52,12 @@ class AgentConfig(BaseModel):
         """Each enabled check's config, by check name."""
         configs: dict[str, CheckConfig] = {name: getattr(self.checks, name) for name in REGISTRY}
         return {name: c for name, c in configs.items() if c.enabled}
+
+    def platforms(self) -> tuple[Target, ...]:
+        """The city platforms to probe: those of the local inventory, if one is configured."""
+        if self.inventory is None:
+            return ()
+        return tuple(Target(p.id, str(p.url)) for p in load_inventory(self.inventory).platforms)
 
 
 def load_agent_config(path: Path) -> AgentConfig:

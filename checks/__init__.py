@@ -6,7 +6,7 @@ Nothing here imports the agent or the server.
 from __future__ import annotations
 
 from checks import host
-from checks.base import CheckConfig, CheckResult, CheckSpec
+from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
 REGISTRY: dict[str, CheckSpec] = {}
 
@@ -20,4 +20,5 @@ def register(spec: CheckSpec) -> None:
 
 register(host.CHECK)
 
-__all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "register"]
+__all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
+           "Target", "register"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,12 +35,39 @@ class CheckResult(ResultModel):
 
 
 @dataclass(frozen=True)
+class ServerLink:
+    """The agent's own server, for checks that measure against it (speed test, UDP echo)."""
+
+    url: str
+    """Base URL, e.g. `https://wardready.example:8470`."""
+    token: str
+    ca_file: Path | None = None
+    """CA bundle to verify the server's certificate; None means the system's CAs."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Something a check probes by name, e.g. a city platform from the inventory."""
+
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the agent knows that checks may need; every check's `run(config, context)` gets it."""
+
+    server: ServerLink | None = None
+    platforms: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True)
 class CheckSpec:
     """A check as the agent schedules it and the server ingests it."""
 
     name: str
     config_model: type[CheckConfig]
     result_model: type[CheckResult]
-    run: Callable[[Any], Awaitable[CheckResult]]
+    run: Callable[[Any, Context], Coroutine[Any, Any, CheckResult]]
     metrics: tuple[MetricSpec, ...]
     samples: Callable[[Any], Iterable[Sample]]

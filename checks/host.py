@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 from pydantic import Field
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, ResultModel
+from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ResultModel
 from wardready.metrics import MetricSpec, Sample
 
 MAX_DISKS = 32
@@ -61,7 +61,7 @@ class Result(CheckResult):
     nics: list[Nic] = Field(max_length=MAX_NICS)
 
 
-async def run(config: Config) -> Result:
+async def run(config: Config, context: Context) -> Result:
     """Read the host's facts (in a thread: psutil calls block)."""
     return await asyncio.to_thread(collect, Path(config.proc_root))
 

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.agent import Agent, run_check
 from agent.config import load_agent_config
 from checks import REGISTRY, host
-from checks.base import CheckConfig, CheckResult, CheckSpec
+from checks.base import CheckConfig, CheckResult, CheckSpec, Context
 from tests.conftest import DATA, promtool_check_metrics
 
 
@@ -27,7 +27,7 @@ def samples(body: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 async def test_host_check_matches_psutil() -> None:
-    result = await host.run(host.Config())
+    result = await host.run(host.Config(), Context())
     assert result.memory_total_bytes == psutil.virtual_memory().total
     assert result.cpu_logical_cores == psutil.cpu_count()
     assert result.boot_time_seconds == psutil.boot_time()
@@ -39,7 +39,7 @@ async def test_host_check_matches_psutil() -> None:
 async def test_host_check_reads_cpu_model_from_the_given_proc_root(tmp_path: Path) -> None:
     (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: Intel(R) Core(TM) "
                                       "i5-4590 CPU @ 3.30GHz\n")
-    result = await host.run(host.Config(proc_root=str(tmp_path)))
+    result = await host.run(host.Config(proc_root=str(tmp_path)), Context())
     assert result.cpu_model == "Intel(R) Core(TM) i5-4590 CPU @ 3.30GHz"
 
 
@@ -66,12 +66,12 @@ class SlowResult(CheckResult):
     pass
 
 
-async def _slow(config: CheckConfig) -> SlowResult:
+async def _slow(config: CheckConfig, context: Context) -> SlowResult:
     await asyncio.sleep(5)
     return SlowResult()
 
 
-async def _broken(config: CheckConfig) -> SlowResult:
+async def _broken(config: CheckConfig, context: Context) -> SlowResult:
     raise OSError("no such device")
 
 
