@@ -5,7 +5,7 @@ Nothing here imports the agent or the server.
 
 from __future__ import annotations
 
-from checks import host
+from checks import bandwidth, host
 from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -19,6 +19,7 @@ def register(spec: CheckSpec) -> None:
 
 
 register(host.CHECK)
+register(bandwidth.CHECK)
 
 __all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
            "Target", "register"]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from server import admin, handlers
+from server import admin, handlers, speedtest
 from server.config import ServerConfig
 from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, Fleet
 from server.exposition import FleetCollector
@@ -32,6 +32,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_get("/admin/v1/tokens", admin.list_tokens)
     app.router.add_post("/admin/v1/tokens", admin.issue_token)
     app.router.add_delete("/admin/v1/tokens/{token_id}", admin.revoke_token)
+    speedtest.setup(app, config.speedtest)
     return app
 
 
@@ -41,6 +42,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active))
+    registry.register(speedtest.SpeedtestCollector(app[speedtest.SLOTS]))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     yield

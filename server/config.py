@@ -25,6 +25,20 @@ class TlsConfig(Strict):
     key_file: FilePath
 
 
+class SpeedtestConfig(Strict):
+    """Caps on the throughput-test endpoints, so nobody can use them to flood a link."""
+
+    max_concurrent_tests: int = Field(default=4, ge=1)
+    """Throughput tests at once city-wide, so the central uplink is not the bottleneck;
+    within a ward, one at a time (machines sharing the uplink would each measure a part)."""
+    slot_seconds: float = Field(default=30.0, gt=0, le=600)
+    """How long a granted slot lasts; the agent releases it sooner when done."""
+    max_bytes_per_slot: int = Field(default=400 << 20, ge=1 << 20)
+    """Bytes one slot may move, all streams and both directions together."""
+    max_streams: int = Field(default=8, ge=1, le=64)
+    """Concurrent transfers one slot may run."""
+
+
 class ServerConfig(Strict):
     """Where the server listens and keeps its data. Relative paths are relative to the file."""
 
@@ -34,6 +48,7 @@ class ServerConfig(Strict):
     inventory: FilePath = Path("inventory.yml")
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
     tls: TlsConfig | None = None
+    speedtest: SpeedtestConfig = SpeedtestConfig()
 
 
 def load_server_config(path: Path | None) -> ServerConfig:

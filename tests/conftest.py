@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from wardready.inventory import Inventory, load_inventory
+from wardready.metrics import MetricSpec, Sample, families
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
@@ -39,6 +44,17 @@ def promtool_check_metrics(exposition: bytes) -> str:
     out = subprocess.run([require_binary("promtool"), "check", "metrics"], input=exposition,
                          capture_output=True, check=False)
     return (out.stdout + out.stderr).decode().strip() if out.returncode else ""
+
+
+def exposition(specs: Sequence[MetricSpec], samples: Iterable[Sample]) -> bytes:
+    """The text exposition of one check's metrics, as an agent would serve them."""
+    class Once(Collector):
+        def collect(self) -> Iterator[Metric]:
+            yield from families(specs, (((), s) for s in samples))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Once())
+    return generate_latest(registry)
 
 
 @pytest.fixture(scope="session")

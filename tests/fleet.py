@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from checks import REGISTRY
 from server.store import Store
 from tests.conftest import REPO
 from wardready import stack
@@ -37,7 +38,11 @@ def write_agent_config(workdir: Path, server_url: str, ward: str, host: str, tok
                        **extra: Any) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "token").write_text(token)
-    config = {"server_url": server_url, "ward": ward, "host": host, "token_file": "token",
+    # Only the host check unless a test asks for more: the others measure links and take time.
+    checks = {name: {"enabled": False} for name in REGISTRY if name != "host"}
+    checks.update(extra.pop("checks", {}))
+    config = {"checks": checks, "server_url": server_url, "ward": ward, "host": host,
+              "token_file": "token",
               "listen_port": stack.free_port(), "spool_path": "spool.db",
               "start_jitter_seconds": 0, **extra}
     path = workdir / "agent.yml"

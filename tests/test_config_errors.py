@@ -99,7 +99,8 @@ def test_bad_agent_config_is_one_line_with_file_and_line(
 
 def test_valid_small_configs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert agent_main(["check-config", "--config", str(DATA / "agent-small.yml")]) == 0
-    assert "ward sai-gon, host counter-01, checks: host every 300 s: ok" in capsys.readouterr().out
+    assert ("ward sai-gon, host counter-01, checks: host every 300 s, bandwidth every 3600 s: ok"
+            in capsys.readouterr().out)
 
 
 def test_shipped_inventory_is_valid_and_complete(inventory_path: Path) -> None:

@@ -129,7 +129,7 @@ async def test_report_naming_another_ward_is_403_and_changes_nothing(
      "generated_at: Input should be a valid number, unable to parse string as a number"),
     (json.dumps(report(outcomes=[{"check": "teleport", "started_at": 1, "duration_seconds": 1,
                                   "ok": False, "error": "x"}])).encode(), 422,
-     "outcomes[0].check: Value error, unknown check 'teleport' (this version knows: host)"),
+     "outcomes[0].check: Value error, unknown check 'teleport' (this version knows: "),
     (json.dumps(report(outcomes=[{"check": "host", "started_at": 1, "duration_seconds": 1,
                                   "ok": True, "result": {"os": "Linux"}}])).encode(), 422,
      "outcomes[0].result.os_version: Field required"),

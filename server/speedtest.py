@@ -1,0 +1,239 @@
+"""Throughput-test endpoints and the scheduler that grants their slots.
+
+An agent asks for a slot first (`POST /api/v1/speedtest/slots`). At most one test per ward
+runs at a time, since machines sharing a ward's uplink would each measure a fraction of it,
+and at most `max_concurrent_tests` city-wide, so the central uplink is not the bottleneck.
+A slot is a lease: it expires after `slot_seconds` and carries a byte budget shared by all its
+streams. Download and upload requests name their slot in the `X-Wardready-Slot` header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from server.auth import authenticate, fail
+from server.config import SpeedtestConfig
+from server.store import Identity
+from wardready.metrics import MetricSpec, Sample, families
+
+log = logging.getLogger(__name__)
+
+SLOT_HEADER = "X-Wardready-Slot"
+CHUNK_BYTES = 64 << 10
+PAYLOAD = os.urandom(1 << 20)
+"""Random, so no compression anywhere on the path can inflate the figures."""
+TIMELINE_STEP_SECONDS = 0.05
+
+
+@dataclass
+class Slot:
+    """A granted throughput test: who holds it, until when, and what it may still move."""
+
+    id: str
+    ward: str
+    host: str
+    expires_at: float
+    bytes_left: int
+    streams: int = 0
+
+
+@dataclass
+class Slots:
+    """The scheduler: grants, refuses and expires slots (in memory; slots are short leases)."""
+
+    config: SpeedtestConfig
+    by_ward: dict[str, Slot] = field(default_factory=dict)
+    refusals: Counter[str] = field(default_factory=Counter)
+    bytes_moved: Counter[str] = field(default_factory=Counter)
+    granted: int = 0
+
+    def _expire(self, now: float) -> None:
+        for ward in [w for w, s in self.by_ward.items() if s.expires_at <= now]:
+            del self.by_ward[ward]
+
+    def acquire(self, identity: Identity, now: float) -> Slot | str:
+        """A new slot for this agent, or why there is none now."""
+        self._expire(now)
+        ward = identity.ward or ""
+        held = self.by_ward.get(ward)
+        if held is not None and held.host == identity.host:
+            del self.by_ward[ward]  # the agent starts over (e.g. after a crash): replace it
+        elif held is not None:
+            self.refusals["ward_busy"] += 1
+            return f"ward {ward!r} has a test running (host {held.host!r})"
+        if len(self.by_ward) >= self.config.max_concurrent_tests:
+            self.refusals["city_busy"] += 1
+            return f"{len(self.by_ward)} tests are running city-wide (the cap)"
+        slot = Slot(secrets.token_hex(16), ward, identity.host or "",
+                    now + self.config.slot_seconds, self.config.max_bytes_per_slot)
+        self.by_ward[ward] = slot
+        self.granted += 1
+        return slot
+
+    def find(self, slot_id: str, identity: Identity, now: float) -> Slot | None:
+        """The live slot with this id, if this agent holds it."""
+        self._expire(now)
+        slot = self.by_ward.get(identity.ward or "")
+        if slot is None or slot.host != identity.host:
+            return None
+        return slot if secrets.compare_digest(slot.id, slot_id) else None
+
+    def release(self, slot: Slot) -> None:
+        if self.by_ward.get(slot.ward) is slot:
+            del self.by_ward[slot.ward]
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until the soonest slot expires (an upper bound on the wait)."""
+        soonest = min((s.expires_at for s in self.by_ward.values()), default=now + 1)
+        return max(1.0, soonest - now)
+
+
+SLOTS = web.AppKey("speedtest_slots", Slots)
+
+ACTIVE = MetricSpec("wardready_speedtest_active_tests", "Throughput-test slots held now.")
+GRANTED = MetricSpec("wardready_speedtest_slots_granted_total",
+                     "Throughput-test slots granted.", kind="counter")
+REFUSED = MetricSpec("wardready_speedtest_slots_refused_total",
+                     "Slot requests refused, by reason (ward_busy, city_busy).", ("reason",),
+                     kind="counter")
+MOVED = MetricSpec("wardready_speedtest_bytes_total",
+                   "Bytes moved by throughput tests, by direction.", ("direction",),
+                   kind="counter")
+
+
+class SpeedtestCollector(Collector):
+    """The scheduler's own figures on the server's /metrics."""
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.slots
+        s._expire(time.monotonic())
+        samples = [Sample(ACTIVE, (), len(s.by_ward)), Sample(GRANTED, (), s.granted)]
+        samples += [Sample(REFUSED, (r,), s.refusals[r]) for r in ("ward_busy", "city_busy")]
+        samples += [Sample(MOVED, (d,), s.bytes_moved[d]) for d in ("download", "upload")]
+        yield from families((ACTIVE, GRANTED, REFUSED, MOVED), (((), x) for x in samples))
+
+
+def setup(app: web.Application, config: SpeedtestConfig) -> Slots:
+    """Add the speed-test routes and their scheduler to the app."""
+    slots = Slots(config)
+    app[SLOTS] = slots
+    app.router.add_post("/api/v1/speedtest/slots", acquire_slot)
+    app.router.add_delete("/api/v1/speedtest/slots/{slot_id}", release_slot)
+    app.router.add_get("/api/v1/speedtest/download", download)
+    app.router.add_post("/api/v1/speedtest/upload", upload)
+    return slots
+
+
+async def acquire_slot(request: web.Request) -> web.Response:
+    """201 with a slot, or 429 with Retry-After when the ward or the city is busy."""
+    identity = await authenticate(request, "agent")
+    slots, now = request.app[SLOTS], time.monotonic()
+    slot = slots.acquire(identity, now)
+    if isinstance(slot, str):
+        wait = slots.retry_after(now)
+        raise fail(web.HTTPTooManyRequests, f"no slot: {slot}; retry in {wait:.0f} s",
+                   **{"Retry-After": str(int(wait + 0.999))})
+    log.info("speed-test slot for %s/%s (%d running)", slot.ward, slot.host,
+             len(slots.by_ward))
+    return web.json_response({"slot": slot.id, "expires_in": slots.config.slot_seconds,
+                              "max_bytes": slot.bytes_left,
+                              "max_streams": slots.config.max_streams}, status=201)
+
+
+async def release_slot(request: web.Request) -> web.Response:
+    identity = await authenticate(request, "agent")
+    slots = request.app[SLOTS]
+    slot = slots.find(request.match_info["slot_id"], identity, time.monotonic())
+    if slot is None:
+        raise fail(web.HTTPNotFound, "no such slot held by this agent")
+    slots.release(slot)
+    return web.Response(status=204)
+
+
+async def _slot_for(request: web.Request) -> Slot:
+    identity = await authenticate(request, "agent")
+    slot = request.app[SLOTS].find(request.headers.get(SLOT_HEADER, ""), identity,
+                                   time.monotonic())
+    if slot is None:
+        raise fail(web.HTTPConflict, f"a throughput test needs a live slot in {SLOT_HEADER}; "
+                                     "ask POST /api/v1/speedtest/slots first")
+    if slot.bytes_left <= 0:
+        raise fail(web.HTTPTooManyRequests, "this slot's byte budget is spent")
+    if slot.streams >= request.app[SLOTS].config.max_streams:
+        raise fail(web.HTTPTooManyRequests, "this slot runs its maximum number of streams")
+    return slot
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """Stream `bytes` random bytes (within the slot's budget and lease) to the agent."""
+    slot = await _slot_for(request)
+    try:
+        wanted = int(request.query.get("bytes", "0"))
+    except ValueError:
+        raise fail(web.HTTPBadRequest, "bytes: not an integer") from None
+    if wanted <= 0:
+        raise fail(web.HTTPBadRequest, "bytes: must be a positive integer")
+    slots = request.app[SLOTS]
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream",
+                                           "Cache-Control": "no-store"})
+    await response.prepare(request)
+    slot.streams += 1
+    sent, offset = 0, 0
+    try:
+        while sent < wanted and slot.bytes_left > 0 and time.monotonic() < slot.expires_at:
+            size = min(CHUNK_BYTES, wanted - sent, slot.bytes_left)
+            if offset + size > len(PAYLOAD):
+                offset = 0
+            await response.write(PAYLOAD[offset:offset + size])
+            offset += size
+            sent += size
+            slot.bytes_left -= size
+            slots.bytes_moved["download"] += size
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass  # the agent stopped reading: it had measured enough
+    finally:
+        slot.streams -= 1
+    return response
+
+
+async def upload(request: web.Request) -> web.Response:
+    """Read and discard the body, within the slot's budget and lease; reply with what arrived
+    and when, measured here, so the agent's figure does not include its own send buffers."""
+    slot = await _slot_for(request)
+    slots = request.app[SLOTS]
+    slot.streams += 1
+    received, started = 0, time.monotonic()
+    timeline: list[tuple[float, int]] = [(started, 0)]
+    try:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            received += len(chunk)
+            slot.bytes_left -= len(chunk)
+            slots.bytes_moved["upload"] += len(chunk)
+            now = time.monotonic()
+            if now - timeline[-1][0] >= TIMELINE_STEP_SECONDS:
+                timeline.append((now, received))
+            if slot.bytes_left <= 0 or now >= slot.expires_at:
+                break  # over budget: stop reading; the reply ends the transfer
+    finally:
+        slot.streams -= 1
+    timeline.append((time.monotonic(), received))
+    response = web.json_response({"bytes": received, "timeline": timeline})
+    response.force_close()  # the body may not have been read to its end
+    return response
