@@ -68,6 +68,12 @@ def load_agent_config(path: Path) -> AgentConfig:
         value = getattr(config, field)
         if value is not None:
             update[field] = path.parent / value
+    sections = {}
+    for name in REGISTRY:  # paths inside check sections too (e.g. platforms.ca_file)
+        section = getattr(config.checks, name)
+        paths = {k: path.parent / v for k, v in section if isinstance(v, Path)}
+        sections[name] = section.model_copy(update=paths)
+    update["checks"] = config.checks.model_copy(update=sections)
     config = config.model_copy(update=update)
     if config.inventory is not None:
         inventory = load_inventory(config.inventory)

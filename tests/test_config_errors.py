@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main as agent_main
+from agent.config import load_agent_config
 from server.cli import main as server_main
 from tests.conftest import DATA
 from wardready.inventory import load_inventory
@@ -99,8 +100,9 @@ def test_bad_agent_config_is_one_line_with_file_and_line(
 
 def test_valid_small_configs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert agent_main(["check-config", "--config", str(DATA / "agent-small.yml")]) == 0
-    assert ("ward sai-gon, host counter-01, checks: host every 300 s, bandwidth every 3600 s: ok"
-            in capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert "ward sai-gon, host counter-01, checks: host every 300 s, bandwidth every 3600 s" in out
+    assert out.endswith(": ok\n")
 
 
 def test_shipped_inventory_is_valid_and_complete(inventory_path: Path) -> None:
@@ -135,3 +137,12 @@ def test_tokens_issue_rejects_unknown_ward(tmp_path: Path,
     assert code == 2
     assert capsys.readouterr().err == (
         f"wardready-server: {tmp_path}/inventory-small.yml: --ward: unknown ward 'tan-dinh'\n")
+
+
+def test_paths_in_check_sections_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "agent.yml"
+    config.parent.mkdir()
+    config.write_text("server_url: http://127.0.0.1:8470\nward: sai-gon\nhost: pc-1\n"
+                      "token_file: agent.token\nchecks:\n  platforms: {ca_file: city-ca.pem}\n")
+    loaded = load_agent_config(config)
+    assert loaded.checks.platforms.ca_file == tmp_path / "etc" / "city-ca.pem"
