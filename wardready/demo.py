@@ -84,7 +84,11 @@ def run(args: argparse.Namespace, procs: list[Process]) -> None:
         "server_url": f"http://127.0.0.1:{SERVER_PORT}", "ward": WARD, "host": HOST,
         "token_file": "agent.token", "listen_port": args.agent_port,
         "inventory": str(REPO / "inventory.yml"), "start_jitter_seconds": 0,
-        "checks": {"host": {"interval_seconds": 60}},
+        # Loopback only: the inventory's platform URLs are placeholders, so the demo probes
+        # its own server as a stand-in platform.
+        "checks": {"host": {"interval_seconds": 60},
+                   "platforms": {"targets": [{"id": "wardready-server",
+                                              "url": f"http://127.0.0.1:{SERVER_PORT}/healthz"}]}},
     })
 
     step("server", f"http://127.0.0.1:{SERVER_PORT}")
