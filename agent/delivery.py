@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from agent.spool import Spool, Spooled
+from checks.base import server_tls
 from wardready.serial import SerialThread
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,6 @@ FAILURE_REASONS = ("dns", "connect", "tls", "timeout", "disconnect", "unauthoriz
 """Why a delivery attempt failed: the bounded values of the `reason` label."""
 MEMORY_FALLBACK = 100
 """Reports kept in memory while the spool cannot be written (a full or failing disk)."""
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verify the server's certificate against the system store or a custom CA bundle."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -63,7 +57,7 @@ class Delivery:
         self._headers = {"Authorization": f"Bearer {token}",
                          "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ssl = tls_context(ca_file) if self.url.startswith("https:") else None
+        self._ssl = server_tls(ca_file) if self.url.startswith("https:") else None
         self.spool, self.io = spool, io
         self._memory: deque[Spooled] = deque()
         self._backoff_max = backoff_max

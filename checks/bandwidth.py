@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ResultModel
+from checks.base import (
+    CheckConfig,
+    CheckResult,
+    CheckSpec,
+    Context,
+    ResultModel,
+    server_tls,
+)
 from wardready.metrics import MetricSpec, Sample
 
 log = logging.getLogger(__name__)
@@ -315,13 +321,6 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
                            f"{resp.url.path}: {text}")
 
 
-def _ssl(context: Context) -> ssl.SSLContext | bool:
-    assert context.server is not None
-    if context.server.ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(context.server.ca_file))
-
-
 async def _acquire(session: aiohttp.ClientSession, base: str,
                    wait: float) -> tuple[str, int, float]:
     """A test slot from the server: (id, streams allowed, seconds waited)."""
@@ -350,7 +349,8 @@ async def run(config: Config, context: Context) -> Result:
         raise ValueError("the bandwidth check needs the agent's server (server_url)")
     base = context.server.url.rstrip("/")
     headers = {"Authorization": f"Bearer {context.server.token}"}
-    connector = aiohttp.TCPConnector(ssl=_ssl(context), limit=config.streams + 2)
+    connector = aiohttp.TCPConnector(ssl=server_tls(context.server.ca_file),
+                                     limit=config.streams + 2)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
     async with aiohttp.ClientSession(base_url=None, headers=headers, connector=connector,
                                      timeout=timeout, auto_decompress=False) as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,13 @@ class ServerLink:
     token: str
     ca_file: Path | None = None
     """CA bundle to verify the server's certificate; None means the system's CAs."""
+
+
+def server_tls(ca_file: Path | None) -> ssl.SSLContext:
+    """Verify the agent's server against the system's CAs, or only `ca_file` when given."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @dataclass(frozen=True)

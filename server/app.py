@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from server import admin, handlers, speedtest
+from server import admin, handlers, speedtest, udp_echo
 from server.config import ServerConfig
 from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, Fleet
 from server.exposition import FleetCollector
 from server.store import Store
 from wardready.inventory import Inventory
+from wardready.metrics import SampleCollector
 from wardready.serial import SerialThread
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_post("/admin/v1/tokens", admin.issue_token)
     app.router.add_delete("/admin/v1/tokens/{token_id}", admin.revoke_token)
     speedtest.setup(app, config.speedtest)
+    udp_echo.setup(app, config.udp_echo)
     return app
 
 
@@ -42,7 +44,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active))
-    registry.register(speedtest.SpeedtestCollector(app[speedtest.SLOTS]))
+    registry.register(SampleCollector(speedtest.METRICS, app[speedtest.SLOTS].samples))
+    registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     yield

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.udp_echo import EchoConfig
 from wardready.configfile import load
 
 FilePath = Annotated[Path, Field(strict=False)]
@@ -49,6 +50,7 @@ class ServerConfig(Strict):
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
     tls: TlsConfig | None = None
     speedtest: SpeedtestConfig = SpeedtestConfig()
+    udp_echo: EchoConfig = EchoConfig()
 
 
 def load_server_config(path: Path | None) -> ServerConfig:

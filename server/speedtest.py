@@ -18,13 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from server.auth import authenticate, fail
 from server.config import SpeedtestConfig
 from server.store import Identity
-from wardready.metrics import MetricSpec, Sample, families
+from wardready.metrics import MetricSpec, Sample
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +90,16 @@ class Slots:
         if self.by_ward.get(slot.ward) is slot:
             del self.by_ward[slot.ward]
 
+    def samples(self) -> Iterator[Sample]:
+        """The scheduler's own figures for the server's /metrics."""
+        self._expire(time.monotonic())
+        yield Sample(ACTIVE, (), len(self.by_ward))
+        yield Sample(GRANTED, (), self.granted)
+        for reason in ("ward_busy", "city_busy"):
+            yield Sample(REFUSED, (reason,), self.refusals[reason])
+        for direction in ("download", "upload"):
+            yield Sample(MOVED, (direction,), self.bytes_moved[direction])
+
     def retry_after(self, now: float) -> float:
         """Seconds until the soonest slot expires (an upper bound on the wait)."""
         soonest = min((s.expires_at for s in self.by_ward.values()), default=now + 1)
@@ -100,30 +108,19 @@ class Slots:
 
 SLOTS = web.AppKey("speedtest_slots", Slots)
 
-ACTIVE = MetricSpec("wardready_speedtest_active_tests", "Throughput-test slots held now.")
-GRANTED = MetricSpec("wardready_speedtest_slots_granted_total",
+ACTIVE = MetricSpec("wardready_server_speedtest_active_tests", "Throughput-test slots held now.")
+GRANTED = MetricSpec("wardready_server_speedtest_slots_granted_total",
                      "Throughput-test slots granted.", kind="counter")
-REFUSED = MetricSpec("wardready_speedtest_slots_refused_total",
+REFUSED = MetricSpec("wardready_server_speedtest_slots_refused_total",
                      "Slot requests refused, by reason (ward_busy, city_busy).", ("reason",),
                      kind="counter")
-MOVED = MetricSpec("wardready_speedtest_bytes_total",
+MOVED = MetricSpec("wardready_server_speedtest_bytes_total",
                    "Bytes moved by throughput tests, by direction.", ("direction",),
                    kind="counter")
+METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
+METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
 
 
-class SpeedtestCollector(Collector):
-    """The scheduler's own figures on the server's /metrics."""
-
-    def __init__(self, slots: Slots) -> None:
-        self.slots = slots
-
-    def collect(self) -> Iterator[Metric]:
-        s = self.slots
-        s._expire(time.monotonic())
-        samples = [Sample(ACTIVE, (), len(s.by_ward)), Sample(GRANTED, (), s.granted)]
-        samples += [Sample(REFUSED, (r,), s.refusals[r]) for r in ("ward_busy", "city_busy")]
-        samples += [Sample(MOVED, (d,), s.bytes_moved[d]) for d in ("download", "upload")]
-        yield from families((ACTIVE, GRANTED, REFUSED, MOVED), (((), x) for x in samples))
 
 
 def setup(app: web.Application, config: SpeedtestConfig) -> Slots:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from wardready.inventory import Inventory, load_inventory
-from wardready.metrics import MetricSpec, Sample, families
+from wardready.metrics import MetricSpec, Sample, SampleCollector
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
@@ -48,12 +46,8 @@ def promtool_check_metrics(exposition: bytes) -> str:
 
 def exposition(specs: Sequence[MetricSpec], samples: Iterable[Sample]) -> bytes:
     """The text exposition of one check's metrics, as an agent would serve them."""
-    class Once(Collector):
-        def collect(self) -> Iterator[Metric]:
-            yield from families(specs, (((), s) for s in samples))
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Once())
+    registry.register(SampleCollector(specs, lambda: samples))
     return generate_latest(registry)
 
 

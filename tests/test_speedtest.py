@@ -54,9 +54,9 @@ async def test_one_test_per_ward_and_a_city_wide_cap(aiohttp_client: MakeClient,
     assert resp.status == 204
     assert (await slot(client, tokens["sai-gon", "pc-2"]))[0] == 201
     metrics = fleet.metric_values(await (await client.get("/metrics")).read())
-    assert metrics['wardready_speedtest_slots_refused_total{reason="ward_busy"}'] == 1
-    assert metrics['wardready_speedtest_slots_refused_total{reason="city_busy"}'] == 1
-    assert metrics["wardready_speedtest_active_tests"] == 2
+    assert metrics['wardready_server_speedtest_slots_refused_total{reason="ward_busy"}'] == 1
+    assert metrics['wardready_server_speedtest_slots_refused_total{reason="city_busy"}'] == 1
+    assert metrics["wardready_server_speedtest_active_tests"] == 2
 
 
 async def test_slots_expire_on_their_own(aiohttp_client: MakeClient, tmp_path: Path) -> None:
@@ -95,8 +95,8 @@ async def test_a_slot_cannot_move_more_than_its_byte_budget(aiohttp_client: Make
     assert resp.status == 429
     assert (await resp.json())["error"] == "this slot's byte budget is spent"
     metrics = fleet.metric_values(await (await client.get("/metrics")).read())
-    assert metrics['wardready_speedtest_bytes_total{direction="download"}'] == 1 << 20
-    assert metrics['wardready_speedtest_bytes_total{direction="upload"}'] == 0
+    assert metrics['wardready_server_speedtest_bytes_total{direction="download"}'] == 1 << 20
+    assert metrics['wardready_server_speedtest_bytes_total{direction="upload"}'] == 0
 
 
 def link(client: Client, token: str) -> Context:

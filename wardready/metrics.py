@@ -7,11 +7,12 @@ from the authenticated identity. Families are built at scrape time, never regist
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 PREFIX = "wardready_"
 
@@ -62,6 +63,16 @@ def families(
                              f"match labels {extra_labels + sample.spec.labels}")
         family.add_metric((*extra, *sample.labels), sample.value)  # type: ignore[attr-defined]
     return list(built.values())
+
+
+class SampleCollector(Collector):
+    """Serves one component's own metrics (no extra labels) from a function of samples."""
+
+    def __init__(self, specs: Sequence[MetricSpec], samples: Callable[[], Iterable[Sample]]):
+        self.specs, self.samples = specs, samples
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.specs, (((), s) for s in self.samples()))
 
 
 DROPPED_REPORTS = MetricSpec("wardready_agent_dropped_reports_total",

@@ -1,0 +1,504 @@
+"""The UDP media path: can the ward's link carry a video call's steady stream of UDP packets?
+
+The check asks the agent's server for a UDP echo session over HTTPS, sends fixed-size packets
+on a fixed schedule to the port the server names, and measures what comes back: reachability,
+loss, round-trip time, RFC 3550 jitter, reordering and duplicates. Each echo carries the
+server's receive time and count, which split loss, jitter, reordering and duplicates into
+the forward (agent to server) and return paths without synchronised clocks.
+
+The wire format is defined here, once; `server.udp_echo` answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import statistics
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from itertools import pairwise
+from typing import Any, Self
+
+import aiohttp
+from pydantic import Field, model_validator
+from yarl import URL
+
+from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, server_tls
+from wardready.errors import WardreadyError
+from wardready.metrics import MetricSpec, Sample
+
+# -- Wire format -------------------------------------------------------------------------------
+
+MAGIC = b"WR"
+VERSION = 1
+PROBE = 1
+"""Kind of a packet from the agent; the server only ever answers this kind."""
+ECHO = 2
+"""Kind of a packet from the server: never echoed again, so two echo servers cannot loop."""
+KEY_BYTES = 16
+HEADER = struct.Struct("!2sBB16sIQQI")
+"""magic, version, kind, session key, sequence number, client send time (ns, client clock),
+server receive time (ns, server clock; 0 in a probe), server count (packets the server accepted
+in this session including this one; 0 in a probe). Network byte order; padding follows."""
+SESSIONS_PATH = "/api/v1/udp-sessions"
+CURRENT_PATH = "/api/v1/udp-sessions/current"
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One packet's header."""
+
+    kind: int
+    key: bytes
+    seq: int
+    client_sent_ns: int
+    server_received_ns: int = 0
+    server_count: int = 0
+
+
+def encode(packet: Packet, size: int) -> bytes:
+    """The packet as `size` bytes on the wire (header, then zero padding)."""
+    if size < HEADER.size:
+        raise ValueError(f"a packet needs at least {HEADER.size} bytes, not {size}")
+    return HEADER.pack(MAGIC, VERSION, packet.kind, packet.key, packet.seq,
+                       packet.client_sent_ns, packet.server_received_ns,
+                       packet.server_count) + bytes(size - HEADER.size)
+
+
+def decode(data: bytes) -> Packet | None:
+    """The header of a datagram, or None if it is not one of ours (short, foreign, other
+    version, unknown kind)."""
+    if len(data) < HEADER.size:
+        return None
+    magic, version, kind, key, seq, sent, received, count = HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION or kind not in (PROBE, ECHO):
+        return None
+    return Packet(kind, key, seq, sent, received, count)
+
+
+# -- Statistics (pure) -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Echo:
+    """An echo as the agent received it."""
+
+    seq: int
+    server_received_ns: int
+    server_count: int
+    received_ns: int
+    """Agent's monotonic clock, same clock as the send times."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one stream of probes and its echoes say about the path (names as in `Result`)."""
+
+    packets_sent: int
+    packets_received: int
+    server_received_packets: int | None
+    loss_ratio: float
+    forward_loss_ratio: float | None
+    return_loss_ratio: float | None
+    rtt_min_seconds: float | None
+    rtt_median_seconds: float | None
+    rtt_p95_seconds: float | None
+    rtt_max_seconds: float | None
+    jitter_forward_seconds: float | None
+    jitter_return_seconds: float | None
+    reordered_packets: int
+    forward_reordered_packets: int
+    return_reordered_packets: int
+    duplicate_packets: int
+    forward_duplicate_packets: int
+    return_duplicate_packets: int
+
+
+def jitter(transits_ns: Sequence[int]) -> float | None:
+    """RFC 3550 interarrival jitter in seconds, from transit times in arrival order.
+
+    A constant clock offset between sender and receiver adds to every transit time and so
+    cancels in the differences; only its drift over the run remains, which is negligible.
+    """
+    if len(transits_ns) < 2:
+        return None
+    j = 0.0
+    for previous, current in pairwise(transits_ns):
+        j += (abs(current - previous) - j) / 16
+    return j / 1e9
+
+
+def late_arrivals(order: Sequence[int]) -> int:
+    """Packets that arrived after one with a higher number (RFC 4737's reordered packets)."""
+    highest, late = -1, 0
+    for n in order:
+        if n < highest:
+            late += 1
+        else:
+            highest = n
+    return late
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values by the nearest-rank method (an observed value)."""
+    return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
+def analyse(sent_ns: Sequence[int], echoes: Sequence[Echo],
+            server_unique: int | None = None) -> Stats:
+    """The path's figures from the send time of each sequence number (`sent_ns[seq]`), the
+    echoes in the order they arrived, and how many distinct probes the server says it received
+    (None if it could not say, then the per-direction loss is unknown)."""
+    sent = len(sent_ns)
+    first: dict[int, Echo] = {}
+    counts_seen: dict[int, set[int]] = {}
+    forward_dups = return_dups = 0
+    for e in echoes:
+        if not 0 <= e.seq < sent:
+            continue  # not a probe of this run
+        seen = counts_seen.setdefault(e.seq, set())
+        if e.seq in first:
+            # The server counts every probe it accepts: a second copy of a probe that reached
+            # it twice has a new count; a copy made on the way back repeats the count.
+            if e.server_count in seen:
+                return_dups += 1
+            else:
+                forward_dups += 1
+        else:
+            first[e.seq] = e
+        seen.add(e.server_count)
+    arrived = list(first.values())  # insertion order is arrival order
+    by_server = sorted(arrived, key=lambda e: e.server_count)
+    rtts = sorted((e.received_ns - sent_ns[e.seq]) / 1e9 for e in arrived)
+    received = len(arrived)
+    forward_loss = return_loss = None
+    if server_unique is not None:
+        at_server = min(server_unique, sent)
+        forward_loss = 1 - at_server / sent if sent else None
+        return_loss = max(0.0, 1 - received / at_server) if at_server else None
+    return Stats(
+        packets_sent=sent,
+        packets_received=received,
+        server_received_packets=server_unique,
+        loss_ratio=1 - received / sent if sent else 1.0,
+        forward_loss_ratio=forward_loss,
+        return_loss_ratio=return_loss,
+        rtt_min_seconds=rtts[0] if rtts else None,
+        rtt_median_seconds=statistics.median(rtts) if rtts else None,
+        rtt_p95_seconds=nearest_rank(rtts, 0.95) if rtts else None,
+        rtt_max_seconds=rtts[-1] if rtts else None,
+        jitter_forward_seconds=jitter([e.server_received_ns - sent_ns[e.seq]
+                                       for e in by_server]),
+        jitter_return_seconds=jitter([e.received_ns - e.server_received_ns for e in arrived]),
+        reordered_packets=late_arrivals([e.seq for e in arrived]),
+        forward_reordered_packets=late_arrivals([e.seq for e in by_server]),
+        return_reordered_packets=late_arrivals([e.server_count for e in arrived]),
+        duplicate_packets=forward_dups + return_dups,
+        forward_duplicate_packets=forward_dups,
+        return_duplicate_packets=return_dups,
+    )
+
+
+# -- The check ---------------------------------------------------------------------------------
+
+class MediaError(WardreadyError):
+    """The check could not run (no server, session refused): a failed run, not a finding."""
+
+
+class Config(CheckConfig):
+    """One stream like a video call's: `packet_rate` packets of `packet_bytes` (UDP payload)
+    a second for `duration_seconds`, then up to `receive_grace_seconds` for late echoes."""
+
+    packet_rate: float = Field(default=50.0, gt=0, le=1000)
+    packet_bytes: int = Field(default=1200, ge=HEADER.size, le=65507)
+    duration_seconds: float = Field(default=10.0, gt=0, le=300)
+    receive_grace_seconds: float = Field(default=2.0, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.packet_rate * self.duration_seconds < 1:
+            raise ValueError("packet_rate * duration_seconds must be at least one packet")
+        needed = self.duration_seconds + self.receive_grace_seconds + 2 * HTTP_TIMEOUT_SECONDS
+        if self.timeout_seconds < needed:
+            raise ValueError(f"timeout_seconds must be at least {needed:g} (duration, grace "
+                             "and the two session requests), or every run is cut off")
+        return self
+
+
+class Result(CheckResult):
+    udp_reachable: bool
+    """True if any echo came back: UDP to the server works at all."""
+    udp_port: int
+    packet_rate: float
+    """Packets per second the run aimed for (the server may grant less than configured)."""
+    packet_bytes: int
+    packets_sent: int
+    packets_received: int
+    """Distinct probes whose echo came back."""
+    server_received_packets: int | None
+    """Distinct probes the server received; None if it could not be asked afterwards."""
+    server_dropped_packets: int | None
+    """Probes the server refused (over its caps): a sender problem, not the link's."""
+    loss_ratio: float
+    forward_loss_ratio: float | None
+    return_loss_ratio: float | None
+    rtt_min_seconds: float | None
+    rtt_median_seconds: float | None
+    rtt_p95_seconds: float | None
+    rtt_max_seconds: float | None
+    jitter_forward_seconds: float | None
+    jitter_return_seconds: float | None
+    reordered_packets: int
+    forward_reordered_packets: int
+    return_reordered_packets: int
+    duplicate_packets: int
+    forward_duplicate_packets: int
+    return_duplicate_packets: int
+    send_rate_packets_per_second: float | None
+    """Achieved rate, first to last probe; well under `packet_rate` means a busy agent."""
+    send_late_max_seconds: float
+    """Worst delay of a probe behind its schedule (a busy agent makes jitter look worse)."""
+    socket_errors: int
+    """Errors the UDP socket reported: ICMP port or host unreachable from the path, or a
+    local firewall refusing the send. A firewall that drops silently reports none."""
+    socket_error: str | None
+    """The first of them, e.g. `ConnectionRefusedError: [Errno 111] Connection refused`."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The server's answer to a session request."""
+
+    key: bytes
+    port: int
+    max_packets: int
+    packet_rate: float
+    max_packet_bytes: int
+    expires_in: float
+
+    @classmethod
+    def from_json(cls, body: Any) -> Grant:
+        try:
+            key = bytes.fromhex(body["session"])
+            grant = cls(key, int(body["port"]), int(body["max_packets"]),
+                        float(body["packet_rate"]), int(body["max_packet_bytes"]),
+                        float(body["expires_in"]))
+        except (TypeError, KeyError, ValueError) as exc:
+            raise MediaError(f"malformed UDP session reply: {exc!r}") from None
+        if len(key) != KEY_BYTES or not 0 < grant.port < 65536:
+            raise MediaError("malformed UDP session reply: bad session key or port")
+        return grant
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    """Collects echoes of this session; counts socket errors (ICMP unreachable, EPERM)."""
+
+    def __init__(self, key: bytes, expected: int) -> None:
+        self.key, self.expected = key, expected
+        self.echoes: list[Echo] = []
+        self.seqs: set[int] = set()
+        self.errors = 0
+        self.first_error: str | None = None
+        self.all_back = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = time.monotonic_ns()
+        packet = decode(data)
+        if packet is None or packet.kind != ECHO or packet.key != self.key:
+            return
+        self.echoes.append(Echo(packet.seq, packet.server_received_ns, packet.server_count, now))
+        self.seqs.add(packet.seq)
+        if len(self.seqs) >= self.expected:
+            self.all_back.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = f"{type(exc).__name__}: {exc}"[:200]
+
+
+@dataclass(frozen=True)
+class Stream:
+    sent_ns: list[int]
+    echoes: list[Echo]
+    late_max_seconds: float
+    errors: int
+    first_error: str | None
+
+
+async def stream(address: tuple[Any, ...], key: bytes, count: int, rate: float, size: int,
+                 grace: float) -> Stream:
+    """Send `count` probes at `rate` to `address` and collect echoes until all are back or
+    `grace` seconds after the last probe."""
+    loop = asyncio.get_running_loop()
+    transport, receiver = await loop.create_datagram_endpoint(
+        lambda: _Receiver(key, count), remote_addr=address)
+    try:
+        buffer = bytearray(encode(Packet(PROBE, key, 0, 0), size))
+        sent_ns: list[int] = []
+        late_max = 0.0
+        start = time.monotonic() + 0.005
+        for seq in range(count):
+            # Each send time comes from the start, not from the previous send, so sleep
+            # overshoot never accumulates into drift; a late probe goes out at once.
+            due = start + seq / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_ns = time.monotonic_ns()
+            late_max = max(late_max, now_ns / 1e9 - due)
+            HEADER.pack_into(buffer, 0, MAGIC, VERSION, PROBE, key, seq, now_ns, 0, 0)
+            transport.sendto(bytes(buffer))
+            sent_ns.append(now_ns)
+        with contextlib.suppress(TimeoutError):  # what is not back by then counts as lost
+            await asyncio.wait_for(receiver.all_back.wait(), grace)
+    finally:
+        transport.close()
+    return Stream(sent_ns, list(receiver.echoes), late_max, receiver.errors,
+                  receiver.first_error)
+
+
+async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    try:
+        return str((await resp.json(content_type=None))["error"])[:200]
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+        return resp.reason or ""
+
+
+async def open_session(http: aiohttp.ClientSession, server: ServerLink, config: Config,
+                       packets: int) -> tuple[Grant, tuple[Any, ...]]:
+    """Ask the server for a session; also returns the server address the request reached,
+    so UDP goes to the same address (a name may resolve to several)."""
+    body = {"packets": packets, "packet_rate": config.packet_rate,
+            "packet_bytes": config.packet_bytes}
+    async with http.post(server.url + SESSIONS_PATH, json=body) as resp:
+        peer = None
+        if resp.connection is not None and resp.connection.transport is not None:
+            peer = resp.connection.transport.get_extra_info("peername")
+        if resp.status != 201:
+            raise MediaError(f"UDP session refused: HTTP {resp.status}: "
+                             f"{await _error_text(resp)}")
+        grant = Grant.from_json(await resp.json())
+    if peer:
+        return grant, (peer[0], grant.port, *peer[2:])  # IPv6 keeps flow info and scope
+    host = URL(server.url).host
+    if host is None:
+        raise MediaError(f"server URL {server.url!r} has no host")
+    return grant, (host, grant.port)
+
+
+async def server_counts(http: aiohttp.ClientSession, server: ServerLink,
+                        key: bytes) -> tuple[int, int] | None:
+    """Distinct probes the server received and probes it refused, for this session; None if
+    it cannot say (an error, or another run replaced the session meanwhile)."""
+    try:
+        async with http.get(server.url + CURRENT_PATH) as resp:
+            if resp.status != 200:
+                return None
+            body = await resp.json()
+        if body["session"] != key.hex():
+            return None
+        return int(body["unique"]), sum(int(v) for v in body["dropped"].values())
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError,
+            AttributeError):
+        return None
+
+
+async def run(config: Config, context: Context) -> Result:
+    """Measure the UDP path to the agent's server."""
+    server = context.server
+    if server is None:
+        raise MediaError("the media check measures against the agent's server; none is set")
+    wanted = max(1, round(config.packet_rate * config.duration_seconds))
+    async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS),
+            headers={"Authorization": f"Bearer {server.token}"},
+            connector=aiohttp.TCPConnector(ssl=server_tls(server.ca_file))) as http:
+        grant, address = await open_session(http, server, config, wanted)
+        rate = min(config.packet_rate, grant.packet_rate)
+        size = min(config.packet_bytes, grant.max_packet_bytes)
+        # Stay within what the server granted: probes it must refuse would read as loss.
+        count = min(wanted, grant.max_packets,
+                    max(1, math.floor((grant.expires_in - config.receive_grace_seconds) * rate)))
+        if size < HEADER.size:
+            raise MediaError(f"server allows {size}-byte packets; the header needs {HEADER.size}")
+        sent = await stream(address, grant.key, count, rate, size, config.receive_grace_seconds)
+        counts = await server_counts(http, server, grant.key)
+    stats = analyse(sent.sent_ns, sent.echoes, counts[0] if counts else None)
+    span = (sent.sent_ns[-1] - sent.sent_ns[0]) / 1e9 if len(sent.sent_ns) > 1 else 0.0
+    return Result(
+        udp_reachable=stats.packets_received > 0,
+        udp_port=grant.port,
+        packet_rate=rate,
+        packet_bytes=size,
+        server_dropped_packets=counts[1] if counts else None,
+        send_rate_packets_per_second=(len(sent.sent_ns) - 1) / span if span > 0 else None,
+        send_late_max_seconds=max(0.0, sent.late_max_seconds),
+        socket_errors=sent.errors,
+        socket_error=sent.first_error,
+        **asdict(stats),
+    )
+
+
+# -- Metrics -----------------------------------------------------------------------------------
+
+REACHABLE = MetricSpec("wardready_media_udp_reachable",
+                       "1 if any UDP echo came back from the server in the latest run.")
+SENT = MetricSpec("wardready_media_sent_packets", "UDP probes sent in the latest run.")
+RECEIVED = MetricSpec("wardready_media_received_packets",
+                      "Distinct UDP probes echoed back in the latest run.")
+LOSS = MetricSpec("wardready_media_loss_ratio",
+                  "Share of UDP probes lost in the latest run, by path.", ("direction",))
+RTT = MetricSpec("wardready_media_rtt_seconds",
+                 "UDP round-trip time in the latest run: min, median, p95 or max.", ("stat",))
+"""A `stat` label, not `quantile`: promtool reserves `quantile` for summaries."""
+JITTER = MetricSpec("wardready_media_jitter_seconds",
+                    "RFC 3550 interarrival jitter in the latest run, by path.", ("direction",))
+REORDERED = MetricSpec("wardready_media_reordered_packets",
+                       "UDP probes that arrived after a later one in the latest run, by path.",
+                       ("direction",))
+DUPLICATE = MetricSpec("wardready_media_duplicate_packets",
+                       "Extra copies of UDP probes in the latest run, by path.", ("direction",))
+SEND_RATE = MetricSpec("wardready_media_send_rate_packets_per_second",
+                       "UDP probes per second the agent achieved in the latest run.")
+SEND_LATE = MetricSpec("wardready_media_send_late_max_seconds",
+                       "Worst delay of a probe behind its schedule in the latest run.")
+METRICS = (REACHABLE, SENT, RECEIVED, LOSS, RTT, JITTER, REORDERED, DUPLICATE, SEND_RATE,
+           SEND_LATE)
+
+
+def samples(result: Result) -> Iterator[Sample]:
+    """The metric samples of one media result; unknown figures are left out, not zeroed."""
+    r = result
+    yield Sample(REACHABLE, (), 1 if r.udp_reachable else 0)
+    yield Sample(SENT, (), r.packets_sent)
+    yield Sample(RECEIVED, (), r.packets_received)
+    for direction, loss in (("round_trip", r.loss_ratio), ("forward", r.forward_loss_ratio),
+                            ("return", r.return_loss_ratio)):
+        if loss is not None:
+            yield Sample(LOSS, (direction,), loss)
+    for stat, rtt in (("min", r.rtt_min_seconds), ("median", r.rtt_median_seconds),
+                      ("p95", r.rtt_p95_seconds), ("max", r.rtt_max_seconds)):
+        if rtt is not None:
+            yield Sample(RTT, (stat,), rtt)
+    for direction, j in (("forward", r.jitter_forward_seconds),
+                         ("return", r.jitter_return_seconds)):
+        if j is not None:
+            yield Sample(JITTER, (direction,), j)
+    for spec, values in (
+            (REORDERED, (r.reordered_packets, r.forward_reordered_packets,
+                         r.return_reordered_packets)),
+            (DUPLICATE, (r.duplicate_packets, r.forward_duplicate_packets,
+                         r.return_duplicate_packets))):
+        for direction, value in zip(("round_trip", "forward", "return"), values, strict=True):
+            yield Sample(spec, (direction,), value)
+    if r.send_rate_packets_per_second is not None:
+        yield Sample(SEND_RATE, (), r.send_rate_packets_per_second)
+    yield Sample(SEND_LATE, (), r.send_late_max_seconds)
+
+
+CHECK = CheckSpec(name="media", config_model=Config, result_model=Result, run=run,
+                  metrics=METRICS, samples=samples)
