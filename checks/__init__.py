@@ -5,7 +5,7 @@ Nothing here imports the agent or the server.
 
 from __future__ import annotations
 
-from checks import bandwidth, host, media, platforms
+from checks import bandwidth, host, latency, media, platforms
 from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -19,6 +19,7 @@ def register(spec: CheckSpec) -> None:
 
 
 register(host.CHECK)
+register(latency.CHECK)
 register(bandwidth.CHECK)
 register(platforms.CHECK)
 register(media.CHECK)

@@ -11,7 +11,6 @@ survives someone uploading a scan.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field
 
+from checks import latency
 from checks.base import (
     CheckConfig,
     CheckResult,
@@ -186,20 +186,6 @@ def quantile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def tcp_rtt(host: str, port: int, timeout: float) -> float | None:
-    """One TCP handshake's time (SYN to SYN-ACK); a refusal (RST) is an answer too."""
-    t0 = time.perf_counter()
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except ConnectionRefusedError:
-        return time.perf_counter() - t0
-    except (OSError, TimeoutError):
-        return None
-    rtt = time.perf_counter() - t0
-    writer.close()
-    return rtt
-
-
 class Test:
     """One throughput test: a granted slot, an HTTP session, the server's address."""
 
@@ -306,12 +292,9 @@ class Test:
 
     async def _probe_load(self, rtts: list[float | None], stop: asyncio.Event) -> None:
         interval = self.config.load_probe_interval_seconds
-        for _ in range(int(self.config.max_seconds / interval) + 1):
-            if stop.is_set():
-                return
-            rtts.append(await tcp_rtt(self.host, self.port, timeout=2.0))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+        rtts.extend(await latency.probe(
+            self.host, "tcp", count=int(self.config.max_seconds / interval) + 1,
+            interval=interval, timeout=2.0, port=self.port, stop=stop))
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
@@ -357,8 +340,8 @@ async def run(config: Config, context: Context) -> Result:
         slot, max_streams, waited = await _acquire(session, base, config.slot_wait_seconds)
         try:
             test = Test(config, context, session, base, slot, max_streams)
-            idle = [r for r in [await tcp_rtt(test.host, test.port, 2.0) for _ in range(5)]
-                    if r is not None]
+            idle = [r for r in await latency.probe(test.host, "tcp", count=5, interval=0.1,
+                                                   timeout=2.0, port=test.port) if r is not None]
             directions = [await test.run(d) for d in config.directions]
         finally:
             async with session.delete(f"{base}/api/v1/speedtest/slots/{slot}"):

@@ -5,7 +5,8 @@ whatever the replies do). A probe with no reply within `probe_timeout_seconds` i
 
 Methods:
 - `icmp-raw`: echo requests through scapy (needs root or CAP_NET_RAW). The RTT is the reply's
-  kernel receive timestamp minus the request's `sent_time`, both stamped by scapy.
+  `time` (the kernel's receive timestamp, read by scapy) minus the request's `sent_time`
+  (stamped just before the send syscall, as scapy's own send does).
 - `icmp-dgram`: the unprivileged ICMP datagram socket (Linux: allowed when the process's group
   is in `net.ipv4.ping_group_range`; macOS always). The kernel picks the echo identifier.
 - `tcp`: connect time, SYN to SYN-ACK. A refused connection (RST) is an answer as good as any;
@@ -39,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, model_validator
@@ -49,7 +50,6 @@ from wardready.metrics import MetricSpec, Sample
 
 Method = Literal["icmp-raw", "icmp-dgram", "tcp"]
 MethodChoice = Literal["auto", "icmp-raw", "icmp-dgram", "tcp"]
-METHODS: tuple[Method, ...] = get_args(Method)
 
 MAX_TARGETS = 16
 MAX_PROBES = 1000
@@ -121,6 +121,8 @@ class TargetResult(ResultModel):
 
 
 class Result(CheckResult):
+    """One result per target, in configuration order."""
+
     targets: list[TargetResult] = Field(max_length=MAX_TARGETS)
 
 

@@ -212,6 +212,8 @@ class Config(CheckConfig):
     """One stream like a video call's: `packet_rate` packets of `packet_bytes` (UDP payload)
     a second for `duration_seconds`, then up to `receive_grace_seconds` for late echoes."""
 
+    interval_seconds: float = Field(default=900.0, gt=0)
+    """Every 15 minutes: each run loads a weak link with a call's worth of traffic."""
     packet_rate: float = Field(default=50.0, gt=0, le=1000)
     packet_bytes: int = Field(default=1200, ge=HEADER.size, le=65507)
     duration_seconds: float = Field(default=10.0, gt=0, le=300)

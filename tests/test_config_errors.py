@@ -101,7 +101,7 @@ def test_bad_agent_config_is_one_line_with_file_and_line(
 def test_valid_small_configs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert agent_main(["check-config", "--config", str(DATA / "agent-small.yml")]) == 0
     out = capsys.readouterr().out
-    assert "ward sai-gon, host counter-01, checks: host every 300 s, bandwidth every 3600 s" in out
+    assert "ward sai-gon, host counter-01, checks: host every 300 s, latency every 300 s" in out
     assert out.endswith(": ok\n")
 
 

@@ -1,0 +1,617 @@
+"""An emulated ward link for tests and benchmarks: ward -- router -- city in network namespaces.
+
+    with WardLink(LinkSpec(rate_mbit=20, loss_percent=2, delay_ms=40, jitter_ms=10)) as link:
+        link.run(link.ward_ns, ["ping", "-c", "3", link.city_ip], timeout=10)
+
+The kernel here has no netem (see /work/shared/TESTBENCH.md), so the link is built from:
+- rate: a tbf qdisc on each of the ROUTER's egress interfaces (toward the ward = download,
+  toward the city = upload). A qdisc on an endpoint would slow its sender instead of
+  queueing and dropping like a real bottleneck.
+- loss: an nftables rule in the router's forward hook, ``numgen random mod N < k drop``,
+  which sees both directions.
+- delay and jitter: tests/delayer.py, an NFQUEUE program in the router namespace fed by
+  ``iptables -A FORWARD -o <ward side> -j NFQUEUE --queue-bypass`` (city -> ward only).
+Offloads (gro/gso/tso) are off on every veth end so that loss and tbf see real
+wire-sized packets instead of 64 KB aggregates.
+
+Needs root and iproute2, nftables, iptables, ethtool (scripts/setup.sh installs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DELAYER = Path(__file__).with_name("delayer.py")
+# The router's interfaces; each endpoint's interface is called eth0.
+TOWARD_WARD = "toward"
+TOWARD_CITY = "tocity"
+NFT_TABLE = "wardlink"
+QUEUE_NUM = 0
+# TCP over Ethernet with timestamps: 1448 payload bytes in a 1514-byte frame (tbf counts
+# the whole skb, Ethernet header included).
+TCP_MSS = 1448
+FRAME = 1514
+LOSS_SCALE = 1_000_000  # numgen modulus: loss resolution of 0.0001 %
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """What the emulated link does; the default is an unshaped, lossless, undelayed link."""
+
+    rate_mbit: float | None = None  # tbf rate each direction; None = unshaped
+    loss_percent: float = 0.0  # independent random drop in EACH direction
+    delay_ms: float = 0.0  # added city -> ward only
+    jitter_ms: float = 0.0  # delay uniform in [delay - jitter, delay + jitter], order kept
+
+    def __post_init__(self) -> None:
+        if self.rate_mbit is not None and not 0.01 <= self.rate_mbit <= 10_000:
+            raise ValueError(f"rate_mbit {self.rate_mbit} outside 0.01..10000")
+        if not 0 <= self.loss_percent <= 100:
+            raise ValueError(f"loss_percent {self.loss_percent} outside 0..100")
+        if not 0 <= self.jitter_ms <= self.delay_ms <= 10_000:
+            raise ValueError("need 0 <= jitter_ms <= delay_ms <= 10000")
+
+
+@dataclass(frozen=True)
+class LinkTruth:
+    """What a correct measurement of a LinkSpec should find (see `truth`)."""
+
+    goodput_mbit: float | None  # TCP goodput ceiling, None when unshaped
+    round_trip_loss: float  # fraction of echo requests that get no reply
+    rtt_ms: float  # median round-trip time
+    jitter_ms: float  # mean |RTT(i+1) - RTT(i)| of consecutive probes
+
+
+def goodput_ceiling_mbit(rate_mbit: float) -> float:
+    """TCP goodput ceiling through tbf at `rate_mbit`: rate x 1448/1514.
+
+    tbf charges each whole frame (1514 bytes with the Ethernet header) while TCP with
+    timestamps carries 1448 payload bytes in it; acks travel the other direction's shaper.
+    20 Mbit/s -> 19.13 Mbit/s.
+    """
+    return rate_mbit * TCP_MSS / FRAME
+
+
+def round_trip_loss(loss_percent: float) -> float:
+    """Probability an echo gets no reply: 1 - (1 - p)^2, the loss applying each way."""
+    p = loss_percent / 100
+    return 1 - (1 - p) ** 2
+
+
+def uniform_jitter_ms(jitter_ms: float) -> float:
+    """Mean |a - b| of two independent U(-j, j) delays: 2j/3.
+
+    Valid when probes are spaced more than 2j apart; closer probes are held back to keep
+    order, which shrinks the jitter (see `simulate_delays`).
+    """
+    return 2 * jitter_ms / 3
+
+
+def simulate_delays(spec: LinkSpec, interval_ms: float, count: int = 20_000,
+                    seed: int = 1) -> list[float]:
+    """Added one-way delays (ms) the delayer gives probes sent every `interval_ms`.
+
+    Same rule as tests/delayer.py: due = max(sent + U(delay - j, delay + j), previous due).
+    Assumes strictly periodic probes, as `one_way_delays` sends them (measured within
+    0.1-0.3 ms of this at 1-25 ms spacing). ping is not periodic at short intervals (it
+    schedules with a millisecond token bucket): at -i 0.005 its RTT jitter read 5.6-5.8 ms
+    where this predicts 4.6, so with ping keep probes at least 2 x jitter apart.
+    """
+    rng = random.Random(seed)
+    last_due = float("-inf")
+    out = []
+    for i in range(count):
+        sent = i * interval_ms
+        due = max(sent + spec.delay_ms + rng.uniform(-spec.jitter_ms, spec.jitter_ms), last_due)
+        last_due = due
+        out.append(due - sent)
+    return out
+
+
+def truth(spec: LinkSpec, base_rtt_ms: float = 0.0,
+          probe_interval_ms: float | None = None) -> LinkTruth:
+    """The figures a correct measurement of `spec` should find.
+
+    `base_rtt_ms` is the RTT of the same link without delay (measure it: a few tenths of
+    a ms on veth, plus serialization at the shaped rate). Delay is added one way, so the
+    median RTT is base + delay. Jitter is 2j/3 for probes spaced more than 2j apart;
+    with `probe_interval_ms` given and closer than that, median and jitter come from
+    `simulate_delays` instead.
+    """
+    rtt, jitter = base_rtt_ms + spec.delay_ms, uniform_jitter_ms(spec.jitter_ms)
+    if probe_interval_ms is not None and probe_interval_ms < 2 * spec.jitter_ms:
+        delays = simulate_delays(spec, probe_interval_ms)
+        rtt = base_rtt_ms + statistics.median(delays)
+        jitter = statistics.fmean(abs(b - a) for a, b in itertools.pairwise(delays))
+    return LinkTruth(
+        goodput_mbit=None if spec.rate_mbit is None else goodput_ceiling_mbit(spec.rate_mbit),
+        round_trip_loss=round_trip_loss(spec.loss_percent), rtt_ms=rtt, jitter_ms=jitter)
+
+
+def tbf_args(rate_mbit: float) -> list[str]:
+    """tbf parameters that deliver `rate_mbit` for TCP.
+
+    burst: the classic rule is at least rate/HZ (HZ=250 here: 4 ms of traffic), as a
+    jiffy-driven tbf cannot send more than a bucket per tick. This kernel's tbf runs on
+    hrtimers (/proc/net/psched shows a 1 GHz clock) and measured the same goodput at
+    100 Mbit/s with a 2-frame bucket as with 16 ms of traffic; we still use 4 ms and at
+    least 4 frames so other kernels get the rate too. A larger bucket only lets bursts
+    through above the rate.
+    limit: 50 ms of queue at the rate (at least 16 frames), like a modest real bottleneck
+    buffer, and enough for TCP to fill the pipe at 40-50 ms RTT. A deeper floor (64 KB,
+    262 ms at 2 Mbit/s) made 5 s iperf3 runs read up to 3 % above the rate: what is still
+    queued when the sender stops arrives afterwards and is counted.
+    """
+    bytes_per_s = rate_mbit * 1e6 / 8
+    burst = max(int(bytes_per_s * 0.004), 4 * FRAME)
+    limit = max(int(bytes_per_s * 0.050), 16 * FRAME)
+    return ["rate", f"{rate_mbit * 1000:.3f}kbit", "burst", str(burst), "limit", str(limit)]
+
+
+@dataclass
+class PingResult:
+    """Echo replies by sequence number (RTT in ms) out of `sent` requests."""
+
+    sent: int
+    rtts: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def received(self) -> int:
+        return len(self.rtts)
+
+    @property
+    def loss(self) -> float:
+        """Fraction of requests without a reply."""
+        return 1 - self.received / self.sent if self.sent else 0.0
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.rtts.values())
+
+    @property
+    def jitter_ms(self) -> float:
+        """Mean |RTT(i+1) - RTT(i)| over consecutive sequence numbers both answered."""
+        diffs = [abs(self.rtts[s + 1] - r) for s, r in self.rtts.items() if s + 1 in self.rtts]
+        return statistics.fmean(diffs) if diffs else 0.0
+
+
+class WardLink:
+    """Context manager: three namespaces ward -- router -- city joined by veth pairs.
+
+    Names and addresses are random per instance so that parallel instances (tests,
+    other engineers) never meet. Everything is torn down on exit, also when the body
+    raises.
+    """
+
+    def __init__(self, spec: LinkSpec | None = None, *, delayer_seed: int | None = None,
+                 delayer_args: Sequence[str] = ()) -> None:
+        suffix = secrets.token_hex(4)
+        self.ward_ns, self.router_ns, self.city_ns = (
+            f"wr-{suffix}-{role}" for role in ("ward", "router", "city"))
+        rng = random.SystemRandom()
+        # 10.a.b.0/30 ward side, 10.a.b.4/30 city side; a, b random per instance.
+        net = f"10.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}"
+        self.ward_ip, self.router_ward_ip = f"{net}.2", f"{net}.1"
+        self.city_ip, self.router_city_ip = f"{net}.6", f"{net}.5"
+        self.spec = spec or LinkSpec()
+        self._delayer_seed = delayer_seed
+        self._delayer_args = list(delayer_args)  # e.g. ["--no-batch"] to compare costs
+        self._created: list[str] = []
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._delayer: subprocess.Popen[bytes] | None = None
+        self._delayer_log: Any = None
+        self._queue_rule = False
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return (self.ward_ns, self.router_ns, self.city_ns)
+
+    # -- running things ------------------------------------------------------------------
+
+    def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start `argv` inside namespace `ns`; it is killed on exit if still running."""
+        self._check_ns(ns)
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)
+        self._procs.append(proc)
+        return proc
+
+    def run(self, ns: str, argv: Sequence[str], timeout: float,
+            **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """Run `argv` inside namespace `ns` to completion; output captured as text."""
+        self._check_ns(ns)
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("check", False)
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], timeout=timeout, **kw)
+
+    def _check_ns(self, ns: str) -> None:
+        if ns not in self.namespaces:
+            raise ValueError(f"{ns!r} is not one of this link's namespaces {self.namespaces}")
+
+    def _sh(self, ns: str | None, argv: Sequence[str], input: str | None = None,
+            ok_codes: Sequence[int] = (0,)) -> str:
+        cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=20,
+                             check=False)
+        if out.returncode not in ok_codes:
+            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
+        return out.stdout
+
+    def _sysctl(self, ns: str, key: str, value: str) -> None:
+        # tee, not sysctl: procps is missing from slim Debian images. /proc/sys/net shows
+        # the namespace of the process that opens it.
+        self._sh(ns, ["tee", f"/proc/sys/{key}"], input=value + "\n")
+
+    # -- building and tearing down -------------------------------------------------------
+
+    def __enter__(self) -> WardLink:
+        try:
+            self._build()
+            self.reconfigure(self.spec)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        for ns in self.namespaces:
+            self._sh(None, ["ip", "netns", "add", ns])
+            self._created.append(ns)
+        r = self.router_ns
+        # Created straight inside the namespaces: no interface name ever appears in the
+        # root namespace, where parallel instances would collide.
+        self._sh(None, ["ip", "-n", r, "link", "add", TOWARD_WARD, "type", "veth",
+                        "peer", "name", "eth0", "netns", self.ward_ns])
+        self._sh(None, ["ip", "-n", r, "link", "add", TOWARD_CITY, "type", "veth",
+                        "peer", "name", "eth0", "netns", self.city_ns])
+        for ns, dev, addr in ((self.ward_ns, "eth0", self.ward_ip),
+                              (r, TOWARD_WARD, self.router_ward_ip),
+                              (r, TOWARD_CITY, self.router_city_ip),
+                              (self.city_ns, "eth0", self.city_ip)):
+            self._sh(None, ["ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev])
+            self._sh(ns, ["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off"])
+            self._sh(None, ["ip", "-n", ns, "link", "set", dev, "up"])
+        for ns in self.namespaces:
+            self._sh(None, ["ip", "-n", ns, "link", "set", "lo", "up"])
+            # No IPv6: no router solicitations or DAD packets mixed into measurements.
+            for conf in ("all", "default"):
+                self._sysctl(ns, f"net/ipv6/conf/{conf}/disable_ipv6", "1")
+        self._sysctl(r, "net/ipv4/ip_forward", "1")
+        self._sh(None, ["ip", "-n", self.ward_ns, "route", "add", "default",
+                        "via", self.router_ward_ip])
+        self._sh(None, ["ip", "-n", self.city_ns, "route", "add", "default",
+                        "via", self.router_city_ip])
+        # Before the iptables (priority 0) NFQUEUE rule, so dropped packets cost the
+        # delayer nothing.
+        self._sh(r, ["nft", "-f", "-"], input=(
+            f"table inet {NFT_TABLE} {{\n  chain forward {{\n"
+            "    type filter hook forward priority -10; policy accept;\n  }\n}\n"))
+
+    def close(self) -> None:
+        """Stop every process started here and delete the namespaces (idempotent)."""
+        errors = []
+        for proc in self._procs:
+            _stop(proc)
+        self._procs.clear()
+        self._stop_delayer()
+        for ns in self._created:
+            # Anything else still inside (e.g. a grandchild of a command run here).
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True, timeout=10, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for ns in list(self._created):
+            out = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
+                                 timeout=10, check=False)
+            if out.returncode == 0 or not Path("/run/netns", ns).exists():
+                self._created.remove(ns)
+            else:
+                errors.append(f"{ns}: {out.stderr.strip()}")
+        if errors:
+            raise RuntimeError("could not delete namespaces: " + "; ".join(errors))
+
+    # -- changing the link ---------------------------------------------------------------
+
+    def reconfigure(self, spec: LinkSpec) -> None:
+        """Apply `spec` to the running link (rate, loss, delay) without rebuilding it."""
+        r = self.router_ns
+        for dev in (TOWARD_WARD, TOWARD_CITY):
+            if spec.rate_mbit is None:
+                # Exit 2 when there is no root qdisc to delete.
+                self._sh(None, ["tc", "-n", r, "qdisc", "del", "dev", dev, "root"],
+                         ok_codes=(0, 2))
+            else:
+                self._sh(None, ["tc", "-n", r, "qdisc", "replace", "dev", dev, "root", "tbf",
+                                *tbf_args(spec.rate_mbit)])
+        script = f"flush chain inet {NFT_TABLE} forward\n"
+        if spec.loss_percent > 0:
+            threshold = round(spec.loss_percent / 100 * LOSS_SCALE)
+            # One rule per direction, each with its own counter (see loss_drops).
+            for dev in (TOWARD_WARD, TOWARD_CITY):
+                script += (f'add rule inet {NFT_TABLE} forward oifname "{dev}" '
+                           f"numgen random mod {LOSS_SCALE} < {threshold} counter drop\n")
+        self._sh(r, ["nft", "-f", "-"], input=script)
+        delayed = spec.delay_ms > 0 or spec.jitter_ms > 0
+        if delayed:
+            self._delayer_command(f"set {spec.delay_ms} {spec.jitter_ms}")
+            if not self._queue_rule:
+                self._sh(r, ["iptables", "-A", *self._queue_rule_args()])
+                self._queue_rule = True
+        elif self._queue_rule:
+            # Rule off first: packets already held still leave on time.
+            self._sh(r, ["iptables", "-D", *self._queue_rule_args()])
+            self._queue_rule = False
+            self._delayer_command("set 0 0")
+        self.spec = spec
+
+    def _queue_rule_args(self) -> list[str]:
+        # --queue-bypass: should the delayer die, packets flow undelayed instead of vanishing.
+        return ["FORWARD", "-o", TOWARD_WARD, "-j", "NFQUEUE", "--queue-num", str(QUEUE_NUM),
+                "--queue-bypass"]
+
+    # -- the delayer ---------------------------------------------------------------------
+
+    def _start_delayer(self) -> None:
+        argv = [sys.executable, str(DELAYER), "--queue-num", str(QUEUE_NUM)]
+        if self._delayer_seed is not None:
+            argv += ["--seed", str(self._delayer_seed)]
+        argv += self._delayer_args
+        # Lives as long as the delayer; closed in _stop_delayer.
+        self._delayer_log = tempfile.TemporaryFile()  # noqa: SIM115
+        self._delayer = subprocess.Popen(
+            ["ip", "netns", "exec", self.router_ns, *argv], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self._delayer_log)
+        line = self._delayer_line(timeout=10)
+        if line != "ready":
+            raise RuntimeError(f"delayer did not start: {line!r} {self._delayer_stderr()}")
+
+    def _delayer_command(self, command: str) -> str:
+        if self._delayer is None:
+            self._start_delayer()
+        assert self._delayer is not None and self._delayer.stdin is not None
+        self._delayer.stdin.write(command.encode() + b"\n")
+        self._delayer.stdin.flush()
+        reply = self._delayer_line(timeout=5)
+        if reply.startswith("error") or not reply:
+            raise RuntimeError(f"delayer: {command!r} -> {reply!r} {self._delayer_stderr()}")
+        return reply
+
+    def _delayer_line(self, timeout: float) -> str:
+        assert self._delayer is not None and self._delayer.stdout is not None
+        return _read_line(self._delayer.stdout.fileno(), timeout)
+
+    def _delayer_stderr(self) -> str:
+        if self._delayer_log is None:
+            return ""
+        self._delayer_log.seek(0)
+        return str(self._delayer_log.read().decode(errors="replace").strip())
+
+    def delayer_stats(self) -> dict[str, Any]:
+        """The delayer's counters plus the kernel's for its queue ({} when not running).
+
+        `late_*_ms`: how long after their due time packets left (the delayer keeping up);
+        `queue_dropped`/`user_dropped`: packets the kernel dropped because the queue or
+        the netlink socket was full.
+        """
+        if self._delayer is None:
+            return {}
+        stats: dict[str, Any] = json.loads(self._delayer_command("stats"))
+        if stats["released"]:
+            stats["late_mean_ms"] = stats["late_sum_ms"] / stats["released"]
+        for line in self._sh(self.router_ns,
+                             ["cat", "/proc/net/netfilter/nfnetlink_queue"]).splitlines():
+            f = line.split()
+            if f and int(f[0]) == QUEUE_NUM:
+                stats.update(queue_total=int(f[2]), queue_dropped=int(f[5]),
+                             user_dropped=int(f[6]))
+        return stats
+
+    def _stop_delayer(self) -> None:
+        proc, self._delayer = self._delayer, None
+        if proc is not None:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # EOF: it releases what it holds and exits
+            _stop(proc, term_first=False)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._delayer_log is not None:
+            self._delayer_log.close()
+            self._delayer_log = None
+        self._queue_rule = False
+
+    def loss_drops(self) -> dict[str, int]:
+        """Packets dropped by the loss rules since the last reconfigure, by direction."""
+        out = self._sh(self.router_ns, ["nft", "list", "chain", "inet", NFT_TABLE, "forward"])
+        drops = {"download": 0, "upload": 0}
+        for dev, packets in re.findall(r'oifname "(\w+)".*counter packets (\d+)', out):
+            drops["download" if dev == TOWARD_WARD else "upload"] = int(packets)
+        return drops
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    """One line from pipe `fd` within `timeout` s ('' if none came)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n") and (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)  # one byte at a time: never read past the line
+        if not chunk:
+            break
+        data += chunk
+    return data.decode().strip()
+
+
+def _stop(proc: subprocess.Popen[Any], *, term_first: bool = True, grace: float = 2.0) -> None:
+    """End `proc`: SIGTERM (unless it is already leaving), then SIGKILL after `grace` s."""
+    if proc.poll() is not None:
+        return
+    if term_first:
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    if not term_first:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait(timeout=5)
+
+
+# -- measurements with real tools inside the namespaces ------------------------------------
+
+def wait_listening(link: WardLink, ns: str, port: int, timeout: float = 5.0) -> None:
+    """Return once something listens on TCP `port` in `ns`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = link.run(ns, ["ss", "-Hltn", f"sport = :{port}"], timeout=5).stdout
+        if out.strip():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port} in {ns} after {timeout} s")
+
+
+def iperf3_goodput(link: WardLink, *, seconds: int = 5, streams: int = 1,
+                   download: bool = True, port: int = 5201) -> float:
+    """TCP goodput in Mbit/s measured by iperf3 (client in the ward, server in the city).
+
+    `download`: city -> ward (iperf3 -R). The first second is omitted (-O 1): slow start
+    and the tbf bucket's initial burst would otherwise inflate short runs.
+    """
+    server = link.popen(link.city_ns, ["iperf3", "-s", "-1", "-B", link.city_ip,
+                                       "-p", str(port)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(link, link.city_ns, port)
+        argv = ["iperf3", "-c", link.city_ip, "-p", str(port), "-t", str(seconds), "-O", "1",
+                "-P", str(streams), "-J", *(["-R"] if download else [])]
+        out = link.run(link.ward_ns, argv, timeout=seconds + 30)
+        result = json.loads(out.stdout)
+        if "error" in result:
+            raise RuntimeError(f"iperf3: {result['error']}")
+        return float(result["end"]["sum_received"]["bits_per_second"]) / 1e6
+    finally:
+        _stop(server)
+
+
+# Receiver and sender for one_way_delays, run with this interpreter inside the namespaces.
+_OWD_RECEIVER = r"""
+import socket, struct, sys, time
+count, port, wait = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS (no constant before Python 3.14)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("0.0.0.0", port))
+print("ready", flush=True)
+s.settimeout(wait)
+for _ in range(count):
+    try:
+        data, anc, _, _ = s.recvmsg(64, 64)
+    except TimeoutError:
+        break
+    seq, sent = struct.unpack("!Iq", data[:12])
+    sec, nsec = struct.unpack("=qq", anc[0][2][:16])
+    print(seq, sent, sec * 10**9 + nsec)
+"""
+_OWD_SENDER = r"""
+import socket, struct, sys, time
+dst, port, count, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+for seq in range(count):
+    due = start + seq * interval
+    if due - time.monotonic() > 0.001:
+        time.sleep(due - time.monotonic() - 0.001)
+    while time.monotonic() < due:  # spin the last ms: sleep alone overshoots
+        pass
+    s.sendto(struct.pack("!Iq", seq, time.time_ns()), (dst, port))
+"""
+
+
+def one_way_delays(link: WardLink, count: int, interval: float,
+                   port: int = 9999) -> list[tuple[int, float, float]]:
+    """Send `count` UDP probes city -> ward every `interval` s; (seq, sent, received) each.
+
+    Times in ms on the shared wall clock (all namespaces share the host's clocks), the
+    receive time stamped by the kernel (SO_TIMESTAMPNS), so receiver scheduling adds
+    nothing. Listed in arrival order; lost probes are missing.
+    """
+    rx = link.popen(link.ward_ns, [sys.executable, "-c", _OWD_RECEIVER, str(count), str(port),
+                                   "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert rx.stdout is not None
+        if _read_line(rx.stdout.fileno(), timeout=10) != "ready":
+            raise RuntimeError("one-way-delay receiver did not start")
+        link.run(link.city_ns, [sys.executable, "-c", _OWD_SENDER, link.ward_ip, str(port),
+                                str(count), str(interval)], timeout=count * interval + 30,
+                 check=True)
+        out, _ = rx.communicate(timeout=30)
+    finally:
+        _stop(rx)
+    return [(int(seq), int(sent) / 1e6, int(recv) / 1e6)
+            for seq, sent, recv in (line.split() for line in out.splitlines())]
+
+
+PING_LINE = re.compile(r"icmp_seq=(\d+) ttl=\d+ time=([\d.]+) ms")
+
+
+def ping(link: WardLink, count: int, interval: float, *, size: int = 56,
+         wait_s: float = 1.0) -> PingResult:
+    """Ping the city from the ward; per-sequence RTTs (duplicates ignored).
+
+    `interval` >= 0.002 s (ping's floor for root). Replies later than `wait_s` after the
+    last request count as lost.
+    """
+    argv = ["ping", "-n", "-c", str(count), "-i", str(interval), "-s", str(size),
+            "-W", str(wait_s), link.city_ip]
+    out = link.run(link.ward_ns, argv, timeout=count * interval + wait_s + 30)
+    rtts: dict[int, float] = {}
+    for m in PING_LINE.finditer(out.stdout):
+        rtts.setdefault(int(m.group(1)), float(m.group(2)))
+    if not rtts and out.returncode not in (0, 1):
+        raise RuntimeError(f"ping failed ({out.returncode}): {out.stderr.strip()}")
+    return PingResult(sent=count, rtts=rtts)
+
+
+def require_netlab() -> str | None:
+    """Why a WardLink cannot be built here (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    missing = [b for b in ("ip", "tc", "nft", "iptables", "ethtool", "iperf3", "ping", "ss")
+               if shutil.which(b) is None]
+    if missing:
+        return f"missing {', '.join(missing)} (scripts/setup.sh installs them as root)"
+    try:
+        import netfilterqueue  # noqa: F401
+    except ImportError:
+        return "PyPI netfilterqueue is not installed (pip install -e '.[test]')"
+    return None

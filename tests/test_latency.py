@@ -1,0 +1,464 @@
+"""The latency check: its statistics, each method on loopback, and loss against ground truth
+on emulated links (network namespaces joined by veth, loss from nftables)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from checks import latency
+from checks.base import Context, ServerLink
+from tests.conftest import REPO, exposition, promtool_check_metrics, require_binary
+
+LOOPBACK_RTT_LIMIT = 0.005
+
+# Runs the check in whatever network namespace `ip netns exec` put it in; prints JSON.
+NS_SCRIPT = """
+import asyncio, json, sys, time
+from checks import latency
+from checks.base import Context
+config = latency.Config.model_validate_json(sys.argv[1])
+if config.method in ("auto", "icmp-raw"):
+    import scapy.layers.inet  # warm, as in a long-running agent: time the probing alone
+t0 = time.monotonic()
+result = asyncio.run(latency.run(config, Context()))
+print(json.dumps({"elapsed": time.monotonic() - t0, "auto": latency.choose_method(),
+                  "result": result.model_dump(mode="json")}))
+"""
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: raw ICMP, network namespaces and nftables")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A listening TCP port on 127.0.0.1 (the kernel completes handshakes; nobody accepts)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1024)
+        yield srv.getsockname()[1]
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connects are refused with RST)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def assert_clean_loopback(t: latency.TargetResult, count: int, method: str,
+                          rtt_limit: float = LOOPBACK_RTT_LIMIT) -> None:
+    assert t.error is None and t.method == method
+    assert (t.sent, t.received, t.loss_ratio) == (count, count, 0.0), t
+    assert t.rtt_min_seconds is not None and t.rtt_max_seconds is not None
+    assert 0 < t.rtt_min_seconds <= t.rtt_median_seconds <= t.rtt_p95_seconds  # type: ignore[operator]
+    assert t.rtt_p95_seconds <= t.rtt_max_seconds  # type: ignore[operator]
+    assert t.rtt_p95_seconds < rtt_limit, t.rtts_seconds  # type: ignore[operator]
+    assert t.jitter_seconds is not None and 0 <= t.jitter_seconds < rtt_limit
+    assert len(t.rtts_seconds) == count
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+def test_summarise_quantiles_jitter_and_loss() -> None:
+    ms = 1e-3
+    stats = latency.summarise([10 * ms, None, 12 * ms, 11 * ms, None, 15 * ms])
+    assert (stats.sent, stats.received, stats.loss_ratio) == (6, 4, 2 / 6)
+    assert stats.rtt_min_seconds == 10 * ms and stats.rtt_max_seconds == 15 * ms
+    assert stats.rtt_median_seconds == pytest.approx(11.5 * ms)  # between 11 and 12
+    assert stats.rtt_p95_seconds == pytest.approx(12 * ms + 0.85 * 3 * ms)  # rank 2.85
+    assert stats.rtt_mean_seconds == pytest.approx(12 * ms)
+    # consecutive answered probes in sending order: |12-10|, |11-12|, |15-11|
+    assert stats.jitter_seconds == pytest.approx((2 + 1 + 4) / 3 * ms)
+
+
+def test_summarise_edge_cases() -> None:
+    empty = latency.summarise([])
+    assert (empty.sent, empty.loss_ratio, empty.rtt_median_seconds) == (0, None, None)
+    lost = latency.summarise([None, None])
+    assert (lost.loss_ratio, lost.rtt_min_seconds, lost.jitter_seconds) == (1.0, None, None)
+    one = latency.summarise([0.02])
+    assert one.rtt_p95_seconds == 0.02 and one.jitter_seconds is None
+    steady = latency.summarise([0.03] * 20)
+    assert steady.jitter_seconds == 0 and steady.rtt_p95_seconds == pytest.approx(0.03)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def test_config_rejects_what_would_break_labels_or_the_timeout() -> None:
+    assert latency.Config().method == "auto"
+    with pytest.raises(ValidationError, match="repeat"):
+        latency.Config(targets=["10.0.0.1", "10.0.0.1"])
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        latency.Config(count=1000, probe_interval_seconds=1.0)
+    with pytest.raises(ValidationError):
+        latency.Config(targets=["a b"])
+    with pytest.raises(ValidationError):
+        latency.Config.model_validate_json('{"method": "udp"}')
+    with pytest.raises(ValidationError):
+        latency.Config(targets=[f"10.0.0.{i}" for i in range(latency.MAX_TARGETS + 1)])
+    ok = latency.Config.model_validate_json(
+        '{"targets": ["::1", "city.example"], "count": 5, "probe_interval_seconds": 1, '
+        '"tcp_port": 8470}')
+    assert ok.probe_interval_seconds == 1.0 and ok.tcp_port == 8470
+
+
+# --- each method on loopback -----------------------------------------------------------------
+
+async def test_icmp_raw_on_loopback() -> None:
+    require_root()
+    config = latency.Config(targets=["127.0.0.1"], method="icmp-raw", count=20,
+                            probe_interval_seconds=0.02, probe_timeout_seconds=0.5)
+    result = await latency.run(config, Context())
+    assert_clean_loopback(result.targets[0], 20, "icmp-raw")
+    assert result.targets[0].port is None and result.targets[0].address == "127.0.0.1"
+
+
+async def test_auto_picks_raw_icmp_as_root() -> None:
+    require_root()
+    assert latency.choose_method() == "icmp-raw"
+    probed = await latency.measure("127.0.0.1", "auto", count=3, interval=0.02, timeout=0.5)
+    assert probed.method == "icmp-raw" and None not in probed.rtts
+
+
+async def test_tcp_connect_time_on_loopback(listener: int) -> None:
+    config = latency.Config(targets=["127.0.0.1"], method="tcp", tcp_port=listener, count=20,
+                            probe_interval_seconds=0.02, probe_timeout_seconds=0.5)
+    result = await latency.run(config, Context())
+    assert_clean_loopback(result.targets[0], 20, "tcp")
+    assert result.targets[0].port == listener
+
+
+async def test_tcp_to_a_closed_port_still_measures_the_rst() -> None:
+    config = latency.Config(targets=["127.0.0.1"], method="tcp", tcp_port=closed_port(),
+                            count=20, probe_interval_seconds=0.02, probe_timeout_seconds=0.5)
+    result = await latency.run(config, Context())
+    assert_clean_loopback(result.targets[0], 20, "tcp")
+
+
+async def test_default_target_and_port_come_from_the_server_url(listener: int) -> None:
+    context = Context(server=ServerLink(f"http://127.0.0.1:{listener}", "token"))
+    result = await latency.run(latency.Config(method="tcp", count=3,
+                                              probe_interval_seconds=0.02), context)
+    [t] = result.targets
+    assert (t.target, t.port, t.received) == ("127.0.0.1", listener, 3)
+    assert latency._server_port(Context(server=ServerLink("http://city.example", ""))) == 80
+    assert latency._server_port(Context(server=ServerLink("https://city.example", ""))) == 443
+    assert latency._server_port(Context()) == 443
+    with pytest.raises(ValueError, match="no targets"):
+        await latency.run(latency.Config(), Context())
+
+
+async def test_a_name_that_does_not_resolve_is_reported_and_the_rest_measured(
+        monkeypatch: pytest.MonkeyPatch, listener: int) -> None:
+    real = socket.getaddrinfo
+
+    def fake(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "wr-nowhere.invalid":  # fails here: no DNS query leaves the machine
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    config = latency.Config(targets=["wr-nowhere.invalid", "127.0.0.1"], method="tcp",
+                            tcp_port=listener, count=3, probe_interval_seconds=0.02)
+    result = await latency.run(config, Context())
+    bad, good = result.targets
+    assert bad.error and "wr-nowhere.invalid" in bad.error
+    assert (bad.sent, bad.loss_ratio, bad.address, bad.rtt_median_seconds) == (0, None, None, None)
+    assert good.received == 3 and good.error is None
+    names = {s.spec.name for s in latency.samples(result) if s.labels[0] == bad.target}
+    assert names == {"wardready_latency_probes_sent", "wardready_latency_probes_received"}
+
+
+async def test_auto_probes_an_ipv6_only_target_by_tcp() -> None:
+    probed = await latency.measure("::1", "auto", count=3, interval=0.02, timeout=0.5,
+                                   port=closed_port())
+    assert probed.method == "tcp" and probed.address == "::1" and None not in probed.rtts
+
+
+# --- schedule, stop, strays ------------------------------------------------------------------
+
+def assert_on_schedule(times: list[float], interval: float) -> None:
+    """Send times sit on start + i * interval: a busy machine may send one late, but the
+    next is back on time (a drifting schedule would accumulate, e.g. 20 x reply time)."""
+    offsets = sorted(t - i * interval for i, t in enumerate(times))
+    assert offsets[0] > -0.002, offsets  # never early
+    assert offsets[len(offsets) // 2] < 0.002, offsets  # typically on time
+    assert offsets[-1] < 0.05, offsets  # and late by less than any drift would make it
+
+
+async def test_tcp_probes_follow_a_fixed_schedule(monkeypatch: pytest.MonkeyPatch,
+                                                  listener: int) -> None:
+    starts: list[float] = []
+    real = latency._tcp_once
+
+    async def slow(family: int, sockaddr: Any, timeout: float) -> float | None:
+        starts.append(time.perf_counter())
+        await asyncio.sleep(0.035)  # replies slower than the interval must not delay sends
+        return await real(family, sockaddr, timeout)
+
+    monkeypatch.setattr(latency, "_tcp_once", slow)
+    rtts = await latency.probe("127.0.0.1", "tcp", count=20, interval=0.02, timeout=0.5,
+                               port=listener)
+    assert len(rtts) == 20 and None not in rtts
+    assert_on_schedule([s - starts[0] for s in starts], 0.02)
+
+
+async def test_icmp_raw_probes_follow_a_fixed_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    sends: list[float] = []
+    real = latency._raw_send
+
+    def spy(sock: socket.socket, packet: Any, address: str) -> tuple[int, int]:
+        sends.append(time.perf_counter())
+        return real(sock, packet, address)
+
+    monkeypatch.setattr(latency, "_raw_send", spy)
+    rtts = await latency.probe("127.0.0.1", "icmp-raw", count=20, interval=0.02, timeout=0.5)
+    assert len(rtts) == 20 and None not in rtts
+    assert_on_schedule([s - sends[0] for s in sends], 0.02)
+
+
+@pytest.mark.parametrize("method", ["icmp-raw", "tcp"])
+async def test_stop_ends_probing_early_and_keeps_what_was_measured(method: str,
+                                                                   listener: int) -> None:
+    if method == "icmp-raw":
+        require_root()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, stop.set)
+    t0 = time.monotonic()
+    rtts = await latency.probe("127.0.0.1", method, count=1000, interval=0.05,  # type: ignore[arg-type]
+                               timeout=0.5, port=listener, stop=stop)
+    assert time.monotonic() - t0 < 1.0
+    assert 4 <= len(rtts) <= 8 and None not in rtts
+
+
+async def test_a_cancelled_raw_probe_stops_its_thread() -> None:
+    require_root()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(latency.probe("127.0.0.1", "icmp-raw", count=1000,
+                                             interval=0.05, timeout=0.5), 0.3)
+    for _ in range(20):  # bounded: the thread notices within one 50 ms wait
+        if not any(t.name.startswith("latency ") for t in threading.enumerate()):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(t.name.startswith("latency ") for t in threading.enumerate())
+
+
+async def test_concurrent_raw_probes_and_a_ping_do_not_take_each_others_replies() -> None:
+    require_root()
+    ping = subprocess.Popen([require_binary("ping"), "-q", "-c", "100", "-i", "0.01",
+                             "127.0.0.1"], stdout=subprocess.DEVNULL)
+    try:
+        runs = await asyncio.gather(*(latency.probe("127.0.0.1", "icmp-raw", count=30,
+                                                    interval=0.01, timeout=0.5)
+                                      for _ in range(3)))
+    finally:
+        ping.kill()
+        ping.wait()
+    for rtts in runs:
+        assert len(rtts) == 30 and None not in rtts
+
+
+# --- namespaces ------------------------------------------------------------------------------
+
+def run(*cmd: str, stdin: str | None = None, timeout: float = 30) -> str:
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
+                         check=False)
+    if out.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
+    return out.stdout
+
+
+@contextmanager
+def namespaces(count: int) -> Iterator[list[str]]:
+    """Fresh network namespaces (loopback up), deleted afterwards whatever happens."""
+    require_root()
+    ip = require_binary("ip")
+    names: list[str] = []
+    try:
+        for _ in range(count):
+            name = f"wr-{secrets.token_hex(4)}"
+            run(ip, "netns", "add", name)
+            names.append(name)
+            run(ip, "-n", name, "link", "set", "lo", "up")
+        yield names
+    finally:
+        for name in names:
+            subprocess.run([ip, "netns", "del", name], capture_output=True, check=False)
+
+
+@contextmanager
+def ward_and_city(city_nft: str) -> Iterator[tuple[str, str]]:
+    """Two namespaces joined by veth, ward 10.213.0.1/30 and city 10.213.0.2/30; `city_nft`
+    is an nft statement applied to what enters the city from the ward."""
+    nft = require_binary("nft")
+    with namespaces(2) as (ward, city):
+        run("ip", "-n", ward, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+            "netns", city)
+        for ns, dev, addr in ((ward, "v0", "10.213.0.1/30"), (city, "v1", "10.213.0.2/30")):
+            run("ip", "-n", ns, "addr", "add", addr, "dev", dev)
+            run("ip", "-n", ns, "link", "set", dev, "up")
+        ruleset = ("table inet wr {\n chain input {\n"
+                   "  type filter hook input priority 0; policy accept;\n"
+                   f'  iifname "v1" meta nfproto ipv4 {city_nft}\n }}\n}}\n')
+        run("ip", "netns", "exec", city, nft, "-f", "-", stdin=ruleset)
+        run("ip", "netns", "exec", ward, "sysctl", "-qw",
+            "net.ipv4.ping_group_range=0 2147483647")
+        yield ward, city
+
+
+@contextmanager
+def listening_in(ns: str, address: str, port: int) -> Iterator[None]:
+    """A TCP listener (nobody accepts: the kernel completes handshakes) in namespace `ns`."""
+    listen = (f"import socket, time; s = socket.socket(); s.bind(({address!r}, {port})); "
+              "s.listen(); print('up', flush=True); time.sleep(60)")
+    with subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", listen],
+                          stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None and server.stdout.readline() == "up\n"
+            yield
+        finally:
+            server.kill()
+
+
+def check_in(ns: str, config: dict[str, Any], *, user: int | None = None,
+             timeout: float = 60) -> dict[str, Any]:
+    """Run the latency check in namespace `ns` (optionally as an unprivileged uid)."""
+    cmd = ["ip", "netns", "exec", ns]
+    if user is not None:
+        cmd += [require_binary("setpriv"), f"--reuid={user}", f"--regid={user}",
+                "--clear-groups", "--inh-caps=-all"]
+    out = subprocess.run([*cmd, sys.executable, "-c", NS_SCRIPT, json.dumps(config)],
+                         cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                         check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_icmp_dgram_on_loopback_in_a_namespace_that_allows_it() -> None:
+    with namespaces(1) as (ns,):
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+        out = check_in(ns, {"targets": ["127.0.0.1"], "method": "icmp-dgram", "count": 20,
+                            "probe_interval_seconds": 0.02, "probe_timeout_seconds": 0.5})
+    t = latency.TargetResult.model_validate(out["result"]["targets"][0])
+    assert_clean_loopback(t, 20, "icmp-dgram")
+
+
+def test_auto_falls_back_to_dgram_then_tcp_without_privileges() -> None:
+    nobody = 65534
+    config = {"targets": ["127.0.0.1"], "count": 3, "probe_interval_seconds": 0.02,
+              "probe_timeout_seconds": 0.5, "tcp_port": 9}
+    with namespaces(1) as (ns,):
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
+        allowed = check_in(ns, config, user=nobody)
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=1 0")
+        forbidden = check_in(ns, config, user=nobody)
+    assert allowed["auto"] == "icmp-dgram"
+    assert allowed["result"]["targets"][0]["method"] == "icmp-dgram"
+    assert forbidden["auto"] == "tcp"
+    [t] = forbidden["result"]["targets"]
+    assert t["method"] == "tcp" and t["received"] == 3  # the RST from closed port 9
+
+
+@pytest.mark.parametrize("method", ["icmp-raw", "icmp-dgram", "tcp"])
+def test_a_blackholed_target_is_total_loss_within_the_time_budget(method: str) -> None:
+    count, interval, timeout = 10, 0.05, 0.5
+    with ward_and_city("drop") as (ward, _):
+        run("ip", "-n", ward, "route", "add", "blackhole", "10.213.9.9")
+        out = check_in(ward, {"targets": ["10.213.0.2", "10.213.9.9"], "method": method,
+                              "count": count, "probe_interval_seconds": interval,
+                              "probe_timeout_seconds": timeout, "tcp_port": 8470})
+    for t in out["result"]["targets"]:
+        assert (t["sent"], t["received"], t["loss_ratio"]) == (count, 0, 1.0), t
+        assert t["rtts_seconds"] == [None] * count and t["rtt_median_seconds"] is None
+    budget = latency.budget_seconds(count, interval, timeout)
+    assert out["elapsed"] < budget + 0.3, (out["elapsed"], budget)
+
+
+def test_loss_matches_ground_truth_and_ping() -> None:
+    """20 % of what enters the city is dropped (requests only, so that is the loss rate)."""
+    truth, n, interval = 0.2, 400, 0.01
+    tolerance = 4.5 * math.sqrt(truth * (1 - truth) / n)  # binomial; ~1e-5 chance to fail
+    config = {"targets": ["10.213.0.2"], "count": n, "probe_interval_seconds": interval,
+              "probe_timeout_seconds": 1.0, "tcp_port": 8470, "timeout_seconds": 60}
+    ping = require_binary("ping")
+    with ward_and_city("numgen random mod 100 < 20 drop") as (ward, _):
+        # all at once: drops are independent per packet, and this keeps the test short
+        procs = [subprocess.Popen(
+            ["ip", "netns", "exec", ward, sys.executable, "-c", NS_SCRIPT,
+             json.dumps({**config, "method": method})], cwd=REPO, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True) for method in ("icmp-raw", "icmp-dgram", "tcp")]
+        ping_out = run("ip", "netns", "exec", ward, ping, "-q", "-n", "-c", str(n), "-i",
+                       str(interval), "-W", "1", "10.213.0.2", timeout=60)
+        outputs = [p.communicate(timeout=60) for p in procs]
+    match = re.search(r"(\d+) packets transmitted, (\d+) received", ping_out)
+    assert match, ping_out
+    ping_loss = 1 - int(match[2]) / int(match[1])
+    assert abs(ping_loss - truth) < tolerance, ping_loss
+    for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, stderr
+        [t] = json.loads(stdout)["result"]["targets"]
+        assert t["sent"] == n
+        assert abs(t["loss_ratio"] - truth) < tolerance, (t["method"], t["loss_ratio"])
+        assert abs(t["loss_ratio"] - ping_loss) < tolerance * math.sqrt(2), t["method"]
+        assert t["rtt_p95_seconds"] < LOOPBACK_RTT_LIMIT  # a veth between namespaces
+
+
+def test_an_answer_to_a_retransmitted_syn_is_a_lost_tcp_probe() -> None:
+    """Every first SYN is dropped; the kernel's resend 1 s later is answered, before the
+    probe's 1.5 s timeout. Like an ICMP probe whose request was lost, the probe is lost."""
+    config = {"targets": ["10.213.0.2"], "method": "tcp", "count": 1,
+              "probe_timeout_seconds": 1.5}
+    # the counter alternates drop, pass: one probe at a time keeps it in step
+    with ward_and_city("tcp flags & (syn | ack) == syn numgen inc mod 2 == 0 drop") as (
+            ward, city), listening_in(city, "10.213.0.2", 8470):
+        answered = check_in(ward, {**config, "tcp_port": 8470})
+        refused = check_in(ward, {**config, "tcp_port": 8471})
+    for out in (answered, refused):
+        [t] = out["result"]["targets"]
+        assert (t["sent"], t["received"], t["rtts_seconds"]) == (1, 0, [None]), t
+        assert out["elapsed"] > 1.0  # it did wait for the resend's answer
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+async def test_metrics_pass_promtool(listener: int) -> None:
+    config = latency.Config(targets=["127.0.0.1", "localhost"], method="tcp",
+                            tcp_port=listener, count=5, probe_interval_seconds=0.02)
+    result = await latency.run(config, Context())
+    lost = latency.TargetResult(target="10.213.0.2", address="10.213.0.2", method="icmp-raw",
+                                port=None, rtts_seconds=[None] * 3,
+                                **vars(latency.summarise([None] * 3)))
+    unresolved = latency.TargetResult(target="city.invalid", address=None, method="icmp-raw",
+                                      port=None, rtts_seconds=[], error="no address",
+                                      **vars(latency.summarise([])))
+    result = latency.Result(targets=[*result.targets, lost, unresolved])
+    body = exposition(latency.METRICS, latency.samples(result))
+    assert promtool_check_metrics(body) == ""
+    text = body.decode()
+    for stat in ("min", "median", "p95", "max", "mean"):
+        assert (f'wardready_latency_rtt_seconds{{method="tcp",statistic="{stat}",'
+                f'target="127.0.0.1"}}') in text
+    assert 'wardready_latency_loss_ratio{method="icmp-raw",target="10.213.0.2"} 1.0' in text
+    assert 'wardready_latency_probes_sent{method="icmp-raw",target="city.invalid"} 0.0' in text
+    assert latency.CHECK.name == "latency" and latency.CHECK.samples is latency.samples
+    # a result survives the JSON trip the report makes
+    assert latency.Result.model_validate_json(result.model_dump_json()) == result
