@@ -93,9 +93,12 @@ class Result(CheckResult):
 class RateEstimator:
     """Goodput from a series of (time, cumulative bytes) samples.
 
-    Warm-up ends at the first window boundary after `warmup` where the window rate stopped
-    climbing by more than 10 %; the estimate is the mean rate since then. It has converged
-    when it moved less than `tolerance` over the last two windows.
+    Warm-up ends at the first window boundary after `warmup` that closes three windows
+    whose rates are within 10 % of each other (or at 4 x `warmup`). The estimate is the
+    least-squares slope of bytes over time since then, not the difference of the end
+    points: data held back by a loss and released all at once by the receiver's TCP must
+    not bias a short measurement by where its ends fall. It has converged when it moved
+    less than `tolerance` over the last two windows.
     """
 
     warmup: float
@@ -103,14 +106,23 @@ class RateEstimator:
     tolerance: float
     times: list[float] = field(default_factory=list)
     totals: list[int] = field(default_factory=list)
+    sums: list[tuple[float, float, float, float]] = field(default_factory=list)
+    """Prefix sums of t, b, t*b and t*t (t from the first sample), for slopes in O(1)."""
     start: int | None = None
     """Index of the sample where the measured part begins."""
 
     def add(self, t: float, total: int) -> None:
-        self.times.append(t)
-        self.totals.append(total)
+        self.record(t, total)
         if self.start is None:
             self._find_start()
+
+    def record(self, t: float, total: int) -> None:
+        """Add a sample without looking for the end of warm-up."""
+        self.times.append(t)
+        self.totals.append(total)
+        x = t - self.times[0]
+        st, sb, stb, stt = self.sums[-1] if self.sums else (0.0, 0.0, 0.0, 0.0)
+        self.sums.append((st + x, sb + total, stb + x * total, stt + x * x))
 
     def _at(self, t: float) -> int:
         """Index of the last sample at or before t."""
@@ -126,21 +138,28 @@ class RateEstimator:
 
     def _find_start(self) -> None:
         t0, now = self.times[0], self.times[-1]
-        if now - t0 < max(self.warmup, 2 * WINDOW_SECONDS):
+        if now - t0 < max(self.warmup, 3 * WINDOW_SECONDS):
             return
-        current, previous = self._window_rate(now), self._window_rate(now - WINDOW_SECONDS)
-        if current > 0 and (current <= 1.1 * previous or now - t0 >= 4 * max(self.warmup, 1)):
+        rates = [self._window_rate(now - k * WINDOW_SECONDS) for k in range(3)]
+        # Three similar windows in a row: neither still climbing nor in the dip that follows
+        # slow start's first losses (then the receiver holds data back until retransmissions
+        # fill the holes, and starting there would count it twice as fast later).
+        steady = min(rates) > 0 and max(rates) <= 1.1 * min(rates)
+        if steady or now - t0 >= 4 * max(self.warmup, 1):
             self.start = len(self.times) - 1
 
     def estimate(self, at: int | None = None) -> float | None:
-        """Mean rate from the end of warm-up to sample `at` (default: the latest)."""
+        """Rate from the end of warm-up to sample `at` (default: the latest)."""
         if self.start is None:
             return None
         end = len(self.times) - 1 if at is None else at
-        span = self.times[end] - self.times[self.start]
-        if span <= 0:
+        n = end - self.start + 1
+        if n < 3:
             return None
-        return (self.totals[end] - self.totals[self.start]) / span
+        before = self.sums[self.start - 1] if self.start else (0.0, 0.0, 0.0, 0.0)
+        st, sb, stb, stt = (a - b for a, b in zip(self.sums[end], before, strict=True))
+        spread = n * stt - st * st
+        return (n * stb - st * sb) / spread if spread > 0 else None
 
     @property
     def warmup_seconds(self) -> float:
@@ -255,12 +274,13 @@ class Test:
                      warmup: float) -> tuple[float | None, float]:
         if len(merged) < 2:
             return None, 0.0
+        fit = RateEstimator(warmup, 0.0, 1.0)
+        for t, total in merged:
+            fit.record(t, total)  # warm-up as long as the agent's own, set just below
         start_t = merged[0][0] + warmup
-        start = next((i for i, (t, _) in enumerate(merged) if t >= start_t), len(merged) - 1)
-        span = merged[-1][0] - merged[start][0]
-        if span <= 0:
-            return None, 0.0
-        return (merged[-1][1] - merged[start][1]) / span, span
+        fit.start = next((i for i, (t, _) in enumerate(merged) if t >= start_t),
+                         len(merged) - 1)
+        return fit.estimate(), fit.measured_seconds
 
     async def _download(self, share: int, moved: list[int], stop: asyncio.Event) -> None:
         url = f"{self.base}/api/v1/speedtest/download"

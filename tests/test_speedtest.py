@@ -168,7 +168,7 @@ def test_estimator_discards_slow_start_and_settles_on_the_steady_rate(ramp: floa
         if estimator.converged():
             break
     assert estimator.converged()
-    assert estimator.estimate() == pytest.approx(2.5e6, rel=0.03)
+    assert estimator.estimate() == pytest.approx(2.5e6, rel=0.05)  # the ±5 % target
     assert estimator.warmup_seconds >= 1.0
     assert estimator.times[-1] < ramp + 8  # settles within seconds once the ramp is over
 
