@@ -25,11 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from server.store import Store
 from tests import netlab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,17 +59,6 @@ class Row:
                 err(self.wardready, self.reference, relative), self.unit, self.extra]
 
 
-def run_check(link: netlab.WardLink, name: str, config: dict[str, Any], token: Path,
-              timeout: float) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "checks", name, "--config", json.dumps(config),
-            "--server", f"http://{link.city_ip}:{SERVER_PORT}", "--token-file", str(token)]
-    out = link.run(link.ward_ns, argv, timeout=timeout, cwd=REPO)
-    if out.returncode:
-        raise RuntimeError(f"python -m checks {name} failed: {out.stderr.strip()[-500:]}")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
 def iperf3(link: netlab.WardLink, download: bool) -> tuple[float, int, float]:
     """iperf3's default 10 s test with 4 streams: (goodput Mbit/s after its first second,
     bytes moved in all 11 s, seconds)."""
@@ -100,38 +85,23 @@ def iperf3(link: netlab.WardLink, download: bool) -> tuple[float, int, float]:
 def measure(spec: netlab.LinkSpec, label: str, workdir: Path) -> list[Row]:
     rows: list[Row] = []
     with netlab.WardLink(spec, delayer_seed=1) as link:
-        config = workdir / "server.yml"
-        config.write_text(yaml.safe_dump({
-            "listen_host": link.city_ip, "listen_port": SERVER_PORT, "database": "bench.db",
-            "inventory": str(REPO / "inventory.yml"), "udp_echo": {"listen_port": ECHO_PORT}}))
-        store = Store(workdir / "bench.db")
-        token = workdir / "token"
-        token.write_text(store.issue_token("sai-gon", "bench-pc"))
-        store.close()
-        server = link.popen(link.city_ns, [str(Path(sys.executable).parent / "wardready-server"),
-                                           "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
-        try:
-            netlab.wait_listening(link, link.city_ns, SERVER_PORT, timeout=20)
-            base = netlab.ping(link, 20, 0.05).median_ms if spec.delay_ms == 0 else None
-            if base is None:  # the undelayed RTT of this link, measured without the delay
-                link.reconfigure(netlab.LinkSpec(rate_mbit=spec.rate_mbit))
-                base = netlab.ping(link, 20, 0.05).median_ms
-                link.reconfigure(spec)
-            truth = netlab.truth(spec, base_rtt_ms=base, probe_interval_ms=PROBE_INTERVAL * 1000)
-            rows += bandwidth_rows(link, label, truth, token)
-            rows += latency_rows(link, label, truth, token)
-            rows += media_rows(link, label, spec, token)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        token = netlab.start_city_server(link, workdir, SERVER_PORT, ECHO_PORT)
+        base = netlab.ping(link, 20, 0.05).median_ms if spec.delay_ms == 0 else None
+        if base is None:  # the undelayed RTT of this link, measured without the delay
+            link.reconfigure(netlab.LinkSpec(rate_mbit=spec.rate_mbit))
+            base = netlab.ping(link, 20, 0.05).median_ms
+            link.reconfigure(spec)
+        truth = netlab.truth(spec, base_rtt_ms=base, probe_interval_ms=PROBE_INTERVAL * 1000)
+        rows += bandwidth_rows(link, label, truth, token)
+        rows += latency_rows(link, label, truth, token)
+        rows += media_rows(link, label, spec, token)
     return rows
 
 
 def bandwidth_rows(link: netlab.WardLink, label: str, truth: netlab.LinkTruth,
                    token: Path) -> list[Row]:
     t0 = time.monotonic()
-    ours = run_check(link, "bandwidth", {"streams": STREAMS}, token, timeout=120)
+    ours = netlab.run_check(link, "bandwidth", {"streams": STREAMS}, token, timeout=120)
     seconds = time.monotonic() - t0
     rows = []
     for direction in ours["directions"]:
@@ -153,7 +123,7 @@ def latency_rows(link: netlab.WardLink, label: str, truth: netlab.LinkTruth,
     before = sum(link.loss_drops().values())
     config = {"targets": [link.city_ip], "count": PROBES, "method": "icmp-raw",
               "probe_interval_seconds": PROBE_INTERVAL, "timeout_seconds": 120}
-    ours = run_check(link, "latency", config, token, timeout=120)["targets"][0]
+    ours = netlab.run_check(link, "latency", config, token, timeout=120)["targets"][0]
     ours_dropped = sum(link.loss_drops().values()) - before
     ping = netlab.ping(link, PROBES, PROBE_INTERVAL)
     ping_dropped = sum(link.loss_drops().values()) - before - ours_dropped
@@ -174,7 +144,7 @@ def latency_rows(link: netlab.WardLink, label: str, truth: netlab.LinkTruth,
 def media_rows(link: netlab.WardLink, label: str, spec: netlab.LinkSpec,
                token: Path) -> list[Row]:
     rate = 50  # packets a second: 20 ms apart, twice the jitter, so 2j/3 holds
-    ours = run_check(link, "media", {"packet_rate": rate, "duration_seconds": 10}, token,
+    ours = netlab.run_check(link, "media", {"packet_rate": rate, "duration_seconds": 10}, token,
                      timeout=60)
     return_jitter = netlab.truth(spec, probe_interval_ms=1000 / rate).jitter_ms
     loss = spec.loss_percent

@@ -381,7 +381,7 @@ CONVERGED = MetricSpec("wardready_bandwidth_converged",
                        ("direction",))
 LOADED_RTT = MetricSpec("wardready_bandwidth_rtt_under_load_seconds",
                         "TCP connect time to the server while the transfer ran.",
-                        ("direction", "stat"))
+                        ("direction", "statistic"))
 IDLE_RTT = MetricSpec("wardready_bandwidth_idle_rtt_seconds",
                       "Median TCP connect time to the server before the test.")
 METRICS = (RATE, SPENT, DURATION, CONVERGED, LOADED_RTT, IDLE_RTT)

@@ -455,7 +455,7 @@ RECEIVED = MetricSpec("wardready_media_received_packets",
 LOSS = MetricSpec("wardready_media_loss_ratio",
                   "Share of UDP probes lost in the latest run, by path.", ("direction",))
 RTT = MetricSpec("wardready_media_rtt_seconds",
-                 "UDP round-trip time in the latest run: min, median, p95 or max.", ("stat",))
+                 "UDP round-trip time in the latest run: min, median, p95 or max.", ("statistic",))
 """A `stat` label, not `quantile`: promtool reserves `quantile` for summaries."""
 JITTER = MetricSpec("wardready_media_jitter_seconds",
                     "RFC 3550 interarrival jitter in the latest run, by path.", ("direction",))

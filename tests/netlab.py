@@ -615,3 +615,40 @@ def require_netlab() -> str | None:
     except ImportError:
         return "PyPI netfilterqueue is not installed (pip install -e '.[test]')"
     return None
+
+
+def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
+                      echo_port: int = 8471) -> Path:
+    """A real wardready server in the city namespace (stopped with the link); returns the
+    path of an agent token for ward sai-gon, host bench-pc."""
+    import yaml
+
+    from server.store import Store
+
+    repo = Path(__file__).resolve().parent.parent
+    config = workdir / "server.yml"
+    config.write_text(yaml.safe_dump({
+        "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
+        "inventory": str(repo / "inventory.yml"), "udp_echo": {"listen_port": echo_port}}))
+    store = Store(workdir / "city.db")
+    token = workdir / "agent.token"
+    token.write_text(store.issue_token("sai-gon", "bench-pc"))
+    store.close()
+    link.popen(link.city_ns, [str(Path(sys.executable).parent / "wardready-server"), "serve",
+                              "--config", str(config)],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
+    wait_listening(link, link.city_ns, port, timeout=20)
+    return token
+
+
+def run_check(link: WardLink, name: str, config: dict[str, Any], token: Path,
+              timeout: float, port: int = 8470) -> dict[str, Any]:
+    """Run one wardready check in the ward (`python -m checks`) against the city's server."""
+    repo = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "checks", name, "--config", json.dumps(config),
+            "--server", f"http://{link.city_ip}:{port}", "--token-file", str(token)]
+    out = link.run(link.ward_ns, argv, timeout=timeout, cwd=repo)
+    if out.returncode:
+        raise RuntimeError(f"python -m checks {name} failed: {out.stderr.strip()[-500:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result

@@ -731,9 +731,9 @@ def test_metrics_pass_promtool_as_the_server_would_expose_them() -> None:
     assert promtool_check_metrics(body) == ""
     text = body.decode()
     assert 'wardready_media_udp_reachable{host="counter-01",ward="nha-be"} 0.0' in text
-    assert 'wardready_media_rtt_seconds{host="counter-01",stat="p95",ward="sai-gon"}' in text
+    assert 'wardready_media_rtt_seconds{host="counter-01",statistic="p95",ward="sai-gon"}' in text
     assert 'wardready_media_reordered_packets{direction="forward",host="counter-01",' in text
-    assert 'wardready_media_rtt_seconds{host="counter-01",stat="min",ward="nha-be"}' \
+    assert 'wardready_media_rtt_seconds{host="counter-01",statistic="min",ward="nha-be"}' \
         not in text  # unknown figures are left out, not reported as 0
 
     service = EchoService(EchoConfig())

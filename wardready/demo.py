@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, procs: list[Process]) -> None:
     selector = f'ward="{WARD}",host="{HOST}"'
     step("waiting for the first report to reach Prometheus", "")
     wait_until("the agent's first report in Prometheus", lambda: prometheus_query(
-        args.prometheus_port, f"wardready_host_memory_total_bytes{{{selector}}}"), 60, agent)
+        args.prometheus_port, f"wardready_media_udp_reachable{{{selector}}}"), 90, agent)
     print_state(args.prometheus_port)
     print(f"""
 Where to look:
@@ -128,21 +128,40 @@ def print_state(prom: int) -> None:
          f"min(max by (host) (wardready_host_disk_free_bytes{{{ward}}}))",
          f"wardready_requirement_host_disk_free_bytes{{{ward}}}", _gib),
     ]
+    link = [  # the most demanding machine's figure; lower is better for the last three
+        ("download (slowest)",
+         f'min(wardready_bandwidth_bytes_per_second{{{ward},direction="download"}})',
+         f"wardready_requirement_download_bytes_per_second{{{ward}}}", _mbit),
+        ("upload (slowest)",
+         f'min(wardready_bandwidth_bytes_per_second{{{ward},direction="upload"}})',
+         f"wardready_requirement_upload_bytes_per_second{{{ward}}}", _mbit),
+        ("RTT median (worst)", f'max(wardready_latency_rtt_seconds{{{ward},statistic="median"}})',
+         f"wardready_requirement_rtt_seconds{{{ward}}}", _ms),
+        ("jitter (worst)", f"max(wardready_latency_jitter_seconds{{{ward}}})",
+         f"wardready_requirement_jitter_seconds{{{ward}}}", _ms),
+        ("loss (worst)", f"max(wardready_latency_loss_ratio{{{ward}}})",
+         f"wardready_requirement_loss_ratio{{{ward}}}", _percent),
+    ]
     info = prometheus_query(prom, f"wardready_ward_info{{{ward}}}")
     labels = info[0]["metric"] if info else {}
     print(f"\nWard {WARD} ({labels.get('name', '?')}, {labels.get('former_district', '?')}, "
           f"working group {labels.get('working_group', '?')}, profile {labels.get('profile')})")
     print(f"  {'criterion':<22}{'measured':>12}{'required':>12}  verdict")
     short = 0
-    for name, measured_q, required_q, fmt in rows:
+    for i, (name, measured_q, required_q, fmt) in enumerate(rows + link):
+        if i == len(rows):
+            print("  link (here: loopback to the local server; a ward measures its uplink)")
         measured, required = _scalar(prom, measured_q), _scalar(prom, required_q)
+        higher_is_better = i < len(rows) + 2
         verdict = "?" if measured is None or required is None else (
-            "ok" if measured >= required else "SHORT")
+            "ok" if (measured >= required if higher_is_better else measured <= required)
+            else "SHORT")
         short += verdict == "SHORT"
         print(f"  {name:<22}{fmt(measured):>12}{fmt(required):>12}  {verdict}")
-    print("  link and video checks: not measured by this version")
-    print(f"State: {'NOT READY' if short else 'host criteria met'} "
-          f"({short} of {len(rows)} host criteria short)")
+    udp = _scalar(prom, f"min(wardready_media_udp_reachable{{{ward}}})")
+    print(f"  UDP media path: {'-' if udp is None else 'gets through' if udp else 'BLOCKED'}")
+    print(f"State: {'NOT READY' if short else 'criteria met'} "
+          f"({short} of {len(rows) + len(link)} criteria short)")
 
 
 def _scalar(prom: int, query: str) -> float | None:
@@ -152,6 +171,18 @@ def _scalar(prom: int, query: str) -> float | None:
 
 def _count(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
+
+
+def _mbit(value: float | None) -> str:
+    return "-" if value is None else f"{value * 8 / 1e6:.1f} Mbit/s"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
 
 
 def _gib(value: float | None) -> str:
