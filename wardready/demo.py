@@ -146,7 +146,7 @@ def print_state(prom: int) -> None:
     labels = info[0]["metric"] if info else {}
     print(f"\nWard {WARD} ({labels.get('name', '?')}, {labels.get('former_district', '?')}, "
           f"working group {labels.get('working_group', '?')}, profile {labels.get('profile')})")
-    print(f"  {'criterion':<22}{'measured':>12}{'required':>12}  verdict")
+    print(f"  {'criterion':<22}{'measured':>15}{'required':>14}  verdict")
     short = 0
     for i, (name, measured_q, required_q, fmt) in enumerate(rows + link):
         if i == len(rows):
@@ -157,7 +157,7 @@ def print_state(prom: int) -> None:
             "ok" if (measured >= required if higher_is_better else measured <= required)
             else "SHORT")
         short += verdict == "SHORT"
-        print(f"  {name:<22}{fmt(measured):>12}{fmt(required):>12}  {verdict}")
+        print(f"  {name:<22}{fmt(measured):>15}{fmt(required):>14}  {verdict}")
     udp = _scalar(prom, f"min(wardready_media_udp_reachable{{{ward}}})")
     print(f"  UDP media path: {'-' if udp is None else 'gets through' if udp else 'BLOCKED'}")
     print(f"State: {'NOT READY' if short else 'criteria met'} "
