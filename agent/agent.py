@@ -91,9 +91,8 @@ class Agent(Collector):
         self.delivery = Delivery(str(config.server_url), token, config.delivery_timeout_seconds,
                                  self.spool, self.io, config.ca_file,
                                  config.delivery_backoff_max_seconds)
-        self.context = Context(
-            server=ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file),
-            platforms=config.platforms())
+        self.context = config.context(
+            ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file))
         self.latest: dict[str, Outcome] = {}
         self.generated = 0
         self.clock_jumps = 0

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, create_model
 
 from checks import REGISTRY
-from checks.base import CheckConfig, Target
+from checks.base import CheckConfig, Context, ServerLink
 from wardready.configfile import load
 from wardready.errors import ConfigError
 from wardready.inventory import Slug, load_inventory
@@ -53,11 +53,11 @@ class AgentConfig(BaseModel):
         configs: dict[str, CheckConfig] = {name: getattr(self.checks, name) for name in REGISTRY}
         return {name: c for name, c in configs.items() if c.enabled}
 
-    def platforms(self) -> tuple[Target, ...]:
-        """The city platforms to probe: those of the local inventory, if one is configured."""
-        if self.inventory is None:
-            return ()
-        return tuple(Target(p.id, str(p.url)) for p in load_inventory(self.inventory).platforms)
+    def context(self, server: ServerLink | None) -> Context:
+        """What the checks need to know: the local inventory's platforms and this ward's
+        devices (none without a local inventory), and the server."""
+        inventory = load_inventory(self.inventory) if self.inventory else None
+        return Context.of_ward(inventory, self.ward, server)
 
 
 def load_agent_config(path: Path) -> AgentConfig:

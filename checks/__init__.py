@@ -5,7 +5,16 @@ Nothing here imports the agent or the server.
 
 from __future__ import annotations
 
-from checks import bandwidth, host, latency, media, platforms
+from checks import (
+    bandwidth,
+    devices,
+    host,
+    latency,
+    media,
+    neighbours,
+    peripherals,
+    platforms,
+)
 from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
 REGISTRY: dict[str, CheckSpec] = {}
@@ -23,6 +32,9 @@ register(latency.CHECK)
 register(bandwidth.CHECK)
 register(platforms.CHECK)
 register(media.CHECK)
+register(neighbours.CHECK)
+register(peripherals.CHECK)
+register(devices.CHECK)
 
 __all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
            "Target", "register"]

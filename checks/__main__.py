@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from checks import REGISTRY
-from checks.base import Context, ServerLink, Target
+from checks.base import Context, ServerLink
 from wardready.inventory import load_inventory
 
 
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", help="base URL of a wardready server")
     parser.add_argument("--token-file", type=Path, help="file holding an agent token")
     parser.add_argument("--ca-file", type=Path, help="CA bundle for the server's certificate")
-    parser.add_argument("--inventory", type=Path, help="inventory.yml: its city platforms")
+    parser.add_argument("--inventory", type=Path,
+                        help="inventory.yml: its city platforms (and, with --ward, devices)")
+    parser.add_argument("--ward", help="the ward whose routers and switches to poll")
     args = parser.parse_args(argv)
     spec = REGISTRY[args.check]
     try:
@@ -41,11 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.server:
         token = args.token_file.read_text().strip() if args.token_file else ""
         server = ServerLink(args.server.rstrip("/"), token, args.ca_file)
-    platforms: tuple[Target, ...] = ()
-    if args.inventory:
-        platforms = tuple(Target(p.id, str(p.url))
-                          for p in load_inventory(args.inventory).platforms)
-    result = asyncio.run(spec.run(config, Context(server=server, platforms=platforms)))
+    inventory = load_inventory(args.inventory) if args.inventory else None
+    context = Context.of_ward(inventory, args.ward, server)
+    result = asyncio.run(spec.run(config, context))
     print(json.dumps(result.model_dump(mode="json"), indent=2))
     return 0
 

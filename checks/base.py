@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from wardready.metrics import MetricSpec, Sample
+
+if TYPE_CHECKING:
+    from wardready.inventory import Inventory
 
 
 class CheckConfig(BaseModel):
@@ -62,11 +65,48 @@ class Target:
 
 
 @dataclass(frozen=True)
+class DeviceTarget:
+    """A router or switch of the agent's ward, from the inventory; credentials come from
+    the devices check's own secrets, never from here."""
+
+    name: str
+    address: str
+    device_type: str
+    """A netmiko device type, e.g. `cisco_ios`."""
+    role: str
+    port: int = 22
+
+
+@dataclass(frozen=True)
 class Context:
     """What the agent knows that checks may need; every check's `run(config, context)` gets it."""
 
     server: ServerLink | None = None
     platforms: tuple[Target, ...] = ()
+    devices: tuple[DeviceTarget, ...] = ()
+
+    @classmethod
+    def of_ward(cls, inventory: Inventory | None, ward: str | None,
+                server: ServerLink | None = None) -> Context:
+        """The context of an agent of `ward`: the inventory's platforms and the ward's devices."""
+        if inventory is None:
+            return cls(server=server)
+        entry = inventory.ward(ward) if ward else None
+        return cls(server=server,
+                   platforms=tuple(Target(p.id, str(p.url)) for p in inventory.platforms),
+                   devices=tuple(DeviceTarget(d.name, d.address, d.device_type, d.role, d.port)
+                                 for d in (entry.devices if entry else ())))
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """One countable thing a check found (a disk, a webcam, a switch, a neighbour), so the
+    server can keep its history: `key` identifies it within `kind` (a serial, a MAC, a name);
+    a change of `facts` is a change of the item."""
+
+    kind: str
+    key: str
+    facts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,3 +119,7 @@ class CheckSpec:
     run: Callable[[Any, Context], Coroutine[Any, Any, CheckResult]]
     metrics: tuple[MetricSpec, ...]
     samples: Callable[[Any], Iterable[Sample]]
+    inventory: Callable[[Any], Mapping[str, Iterable[InventoryItem]]] | None = None
+    """For checks that count equipment: a result's items by kind, for the server's history.
+    Only kinds the result could count appear; a kind left out was unknown this time (e.g. an
+    unreadable tree), so none of its items is taken as removed."""

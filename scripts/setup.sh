@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # iproute2 .. ethtool: emulated ward links in tests (tests/netlab.py); libnetfilter-queue-dev,
-# build-essential, python3-dev: pip builds PyPI netfilterqueue (its delayer) from source.
+# build-essential, python3-dev: pip builds PyPI netfilterqueue (its delayer) from source;
+# openssh-server: a real SSH peer for the network-device check's netmiko `linux` type.
 DEBIAN_PACKAGES=(prometheus iperf3 iputils-ping iproute2 nftables iptables ethtool
-                 libnetfilter-queue-dev build-essential python3-dev)
+                 libnetfilter-queue-dev build-essential python3-dev openssh-server)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -1,13 +1,16 @@
-"""Administrator endpoints (admin tokens only): issue, list and revoke agent tokens."""
+"""Administrator endpoints (admin tokens only): agent tokens, and the asset history."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import time
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from server import assets
 from server.auth import authenticate, fail
 from server.context import INVENTORY, IO, STORE
 from server.handlers import parse_json
@@ -56,3 +59,50 @@ async def revoke_token(request: web.Request) -> web.Response:
         raise fail(web.HTTPNotFound, f"no active token with id {token_id!r}")
     log.info("admin %s revoked token %s", admin.name, token_id)
     return web.Response(status=204)
+
+
+def _epoch(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise fail(web.HTTPBadRequest,
+                   f"{name}: expected seconds since the epoch, got {raw[:40]!r}") from None
+
+
+def _ward(request: web.Request) -> str | None:
+    ward = request.query.get("ward")
+    if ward is not None and request.app[INVENTORY].ward(ward) is None:
+        raise fail(web.HTTPNotFound, f"ward: unknown ward {ward[:64]!r}")
+    return ward
+
+
+async def list_assets(request: web.Request) -> web.Response:
+    """GET /api/v1/assets?ward=&host=&kind=&removed=1: items with first and last seen."""
+    await authenticate(request, "admin")
+    app = request.app
+    rows = await app[IO].call(app[STORE].assets, _ward(request), request.query.get("host"),
+                              request.query.get("kind"), request.query.get("removed") == "1",
+                              assets.MAX_ROWS + 1)
+    return web.json_response({"assets": rows[:assets.MAX_ROWS],
+                              "truncated": len(rows) > assets.MAX_ROWS})
+
+
+async def list_changes(request: web.Request) -> web.Response:
+    """GET /api/v1/assets/changes?ward=&host=&kind=&since=&until=: the change log, oldest
+    first; `since` defaults to a week ago."""
+    await authenticate(request, "admin")
+    now = time.time()
+    since = _epoch(request, "since", now - assets.DEFAULT_WINDOW_SECONDS)
+    until = _epoch(request, "until", now + 86400)
+    app = request.app
+    rows = await app[IO].call(app[STORE].asset_changes, _ward(request),
+                              request.query.get("host"), request.query.get("kind"),
+                              since, until, assets.MAX_ROWS + 1)
+    for row in rows:
+        for side in ("before", "after"):
+            row[side] = json.loads(row[side]) if row[side] else None
+    return web.json_response({"since": since, "until": until, "changes": rows[:assets.MAX_ROWS],
+                              "truncated": len(rows) > assets.MAX_ROWS})

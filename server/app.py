@@ -33,6 +33,8 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_get("/admin/v1/tokens", admin.list_tokens)
     app.router.add_post("/admin/v1/tokens", admin.issue_token)
     app.router.add_delete("/admin/v1/tokens/{token_id}", admin.revoke_token)
+    app.router.add_get("/api/v1/assets", admin.list_assets)
+    app.router.add_get("/api/v1/assets/changes", admin.list_changes)
     speedtest.setup(app, config.speedtest)
     udp_echo.setup(app, config.udp_echo)
     return app
@@ -43,7 +45,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     store = await io.call(Store, app[CONFIG].database)
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active))
+    registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active,
+                                     lambda: fleet.asset_changes))
     registry.register(SampleCollector(speedtest.METRICS, app[speedtest.SLOTS].samples))
     registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry

@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("token_id")
     revoke.set_defaults(func=_tokens_revoke)
+
+    assets = sub.add_parser("assets", parents=[common],
+                            help="what the agents counted, and what changed")
+    assets.add_argument("view", choices=("changes", "list"),
+                        help="changes: the change log; list: the items present now")
+    assets.add_argument("--ward", help="only this ward")
+    assets.add_argument("--host", help="only this host")
+    assets.add_argument("--kind", help="only this kind of item (disk, webcam, ...)")
+    assets.add_argument("--days", type=float, default=7.0,
+                        help="changes of the last DAYS days (default 7)")
+    assets.add_argument("--json", action="store_true", help="machine-readable output")
+    assets.set_defaults(func=_assets)
     return parser
 
 
@@ -150,6 +162,35 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
         print(f"wardready-server: no active token with id {args.token_id!r}", file=sys.stderr)
         return 1
     print(f"revoked {args.token_id}")
+    return 0
+
+
+def _assets(args: argparse.Namespace) -> int:
+    config, inventory = _load(args)
+    if args.ward and inventory.ward(args.ward) is None:
+        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    store = Store(config.database)
+    try:
+        if args.view == "list":
+            rows = store.assets(args.ward, args.host, args.kind, False, 100_000)
+        else:
+            rows = store.asset_changes(args.ward, args.host, args.kind,
+                                       time.time() - args.days * 86400, float("inf"), 100_000)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    when = "changed_at" if args.view == "list" else "at"
+    print(f"{'WHEN':<17}{'WARD':<20}{'HOST':<16}{'CHANGE':<9}{'KIND':<15}{'ITEM':<24}FACTS")
+    for row in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[when]))
+        facts = row.get("after") or row.get("before") or row.get("facts") or ""
+        if not isinstance(facts, str):
+            facts = json.dumps(facts, sort_keys=True)
+        change = row.get("change", "present")
+        print(f"{stamp:<17}{row['ward']:<20}{row['host']:<16}{change:<9}{row['kind']:<15}"
+              f"{row['key'][:23]:<24}{facts}")
     return 0
 
 

@@ -18,6 +18,8 @@ class Fleet:
                  active: set[tuple[str, str]]) -> None:
         self.agents = agents
         self.active = active
+        self.asset_changes: list[tuple[str, str, str, str, int, float]] = []
+        """Asset change counts per agent, as `Store.asset_change_counts` last read them."""
 
 
 CONFIG = web.AppKey("config", ServerConfig)

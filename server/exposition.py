@@ -13,6 +13,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from checks import REGISTRY
+from server import assets
 from server.store import AgentState
 from wardready.inventory import Inventory, Profile
 from wardready.metrics import (
@@ -81,10 +82,13 @@ class FleetCollector(Collector):
 
     def __init__(self, inventory: Inventory,
                  agents: Callable[[], dict[tuple[str, str], AgentState]],
-                 active: Callable[[], set[tuple[str, str]]]) -> None:
+                 active: Callable[[], set[tuple[str, str]]],
+                 asset_changes: Callable[[], list[tuple[str, str, str, str, int, float]]]
+                 = list) -> None:
         self.inventory = inventory
         self.agents = agents
         self.active = active
+        self.asset_changes = asset_changes
 
     def collect(self) -> Iterator[Metric]:
         yield from families((WARD_INFO, *(spec for spec, _ in REQUIREMENTS)),
@@ -94,6 +98,18 @@ class FleetCollector(Collector):
         for check in REGISTRY.values():
             yield from families(check.metrics, self._check_samples(served, check.name),
                                 ("ward", "host"))
+        yield from families(assets.METRICS, self._asset_samples({key for key, _ in served}),
+                            ("ward", "host"))
+
+    def _asset_samples(self, served: set[tuple[str, str]]
+                       ) -> Iterator[tuple[tuple[str, ...], Sample]]:
+        last: dict[tuple[str, str], float] = {}
+        for ward, host, kind, change, total, at in self.asset_changes():
+            if (ward, host) in served:
+                yield (ward, host), Sample(assets.CHANGES, (kind, change), total)
+                last[ward, host] = max(at, last.get((ward, host), at))
+        for key, at in sorted(last.items()):
+            yield key, Sample(assets.LAST_CHANGE, (), at)
 
     def _inventory_samples(self) -> Iterator[tuple[tuple[str, ...], Sample]]:
         inv = self.inventory

@@ -71,6 +71,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the fleet and of the inventory's requirements."""
     app, fleet = request.app, request.app[FLEET]
     fleet.active = await app[IO].call(app[STORE].active_agents)  # tokens revoked meanwhile
+    fleet.asset_changes = await app[IO].call(app[STORE].asset_change_counts)
     body = generate_latest(app[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -7,14 +7,18 @@ dedicated thread (see `server.app`), the command line drives it directly.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from checks.base import InventoryItem
+from server import assets
 from wardready.report import Outcome, Report
 
 SCHEMA = """
@@ -53,6 +57,41 @@ CREATE TABLE IF NOT EXISTS agents (
     dropped_reports_total INTEGER NOT NULL DEFAULT 0,
     clock_offset_seconds REAL,
     PRIMARY KEY (ward, host)
+);
+CREATE TABLE IF NOT EXISTS assets (
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    source TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    changed_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    removed_at REAL,
+    PRIMARY KEY (ward, host, kind, key)
+);
+CREATE TABLE IF NOT EXISTS asset_changes (
+    id INTEGER PRIMARY KEY,
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    at REAL NOT NULL,
+    change TEXT NOT NULL CHECK (change IN ('added', 'removed', 'changed')),
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX IF NOT EXISTS asset_changes_by_ward ON asset_changes (ward, at);
+CREATE INDEX IF NOT EXISTS asset_changes_by_time ON asset_changes (at);
+CREATE TABLE IF NOT EXISTS asset_change_counts (
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    change TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (ward, host, kind, change)
 );
 """
 
@@ -192,12 +231,16 @@ class Store:
             if cur.rowcount == 0:
                 return False
             for outcome in report.outcomes:
-                self.db.execute(
+                cur = self.db.execute(
                     "INSERT INTO latest (ward, host, check_name, started_at, outcome)"
                     " VALUES (?,?,?,?,?) ON CONFLICT (ward, host, check_name) DO UPDATE"
                     " SET started_at = excluded.started_at, outcome = excluded.outcome"
                     " WHERE excluded.started_at >= latest.started_at",
                     (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
+                found = assets.items_of(outcome)
+                if found is not None and cur.rowcount == 1:
+                    # Only the newest count is compared: a late replay is history already.
+                    self._record_assets(ward, host, outcome.check, outcome.started_at, found)
             state = AgentState()
             state.apply(report, received_at)
             self.db.execute(
@@ -212,6 +255,75 @@ class Store:
                 (ward, host, received_at, state.dropped_reports_total,
                  state.clock_offset_seconds))
         return True
+
+    def _record_assets(self, ward: str, host: str, source: str, at: float,
+                       found: Mapping[str, Iterable[InventoryItem]]) -> None:
+        current = {(kind, key): json.loads(facts) for kind, key, facts in self.db.execute(
+            "SELECT kind, key, facts FROM assets WHERE ward = ? AND host = ? AND source = ?"
+            " AND removed_at IS NULL", (ward, host, source))}
+        for c in assets.diff(current, found):
+            after = json.dumps(c.after, sort_keys=True) if c.after is not None else None
+            before = json.dumps(c.before, sort_keys=True) if c.before is not None else None
+            if c.change == "removed":
+                self.db.execute("UPDATE assets SET removed_at = ?, changed_at = ? WHERE ward = ?"
+                                " AND host = ? AND kind = ? AND key = ?",
+                                (at, at, ward, host, c.kind, c.key))
+            else:
+                self.db.execute(
+                    "INSERT INTO assets (ward, host, kind, key, source, facts, first_seen,"
+                    " changed_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (ward, host, kind, key) DO UPDATE SET source = excluded.source,"
+                    " facts = excluded.facts, changed_at = excluded.changed_at,"
+                    " removed_at = NULL", (ward, host, c.kind, c.key, source, after, at, at, at))
+            self.db.execute(
+                "INSERT INTO asset_changes (ward, host, at, change, kind, key, before, after)"
+                " VALUES (?,?,?,?,?,?,?,?)", (ward, host, at, c.change, c.kind, c.key, before,
+                                              after))
+            self.db.execute(
+                "INSERT INTO asset_change_counts (ward, host, kind, change, total, last_at)"
+                " VALUES (?,?,?,?,1,?) ON CONFLICT (ward, host, kind, change) DO UPDATE"
+                " SET total = total + 1, last_at = max(last_at, excluded.last_at)",
+                (ward, host, c.kind, c.change, at))
+        self.db.execute("UPDATE assets SET last_seen = ? WHERE ward = ? AND host = ?"
+                        " AND source = ? AND removed_at IS NULL", (at, ward, host, source))
+
+    def assets(self, ward: str | None, host: str | None, kind: str | None,
+               include_removed: bool, limit: int) -> list[dict[str, Any]]:
+        """Items the agents counted (by default only those still present)."""
+        where, params = self._filters(ward, host, kind)
+        if not include_removed:
+            where.append("removed_at IS NULL")
+        rows = self.db.execute(
+            "SELECT ward, host, kind, key, source, facts, first_seen, changed_at, last_seen,"
+            f" removed_at FROM assets WHERE {' AND '.join(where) or '1'}"
+            " ORDER BY ward, host, kind, key LIMIT ?", (*params, limit))
+        names = ("ward", "host", "kind", "key", "source", "facts", "first_seen", "changed_at",
+                 "last_seen", "removed_at")
+        return [{**dict(zip(names, row, strict=True)), "facts": json.loads(row[5])}
+                for row in rows]
+
+    def asset_changes(self, ward: str | None, host: str | None, kind: str | None,
+                      since: float, until: float, limit: int) -> list[dict[str, Any]]:
+        """The change log between `since` and `until` (agent clock), oldest first."""
+        where, params = self._filters(ward, host, kind)
+        rows = self.db.execute(
+            "SELECT ward, host, at, change, kind, key, before, after FROM asset_changes"
+            f" WHERE {' AND '.join([*where, 'at >= ?', 'at < ?'])} ORDER BY at, id LIMIT ?",
+            (*params, since, until, limit))
+        names = ("ward", "host", "at", "change", "kind", "key", "before", "after")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def asset_change_counts(self) -> list[tuple[str, str, str, str, int, float]]:
+        """(ward, host, kind, change, total, last change time) for every agent's assets."""
+        return list(self.db.execute("SELECT ward, host, kind, change, total, last_at"
+                                    " FROM asset_change_counts"))
+
+    @staticmethod
+    def _filters(ward: str | None, host: str | None, kind: str | None
+                 ) -> tuple[list[str], list[str]]:
+        pairs = [(column, value) for column, value in
+                 (("ward", ward), ("host", host), ("kind", kind)) if value is not None]
+        return [f"{column} = ?" for column, _ in pairs], [value for _, value in pairs]
 
     def report_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM reports").fetchone()[0])

@@ -37,7 +37,9 @@ def running_stack(tmp_path: Path) -> Iterator[dict[str, int]]:
     (tmp_path / "agent.yml").write_text(yaml.safe_dump({
         "server_url": f"http://127.0.0.1:{stack.SERVER_PORT}", "ward": WARD, "host": HOST,
         "token_file": "token", "listen_port": agent_port, "start_jitter_seconds": 0,
-        "checks": {"host": {"interval_seconds": 2}, "bandwidth": {"enabled": False}}}))
+        # No LAN sweep: it would leave loopback for this machine's real network.
+        "checks": {"host": {"interval_seconds": 2}, "bandwidth": {"enabled": False},
+                   "neighbours": {"enabled": False}}}))
     procs: list[stack.Process] = []
     try:
         server = stack.start_server(tmp_path / "server.yml", tmp_path)

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace, procs: list[Process]) -> None:
         # Loopback only: the inventory's platform URLs are placeholders, so the demo probes
         # its own server as a stand-in platform.
         "checks": {"host": {"interval_seconds": 60},
+                   "neighbours": {"enabled": False},  # a sweep would leave loopback
                    "platforms": {"targets": [{"id": "wardready-server",
                                               "url": f"http://127.0.0.1:{SERVER_PORT}/healthz"}]}},
     })
