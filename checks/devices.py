@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,10 +46,9 @@ MAX_INTERFACES = 128
 MAX_ERROR_CHARS = 200
 ENV_PREFIX = "WARDREADY_DEVICE_"
 
-Reason = Literal["refused", "timeout", "auth", "unreachable", "no-credentials", "protocol",
-                 "parse", "unsupported"]
-REASONS: tuple[Reason, ...] = ("refused", "timeout", "auth", "unreachable", "no-credentials",
-                               "protocol", "parse", "unsupported")
+Reason = Literal["refused", "timeout", "auth", "host-key", "unreachable", "no-credentials",
+                 "protocol", "parse", "unsupported"]
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 class Config(CheckConfig):
@@ -71,6 +70,11 @@ class Config(CheckConfig):
     """For each command's output (and netmiko's prompt detection)."""
     device_timeout_seconds: float = Field(default=60.0, gt=0)
     """Deadline for one device, from TCP connect to the last command."""
+    known_hosts_file: Annotated[Path, Field(strict=False)] | None = None
+    """OpenSSH known_hosts with the devices' host keys (`ssh-keyscan -p PORT ADDRESS`); when
+    given, a device whose key is missing from it or differs is not logged into (reason
+    `host-key`). Without it any key is accepted: a machine posing as the router would get
+    the login."""
 
     @model_validator(mode="after")
     def _deadlines_fit(self) -> Config:
@@ -694,15 +698,22 @@ def _session(sock: socket.socket, device: DeviceTarget, login: Credentials,
                     blocking_timeout=config.read_timeout_seconds,
                     session_timeout=config.device_timeout_seconds,
                     read_timeout_override=config.read_timeout_seconds)
+    pinning: dict[str, Any] = {}
+    if config.known_hosts_file is not None:
+        pinning = dict(ssh_strict=True, system_host_keys=False, alt_host_keys=True,
+                       alt_key_file=str(config.known_hosts_file))
     try:
         conn = ConnectHandler(
             device_type=device.device_type, host=device.address, port=device.port,
             username=login.username, password=login.password, secret=login.secret,
-            sock=sock, use_keys=False, allow_agent=False, **timeouts)
+            sock=sock, use_keys=False, allow_agent=False, **timeouts, **pinning)
     except NetmikoAuthenticationException:
         raise PollError("auth", f"{device.address}:{device.port} rejected the login of "
                         f"{login.username!r}") from None
     except NetmikoTimeoutException as exc:
+        if any(s in str(exc) for s in ("known_hosts", "does not match")):
+            raise PollError("host-key", f"{device.address}:{device.port} presented a host key "
+                            f"not in {config.known_hosts_file}") from None
         # paramiko gives up either reading the banner or, when its connect timeout ends
         # first, waiting for the key exchange ("No existing session"): both a silent peer.
         if any(s in str(exc).lower() for s in ("banner", "no existing session")):
@@ -756,8 +767,8 @@ UP = MetricSpec("wardready_device_up", "1 if the device was logged into and its 
                 ("device", "role", "device_type"))
 POLL_ERROR = MetricSpec("wardready_device_poll_error",
                         "1 for the reason the latest poll failed (refused, timeout, auth, "
-                        "unreachable, no-credentials, protocol, parse, unsupported), 0 for "
-                        "the others.", ("device", "reason"))
+                        "host-key, unreachable, no-credentials, protocol, parse, unsupported), "
+                        "0 for the others.", ("device", "reason"))
 POLL_DURATION = MetricSpec("wardready_device_poll_duration_seconds",
                            "How long the latest poll of the device took.", ("device",))
 INFO = MetricSpec("wardready_device_info", "Device facts: model, OS version, serial, hostname.",

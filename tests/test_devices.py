@@ -379,3 +379,29 @@ async def test_interfaces_are_capped(peers: Peers, login_env: None) -> None:
     assert len(d.interfaces) == devices.MAX_INTERFACES
     assert d.interfaces_dropped == 200 - devices.MAX_INTERFACES
     assert d.interfaces[-1].name == f"Ethernet{devices.MAX_INTERFACES - 1}"
+
+
+async def test_pinned_host_keys_let_the_right_device_in_and_refuse_an_impostor(
+        peers: Peers, login_env: None, tmp_path: Path) -> None:
+    port = peers.ports["router1"]
+    scanned = subprocess.run(["ssh-keyscan", "-p", str(port), "-T", "5", LOOPBACK],
+                             capture_output=True, text=True, timeout=15, check=True).stdout
+    assert f"[{LOOPBACK}]:{port}" in scanned
+    known = tmp_path / "known_hosts"
+    known.write_text(scanned)
+    pinned = FAST.model_copy(update=dict(known_hosts_file=known))
+    assert (await run(pinned, target("core-router", port))).devices[0].up
+
+    # Another machine's key under the router's name: what a machine posing as it would show.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+                   check=True, timeout=15)
+    other = (tmp_path / "other.pub").read_text().split()
+    known.write_text(f"[{LOOPBACK}]:{port} {other[0]} {other[1]}\n")
+    started = time.monotonic()
+    impostor = (await run(pinned, target("core-router", port))).devices[0]
+    assert (impostor.up, impostor.reason) == (False, "host-key")
+    assert time.monotonic() - started < FAST.connect_timeout_seconds + SLACK
+
+    known.write_text("")
+    unknown = (await run(pinned, target("core-router", port))).devices[0]
+    assert unknown.reason == "host-key" and str(known) in (unknown.error or "")
