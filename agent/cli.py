@@ -1,4 +1,4 @@
-"""`wardready-agent`: run the agent, or validate its configuration."""
+"""`wardready-agent`: enroll with the server, run the agent, or validate its configuration."""
 
 from __future__ import annotations
 
@@ -9,20 +9,25 @@ import sys
 from pathlib import Path
 
 from agent.config import load_agent_config, read_token
-from wardready.errors import ConfigError
+from wardready.errors import ConfigError, WardreadyError
 
 EXIT_CONFIG = 2
+EXIT_REFUSED = 1
 DEFAULT_CONFIG = Path("/etc/wardready/agent.yml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for configuration errors)."""
+    """Entry point; returns the process exit code (2 for configuration errors, 1 when the
+    server refuses or cannot be reached while enrolling)."""
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"wardready-agent: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except WardreadyError as exc:
+        print(f"wardready-agent: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +42,28 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", parents=[common],
                            help="validate the configuration, then exit")
     check.set_defaults(func=_check_config)
+    enroll = sub.add_parser("enroll", parents=[common],
+                            help="redeem a one-time enrolment code: write the token and config")
+    enroll.add_argument("--server", required=True, metavar="URL",
+                        help="the wardready server, e.g. https://wardready.example:8470")
+    enroll.add_argument("--ward", required=True, help="this PC's ward id")
+    enroll.add_argument("--code", required=True, help="the enrolment code from the operators")
+    enroll.add_argument("--host", help="this PC's name in the metrics (default: its host name "
+                                       "made a valid id: a-z, 0-9 and '-')")
+    enroll.add_argument("--ca-file", type=Path, metavar="FILE",
+                        help="CA bundle to verify the server with (default: system CAs)")
+    enroll.add_argument("--force", action="store_true",
+                        help="replace an existing config and token file")
+    enroll.set_defaults(func=_enroll)
     return parser
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.enroll import EnrollOptions, enroll
+
+    enroll(EnrollOptions(server=args.server, ward=args.ward, code=args.code, config=args.config,
+                         host=args.host, ca_file=args.ca_file, force=args.force))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from yarl import URL
 
 from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, server_tls
+from wardready import emodel
 from wardready.errors import WardreadyError
 from wardready.metrics import MetricSpec, Sample
 
@@ -268,6 +269,11 @@ class Result(CheckResult):
     local firewall refusing the send. A firewall that drops silently reports none."""
     socket_error: str | None
     """The first of them, e.g. `ConnectionRefusedError: [Errno 111] Connection refused`."""
+    r_factor: float | None = None
+    """ITU-T G.107 E-model rating of this path for a G.711 call (docs/emodel.md): median
+    RTT, the worse direction's jitter and loss. None when no echo came back."""
+    predicted_mos: float | None = None
+    """The mean opinion score (1-4.5) the E-model predicts from `r_factor`."""
 
 
 @dataclass(frozen=True)
@@ -431,7 +437,10 @@ async def run(config: Config, context: Context) -> Result:
         counts = await server_counts(http, server, grant.key)
     stats = analyse(sent.sent_ns, sent.echoes, counts[0] if counts else None)
     span = (sent.sent_ns[-1] - sent.sent_ns[0]) / 1e9 if len(sent.sent_ns) > 1 else 0.0
+    quality = call_quality(stats)
     return Result(
+        r_factor=quality.r if quality else None,
+        predicted_mos=quality.mos if quality else None,
         udp_reachable=stats.packets_received > 0,
         udp_port=grant.port,
         packet_rate=rate,
@@ -443,6 +452,20 @@ async def run(config: Config, context: Context) -> Result:
         socket_error=sent.first_error,
         **asdict(stats),
     )
+
+
+def call_quality(stats: Stats) -> emodel.Prediction | None:
+    """The E-model's prediction for a call over the measured path: the median RTT, and the
+    worse direction's jitter and loss (audio flows both ways; the worse side is heard)."""
+    if stats.rtt_median_seconds is None:
+        return None
+    jitters = [j for j in (stats.jitter_forward_seconds, stats.jitter_return_seconds)
+               if j is not None]
+    losses = [x for x in (stats.forward_loss_ratio, stats.return_loss_ratio) if x is not None]
+    # Without per-direction counts, the round trip's loss is an upper bound on either way's.
+    loss = max(losses) if len(losses) == 2 else stats.loss_ratio
+    return emodel.predict(stats.rtt_median_seconds * 1e3, max(jitters, default=0.0) * 1e3,
+                          loss * 100)
 
 
 # -- Metrics -----------------------------------------------------------------------------------
@@ -468,8 +491,12 @@ SEND_RATE = MetricSpec("wardready_media_send_rate_packets_per_second",
                        "UDP probes per second the agent achieved in the latest run.")
 SEND_LATE = MetricSpec("wardready_media_send_late_max_seconds",
                        "Worst delay of a probe behind its schedule in the latest run.")
+R_FACTOR = MetricSpec("wardready_media_r_factor",
+                      "ITU-T G.107 E-model rating (0-100) of the UDP path for a G.711 call.")
+MOS = MetricSpec("wardready_media_predicted_mos",
+                 "Mean opinion score (1-4.5) the E-model predicts for a call on the UDP path.")
 METRICS = (REACHABLE, SENT, RECEIVED, LOSS, RTT, JITTER, REORDERED, DUPLICATE, SEND_RATE,
-           SEND_LATE)
+           SEND_LATE, R_FACTOR, MOS)
 
 
 def samples(result: Result) -> Iterator[Sample]:
@@ -500,6 +527,9 @@ def samples(result: Result) -> Iterator[Sample]:
     if r.send_rate_packets_per_second is not None:
         yield Sample(SEND_RATE, (), r.send_rate_packets_per_second)
     yield Sample(SEND_LATE, (), r.send_late_max_seconds)
+    if r.r_factor is not None and r.predicted_mos is not None:
+        yield Sample(R_FACTOR, (), r.r_factor)
+        yield Sample(MOS, (), r.predicted_mos)
 
 
 CHECK = CheckSpec(name="media", config_model=Config, result_model=Result, run=run,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from server import admin, handlers, speedtest, udp_echo
+from server import admin, enrol, handlers, speedtest, udp_echo
 from server.config import ServerConfig
 from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, Fleet
 from server.exposition import FleetCollector
@@ -37,6 +37,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_get("/api/v1/assets/changes", admin.list_changes)
     speedtest.setup(app, config.speedtest)
     udp_echo.setup(app, config.udp_echo)
+    enrol.setup(app)
     return app
 
 

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server.app import create_app
 from server.config import ServerConfig, load_server_config, ssl_context
+from server.enrol import DEFAULT_HOURS, MAX_HOURS
 from server.store import Store
 from wardready.errors import ConfigError, WardreadyError
 from wardready.inventory import Inventory, load_inventory
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("token_id")
     revoke.set_defaults(func=_tokens_revoke)
+    enrol = tsub.add_parser("enrol", parents=[common],
+                            help="issue a single-use enrolment code for `wardready-agent enroll`")
+    enrol.add_argument("--ward", required=True, help="ward id from the inventory")
+    enrol.add_argument("--host", help="only this host name may enrol with it (default: any)")
+    enrol.add_argument("--hours", type=float, default=DEFAULT_HOURS,
+                       help=f"valid for HOURS hours (default {DEFAULT_HOURS:g}, at most "
+                            f"{MAX_HOURS:g})")
+    enrol.set_defaults(func=_tokens_enrol)
 
     assets = sub.add_parser("assets", parents=[common],
                             help="what the agents counted, and what changed")
@@ -162,6 +171,31 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
         print(f"wardready-server: no active token with id {args.token_id!r}", file=sys.stderr)
         return 1
     print(f"revoked {args.token_id}")
+    return 0
+
+
+def _tokens_enrol(args: argparse.Namespace) -> int:
+    config, inventory = _load(args)
+    if inventory.ward(args.ward) is None:
+        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    if args.host is not None and not _is_slug(args.host):
+        raise ConfigError("command line", 0, "--host",
+                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+    if not 0 < args.hours <= MAX_HOURS:
+        raise ConfigError("command line", 0, "--hours",
+                          f"expected more than 0 and at most {MAX_HOURS:g}, got {args.hours:g}")
+    store = Store(config.database)
+    try:
+        code, expires_at = store.issue_enrolment(args.ward, args.host, args.hours)
+    finally:
+        store.close()
+    print(code)
+    expires = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(expires_at))
+    who, host_flag = ((f"host {args.host}", f" --host {args.host}") if args.host
+                      else ("any host", ""))
+    print(f"enrolment code for ward {args.ward}, {who}: shown once, single use, valid until "
+          f"{expires}. On the ward PC: wardready-agent enroll --server URL --ward {args.ward}"
+          f"{host_flag} --code CODE", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,11 +93,29 @@ CREATE TABLE IF NOT EXISTS asset_change_counts (
     last_at REAL NOT NULL,
     PRIMARY KEY (ward, host, kind, change)
 );
+CREATE TABLE IF NOT EXISTS enrolments (
+    id TEXT PRIMARY KEY,
+    ward TEXT NOT NULL,
+    host TEXT,
+    secret_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL,
+    used_host TEXT,
+    token_id TEXT
+);
 """
 
 Role = Literal["agent", "admin"]
 TOKEN_PREFIX = "wrt_"
 FRESH_SECONDS = 30.0
+ENROL_PREFIX = "wre"
+CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+"""Crockford's base32: no i, l, o or u, so a code read off paper is typed right."""
+CODE_ID_CHARS, CODE_SECRET_CHARS = 5, 25
+"""A code is `wre-` and six groups of five: the first group is its id (not secret, shown in
+logs like a token id), the other five its 125-bit secret."""
+RefusalReason = Literal["unknown", "used", "expired", "ward", "host"]
 log = logging.getLogger(__name__)
 
 
@@ -148,8 +166,42 @@ class AgentState:
                 self.outcomes[outcome.check] = outcome
 
 
+@dataclass(frozen=True)
+class Enrolled:
+    """A redeemed enrolment code: the new agent token (shown once) and whom it is for."""
+
+    code_id: str
+    token: str
+    ward: str
+    host: str
+
+
+class EnrolmentRefused(Exception):
+    """A code that cannot be redeemed, and why; nothing was changed."""
+
+    def __init__(self, reason: RefusalReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def normalise_code(code: str) -> tuple[str, str] | None:
+    """(id, secret) of a code as typed (any case, dashes or spaces, o for 0, i or l for 1);
+    None if it cannot be one."""
+    chars = "".join(code.split()).replace("-", "").lower()
+    if not chars.startswith(ENROL_PREFIX):
+        return None
+    chars = chars[len(ENROL_PREFIX):].translate(str.maketrans("oil", "011"))
+    if len(chars) != CODE_ID_CHARS + CODE_SECRET_CHARS or not set(chars) <= set(CODE_ALPHABET):
+        return None
+    return chars[:CODE_ID_CHARS], chars[CODE_ID_CHARS:]
+
+
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _random_chars(n: int) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(n))
 
 
 class Store:
@@ -210,6 +262,72 @@ class Store:
         if row is None or not secrets.compare_digest(row[4], _sha256(secret)):
             return None
         return Identity(token_id, row[0], row[1] or "", row[2] or "", row[3] or "")
+
+    # enrolment codes
+
+    def issue_enrolment(self, ward: str, host: str | None, hours: float) -> tuple[str, float]:
+        """A single-use code for one agent of `ward` (and `host`, if given) valid for `hours`;
+        returns the code (shown once, stored only hashed) and when it expires."""
+        secret = _random_chars(CODE_SECRET_CHARS)
+        now = time.time()
+        expires_at = now + hours * 3600
+        while True:  # ids are short so they can be typed; retry the rare collision
+            code_id = _random_chars(CODE_ID_CHARS)
+            try:
+                self.db.execute(
+                    "INSERT INTO enrolments (id, ward, host, secret_sha256, created_at,"
+                    " expires_at) VALUES (?,?,?,?,?,?)",
+                    (code_id, ward, host, _sha256(secret), now, expires_at))
+            except sqlite3.IntegrityError:
+                continue
+            break
+        body = code_id + secret
+        groups = [body[i:i + CODE_ID_CHARS] for i in range(0, len(body), CODE_ID_CHARS)]
+        return "-".join([ENROL_PREFIX, *groups]), expires_at
+
+    def redeem_enrolment(self, code: str, host: str, ward: str | None,
+                         ward_exists: Callable[[str], bool]) -> Enrolled:
+        """Use a code once: mark it used and issue the agent token in one transaction, so of
+        two concurrent redeems (even from two processes) exactly one wins. Raises
+        EnrolmentRefused, changing nothing, for an unknown, used or expired code, a ward gone
+        from the inventory, or a `ward`/`host` other than the code's."""
+        parts = normalise_code(code)
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = None
+            if parts is not None:
+                row = self.db.execute(
+                    "SELECT ward, host, secret_sha256, expires_at, used_at FROM enrolments"
+                    " WHERE id = ?", (parts[0],)).fetchone()
+            # Hash and compare even for an unknown id, so timing does not tell ids apart.
+            stored = row[2] if row is not None else _sha256("")
+            given = _sha256(parts[1] if parts is not None else code)
+            if not secrets.compare_digest(stored, given) or row is None or parts is None:
+                raise EnrolmentRefused("unknown", "unknown enrolment code")
+            code_ward, code_host, _, expires_at, used_at = row
+            if used_at is not None:
+                raise EnrolmentRefused("used", "enrolment code already used; ask the city's "
+                                       "operators for a new one")
+            if time.time() >= expires_at:
+                raise EnrolmentRefused("expired", "enrolment code expired; ask the city's "
+                                       "operators for a new one")
+            if not ward_exists(code_ward):
+                raise EnrolmentRefused("ward", f"ward {code_ward!r} is no longer in the "
+                                       "inventory")
+            if ward is not None and ward != code_ward:
+                raise EnrolmentRefused("ward", f"this code is for ward {code_ward!r}, "
+                                       f"not {ward!r}")
+            if code_host is not None and host != code_host:
+                raise EnrolmentRefused("host", f"this code is for host {code_host!r}, "
+                                       f"not {host!r}")
+            token = self.issue_token(code_ward, host)
+            token_id = token.removeprefix(TOKEN_PREFIX).split(".")[0]
+            cur = self.db.execute(
+                "UPDATE enrolments SET used_at = ?, used_host = ?, token_id = ?"
+                " WHERE id = ? AND used_at IS NULL", (time.time(), host, token_id, parts[0]))
+            if cur.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; never issue twice
+                raise EnrolmentRefused("used", "enrolment code already used")
+        return Enrolled(parts[0], token, code_ward, host)
 
     def active_agents(self) -> set[tuple[str, str]]:
         rows = self.db.execute("SELECT DISTINCT ward, host FROM tokens"

@@ -74,12 +74,19 @@ def fakenos(devices: list[FakeDevice]) -> Iterator[dict[str, int]]:
                 for command, text in d.outputs.items()}}},
         }
         for d in devices}
+    before = set(threading.enumerate())
     net = FakeNOS(inventory={"hosts": hosts})
     net.start()  # listening on return; a probe connection would crash its server thread
     try:
         yield ports
     finally:
         net.stop()
+        # A session thread that outlives the emulator keeps pytest from ever exiting (FakeNOS
+        # waits without a timeout for a client that hung up after the key exchange): fail
+        # here, naming it, rather than hang CI.
+        leftover = [t for t in set(threading.enumerate()) - before
+                    if not t.daemon and (t.join(2.0) or t.is_alive())]
+        assert not leftover, f"FakeNOS threads still waiting after stop: {leftover}"
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from server.store import Store
 from server.udp_echo import ECHO_SERVICE, EchoConfig, EchoService, setup
 from server.udp_echo import METRICS as SERVER_METRICS
 from tests.conftest import DATA, REPO, promtool_check_metrics, require_binary
+from wardready import emodel
 from wardready.inventory import load_inventory
 from wardready.metrics import families
 
@@ -185,6 +186,9 @@ async def test_clean_loopback_has_no_loss_a_small_rtt_and_no_reordering(
     assert result.duplicate_packets == 0
     assert result.socket_errors == 0
     assert result.send_rate_packets_per_second == pytest.approx(100, rel=0.1)
+    # A clean loopback path is a toll-quality call: G.107's best for G.711 is R 93.2, MOS 4.41.
+    assert result.r_factor is not None and 92 < result.r_factor <= 93.2
+    assert result.predicted_mos is not None and 4.35 < result.predicted_mos <= 4.42
     assert took < 1.0 + 1.0  # every echo back: the grace period is not waited out
     seen = await current(client, tokens["sai-gon"])
     assert (seen["received"], seen["unique"], seen["reordered"], seen["duplicates"]) == (
@@ -607,6 +611,15 @@ async def test_random_loss_on_each_path_is_measured_within_binomial_tolerance(
     assert result.server_received_packets == service.by_agent[("sai-gon", "counter-01")].unique
     assert result.reordered_packets == result.duplicate_packets == 0
     assert result.socket_errors == 0
+    # 10 % loss each way costs a G.711 call with concealment about 4 R per percent: a
+    # noticeably worse call than a clean path (R 93), judged on the worse direction's loss.
+    worse = max(result.forward_loss_ratio, result.return_loss_ratio)
+    assert result.r_factor is not None and result.predicted_mos is not None
+    assert result.r_factor == pytest.approx(emodel.r_factor(
+        result.rtt_median_seconds * 1e3 / 2 + 2e3 * max(result.jitter_forward_seconds or 0,
+                                                         result.jitter_return_seconds or 0)
+        + emodel.G711_PLC.delay_ms, worse * 100), abs=1e-9)
+    assert 55 < result.r_factor < 75 and result.predicted_mos < 3.9
 
 
 # -- the statistics on crafted echoes ----------------------------------------------------------
