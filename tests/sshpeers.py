@@ -19,18 +19,13 @@ from pathlib import Path
 
 from fakenos import FakeNOS
 
+from wardready.stack import free_port
+
 LOOPBACK = "127.0.0.1"
 DATA = Path(__file__).parent / "data" / "devices"
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "wardready-sshtest"
 START_SECONDS = 5.0
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on (the kernel's pick, released at once)."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, seconds: float = START_SECONDS) -> bool:

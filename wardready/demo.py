@@ -116,7 +116,8 @@ Where to look:
 
 
 def print_state(prom: int) -> None:
-    """The ward's host criteria, measured against required, as Prometheus sees them."""
+    """The ward's host, equipment and link criteria, measured against required, as
+    Prometheus sees them."""
     ward = f'ward="{WARD}"'
     rows = [
         ("PCs reporting", f"count(wardready_agent_last_report_timestamp_seconds{{{ward}}})",
@@ -129,6 +130,18 @@ def print_state(prom: int) -> None:
          f"min(max by (host) (wardready_host_disk_free_bytes{{{ward}}}))",
          f"wardready_requirement_host_disk_free_bytes{{{ward}}}", _gib),
     ]
+    equipment = [  # summed over the ward's machines, as their agents counted them
+        *((name, f'sum(wardready_peripherals{{{ward},kind="{kind}"}})',
+           f"wardready_requirement_{required}{{{ward}}}", _count)
+          for name, kind, required in (("webcams", "webcam", "cameras"),
+                                       ("microphones", "microphone", "microphones"),
+                                       ("speakers", "speaker", "speakers"),
+                                       ("printers", "printer", "printers"),
+                                       ("scanners", "scanner", "scanners"))),
+        ("UPS", f'sum(wardready_host_power_supplies{{{ward},kind="ups"}})',
+         f"wardready_requirement_ups{{{ward}}}", _count),
+    ]
+    rows += equipment
     link = [  # the most demanding machine's figure; lower is better for the last three
         ("download (slowest)",
          f'min(wardready_bandwidth_bytes_per_second{{{ward},direction="download"}})',
@@ -150,6 +163,8 @@ def print_state(prom: int) -> None:
     print(f"  {'criterion':<22}{'measured':>15}{'required':>14}  verdict")
     short = 0
     for i, (name, measured_q, required_q, fmt) in enumerate(rows + link):
+        if i == len(rows) - len(equipment):
+            print("  equipment (this machine's; a count the agent could not take shows '-')")
         if i == len(rows):
             print("  link (here: loopback to the local server; a ward measures its uplink)")
         measured, required = _scalar(prom, measured_q), _scalar(prom, required_q)
@@ -160,7 +175,10 @@ def print_state(prom: int) -> None:
         short += verdict == "SHORT"
         print(f"  {name:<22}{fmt(measured):>15}{fmt(required):>14}  {verdict}")
     udp = _scalar(prom, f"min(wardready_media_udp_reachable{{{ward}}})")
-    print(f"  UDP media path: {'-' if udp is None else 'gets through' if udp else 'BLOCKED'}")
+    mos = _scalar(prom, f"min(wardready_media_predicted_mos{{{ward}}})")
+    call = "" if mos is None else f", predicted call quality MOS {mos:.2f} (ITU-T G.107)"
+    print(f"  UDP media path: {'-' if udp is None else 'gets through' if udp else 'BLOCKED'}"
+          + call)
     print(f"State: {'NOT READY' if short else 'criteria met'} "
           f"({short} of {len(rows) + len(link)} criteria short)")
 

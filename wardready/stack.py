@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,8 +34,18 @@ class StackError(WardreadyError):
     """A component of the local stack did not start or answer in time."""
 
 
+LISTEN_PORTS = range(20000, 32768)
+"""Below Linux's ephemeral range (32768-60999): a port chosen now and bound later by a child
+process is not taken meanwhile as the source port of some outgoing connection."""
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nobody listens on now, for a server started next."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if port_is_free(port):
+            return port
+    with socket.socket() as s:  # a crowded machine: let the kernel pick
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
