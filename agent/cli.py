@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", parents=[common],
                            help="validate the configuration, then exit")
     check.set_defaults(func=_check_config)
+    ready = sub.add_parser("check", parents=[common],
+                           help="run every check once now and print the readiness verdict "
+                                "(exit 0 ready, 1 not ready, 2 configuration error)")
+    ready.add_argument("--json", action="store_true", help="machine-readable output")
+    ready.set_defaults(func=_check)
     enroll = sub.add_parser("enroll", parents=[common],
                             help="redeem a one-time enrolment code: write the token and config")
     enroll.add_argument("--server", required=True, metavar="URL",
@@ -64,6 +69,14 @@ def _enroll(args: argparse.Namespace) -> int:
     enroll(EnrollOptions(server=args.server, ward=args.ward, code=args.code, config=args.config,
                          host=args.host, ca_file=args.ca_file, force=args.force))
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from agent import check
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    config = load_agent_config(args.config)
+    return check.main(config, read_token(config), args.json)
 
 
 def _run(args: argparse.Namespace) -> int:

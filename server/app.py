@@ -28,6 +28,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app[INVENTORY] = inventory
     app.cleanup_ctx.append(_database)
     app.router.add_post("/api/v1/reports", handlers.ingest_report)
+    app.router.add_get("/api/v1/profile", handlers.ward_profile)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/healthz", handlers.health)
     app.router.add_get("/admin/v1/tokens", admin.list_tokens)

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from server.auth import authenticate, fail
-from server.context import FLEET, IO, REGISTRY, STORE
+from server.context import FLEET, INVENTORY, IO, REGISTRY, STORE
 from server.store import AgentState
 from wardready.configfile import dotted
 from wardready.report import SCHEMA_VERSION, Report, schema_version_of
@@ -65,6 +65,18 @@ async def ingest_report(request: web.Request) -> web.Response:
         fleet.active.add(key)
     return web.json_response({"id": str(report.id), "stored": stored},
                              status=201 if stored else 200)
+
+
+async def ward_profile(request: web.Request) -> web.Response:
+    """The requirement profile of the calling agent's ward, for `wardready-agent check`."""
+    identity = await authenticate(request, "agent")
+    inventory = request.app[INVENTORY]
+    ward = inventory.ward(identity.ward)
+    if ward is None:
+        raise fail(web.HTTPNotFound, f"ward {identity.ward!r} is no longer in the inventory")
+    return web.json_response({"ward": ward.id,
+                              "profile_id": ward.profile or inventory.defaults.profile,
+                              "profile": inventory.profile_of(ward).model_dump(mode="json")})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,120 @@
+"""`wardready-agent check`: every enabled check once, now, then the readiness verdict.
+
+For the technician installing the agent: a progress line per check on stderr while they run,
+then a table (criterion, measured, required, verdict, what to do) or `--json` on stdout.
+The requirement profile comes from the server, or from the local inventory when the server
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from agent.agent import run_check
+from agent.config import AgentConfig
+from checks import REGISTRY
+from checks.base import ServerLink, server_tls
+from wardready.errors import ConfigError
+from wardready.inventory import Profile, load_inventory
+from wardready.readiness import Readiness, evaluate, show
+from wardready.report import Outcome
+
+ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
+"""Light checks first; the link is loaded last so it does not disturb the media figures."""
+WIDTH = 100
+PROFILE_TIMEOUT_SECONDS = 10.0
+
+
+async def fetch_profile(server: ServerLink) -> tuple[Profile | None, str]:
+    """The ward's profile from the server, or None and why not."""
+    tls: ssl.SSLContext | bool = server_tls(server.ca_file) if server.url.startswith(
+        "https") else False
+    try:
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PROFILE_TIMEOUT_SECONDS)) as http, \
+                http.get(f"{server.url}/api/v1/profile", ssl=tls,
+                         headers={"Authorization": f"Bearer {server.token}"}) as resp:
+            if resp.status != 200:
+                return None, f"server answered {resp.status}"
+            body = await resp.json()
+        return Profile.model_validate(body["profile"]), f"from the server ({body['profile_id']})"
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+        return None, f"server unreachable ({type(exc).__name__})"
+
+
+def local_profile(config: AgentConfig) -> Profile | None:
+    if config.inventory is None:
+        return None
+    inventory = load_inventory(config.inventory)
+    ward = inventory.ward(config.ward)
+    return inventory.profile_of(ward) if ward else None
+
+
+async def run_once(config: AgentConfig, token: str,
+                   progress: Callable[[str], None]) -> tuple[dict[str, Outcome], Profile, str]:
+    """Run the enabled checks one after another; the profile the verdict is judged by."""
+    server = ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file)
+    profile, source = await fetch_profile(server)
+    if profile is None:
+        fallback = local_profile(config)
+        if fallback is None:
+            raise ConfigError("agent config", 0, "inventory",
+                              f"no requirement profile: {source}, and no local inventory")
+        profile, source = fallback, f"from {config.inventory} ({source})"
+    context = config.context(server)
+    enabled = config.check_configs()
+    names = [n for n in ORDER if n in enabled] + [n for n in enabled if n not in ORDER]
+    outcomes: dict[str, Outcome] = {}
+    for i, name in enumerate(names, start=1):
+        progress(f"[{i}/{len(names)}] {name} ...")
+        outcome = await run_check(REGISTRY[name], enabled[name], context)
+        outcomes[name] = outcome
+        state = "ok" if outcome.ok else f"failed: {outcome.error}"
+        progress(f"[{i}/{len(names)}] {name}: {state} ({outcome.duration_seconds:.1f} s)")
+    return outcomes, profile, source
+
+
+def judge(outcomes: dict[str, Outcome], profile: Profile) -> Readiness:
+    return evaluate(profile, {n: o.result for n, o in outcomes.items()},
+                    {n: o.error or "" for n, o in outcomes.items() if not o.ok})
+
+
+def table(readiness: Readiness, ward: str, host: str, source: str) -> str:
+    """The verdict as a technician reads it, at most WIDTH columns."""
+    lines = [f"Ward {ward}, host {host}: profile {source}",
+             f"{'criterion':<22}{'measured':>15}{'required':>15}  verdict"]
+    for c in readiness.criteria:
+        lines.append(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
+                     f"{show(c.required, c.unit, c.id):>15}  {c.verdict.upper()}")
+        for label, text in (("note", c.note), ("fix", c.fix)):
+            if text:
+                lines.extend(textwrap.wrap(f"{label}: {text}", WIDTH, initial_indent="    ",
+                                           subsequent_indent="      "))
+    failed = sum(c.verdict == "fail" for c in readiness.criteria)
+    lines.append(f"State: {readiness.state.upper()}"
+                 + (f" ({failed} of {len(readiness.criteria)} criteria fail)" if failed else ""))
+    return "\n".join(lines)
+
+
+def main(config: AgentConfig, token: str, as_json: bool) -> int:
+    """Exit code: 0 ready (warnings allowed), 1 not ready or not known to be ready."""
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+    outcomes, profile, source = asyncio.run(run_once(config, token, progress))
+    readiness = judge(outcomes, profile)
+    if as_json:
+        body: dict[str, Any] = {"ward": config.ward, "host": config.host,
+                                "profile_source": source, **readiness.as_dict(),
+                                "errors": {n: o.error for n, o in outcomes.items() if not o.ok}}
+        print(json.dumps(body, indent=2))
+    else:
+        print(table(readiness, config.ward, config.host, source))
+    return 0 if readiness.state in ("ready", "ready-with-warnings") else 1

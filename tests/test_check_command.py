@@ -1,0 +1,74 @@
+"""`wardready-agent check` as a technician runs it: real checks against a real server on
+loopback, the verdict as JSON and as a table, and the exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import fleet
+from tests.conftest import DATA
+from wardready import stack
+
+pytestmark = pytest.mark.integration
+WARD, HOST = "sai-gon", "conference-pc"
+# The recorded office PC (a webcam, microphones, speakers) and a bare one; the link is
+# loopback: fast, clean, UDP open.
+MACHINES = DATA / "peripherals"
+
+
+def agent_config(tmp_path: Path, port: int, token: str, machine: str) -> Path:
+    root = MACHINES / machine
+    return fleet.write_agent_config(
+        tmp_path / "agent", f"http://127.0.0.1:{port}", WARD, HOST, token,
+        inventory=str(DATA / "inventory-small.yml"), checks={
+            "latency": {"count": 5, "probe_interval_seconds": 0.05},
+            "media": {"duration_seconds": 2.0},
+            "bandwidth": {"max_seconds": 3.0},
+            "peripherals": {"os": "linux", "sys_root": str(root / "sys"),
+                            "proc_root": str(root / "proc"),
+                            "lpstat_recorded": str(root / "lpstat-v.txt")}})
+
+
+def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([stack.executable("wardready-agent"), "check", "--config",
+                           str(config), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
+    port = stack.free_port()
+    server_config = fleet.write_server_config(tmp_path, port,
+                                              inventory=str(DATA / "inventory-small.yml"))
+    token, = fleet.issue_tokens(server_config, [(WARD, HOST)])
+    server = stack.start_server(server_config, tmp_path)
+    try:
+        stack.wait_until("server", lambda: stack.http_get(
+            f"http://127.0.0.1:{port}/healthz"), 20, server)
+        office = check(agent_config(tmp_path, port, token, "linux-office"), "--json")
+        bare = check(agent_config(tmp_path / "bare", port, token, "linux-bare"))
+    finally:
+        server.stop()
+    assert office.returncode == 0, office.stdout + office.stderr
+    verdict = json.loads(office.stdout)
+    by_id = {c["id"]: c for c in verdict["criteria"]}
+    assert verdict["profile_source"] == "from the server (ward-standard)"
+    for criterion in ("download", "upload", "udp", "rtt", "jitter", "loss", "camera",
+                      "microphone", "speaker"):
+        assert by_id[criterion]["verdict"] == "pass", by_id[criterion]
+    assert by_id["mos"]["measured"] > 4.3
+    assert "[5/" in office.stderr and "bandwidth: ok" in office.stderr  # progress lines
+    # The bare machine has no camera: not ready, exit 1, and the table says what to do.
+    assert bare.returncode == 1, bare.stderr
+    lines = bare.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    camera = next(i for i, line in enumerate(lines) if line.startswith("cameras"))
+    assert lines[camera].endswith("FAIL") and "connect a USB webcam" in lines[camera + 1]
+    assert lines[-1].startswith("State: NOT-READY")
+
+    # The server gone: the profile comes from the local inventory, and the table says so.
+    alone = check(agent_config(tmp_path / "alone", port, token, "linux-office"), "--json")
+    assert "server unreachable" in json.loads(alone.stdout)["profile_source"]
+    assert json.loads(alone.stdout)["criteria"][0]["verdict"] == "unknown"  # no speed test

@@ -1,0 +1,139 @@
+"""The readiness verdict: measured against the profile, with the reason and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checks import bandwidth, host, latency, media, peripherals
+from tests.conftest import DATA
+from wardready.inventory import load_inventory
+from wardready.readiness import evaluate
+
+PROFILE = load_inventory(DATA / "inventory-small.yml").profiles["ward-standard"]
+# link: >= 50 down, >= 20 up, RTT <= 100 ms, jitter <= 30 ms, loss <= 1 %; 2 cores, 4 GiB;
+# one camera, microphone and speaker.
+
+
+def link(down_mbps: float, up_mbps: float, loaded_rtt_ms: float = 20.0) -> bandwidth.Result:
+    def direction(name: str, mbps: float) -> dict[str, Any]:
+        return {"direction": name, "bytes_per_second": mbps * 1e6 / 8, "bytes": 10**7,
+                "seconds": 5.0, "warmup_seconds": 1.0, "measured_seconds": 4.0,
+                "stop_reason": "converged", "streams": 4,
+                "rtt_under_load_median_seconds": loaded_rtt_ms / 1e3,
+                "rtt_under_load_p95_seconds": loaded_rtt_ms / 1e3, "load_probes": 10,
+                "load_probes_lost": 0}
+    return bandwidth.Result.model_validate({
+        "server": "http://127.0.0.1:8470", "idle_rtt_median_seconds": 0.01,
+        "slot_wait_seconds": 0.0,
+        "directions": [direction("download", down_mbps), direction("upload", up_mbps)]})
+
+
+def udp(reachable: bool = True, rtt_ms: float = 20.0, jitter_ms: float = 2.0,
+        loss: float = 0.0) -> media.Result:
+    received = 0 if not reachable else 500 - int(500 * loss)
+    stats: dict[str, Any] = {
+        "udp_reachable": reachable, "udp_port": 8471, "packet_rate": 50.0,
+        "packet_bytes": 1200, "packets_sent": 500, "packets_received": received,
+        "server_received_packets": received if reachable else 0, "server_dropped_packets": 0,
+        "loss_ratio": 1.0 - received / 500, "forward_loss_ratio": loss if reachable else None,
+        "return_loss_ratio": 0.0 if reachable else None, "reordered_packets": 0,
+        "forward_reordered_packets": 0, "return_reordered_packets": 0, "duplicate_packets": 0,
+        "forward_duplicate_packets": 0, "return_duplicate_packets": 0,
+        "send_rate_packets_per_second": 50.0, "send_late_max_seconds": 0.0,
+        "socket_errors": 0, "socket_error": None}
+    for stat in ("min", "median", "p95", "max"):
+        stats[f"rtt_{stat}_seconds"] = rtt_ms / 1e3 if reachable else None
+    stats["jitter_forward_seconds"] = stats["jitter_return_seconds"] = (
+        jitter_ms / 1e3 if reachable else None)
+    if reachable:
+        from wardready import emodel
+        p = emodel.predict(rtt_ms, jitter_ms, loss * 100)
+        stats.update(r_factor=p.r, predicted_mos=p.mos)
+    return media.Result.model_validate(stats)
+
+
+def icmp(rtt_ms: float = 30.0) -> latency.Result:
+    return latency.Result.model_validate({"targets": [{
+        "target": "server", "address": "127.0.0.1", "method": "icmp-raw", "port": None,
+        "sent": 20, "received": 20, "loss_ratio": 0.0, "rtt_min_seconds": rtt_ms / 1e3,
+        "rtt_median_seconds": rtt_ms / 1e3, "rtt_p95_seconds": rtt_ms / 1e3,
+        "rtt_max_seconds": rtt_ms / 1e3, "rtt_mean_seconds": rtt_ms / 1e3,
+        "jitter_seconds": 0.001, "rtts_seconds": [rtt_ms / 1e3] * 20}]})
+
+
+def kit(webcams: int | None = 1) -> peripherals.Result:
+    return peripherals.Result(os="linux", counts={
+        "webcam": webcams, "microphone": 1, "speaker": 1, "printer": 0, "scanner": 0,
+        "usb": 3})
+
+
+def results(**changes: Any) -> dict[str, Any]:
+    base = {"host": host.collect(), "bandwidth": link(95, 40), "media": udp(),
+            "latency": icmp(), "peripherals": kit()}
+    return {**base, **changes}
+
+
+def verdicts(readiness: Any) -> dict[str, str]:
+    return {c.id: c.verdict for c in readiness.criteria}
+
+
+def test_a_clean_fast_link_with_the_kit_is_ready() -> None:
+    r = evaluate(PROFILE, results())
+    assert r.state == "ready", r.as_dict()
+    assert set(verdicts(r).values()) == {"pass"}
+    assert all(c.fix == "" for c in r.criteria)
+
+
+def test_a_thin_link_fails_bandwidth_and_says_what_to_ask_for() -> None:
+    r = evaluate(PROFILE, results(bandwidth=link(2, 1)))
+    v = verdicts(r)
+    assert (r.state, v["download"], v["upload"]) == ("not-ready", "fail", "fail")
+    down = next(c for c in r.criteria if c.id == "download")
+    assert down.measured is not None and round(down.measured, 6) == 2.0
+    assert "at least 50 Mbit/s download" in down.fix
+
+
+def test_little_headroom_is_a_warning_not_a_failure() -> None:
+    r = evaluate(PROFILE, results(bandwidth=link(55, 40)))
+    assert verdicts(r)["download"] == "warn" and r.state == "ready-with-warnings"
+
+
+def test_five_percent_loss_fails_the_media_path_and_lowers_the_predicted_mos() -> None:
+    clean = evaluate(PROFILE, results())
+    r = evaluate(PROFILE, results(media=udp(loss=0.05)))
+    assert verdicts(r)["loss"] == "fail" and r.state == "not-ready"
+    loss = next(c for c in r.criteria if c.id == "loss")
+    assert loss.measured == 5.0 and "cabling" in loss.fix
+
+    def mos(readiness: Any) -> float:
+        return next(c.measured for c in readiness.criteria if c.id == "mos")
+    # G.711 with concealment: 5 % random loss costs about 16 R (Ie,eff = 95*5/(5+25.1)).
+    assert mos(clean) - mos(r) > 0.4
+
+
+def test_blocked_udp_fails_and_falls_back_to_icmp_saying_so() -> None:
+    r = evaluate(PROFILE, results(media=udp(reachable=False)))
+    v = verdicts(r)
+    assert v["udp"] == "fail" and r.state == "not-ready"
+    rtt = next(c for c in r.criteria if c.id == "rtt")
+    assert rtt.measured == 30.0 and rtt.verdict == "pass"
+    assert "icmp-raw" in rtt.note and "UDP blocked" in rtt.note
+    assert "UDP" in next(c for c in r.criteria if c.id == "udp").fix
+
+
+def test_bufferbloat_fails_rtt_under_load() -> None:
+    r = evaluate(PROFILE, results(bandwidth=link(95, 40, loaded_rtt_ms=450)))
+    assert verdicts(r)["rtt_under_load"] == "fail"
+
+
+def test_no_camera_fails_and_an_unreadable_count_is_unknown_not_zero() -> None:
+    assert verdicts(evaluate(PROFILE, results(peripherals=kit(0))))["camera"] == "fail"
+    r = evaluate(PROFILE, results(peripherals=kit(None)))
+    assert verdicts(r)["camera"] == "unknown" and r.state == "unknown"
+
+
+def test_a_check_that_failed_leaves_its_criteria_unknown_with_the_reason() -> None:
+    r = evaluate(PROFILE, results(bandwidth=None), {"bandwidth": "timed out after 60 s"})
+    down = next(c for c in r.criteria if c.id == "download")
+    assert down.verdict == "unknown" and "timed out after 60 s" in down.note
+

@@ -1,0 +1,229 @@
+"""Video-conferencing readiness: what was measured against what the ward's profile requires,
+criterion by criterion, with a verdict and what to do about a failure.
+
+One evaluation for everyone who needs it: `wardready-agent check` on the spot, and (next)
+the server's roll-up per ward. Thresholds come only from the inventory's profile; the MOS
+bands are ITU-T G.109's user-satisfaction categories (docs/emodel.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from checks import bandwidth, host, latency, media, peripherals
+from checks.base import CheckResult
+from wardready import emodel
+from wardready.inventory import Profile
+
+Verdict = Literal["pass", "warn", "fail", "unknown"]
+State = Literal["ready", "ready-with-warnings", "not-ready", "unknown"]
+HEADROOM = 0.2
+"""A link figure within 20 % of its limit passes with a warning: one busy hour would break
+it."""
+MOS_GOOD, MOS_POOR = 3.6, 3.1
+"""MOS of R 70 and R 60: below 70 'many users dissatisfied', below 60 'nearly all' (G.109)."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of the verdict: measured against required, and what to do when it fails."""
+
+    id: str
+    name: str
+    measured: float | None
+    required: float | None
+    unit: str
+    verdict: Verdict
+    note: str = ""
+    """Where the figure comes from when it is not the usual source, or why it is unknown."""
+    fix: str = ""
+    """What to do about a failure or warning; empty when it passes."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Every criterion and the overall state: not ready if any fails."""
+
+    criteria: tuple[Criterion, ...]
+
+    @property
+    def state(self) -> State:
+        verdicts = {c.verdict for c in self.criteria}
+        if "fail" in verdicts:
+            return "not-ready"
+        if "unknown" in verdicts:
+            return "unknown"
+        return "ready-with-warnings" if "warn" in verdicts else "ready"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "criteria": [c.as_dict() for c in self.criteria]}
+
+
+def at_least(value: float | None, required: float, headroom: float = 0.0) -> Verdict:
+    """A figure that must reach `required`; within `headroom` of it, a warning (measured
+    throughput varies; a count of cores or cameras does not)."""
+    if value is None:
+        return "unknown"
+    if value < required:
+        return "fail"
+    return "warn" if value < required * (1 + headroom) and required > 0 else "pass"
+
+
+def at_most(value: float | None, limit: float) -> Verdict:
+    """A figure that must stay under `limit` (delay, jitter, loss)."""
+    if value is None:
+        return "unknown"
+    if value > limit:
+        return "fail"
+    return "warn" if value > limit * (1 - HEADROOM) else "pass"
+
+
+def _line(id_: str, name: str, measured: float | None, required: float | None, unit: str,
+          verdict: Verdict, fix: str, note: str = "") -> Criterion:
+    return Criterion(id_, name, measured, required, unit, verdict, note,
+                     fix if verdict in ("fail", "warn") else "")
+
+
+def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
+             errors: Mapping[str, str] | None = None) -> Readiness:
+    """Judge one machine's latest results (by check name) against `profile`.
+
+    A check that did not run or failed makes its criteria unknown, with the reason from
+    `errors` when given.
+    """
+    errors = errors or {}
+
+    def missing(check: str) -> str:
+        return f"{check} check: {errors.get(check, 'did not run')}"
+
+    link, video, hosts = profile.link, profile.video, profile.hosts
+    criteria: list[Criterion] = []
+    bw = results.get("bandwidth")
+    rates = ({d.direction: d for d in bw.directions}
+             if isinstance(bw, bandwidth.Result) else {})
+    for direction, required in (("download", link.min_download_mbps),
+                                ("upload", link.min_upload_mbps)):
+        d = rates.get(direction)  # type: ignore[call-overload]
+        mbps = d.bytes_per_second * 8 / 1e6 if d else None
+        criteria.append(_line(
+            direction, f"{direction}", mbps, required, "Mbit/s", at_least(mbps, required, HEADROOM),
+            f"ask the provider for at least {required:g} Mbit/s {direction}, or keep other "
+            "traffic off the line during meetings", "" if d else missing("bandwidth")))
+
+    path = _path(results, errors)
+    udp = path.udp
+    criteria.append(_line(
+        "udp", "UDP media path", None if udp is None else float(udp), 1.0, "", "unknown"
+        if udp is None else "pass" if udp else "fail",
+        "allow outgoing UDP to the server's echo port and the bridge's media ports in the "
+        "ward firewall; over TCP relays calls stutter", path.note if udp is None else ""))
+    for id_, name, value, limit, fix in (
+            ("rtt", "round-trip time", path.rtt_ms, link.max_rtt_ms,
+             "check the route to the city network with the provider"),
+            ("jitter", "jitter", path.jitter_ms, link.max_jitter_ms,
+             "find what else loads the line (downloads, backups) or enable QoS for calls"),
+            ("loss", "packet loss", path.loss_percent, link.max_loss_percent,
+             "check cabling, Wi-Fi and the modem; ask the provider to test the line")):
+        criteria.append(_line(id_, name, value, limit, "ms" if id_ != "loss" else "%",
+                              at_most(value, limit), fix, path.note))
+
+    loaded = [d.rtt_under_load_median_seconds * 1e3 for d in rates.values()
+              if d.rtt_under_load_median_seconds is not None]
+    worst = max(loaded, default=None)
+    criteria.append(_line(
+        "rtt_under_load", "RTT under load", worst, link.max_rtt_ms, "ms",
+        at_most(worst, link.max_rtt_ms),
+        "the router queues too much when the line is full: enable SQM/fq_codel or QoS",
+        "" if loaded else missing("bandwidth")))
+
+    mos = path.mos
+    criteria.append(_line(
+        "mos", "predicted call MOS", mos, MOS_GOOD, "", "unknown" if mos is None else
+        "pass" if mos >= MOS_GOOD else "warn" if mos >= MOS_POOR else "fail",
+        "fix the failing delay, jitter or loss figures above", path.note))
+
+    kit = results.get("peripherals")
+    counts = kit.counts if isinstance(kit, peripherals.Result) else {}
+    for id_, kind, required, item in (("camera", "webcam", video.cameras, "a USB webcam"),
+                                      ("microphone", "microphone", video.microphones,
+                                       "a microphone or speakerphone"),
+                                      ("speaker", "speaker", video.speakers,
+                                       "speakers or a speakerphone")):
+        count = counts.get(kind)  # type: ignore[call-overload]
+        note = "" if count is not None else (
+            missing("peripherals") if kit is None else "could not be read on this machine")
+        criteria.append(_line(id_, f"{id_}s", None if count is None else float(count),
+                              float(required), "", at_least(count, required),
+                              f"connect {item}", note))
+
+    facts = results.get("host")
+    h = facts if isinstance(facts, host.Result) else None
+    cores = float(h.cpu_logical_cores) if h else None
+    memory = h.memory_total_bytes / 2**30 if h else None
+    criteria.append(_line("cpu_cores", "CPU cores", cores, float(hosts.min_cpu_cores), "",
+                          at_least(cores, hosts.min_cpu_cores),
+                          "use a PC with more cores for meetings", "" if h else missing("host")))
+    criteria.append(_line("memory", "memory", memory, hosts.min_memory_gib, "GiB",
+                          at_least(memory, hosts.min_memory_gib),
+                          f"add memory up to {hosts.min_memory_gib:g} GiB",
+                          "" if h else missing("host")))
+    return Readiness(tuple(criteria))
+
+
+@dataclass(frozen=True)
+class _Path:
+    udp: bool | None
+    rtt_ms: float | None
+    jitter_ms: float | None
+    loss_percent: float | None
+    mos: float | None
+    note: str
+
+
+def _path(results: Mapping[str, CheckResult | None], errors: Mapping[str, str]) -> _Path:
+    """The media path's figures from the UDP check; from ICMP/TCP when UDP is blocked or
+    was not measured, and saying so."""
+    m = results.get("media")
+    if isinstance(m, media.Result) and m.udp_reachable:
+        jitters = [j for j in (m.jitter_forward_seconds, m.jitter_return_seconds)
+                   if j is not None]
+        losses = [x for x in (m.forward_loss_ratio, m.return_loss_ratio) if x is not None]
+        loss = max(losses) if len(losses) == 2 else m.loss_ratio
+        return _Path(True, _ms(m.rtt_median_seconds), max(jitters, default=0.0) * 1e3,
+                     loss * 100, m.predicted_mos, "")
+    udp = False if isinstance(m, media.Result) else None
+    why = ("UDP blocked" if udp is False else
+           f"no UDP measurement ({errors.get('media', 'media check did not run')})")
+    lat = results.get("latency")
+    target = lat.targets[0] if isinstance(lat, latency.Result) and lat.targets else None
+    if target is None or target.rtt_median_seconds is None:
+        return _Path(udp, None, None, None, None, f"{why}; no latency figures either")
+    rtt, jitter = target.rtt_median_seconds * 1e3, (target.jitter_seconds or 0.0) * 1e3
+    loss = (target.loss_ratio or 0.0) * 100
+    return _Path(udp, rtt, jitter, loss, emodel.predict(rtt, jitter, loss).mos,
+                 f"from {target.method} probes: {why}")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+FORMATS: dict[str, Callable[[float], str]] = {
+    "Mbit/s": lambda v: f"{v:.1f} Mbit/s", "ms": lambda v: f"{v:.1f} ms",
+    "%": lambda v: f"{v:.2f} %", "GiB": lambda v: f"{v:.1f} GiB", "": lambda v: f"{v:g}"}
+
+
+def show(value: float | None, unit: str, criterion_id: str = "") -> str:
+    """A figure as the table prints it."""
+    if value is None:
+        return "-"
+    if criterion_id == "udp":
+        return "gets through" if value else "blocked"
+    if criterion_id == "mos":
+        return f"{value:.2f}"
+    return FORMATS[unit](value)
