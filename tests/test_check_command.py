@@ -4,13 +4,14 @@ loopback, the verdict as JSON and as a table, and the exit code."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests import fleet
-from tests.conftest import DATA
+from tests.conftest import DATA, require_binary
 from wardready import stack
 
 pytestmark = pytest.mark.integration
@@ -38,6 +39,25 @@ def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
                            str(config), *args], capture_output=True, text=True, timeout=120)
 
 
+def in_terminal(argv: list[str], tmp_path: Path, columns: int = 100) -> tuple[list[str], int]:
+    """Run `argv` in a real terminal (a detached tmux pane `columns` wide), as a technician
+    would; the screen's lines and the exit code."""
+    tmux = [require_binary("tmux"), "-L", f"wardready-{tmp_path.name}", "-f", "/dev/null"]
+    command = " ".join(shlex.quote(a) for a in argv) + '; echo "exit=$?"; sleep 60'
+    subprocess.run([*tmux, "new-session", "-d", "-x", str(columns), "-y", "60", command],
+                   check=True, timeout=10)
+    try:
+        def screen() -> list[str] | None:
+            shown = subprocess.run([*tmux, "capture-pane", "-p", "-J"], capture_output=True,
+                                   text=True, timeout=10).stdout.rstrip("\n").splitlines()
+            return shown if any(line.startswith("exit=") for line in shown) else None
+        lines = stack.wait_until("the check to finish in the terminal", screen, 120)
+    finally:
+        subprocess.run([*tmux, "kill-server"], timeout=10, check=False)
+    code = next(line for line in lines if line.startswith("exit="))
+    return lines, int(code.removeprefix("exit="))
+
+
 def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     port = stack.free_port()
     server_config = fleet.write_server_config(tmp_path, port,
@@ -48,7 +68,9 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
         stack.wait_until("server", lambda: stack.http_get(
             f"http://127.0.0.1:{port}/healthz"), 20, server)
         office = check(agent_config(tmp_path, port, token, "linux-office"), "--json")
-        bare = check(agent_config(tmp_path / "bare", port, token, "linux-bare"))
+        bare, bare_exit = in_terminal(
+            [stack.executable("wardready-agent"), "check", "--config",
+             str(agent_config(tmp_path / "bare", port, token, "linux-bare"))], tmp_path)
     finally:
         server.stop()
     assert office.returncode == 0, office.stdout + office.stderr
@@ -60,13 +82,15 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
         assert by_id[criterion]["verdict"] == "pass", by_id[criterion]
     assert by_id["mos"]["measured"] > 4.3
     assert "[5/" in office.stderr and "bandwidth: ok" in office.stderr  # progress lines
-    # The bare machine has no camera: not ready, exit 1, and the table says what to do.
-    assert bare.returncode == 1, bare.stderr
-    lines = bare.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 100
-    camera = next(i for i, line in enumerate(lines) if line.startswith("cameras"))
-    assert lines[camera].endswith("FAIL") and "connect a USB webcam" in lines[camera + 1]
-    assert lines[-1].startswith("State: NOT-READY")
+    # The bare machine has no camera: not ready, exit 1, and the table, as a 100-column
+    # terminal shows it (progress lines first, no line wrapped), says what to do.
+    assert bare_exit == 1, "\n".join(bare)
+    assert max(len(line) for line in bare) <= 100
+    assert "[5/5] bandwidth: ok" in "\n".join(bare)
+    camera = next(i for i, line in enumerate(bare) if line.startswith("cameras"))
+    assert bare[camera].endswith("FAIL") and "connect a USB webcam" in bare[camera + 1]
+    assert bare[bare.index(next(x for x in bare if x.startswith("exit="))) - 1].startswith(
+        "State: NOT-READY")
 
     # The server gone: the profile comes from the local inventory, and the table says so.
     alone = check(agent_config(tmp_path / "alone", port, token, "linux-office"), "--json")
