@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from checks import REGISTRY
 from checks.base import ServerLink, server_tls
 from wardready.errors import ConfigError
-from wardready.inventory import Profile, load_inventory
+from wardready.inventory import CallPreset, Profile, load_inventory
 from wardready.readiness import Readiness, evaluate, show
 from wardready.report import Outcome
 
@@ -33,8 +33,12 @@ WIDTH = 100
 PROFILE_TIMEOUT_SECONDS = 10.0
 
 
-async def fetch_profile(server: ServerLink) -> tuple[Profile | None, str]:
-    """The ward's profile from the server, or None and why not."""
+Requirement = tuple[Profile, CallPreset | None]
+"""The ward's profile and the video call it requires (if it names one)."""
+
+
+async def fetch_profile(server: ServerLink) -> tuple[Requirement | None, str]:
+    """The ward's profile and call from the server, or None and why not."""
     tls: ssl.SSLContext | bool = server_tls(server.ca_file) if server.url.startswith(
         "https") else False
     try:
@@ -45,30 +49,36 @@ async def fetch_profile(server: ServerLink) -> tuple[Profile | None, str]:
             if resp.status != 200:
                 return None, f"server answered {resp.status}"
             body = await resp.json()
-        return Profile.model_validate(body["profile"]), f"from the server ({body['profile_id']})"
+        call = CallPreset.model_validate(body["call"]) if body.get("call") else None
+        profile = Profile.model_validate(body["profile"])
+        return (profile, call), f"from the server ({body['profile_id']})"
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         return None, f"server unreachable ({type(exc).__name__})"
 
 
-def local_profile(config: AgentConfig) -> Profile | None:
+def local_profile(config: AgentConfig) -> Requirement | None:
     if config.inventory is None:
         return None
     inventory = load_inventory(config.inventory)
     ward = inventory.ward(config.ward)
-    return inventory.profile_of(ward) if ward else None
+    if ward is None:
+        return None
+    profile = inventory.profile_of(ward)
+    return profile, inventory.call_of(profile)
 
 
 async def run_once(config: AgentConfig, token: str,
-                   progress: Callable[[str], None]) -> tuple[dict[str, Outcome], Profile, str]:
+                   progress: Callable[[str], None]
+                   ) -> tuple[dict[str, Outcome], Requirement, str]:
     """Run the enabled checks one after another; the profile the verdict is judged by."""
     server = ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file)
-    profile, source = await fetch_profile(server)
-    if profile is None:
-        fallback = local_profile(config)
-        if fallback is None:
+    required, source = await fetch_profile(server)
+    if required is None:
+        required = local_profile(config)
+        if required is None:
             raise ConfigError("agent config", 0, "inventory",
                               f"no requirement profile: {source}, and no local inventory")
-        profile, source = fallback, f"from {config.inventory} ({source})"
+        source = f"from {config.inventory} ({source})"
     context = config.context(server)
     enabled = config.check_configs()
     names = [n for n in ORDER if n in enabled] + [n for n in enabled if n not in ORDER]
@@ -79,12 +89,13 @@ async def run_once(config: AgentConfig, token: str,
         outcomes[name] = outcome
         state = "ok" if outcome.ok else f"failed: {outcome.error}"
         progress(f"[{i}/{len(names)}] {name}: {state} ({outcome.duration_seconds:.1f} s)")
-    return outcomes, profile, source
+    return outcomes, required, source
 
 
-def judge(outcomes: dict[str, Outcome], profile: Profile) -> Readiness:
+def judge(outcomes: dict[str, Outcome], required: Requirement) -> Readiness:
+    profile, call = required
     return evaluate(profile, {n: o.result for n, o in outcomes.items()},
-                    {n: o.error or "" for n, o in outcomes.items() if not o.ok})
+                    {n: o.error or "" for n, o in outcomes.items() if not o.ok}, call)
 
 
 def table(readiness: Readiness, ward: str, host: str, source: str) -> str:
@@ -108,8 +119,10 @@ def main(config: AgentConfig, token: str, as_json: bool) -> int:
     """Exit code: 0 ready (warnings allowed), 1 not ready or not known to be ready."""
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
-    outcomes, profile, source = asyncio.run(run_once(config, token, progress))
-    readiness = judge(outcomes, profile)
+    outcomes, required, source = asyncio.run(run_once(config, token, progress))
+    if required[0].video.call:
+        source += f", call {required[0].video.call} (per PC)"
+    readiness = judge(outcomes, required)
     if as_json:
         body: dict[str, Any] = {"ward": config.ward, "host": config.host,
                                 "profile_source": source, **readiness.as_dict(),

@@ -74,9 +74,12 @@ async def ward_profile(request: web.Request) -> web.Response:
     ward = inventory.ward(identity.ward)
     if ward is None:
         raise fail(web.HTTPNotFound, f"ward {identity.ward!r} is no longer in the inventory")
+    profile = inventory.profile_of(ward)
+    call = inventory.call_of(profile)
     return web.json_response({"ward": ward.id,
                               "profile_id": ward.profile or inventory.defaults.profile,
-                              "profile": inventory.profile_of(ward).model_dump(mode="json")})
+                              "profile": profile.model_dump(mode="json"),
+                              "call": call.model_dump(mode="json") if call else None})
 
 
 async def metrics(request: web.Request) -> web.Response:

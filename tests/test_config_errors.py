@@ -38,6 +38,8 @@ INVENTORY_CASES = [
      "wards[0].devices[0].device_type: Input should be 'cisco_ios', 'cisco_xe', 'cisco_nxos', "
      "'arista_eos', 'juniper_junos', 'mikrotik_routeros', 'hp_procurve', 'huawei' or 'linux', "
      "got 'cisco_xr'"),
+    ("unknown call preset", "speakers: 1}", "speakers: 1, call: teams-hd}", "teams-hd",
+     "profiles.ward-standard.video.call: unknown call preset 'teams-hd' (none is defined)"),
     ("yaml syntax", "    name: Nha Be Commune", "    name: [Nha Be", "kind: commune",
      "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 34)"),
 ]

@@ -139,7 +139,9 @@ def test_delayer_keeps_order_and_follows_its_model(netlab: None) -> None:
     jitter = statistics.fmean(abs(b - a) for a, b in itertools.pairwise(delays))
     assert jitter == pytest.approx(want.jitter_ms, abs=0.3)
     assert min(delays) >= spec.delay_ms - spec.jitter_ms - 0.1
-    assert sorted(delays)[int(0.99 * count)] <= spec.delay_ms + spec.jitter_ms + 1
+    # The delayer runs in user space: on a busy 2-core machine one probe in a hundred may
+    # wait a scheduling slice or two (52.6 ms seen in CI while other work ran).
+    assert sorted(delays)[int(0.99 * count)] <= spec.delay_ms + spec.jitter_ms + 3
 
 
 @pytest.mark.integration

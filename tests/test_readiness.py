@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from checks import bandwidth, host, latency, media, peripherals
-from tests.conftest import DATA
+from tests.conftest import DATA, REPO
 from wardready.inventory import load_inventory
 from wardready.readiness import evaluate
 
@@ -137,3 +137,20 @@ def test_a_check_that_failed_leaves_its_criteria_unknown_with_the_reason() -> No
     down = next(c for c in r.criteria if c.id == "download")
     assert down.verdict == "unknown" and "timed out after 60 s" in down.note
 
+
+
+def test_a_profile_call_judges_the_link_per_pc_by_the_platform_figures() -> None:
+    inventory = load_inventory(REPO / "inventory.yml")
+    profile = inventory.profiles["commune-standard"]
+    call = inventory.call_of(profile)
+    assert call is not None and (call.min_download_mbps, call.min_upload_mbps) == (4.2, 2.6)
+    # An emulated 20 Mbit/s link measures about 19.1: short of the commune's 20 Mbit/s uplink
+    # figure, but plenty for one PC in a city-bridge HD meeting.
+    twenty = results(bandwidth=link(19.1, 19.1))
+    assert verdicts(evaluate(profile, twenty))["download"] == "fail"
+    on_call = evaluate(profile, twenty, call=call)
+    link_ids = ("download", "upload", "udp", "rtt", "jitter", "loss", "rtt_under_load", "mos")
+    assert {verdicts(on_call)[i] for i in link_ids} == {"pass"}
+    thin = evaluate(profile, results(bandwidth=link(2, 1)), call=call)
+    down = next(c for c in thin.criteria if c.id == "download")
+    assert down.verdict == "fail" and "at least 4.2 Mbit/s download" in down.fix

@@ -54,12 +54,22 @@ class HostRequirement(Strict):
     min_disk_free_gib: float = Field(ge=0)
 
 
+class CallPreset(LinkRequirement):
+    """What one endpoint of a kind of video call needs from the link (per PC in the call),
+    from the platform's published figures (docs/video-presets.md)."""
+
+    description: str
+    source: str = Field(min_length=1, description="Where the figures are published.")
+
+
 class VideoRequirement(Strict):
-    """Conference-room equipment for the city's online video conferencing."""
+    """Conference-room equipment for the city's online video conferencing, and the call
+    the ward must be able to hold (a preset's id)."""
 
     cameras: int = Field(ge=0)
     microphones: int = Field(ge=0)
     speakers: int = Field(ge=0)
+    call: Slug | None = None
 
 
 class PeripheralRequirement(Strict):
@@ -134,6 +144,7 @@ class Inventory(Strict):
     version: Literal[1]
     defaults: Defaults
     working_groups: list[WorkingGroup]
+    call_presets: dict[Slug, CallPreset] = {}
     profiles: dict[Slug, Profile]
     platforms: list[Platform] = []
     catalogue: list[CatalogueItem] = []
@@ -151,6 +162,10 @@ class Inventory(Strict):
         """The requirement profile that applies to `ward`."""
         return self.profiles[ward.profile or self.defaults.profile]
 
+    def call_of(self, profile: Profile) -> CallPreset | None:
+        """The video call the profile requires, if it names one."""
+        return self.call_presets[profile.video.call] if profile.video.call else None
+
 
 def load_inventory(path: Path) -> Inventory:
     """Load and fully validate an inventory file; raises ConfigError on the first mistake."""
@@ -167,6 +182,10 @@ def _reference_errors(inv: Inventory) -> Iterator[tuple[tuple[str | int, ...], s
     yield from _duplicates("catalogue", [c.id for c in inv.catalogue], "catalogue id")
     if inv.defaults.profile not in inv.profiles:
         yield ("defaults", "profile"), _unknown("profile", inv.defaults.profile, inv.profiles)
+    for pid, profile in inv.profiles.items():
+        if profile.video.call is not None and profile.video.call not in inv.call_presets:
+            yield ("profiles", pid, "video", "call"), _unknown(
+                "call preset", profile.video.call, inv.call_presets)
     groups = {g.id for g in inv.working_groups}
     for i, ward in enumerate(inv.wards):
         if ward.working_group not in groups:
@@ -190,6 +209,8 @@ def _duplicates(
 
 def _unknown(what: str, value: str, known: object) -> str:
     names = sorted(known)  # type: ignore[call-overload]
+    if not names:
+        return f"unknown {what} {value!r} (none is defined)"
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
     return f"unknown {what} {value!r} (expected one of: {shown})"
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from checks import bandwidth, host, latency, media, peripherals
 from checks.base import CheckResult
 from wardready import emodel
-from wardready.inventory import Profile
+from wardready.inventory import LinkRequirement, Profile
 
 Verdict = Literal["pass", "warn", "fail", "unknown"]
 State = Literal["ready", "ready-with-warnings", "not-ready", "unknown"]
@@ -90,8 +90,11 @@ def _line(id_: str, name: str, measured: float | None, required: float | None, u
 
 
 def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
-             errors: Mapping[str, str] | None = None) -> Readiness:
-    """Judge one machine's latest results (by check name) against `profile`.
+             errors: Mapping[str, str] | None = None,
+             call: LinkRequirement | None = None) -> Readiness:
+    """Judge one machine's latest results (by check name) against `profile`, and against
+    the video call it requires (`call`, per PC) rather than the ward link's figures when
+    the profile names one.
 
     A check that did not run or failed makes its criteria unknown, with the reason from
     `errors` when given.
@@ -101,7 +104,7 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
     def missing(check: str) -> str:
         return f"{check} check: {errors.get(check, 'did not run')}"
 
-    link, video, hosts = profile.link, profile.video, profile.hosts
+    link, video, hosts = call or profile.link, profile.video, profile.hosts
     criteria: list[Criterion] = []
     bw = results.get("bandwidth")
     rates = ({d.direction: d for d in bw.directions}
