@@ -36,6 +36,7 @@ from checks.base import (
     InventoryItem,
     ResultModel,
 )
+from checks.sysfs import firmware_text
 from wardready.metrics import MetricSpec, Sample
 
 log = logging.getLogger(__name__)
@@ -504,9 +505,7 @@ def parse_linux(output: str) -> Facts:
         raise PollError("parse", "the Linux command's output lacks uptime or interfaces")
 
     def one(name: str) -> str | None:
-        value = next((v for v in sections.get(name, []) if v), None)
-        # DMI placeholders that firmware vendors leave in, meaning "no serial".
-        return None if value in (None, "To be filled by O.E.M.", "Not Specified") else value
+        return next((v for v in sections.get(name, []) if v), None)
 
     release = dict(_key_value(line, "=") for line in sections.get("os-release", []))
     meminfo = {k: v for k, v in (_key_value(line, ":") for line in sections.get("meminfo", []))}
@@ -516,9 +515,9 @@ def parse_linux(output: str) -> Facts:
     except (ValueError, IndexError):
         uptime = None
     return Facts(
-        hostname=one("hostname"), model=one("model"),
+        hostname=one("hostname"), model=firmware_text(one("model")),
         os_version=release.get("PRETTY_NAME") or release.get("NAME"),
-        serial=one("serial"), uptime_seconds=uptime,
+        serial=firmware_text(one("serial")), uptime_seconds=uptime,
         cpu_utilisation_ratio=_stat_busy(one("stat"), one("stat2")),
         memory_total_bytes=total,
         memory_used_bytes=total - available if total is not None and available is not None
@@ -627,12 +626,8 @@ async def poll(device: DeviceTarget, login: Credentials | None, config: Config) 
     if facts is None:
         return DevicePoll(**base, up=False, reason=reason, error=error)
     kept = facts.interfaces[:MAX_INTERFACES]
-    return DevicePoll(
-        **base, up=True, hostname=facts.hostname, model=facts.model,
-        os_version=facts.os_version, serial=facts.serial, uptime_seconds=facts.uptime_seconds,
-        cpu_utilisation_ratio=facts.cpu_utilisation_ratio,
-        memory_used_bytes=facts.memory_used_bytes, memory_total_bytes=facts.memory_total_bytes,
-        interfaces=kept, interfaces_dropped=len(facts.interfaces) - len(kept))
+    return DevicePoll(**base, **{**vars(facts), "interfaces": kept}, up=True,
+                      interfaces_dropped=len(facts.interfaces) - len(kept))
 
 
 async def _connect_and_poll(device: DeviceTarget, login: Credentials, config: Config,

@@ -18,7 +18,6 @@ import psutil
 from pydantic import Field
 
 from checks.base import (
-    CheckConfig,
     CheckResult,
     CheckSpec,
     Context,
@@ -26,11 +25,12 @@ from checks.base import (
     ResultModel,
 )
 from checks.sysfs import (
-    OsChoice,
+    OsSources,
     Unreadable,
     attr,
     attr_int,
     entries,
+    firmware_text,
     os_family,
     text,
     tree_problem,
@@ -44,17 +44,11 @@ MAX_POWER_SUPPLIES = 16
 """Bounds that keep label cardinality (and report size) finite on odd machines."""
 
 
-class Config(CheckConfig):
+class Config(OsSources):
     """Host inventory settings; the OS's trees and recorded Windows answers are injectable so
     tests can use fixtures."""
 
-    proc_root: str = "/proc"
     sys_root: str = "/sys"
-    os: OsChoice = "auto"
-    """Which OS's readers to use; `linux` or `windows` lets tests drive either anywhere."""
-    windows_recorded: str | None = None
-    """A directory of recorded query outputs (see `checks.oswin`) to read instead of asking
-    PowerShell."""
 
 
 class Disk(ResultModel):
@@ -235,26 +229,6 @@ def _nics() -> list[Nic]:
 
 # -- What the OS says of the hardware ----------------------------------------------------------
 
-PLACEHOLDERS = frozenset(s.casefold() for s in (
-    "To be filled by O.E.M.", "To Be Filled By O.E.M.", "Default string", "System Serial Number",
-    "System Product Name", "System manufacturer", "System Version", "0123456789", "Not Specified",
-    "Not Applicable", "None", "N/A", "NA", "OEM", "O.E.M.", "Unknown", "Invalid",
-    "Chassis Serial Number", "Base Board Serial Number", "SerialNumber", "Type1ProductConfigId",
-))
-"""What firmware writes in DMI fields its maker never filled in (AMI and Insyde templates,
-ASUS and Gigabyte boards): reporting them would make every such machine share one serial."""
-_REPEATED = re.compile(r"^(.)\1*$")
-"""A serial of one repeated character (`0000000000`, `FFFFFFFF`) is a placeholder too."""
-
-
-def _fact(value: object) -> str | None:
-    """A firmware string, or None when it is blank or a placeholder."""
-    cleaned = text(value)
-    if cleaned is None or cleaned.casefold() in PLACEHOLDERS or _REPEATED.match(cleaned):
-        return None
-    return cleaned
-
-
 def _linux_hardware(sys_root: Path) -> Hardware:
     unreadable: list[Unreadable] = []
     dmi = sys_root / "class" / "dmi" / "id"
@@ -268,11 +242,11 @@ def _linux_hardware(sys_root: Path) -> Hardware:
         disks = _linux_disks(sys_root)
         supplies = _linux_power_supplies(sys_root)
     return Hardware(
-        manufacturer=_fact(attr(dmi / "sys_vendor")),
-        model=_fact(attr(dmi / "product_name")),
-        serial=_fact(attr(dmi / "product_serial")),  # root-only: None for other users
-        bios_vendor=_fact(attr(dmi / "bios_vendor")),
-        bios_version=_fact(attr(dmi / "bios_version")),
+        manufacturer=firmware_text(attr(dmi / "sys_vendor")),
+        model=firmware_text(attr(dmi / "product_name")),
+        serial=firmware_text(attr(dmi / "product_serial")),  # root-only: None for other users
+        bios_vendor=firmware_text(attr(dmi / "bios_vendor")),
+        bios_version=firmware_text(attr(dmi / "bios_version")),
         bios_date=_iso_date(attr(dmi / "bios_date")),
         physical_disks=disks,
         power_supplies=supplies,
@@ -302,8 +276,8 @@ def _linux_disks(sys_root: Path) -> list[PhysicalDisk]:
             kind = "unknown"
         disks.append(PhysicalDisk(
             name=block.name,
-            model=_fact(attr(device / "model") or attr(device / "name")),
-            serial=_fact(attr(block / "serial") or attr(device / "serial")
+            model=firmware_text(attr(device / "model") or attr(device / "name")),
+            serial=firmware_text(attr(block / "serial") or attr(device / "serial")
                          or _vpd_serial(device / "vpd_pg80")),
             size_bytes=sectors * 512,  # sysfs counts 512-byte sectors whatever the disk's own
             kind=kind,
@@ -347,9 +321,9 @@ def _linux_power_supplies(sys_root: Path) -> list[PowerSupply]:
         capacity = attr_int(supply / "capacity")
         supplies.append(PowerSupply(
             name=supply.name, kind=kind,
-            model=_fact(attr(supply / "model_name")),
-            manufacturer=_fact(attr(supply / "manufacturer")),
-            serial=_fact(attr(supply / "serial_number")),
+            model=firmware_text(attr(supply / "model_name")),
+            manufacturer=firmware_text(attr(supply / "manufacturer")),
+            serial=firmware_text(attr(supply / "serial_number")),
             online=None if online is None else online == 1,
             status=attr(supply / "status"),
             charge_ratio=None if capacity is None else min(max(capacity, 0), 100) / 100,
@@ -416,11 +390,11 @@ def _windows_hardware(recorded: str | None, timeout: float) -> Hardware:
     batteries = answers["battery"]
     supplies = None if batteries is None else [_windows_battery(b) for b in batteries]
     return Hardware(
-        manufacturer=_fact(system.get("Manufacturer")),
-        model=_fact(system.get("Model")),
-        serial=_fact(bios.get("SerialNumber")),
-        bios_vendor=_fact(bios.get("Manufacturer")),
-        bios_version=_fact(bios.get("SMBIOSBIOSVersion")),
+        manufacturer=firmware_text(system.get("Manufacturer")),
+        model=firmware_text(system.get("Model")),
+        serial=firmware_text(bios.get("SerialNumber")),
+        bios_vendor=firmware_text(bios.get("Manufacturer")),
+        bios_version=firmware_text(bios.get("SMBIOSBIOSVersion")),
         bios_date=_iso_date(bios.get("ReleaseDate")),
         physical_disks=None if disks is None else [_windows_disk(d) for d in disks][:MAX_DISKS],
         power_supplies=None if supplies is None else supplies[:MAX_POWER_SUPPLIES],
@@ -436,8 +410,8 @@ def _windows_disk(disk: dict[str, Any]) -> PhysicalDisk:
     size = disk.get("Size")
     return PhysicalDisk(
         name=f"PhysicalDisk{text(disk.get('DeviceId')) or '?'}",
-        model=_fact(disk.get("FriendlyName")),
-        serial=_fact(disk.get("SerialNumber")),
+        model=firmware_text(disk.get("FriendlyName")),
+        serial=firmware_text(disk.get("SerialNumber")),
         size_bytes=size if isinstance(size, int) and size > 0 else None,
         kind=kind,
         bus=bus_name.lower() if bus_name else None,
@@ -451,8 +425,8 @@ def _windows_battery(battery: dict[str, Any]) -> PowerSupply:
     status = battery.get("BatteryStatus")
     return PowerSupply(
         name=name, kind="ups" if UPS_NAME.search(name) else "battery",
-        model=_fact(battery.get("Name")),
-        serial=_fact(battery.get("DeviceID")),
+        model=firmware_text(battery.get("Name")),
+        serial=firmware_text(battery.get("DeviceID")),
         status=BATTERY_STATUS.get(status) if isinstance(status, int) else None,
         charge_ratio=min(max(charge, 0), 100) / 100 if isinstance(charge, int) else None,
     )

@@ -53,18 +53,17 @@ from pydantic import Field, StringConstraints, model_validator
 
 from checks import oswin
 from checks.base import (
-    CheckConfig,
     CheckResult,
     CheckSpec,
     Context,
     InventoryItem,
     ResultModel,
 )
+from checks.sysfs import OsSources, os_family
 from wardready.metrics import MetricSpec, Sample
 
 Method = Literal["arp-sweep", "neighbour-table"]
 MethodChoice = Literal["auto", "arp-sweep", "neighbour-table"]
-OsChoice = Literal["auto", "linux", "windows"]
 Kind = Literal["printer", "ip-camera", "phone", "network", "unknown"]
 KINDS: tuple[Kind, ...] = ("printer", "ip-camera", "phone", "network", "unknown")
 
@@ -103,9 +102,9 @@ InterfaceName = Annotated[str, StringConstraints(min_length=1, max_length=64,
                                                  pattern=r"^[^\x00-\x1f]+$")]
 
 
-class Config(CheckConfig):
-    """How to find neighbours; `os`, `proc_root` and `windows_recorded` let tests replay
-    recorded machines."""
+class Config(OsSources):
+    """How to find neighbours; `os`, `proc_root` and `windows_recorded` (whose
+    `netneighbor.json` is Windows' neighbour table) let tests replay recorded machines."""
 
     interval_seconds: float = Field(default=3600.0, gt=0)
     method: MethodChoice = "auto"
@@ -120,12 +119,6 @@ class Config(CheckConfig):
     probe_ports: bool = True
     """TCP connect to each neighbour's printer and camera ports to tell its kind."""
     probe_timeout_seconds: float = Field(default=0.5, gt=0, le=5)
-    os: OsChoice = "auto"
-    """Whose neighbour table to read; `linux` or `windows` lets tests drive either anywhere."""
-    proc_root: str = "/proc"
-    windows_recorded: str | None = None
-    """A directory of recorded query outputs (see `checks.oswin`): Windows' neighbour table is
-    read from `<windows_recorded>/netneighbor.json` instead of asking PowerShell."""
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -422,8 +415,7 @@ def read_windows_neighbours(recorded: Path | None = None) -> list[Seen]:
 
 
 async def _read_table(config: Config) -> list[Seen]:
-    family = config.os if config.os != "auto" else "windows" if sys.platform == "win32" else "linux"
-    if family == "windows":
+    if os_family(config.os) == "windows":
         recorded = Path(config.windows_recorded) if config.windows_recorded else None
         found = await asyncio.to_thread(read_windows_neighbours, recorded)
     else:

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, InventoryItem, ResultModel
+from checks.base import CheckResult, CheckSpec, Context, InventoryItem, ResultModel
 from checks.sysfs import (
-    OsChoice,
+    OsSources,
     Unreadable,
     attr,
     attr_int,
@@ -47,17 +47,11 @@ MAX_INFO_SERIES = 64
 """Devices exported as `wardready_peripheral_info` series at most: bounds label cardinality."""
 
 
-class Config(CheckConfig):
+class Config(OsSources):
     """Peripheral settings; every source is injectable so tests replay recorded machines."""
 
     interval_seconds: float = Field(default=3600.0, gt=0)
     sys_root: str = "/sys"
-    proc_root: str = "/proc"
-    os: OsChoice = "auto"
-    """Which OS's readers to use; `linux` or `windows` lets tests drive either anywhere."""
-    windows_recorded: str | None = None
-    """A directory of recorded query outputs (see `checks.oswin`) to read instead of asking
-    PowerShell."""
     lpstat_recorded: str | None = None
     """A file of recorded `lpstat -v` output to read instead of running lpstat."""
 

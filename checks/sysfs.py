@@ -1,18 +1,31 @@
 """Reading what the OS says of its devices (Linux sysfs and procfs under an injectable root,
 Windows queries), and saying so when a source cannot be read: a count nobody could take is
-unknown, never zero. Shared by the host and peripherals checks."""
+unknown, never zero; firmware placeholder strings are no facts either. Shared by the host,
+peripherals and devices checks."""
 
 from __future__ import annotations
 
 import platform
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from checks import oswin
-from checks.base import ResultModel
+from checks.base import CheckConfig, ResultModel
 
 OsChoice = Literal["auto", "linux", "windows"]
 OsFamily = Literal["linux", "windows", "other"]
+
+
+class OsSources(CheckConfig):
+    """Where a check reads the OS from: tests point these at recorded machines."""
+
+    os: OsChoice = "auto"
+    """Which OS's readers to use; `linux` or `windows` lets tests drive either anywhere."""
+    proc_root: str = "/proc"
+    windows_recorded: str | None = None
+    """A directory of recorded query outputs (see `checks.oswin`) to read instead of asking
+    PowerShell."""
 
 
 class Unreadable(ResultModel):
@@ -88,3 +101,23 @@ def text(value: object) -> str | None:
         return None
     stripped = str(value).strip()
     return stripped or None
+
+
+PLACEHOLDERS = frozenset(s.casefold() for s in (
+    "To be filled by O.E.M.", "To Be Filled By O.E.M.", "Default string", "System Serial Number",
+    "System Product Name", "System manufacturer", "System Version", "0123456789", "Not Specified",
+    "Not Applicable", "None", "N/A", "NA", "OEM", "O.E.M.", "Unknown", "Invalid",
+    "Chassis Serial Number", "Base Board Serial Number", "SerialNumber", "Type1ProductConfigId",
+))
+"""What firmware writes in DMI fields its maker never filled in (AMI and Insyde templates,
+ASUS and Gigabyte boards): reporting them would make every such machine share one serial."""
+_REPEATED = re.compile(r"^(.)\1*$")
+"""A serial of one repeated character (`0000000000`, `FFFFFFFF`) is a placeholder too."""
+
+
+def firmware_text(value: object) -> str | None:
+    """A firmware string, or None when it is blank or a placeholder."""
+    cleaned = text(value)
+    if cleaned is None or cleaned.casefold() in PLACEHOLDERS or _REPEATED.match(cleaned):
+        return None
+    return cleaned

@@ -20,7 +20,8 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from tests.netlab import Namespaces
 
 BRIDGE = "br0"
 
@@ -34,10 +35,11 @@ class Host:
     mac: str
 
 
-class Lan:
+class Lan(Namespaces):
     """Context manager: the agent and `hosts` on one bridged /`prefix` subnet."""
 
     def __init__(self, hosts: Sequence[Host], agent_ip: str, prefix: int = 24) -> None:
+        super().__init__()
         roles = [h.role for h in hosts]
         if len(set(roles)) != len(roles) or {"lan", "agent"} & set(roles):
             raise ValueError(f"host roles must be unique and not 'lan' or 'agent': {roles}")
@@ -49,7 +51,6 @@ class Lan:
         self.agent_ns = f"ll-{suffix}-agent"
         self._host_ns = {h.role: f"ll-{suffix}-{h.role}" for h in hosts}
         self._created: list[str] = []
-        self._procs: list[subprocess.Popen[Any]] = []
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -58,28 +59,6 @@ class Lan:
     def ns(self, role: str) -> str:
         """The namespace of the host with this role."""
         return self._host_ns[role]
-
-    # -- running things ------------------------------------------------------------------
-
-    def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start `argv` inside namespace `ns`; it is killed on exit if still running."""
-        self._check_ns(ns)
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], **kw)
-        self._procs.append(proc)
-        return proc
-
-    def run(self, ns: str, argv: Sequence[str], timeout: float,
-            **kw: Any) -> subprocess.CompletedProcess[Any]:
-        """Run `argv` inside namespace `ns` to completion; output captured as text."""
-        self._check_ns(ns)
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        kw.setdefault("check", False)
-        return subprocess.run(["ip", "netns", "exec", ns, *argv], timeout=timeout, **kw)
-
-    def _check_ns(self, ns: str) -> None:
-        if ns not in self.namespaces:
-            raise ValueError(f"{ns!r} is not one of this LAN's namespaces")
 
     @staticmethod
     def _ip(*argv: str) -> None:

@@ -193,38 +193,16 @@ class PingResult:
         return statistics.fmean(diffs) if diffs else 0.0
 
 
-class WardLink:
-    """Context manager: three namespaces ward -- router -- city joined by veth pairs.
+class Namespaces:
+    """Running commands inside a lab's own network namespaces; the processes started are
+    kept in `_procs` for the lab's `close()` to stop."""
 
-    Names and addresses are random per instance so that parallel instances (tests,
-    other engineers) never meet. Everything is torn down on exit, also when the body
-    raises.
-    """
-
-    def __init__(self, spec: LinkSpec | None = None, *, delayer_seed: int | None = None,
-                 delayer_args: Sequence[str] = ()) -> None:
-        suffix = secrets.token_hex(4)
-        self.ward_ns, self.router_ns, self.city_ns = (
-            f"wr-{suffix}-{role}" for role in ("ward", "router", "city"))
-        rng = random.SystemRandom()
-        # 10.a.b.0/30 ward side, 10.a.b.4/30 city side; a, b random per instance.
-        net = f"10.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}"
-        self.ward_ip, self.router_ward_ip = f"{net}.2", f"{net}.1"
-        self.city_ip, self.router_city_ip = f"{net}.6", f"{net}.5"
-        self.spec = spec or LinkSpec()
-        self._delayer_seed = delayer_seed
-        self._delayer_args = list(delayer_args)  # e.g. ["--no-batch"] to compare costs
-        self._created: list[str] = []
+    def __init__(self) -> None:
         self._procs: list[subprocess.Popen[Any]] = []
-        self._delayer: subprocess.Popen[bytes] | None = None
-        self._delayer_log: Any = None
-        self._queue_rule = False
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
-        return (self.ward_ns, self.router_ns, self.city_ns)
-
-    # -- running things ------------------------------------------------------------------
+    def namespaces(self) -> tuple[str, ...]:
+        raise NotImplementedError
 
     def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start `argv` inside namespace `ns`; it is killed on exit if still running."""
@@ -244,7 +222,41 @@ class WardLink:
 
     def _check_ns(self, ns: str) -> None:
         if ns not in self.namespaces:
-            raise ValueError(f"{ns!r} is not one of this link's namespaces {self.namespaces}")
+            raise ValueError(f"{ns!r} is not one of this lab's namespaces {self.namespaces}")
+
+
+class WardLink(Namespaces):
+    """Context manager: three namespaces ward -- router -- city joined by veth pairs.
+
+    Names and addresses are random per instance so that parallel instances (tests,
+    other engineers) never meet. Everything is torn down on exit, also when the body
+    raises.
+    """
+
+    def __init__(self, spec: LinkSpec | None = None, *, delayer_seed: int | None = None,
+                 delayer_args: Sequence[str] = ()) -> None:
+        super().__init__()
+        suffix = secrets.token_hex(4)
+        self.ward_ns, self.router_ns, self.city_ns = (
+            f"wr-{suffix}-{role}" for role in ("ward", "router", "city"))
+        rng = random.SystemRandom()
+        # 10.a.b.0/30 ward side, 10.a.b.4/30 city side; a, b random per instance.
+        net = f"10.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}"
+        self.ward_ip, self.router_ward_ip = f"{net}.2", f"{net}.1"
+        self.city_ip, self.router_city_ip = f"{net}.6", f"{net}.5"
+        self.spec = spec or LinkSpec()
+        self._delayer_seed = delayer_seed
+        self._delayer_args = list(delayer_args)  # e.g. ["--no-batch"] to compare costs
+        self._created: list[str] = []
+        self._delayer: subprocess.Popen[bytes] | None = None
+        self._delayer_log: Any = None
+        self._queue_rule = False
+
+    @property
+    def namespaces(self) -> tuple[str, str, str]:
+        return (self.ward_ns, self.router_ns, self.city_ns)
+
+    # -- running things ------------------------------------------------------------------
 
     def _sh(self, ns: str | None, argv: Sequence[str], input: str | None = None,
             ok_codes: Sequence[int] = (0,)) -> str:
