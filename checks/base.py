@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -123,3 +126,42 @@ class CheckSpec:
     """For checks that count equipment: a result's items by kind, for the server's history.
     Only kinds the result could count appear; a kind left out was unknown this time (e.g. an
     unreadable tree), so none of its items is taken as removed."""
+
+
+T = TypeVar("T")
+
+
+async def in_thread(work: Callable[[threading.Event], T], name: str,
+                    stop: asyncio.Event | None = None) -> T:
+    """Run blocking `work` in a thread of its own (not the shared pool, which it would hold
+    for seconds). `work` gets an event that is set when `stop` is or when the awaiting task
+    is cancelled; work that ignores it ends on its own bound and its outcome is dropped."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+    halt = threading.Event()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not done.done():
+            outcome()
+
+    def body() -> None:
+        try:
+            value = work(halt)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, lambda: done.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, lambda: done.set_result(value))
+
+    relay = asyncio.create_task(stop.wait()) if stop is not None else None
+    if relay is not None:
+        relay.add_done_callback(lambda _: halt.set())
+    threading.Thread(target=body, name=name, daemon=True).start()
+    try:
+        return await done
+    finally:
+        halt.set()
+        if relay is not None:
+            relay.cancel()

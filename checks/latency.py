@@ -38,14 +38,21 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, model_validator
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ResultModel
+from checks.base import (
+    CheckConfig,
+    CheckResult,
+    CheckSpec,
+    Context,
+    ResultModel,
+    in_thread,
+)
 from wardready.metrics import MetricSpec, Sample
 
 Method = Literal["icmp-raw", "icmp-dgram", "tcp"]
@@ -453,46 +460,11 @@ def _tcp_info(sock: socket.socket) -> tuple[int | None, bool]:
 
 # --- icmp-raw: scapy, in a thread of its own (its calls block) -------------------------------
 
-T = TypeVar("T")
-
-
-async def _in_thread(work: Callable[[threading.Event], T], stop: asyncio.Event, name: str) -> T:
-    """Run blocking `work` in a dedicated thread (not the shared pool, which it would hold for
-    seconds); its event is set when `stop` is or when the awaiting task is cancelled."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-    halt = threading.Event()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not done.done():
-            outcome()
-
-    def body() -> None:
-        try:
-            value = work(halt)
-        except BaseException as exc:  # handed to the awaiting task
-            error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(settle, lambda: done.set_exception(error))
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, lambda: done.set_result(value))
-
-    relay = asyncio.create_task(stop.wait())
-    relay.add_done_callback(lambda _: halt.set())
-    threading.Thread(target=body, name=name, daemon=True).start()
-    try:
-        return await done
-    finally:
-        halt.set()
-        relay.cancel()
-
-
 async def _icmp_raw(address: str, count: int, interval: float, timeout: float,
                     stop: asyncio.Event) -> list[float | None]:
-    return await _in_thread(
-        lambda halt: _icmp_raw_blocking(address, count, interval, timeout, halt), stop,
-        name=f"latency {address}")
+    return await in_thread(
+        lambda halt: _icmp_raw_blocking(address, count, interval, timeout, halt),
+        name=f"latency {address}", stop=stop)
 
 
 def _icmp_raw_blocking(address: str, count: int, interval: float, timeout: float,

@@ -33,7 +33,6 @@ keyed by MAC, in the inventory when the listing was complete (see `inventory`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import math
@@ -46,7 +45,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 import psutil
 from pydantic import Field, StringConstraints, model_validator
@@ -58,6 +57,7 @@ from checks.base import (
     Context,
     InventoryItem,
     ResultModel,
+    in_thread,
 )
 from checks.sysfs import OsSources, os_family
 from wardready.metrics import MetricSpec, Sample
@@ -288,10 +288,14 @@ async def _sweep(config: Config) -> tuple[list[SweptNetwork], list[str], bool, l
     nets, missing = local_networks(config.interfaces)
     plans = [(net, *sweep_targets(net.address, net.network, config.max_addresses))
              for net in nets[:MAX_SUBNETS]]
+    def sweep(net: LocalNetwork, targets: Sequence[ipaddress.IPv4Address]
+              ) -> Callable[[threading.Event], list[Seen]]:
+        # Bounded by its own timeout: the sweep need not watch for a halt.
+        return lambda _halt: arp_sweep(net, targets, config.packets_per_second,
+                                       config.sweep_timeout_seconds)
+
     outcomes = await asyncio.gather(*(
-        _in_thread(functools.partial(arp_sweep, net, targets, config.packets_per_second,
-                                     config.sweep_timeout_seconds),
-                   name=f"arp sweep {net.interface}")
+        in_thread(sweep(net, targets), name=f"arp sweep {net.interface}")
         for net, targets, _ in plans), return_exceptions=True)
     failures = [o for o in outcomes if isinstance(o, BaseException)]
     for failure in failures:
@@ -332,35 +336,6 @@ def arp_sweep(net: LocalNetwork, targets: Sequence[ipaddress.IPv4Address],
         if str(arp.psrc) in wanted and mac is not None and mac != net.mac:
             found.append(Seen(str(arp.psrc), mac, net.interface))
     return found
-
-
-T = TypeVar("T")
-
-
-async def _in_thread(work: Callable[[], T], name: str) -> T:
-    """Run blocking, self-bounded `work` in a thread of its own (not the shared pool, which
-    it would hold for seconds). If the caller is cancelled the thread still ends on its own
-    bound; its outcome is dropped."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not done.done():
-            outcome()
-
-    def body() -> None:
-        try:
-            value = work()
-        except BaseException as exc:  # handed to the awaiting task
-            error = exc
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(settle, lambda: done.set_exception(error))
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, lambda: done.set_result(value))
-
-    threading.Thread(target=body, name=name, daemon=True).start()
-    return await done
 
 
 def read_proc_arp(proc_root: Path) -> list[Seen]:

@@ -44,6 +44,16 @@ def promtool_check_metrics(exposition: bytes) -> str:
     return (out.stdout + out.stderr).decode().strip() if out.returncode else ""
 
 
+def series(samples: Iterable[Sample]) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Samples by (metric name, label values); a repeated series would be a scrape error."""
+    out: dict[tuple[str, tuple[str, ...]], float] = {}
+    for sample in samples:
+        key = (sample.spec.name, sample.labels)
+        assert key not in out, f"duplicate series {key}"
+        out[key] = sample.value
+    return out
+
+
 def exposition(specs: Sequence[MetricSpec], samples: Iterable[Sample]) -> bytes:
     """The text exposition of one check's metrics, as an agent would serve them."""
     registry = CollectorRegistry(auto_describe=False)

@@ -11,21 +11,11 @@ import pytest
 from checks import host
 from checks.base import Context
 from checks.host import Config, Result
-from tests.conftest import DATA, exposition, promtool_check_metrics
+from tests.conftest import DATA, exposition, promtool_check_metrics, series
 
 HOSTS = DATA / "hosts"
 DESKTOP = Config(os="linux", sys_root=str(HOSTS / "linux-desktop" / "sys"))
 WINDOWS = Config(os="windows", windows_recorded=str(HOSTS / "windows-office"))
-
-
-def series(result: Result) -> dict[tuple[str, tuple[str, ...]], float]:
-    """Samples by (metric name, label values); a repeated series would be a scrape error."""
-    out: dict[tuple[str, tuple[str, ...]], float] = {}
-    for sample in host.samples(result):
-        key = (sample.spec.name, sample.labels)
-        assert key not in out, f"duplicate series {key}"
-        out[key] = sample.value
-    return out
 
 
 async def test_firmware_placeholders_are_unknown_not_facts() -> None:
@@ -34,7 +24,7 @@ async def test_firmware_placeholders_are_unknown_not_facts() -> None:
     assert (result.manufacturer, result.model, result.serial) == (None, None, None)
     assert (result.bios_vendor, result.bios_version, result.bios_date) == (
         "American Megatrends Inc.", "P1.40", "2021-05-06")
-    assert series(result)[("wardready_host_hardware_info",
+    assert series(host.samples(result))[("wardready_host_hardware_info",
                            ("", "", "", "American Megatrends Inc.", "P1.40", "2021-05-06"))] == 1
 
 
@@ -54,7 +44,7 @@ def test_a_ups_is_counted_and_a_mouse_battery_is_not() -> None:
     result = host.collect(DESKTOP)
     assert [(s.name, s.kind) for s in result.power_supplies or []] == [("ups0", "ups")]
     assert result.on_battery is True  # the UPS discharges: mains power is out
-    values = series(result)
+    values = series(host.samples(result))
     assert values[("wardready_host_power_supplies", ("ups",))] == 1
     assert values[("wardready_host_power_supplies", ("battery",))] == 0
     assert values[("wardready_host_battery_charge_ratio", ("ups0",))] == 0.8
@@ -81,7 +71,7 @@ def test_windows_queries_that_fail_leave_the_facts_unknown(tmp_path: Path) -> No
     assert result.manufacturer is None and result.on_battery is None
     assert sorted(u.source for u in result.unreadable) == [
         "battery", "bios", "computer_system", "physical_disks"]
-    names = {name for name, _ in series(result)}
+    names = {name for name, _ in series(host.samples(result))}
     assert not names & {"wardready_host_hardware_info", "wardready_host_physical_disk_info",
                         "wardready_host_power_supplies", "wardready_host_on_battery"}
     assert set(host.inventory(result)) == {"host"}  # disks and UPSes unknown, not gone
@@ -142,7 +132,7 @@ def test_exposition_passes_promtool(config: Config) -> None:
 
 async def test_this_machine_completes_and_is_consistent() -> None:
     result = await host.run(Config(), Context())
-    series(result)  # no duplicate series
+    series(host.samples(result))  # no duplicate series
     if result.physical_disks is None:
         assert any(u.source == "sysfs" for u in result.unreadable)
     for disk in result.physical_disks or []:

@@ -9,7 +9,7 @@ import pytest
 from checks import peripherals
 from checks.base import Context
 from checks.peripherals import KINDS, Config, Result
-from tests.conftest import DATA, exposition, promtool_check_metrics
+from tests.conftest import DATA, exposition, promtool_check_metrics, series
 
 FIXTURES = DATA / "peripherals"
 
@@ -23,16 +23,6 @@ def linux(name: str, **overrides: str) -> Config:
 
 def windows(name: str) -> Config:
     return Config(os="windows", windows_recorded=str(FIXTURES / f"windows-{name}"))
-
-
-def series(result: Result) -> dict[tuple[str, tuple[str, ...]], float]:
-    """Samples by (metric name, label values); a repeated series would be a scrape error."""
-    out: dict[tuple[str, tuple[str, ...]], float] = {}
-    for sample in peripherals.samples(result):
-        key = (sample.spec.name, sample.labels)
-        assert key not in out, f"duplicate series {key}"
-        out[key] = sample.value
-    return out
 
 
 async def test_office_pc_counts_one_webcam_though_it_has_two_video_nodes() -> None:
@@ -70,7 +60,7 @@ def test_network_printers_known_to_cups_count_once_per_printer(tmp_path: Path) -
 def test_a_pc_without_peripherals_counts_zero_and_says_it_knows() -> None:
     result = peripherals.collect(linux("bare"))
     assert result.counts == dict.fromkeys(KINDS, 0)  # the hub is no USB device of note
-    values = series(result)
+    values = series(peripherals.samples(result))
     for kind in KINDS:
         assert values[("wardready_peripherals", (kind,))] == 0
         assert values[("wardready_peripherals_known", (kind,))] == 1
@@ -84,7 +74,7 @@ def test_an_unreadable_tree_is_unknown_never_zero(sys_root: Path) -> None:
     assert result.counts == dict.fromkeys(KINDS, None)
     [problem] = result.unreadable
     assert problem.source == "sysfs" and str(sys_root) in problem.reason
-    values = series(result)
+    values = series(peripherals.samples(result))
     assert not any(name == "wardready_peripherals" for name, _ in values)
     assert all(values[("wardready_peripherals_known", (kind,))] == 0 for kind in KINDS)
     assert peripherals.inventory(result) == {}  # so the server removes nothing it knew
@@ -173,4 +163,4 @@ async def test_this_machine_completes_and_is_consistent() -> None:
             assert count == len(listed)
     for device in result.devices:
         assert device.name and device.path
-    series(result)  # no duplicate series
+    series(peripherals.samples(result))  # no duplicate series
