@@ -454,18 +454,24 @@ async def run(config: Config, context: Context) -> Result:
     )
 
 
-def call_quality(stats: Stats) -> emodel.Prediction | None:
-    """The E-model's prediction for a call over the measured path: the median RTT, and the
-    worse direction's jitter and loss (audio flows both ways; the worse side is heard)."""
-    if stats.rtt_median_seconds is None:
+def call_figures(path: Stats | Result) -> tuple[float, float, float] | None:
+    """What a call over the measured path sees: the median RTT (ms), and the worse
+    direction's jitter (ms) and loss (%), as audio flows both ways and the worse side is
+    heard. None when no echo came back."""
+    if path.rtt_median_seconds is None:
         return None
-    jitters = [j for j in (stats.jitter_forward_seconds, stats.jitter_return_seconds)
+    jitters = [j for j in (path.jitter_forward_seconds, path.jitter_return_seconds)
                if j is not None]
-    losses = [x for x in (stats.forward_loss_ratio, stats.return_loss_ratio) if x is not None]
+    losses = [x for x in (path.forward_loss_ratio, path.return_loss_ratio) if x is not None]
     # Without per-direction counts, the round trip's loss is an upper bound on either way's.
-    loss = max(losses) if len(losses) == 2 else stats.loss_ratio
-    return emodel.predict(stats.rtt_median_seconds * 1e3, max(jitters, default=0.0) * 1e3,
-                          loss * 100)
+    loss = max(losses) if len(losses) == 2 else path.loss_ratio
+    return path.rtt_median_seconds * 1e3, max(jitters, default=0.0) * 1e3, loss * 100
+
+
+def call_quality(stats: Stats) -> emodel.Prediction | None:
+    """The E-model's prediction for a call over the measured path (see `call_figures`)."""
+    figures = call_figures(stats)
+    return emodel.predict(*figures) if figures else None
 
 
 # -- Metrics -----------------------------------------------------------------------------------

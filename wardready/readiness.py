@@ -192,13 +192,9 @@ def _path(results: Mapping[str, CheckResult | None], errors: Mapping[str, str]) 
     """The media path's figures from the UDP check; from ICMP/TCP when UDP is blocked or
     was not measured, and saying so."""
     m = results.get("media")
-    if isinstance(m, media.Result) and m.udp_reachable:
-        jitters = [j for j in (m.jitter_forward_seconds, m.jitter_return_seconds)
-                   if j is not None]
-        losses = [x for x in (m.forward_loss_ratio, m.return_loss_ratio) if x is not None]
-        loss = max(losses) if len(losses) == 2 else m.loss_ratio
-        return _Path(True, _ms(m.rtt_median_seconds), max(jitters, default=0.0) * 1e3,
-                     loss * 100, m.predicted_mos, "")
+    figures = media.call_figures(m) if isinstance(m, media.Result) else None
+    if isinstance(m, media.Result) and m.udp_reachable and figures is not None:
+        return _Path(True, *figures, m.predicted_mos, "")
     udp = False if isinstance(m, media.Result) else None
     why = ("UDP blocked" if udp is False else
            f"no UDP measurement ({errors.get('media', 'media check did not run')})")
@@ -210,10 +206,6 @@ def _path(results: Mapping[str, CheckResult | None], errors: Mapping[str, str]) 
     loss = (target.loss_ratio or 0.0) * 100
     return _Path(udp, rtt, jitter, loss, emodel.predict(rtt, jitter, loss).mos,
                  f"from {target.method} probes: {why}")
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1e3
 
 
 FORMATS: dict[str, Callable[[float], str]] = {
