@@ -103,15 +103,11 @@ def budget_seconds(count: int, interval: float, timeout: float) -> float:
     return (count - 1) * interval + timeout
 
 
-class TargetResult(ResultModel):
-    """One target's figures. RTT fields are None when no probe was answered; the loss ratio
-    is None when no probe could be sent (e.g. the name did not resolve)."""
+class Stats(ResultModel):
+    """Summary of one series of probes (see the module docstring for the definitions). RTT
+    fields are None when no probe was answered; the loss ratio is None when no probe could
+    be sent (e.g. the name did not resolve)."""
 
-    target: str
-    address: str | None
-    method: Method
-    port: int | None
-    """The TCP port probed (tcp method only)."""
     sent: int
     received: int
     loss_ratio: float | None
@@ -122,6 +118,16 @@ class TargetResult(ResultModel):
     rtt_mean_seconds: float | None
     jitter_seconds: float | None
     """Mean absolute difference of consecutive answered probes' RTTs; None below 2 answers."""
+
+
+class TargetResult(Stats):
+    """One target's figures."""
+
+    target: str
+    address: str | None
+    method: Method
+    port: int | None
+    """The TCP port probed (tcp method only)."""
     rtts_seconds: list[float | None] = Field(max_length=MAX_PROBES)
     """Each probe's RTT in sending order; None for a lost probe."""
     error: str | None = None
@@ -131,21 +137,6 @@ class Result(CheckResult):
     """One result per target, in configuration order."""
 
     targets: list[TargetResult] = Field(max_length=MAX_TARGETS)
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Summary of one series of probes (see the module docstring for the definitions)."""
-
-    sent: int
-    received: int
-    loss_ratio: float | None
-    rtt_min_seconds: float | None
-    rtt_median_seconds: float | None
-    rtt_p95_seconds: float | None
-    rtt_max_seconds: float | None
-    rtt_mean_seconds: float | None
-    jitter_seconds: float | None
 
 
 def summarise(rtts: Sequence[float | None]) -> Stats:

@@ -18,7 +18,7 @@ import statistics
 import struct
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Self
 
@@ -26,7 +26,15 @@ import aiohttp
 from pydantic import Field, model_validator
 from yarl import URL
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, server_tls
+from checks.base import (
+    CheckConfig,
+    CheckResult,
+    CheckSpec,
+    Context,
+    ResultModel,
+    ServerLink,
+    server_tls,
+)
 from wardready import emodel
 from wardready.errors import WardreadyError
 from wardready.metrics import MetricSpec, Sample
@@ -94,13 +102,14 @@ class Echo:
     """Agent's monotonic clock, same clock as the send times."""
 
 
-@dataclass(frozen=True)
-class Stats:
-    """What one stream of probes and its echoes say about the path (names as in `Result`)."""
+class Stats(ResultModel):
+    """What one stream of probes and its echoes say about the path; part of `Result`."""
 
     packets_sent: int
     packets_received: int
+    """Distinct probes whose echo came back."""
     server_received_packets: int | None
+    """Distinct probes the server received; None if it could not be asked afterwards."""
     loss_ratio: float
     forward_loss_ratio: float | None
     return_loss_ratio: float | None
@@ -231,35 +240,15 @@ class Config(CheckConfig):
         return self
 
 
-class Result(CheckResult):
+class Result(CheckResult, Stats):
     udp_reachable: bool
     """True if any echo came back: UDP to the server works at all."""
     udp_port: int
     packet_rate: float
     """Packets per second the run aimed for (the server may grant less than configured)."""
     packet_bytes: int
-    packets_sent: int
-    packets_received: int
-    """Distinct probes whose echo came back."""
-    server_received_packets: int | None
-    """Distinct probes the server received; None if it could not be asked afterwards."""
     server_dropped_packets: int | None
     """Probes the server refused (over its caps): a sender problem, not the link's."""
-    loss_ratio: float
-    forward_loss_ratio: float | None
-    return_loss_ratio: float | None
-    rtt_min_seconds: float | None
-    rtt_median_seconds: float | None
-    rtt_p95_seconds: float | None
-    rtt_max_seconds: float | None
-    jitter_forward_seconds: float | None
-    jitter_return_seconds: float | None
-    reordered_packets: int
-    forward_reordered_packets: int
-    return_reordered_packets: int
-    duplicate_packets: int
-    forward_duplicate_packets: int
-    return_duplicate_packets: int
     send_rate_packets_per_second: float | None
     """Achieved rate, first to last probe; well under `packet_rate` means a busy agent."""
     send_late_max_seconds: float
@@ -450,11 +439,11 @@ async def run(config: Config, context: Context) -> Result:
         send_late_max_seconds=max(0.0, sent.late_max_seconds),
         socket_errors=sent.errors,
         socket_error=sent.first_error,
-        **asdict(stats),
+        **vars(stats),
     )
 
 
-def call_figures(path: Stats | Result) -> tuple[float, float, float] | None:
+def call_figures(path: Stats) -> tuple[float, float, float] | None:
     """What a call over the measured path sees: the median RTT (ms), and the worse
     direction's jitter (ms) and loss (%), as audio flows both ways and the worse side is
     heard. None when no echo came back."""

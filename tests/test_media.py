@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -736,8 +736,8 @@ def test_metrics_pass_promtool_as_the_server_would_expose_them() -> None:
     common = {"udp_port": 8471, "packet_rate": 50.0, "packet_bytes": 1200,
               "server_dropped_packets": 0, "send_rate_packets_per_second": 50.0,
               "send_late_max_seconds": 0.001, "socket_errors": 0, "socket_error": None}
-    good = media.Result(udp_reachable=True, **common, **asdict(stats))
-    blocked = media.Result(udp_reachable=False, **common, **asdict(analyse(sent, [], None)))
+    good = media.Result(udp_reachable=True, **common, **vars(stats))
+    blocked = media.Result(udp_reachable=False, **common, **vars(analyse(sent, [], None)))
     samples = [(("sai-gon", "counter-01"), s) for s in media.samples(good)]
     samples += [(("nha-be", "counter-01"), s) for s in media.samples(blocked)]
     body = exposition(families(media.METRICS, samples, ("ward", "host")))
