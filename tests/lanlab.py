@@ -50,7 +50,6 @@ class Lan(Namespaces):
         self.lan_ns = f"ll-{suffix}-lan"
         self.agent_ns = f"ll-{suffix}-agent"
         self._host_ns = {h.role: f"ll-{suffix}-{h.role}" for h in hosts}
-        self._created: list[str] = []
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -69,17 +68,6 @@ class Lan(Namespaces):
                                f"{out.stderr.strip()}")
 
     # -- building and tearing down -------------------------------------------------------
-
-    def __enter__(self) -> Lan:
-        try:
-            self._build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _build(self) -> None:
         for ns in self.namespaces:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 DELAYER = Path(__file__).with_name("delayer.py")
 # The router's interfaces; each endpoint's interface is called eth0.
@@ -194,15 +194,35 @@ class PingResult:
 
 
 class Namespaces:
-    """Running commands inside a lab's own network namespaces; the processes started are
-    kept in `_procs` for the lab's `close()` to stop."""
+    """A lab of network namespaces as a context manager: `_build()` on entry (and `close()`
+    if it fails), `close()` on exit; commands run inside its own namespaces only, and the
+    processes started are kept in `_procs` for `close()` to stop."""
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[Any]] = []
+        self._created: list[str] = []
+        """Namespaces made so far, for `close()` to delete."""
 
     @property
     def namespaces(self) -> tuple[str, ...]:
         raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start `argv` inside namespace `ns`; it is killed on exit if still running."""
@@ -247,7 +267,6 @@ class WardLink(Namespaces):
         self.spec = spec or LinkSpec()
         self._delayer_seed = delayer_seed
         self._delayer_args = list(delayer_args)  # e.g. ["--no-batch"] to compare costs
-        self._created: list[str] = []
         self._delayer: subprocess.Popen[bytes] | None = None
         self._delayer_log: Any = None
         self._queue_rule = False
@@ -274,19 +293,11 @@ class WardLink(Namespaces):
 
     # -- building and tearing down -------------------------------------------------------
 
-    def __enter__(self) -> WardLink:
-        try:
-            self._build()
-            self.reconfigure(self.spec)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _build(self) -> None:
+        self._build_namespaces()
+        self.reconfigure(self.spec)
+
+    def _build_namespaces(self) -> None:
         for ns in self.namespaces:
             self._sh(None, ["ip", "netns", "add", ns])
             self._created.append(ns)
