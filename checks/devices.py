@@ -98,7 +98,21 @@ class Interface(ResultModel):
     crc_errors: int | None = None
 
 
-class DevicePoll(ResultModel):
+class Facts(ResultModel):
+    """What a device's outputs say; None where the platform does not say."""
+
+    hostname: str | None = None
+    model: str | None = None
+    os_version: str | None = None
+    serial: str | None = None
+    uptime_seconds: float | None = None
+    cpu_utilisation_ratio: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    interfaces: list[Interface] = Field(default_factory=list)
+
+
+class DevicePoll(Facts):
     """What one poll of one device found, or why it failed."""
 
     name: str
@@ -110,14 +124,6 @@ class DevicePoll(ResultModel):
     reason: Reason | None = None
     error: str | None = None
     duration_seconds: float
-    hostname: str | None = None
-    model: str | None = None
-    os_version: str | None = None
-    serial: str | None = None
-    uptime_seconds: float | None = None
-    cpu_utilisation_ratio: float | None = None
-    memory_used_bytes: float | None = None
-    memory_total_bytes: float | None = None
     interfaces: list[Interface] = Field(default=[], max_length=MAX_INTERFACES)
     interfaces_dropped: int = 0
     """Interfaces beyond MAX_INTERFACES, left out."""
@@ -297,21 +303,6 @@ class PollError(Exception):
         self.reason = reason
 
 
-@dataclass
-class Facts:
-    """What a device's outputs say, before it becomes a DevicePoll."""
-
-    hostname: str | None = None
-    model: str | None = None
-    os_version: str | None = None
-    serial: str | None = None
-    uptime_seconds: float | None = None
-    cpu_utilisation_ratio: float | None = None
-    memory_used_bytes: float | None = None
-    memory_total_bytes: float | None = None
-    interfaces: list[Interface] = field(default_factory=list)
-
-
 Parse = Callable[[str, str, str], list[dict[str, Any]]]
 """(platform, command, output) -> TextFSM records."""
 
@@ -335,12 +326,10 @@ def parse_outputs(recipe: Recipe, outputs: Mapping[str, str], parse: Parse = _nt
 
     facts_records = [r[0] for r in map(records, recipe.facts) if r]
     first = _first_of(facts_records)
-    facts = Facts(hostname=first(HOSTNAME_KEYS), model=first(MODEL_KEYS),
-                  os_version=first(VERSION_KEYS), serial=first(SERIAL_KEYS))
-    if facts.model is None and facts.os_version is None:
+    model, os_version = first(MODEL_KEYS), first(VERSION_KEYS)
+    if model is None and os_version is None:
         raise PollError("parse", f"no model or version in the output of {recipe.facts[0]!r}")
     uptime = first(("uptime",))
-    facts.uptime_seconds = _duration_seconds(uptime) if uptime else None
 
     interfaces: dict[str, dict[str, Any]] = {}
     for command in recipe.interfaces:
@@ -355,13 +344,15 @@ def parse_outputs(recipe: Recipe, outputs: Mapping[str, str], parse: Parse = _nt
                     interfaces[name].setdefault(key, value)
     if not interfaces:
         raise PollError("parse", f"no interfaces in the output of {recipe.interfaces[0]!r}")
-    facts.interfaces = [_interface(name, r) for name, r in interfaces.items()]
 
     extra_records = [r[0] for c in recipe.extras if (r := _optional(records, c))]
-    facts.cpu_utilisation_ratio = _cpu_ratio(_first_of(extra_records))
-    facts.memory_total_bytes, facts.memory_used_bytes = _memory(
-        facts_records + extra_records, recipe.memory_unit)
-    return facts
+    memory_total, memory_used = _memory(facts_records + extra_records, recipe.memory_unit)
+    return Facts(hostname=first(HOSTNAME_KEYS), model=model, os_version=os_version,
+                 serial=first(SERIAL_KEYS),
+                 uptime_seconds=_duration_seconds(uptime) if uptime else None,
+                 cpu_utilisation_ratio=_cpu_ratio(_first_of(extra_records)),
+                 memory_total_bytes=memory_total, memory_used_bytes=memory_used,
+                 interfaces=[_interface(name, r) for name, r in interfaces.items()])
 
 
 def _optional(records: Callable[[str], list[dict[str, Any]]],
