@@ -58,6 +58,9 @@ class Config(CheckConfig):
     warmup_seconds: float = Field(default=1.0, ge=0)
     """Discarded at least; longer while the rate is still climbing (slow start)."""
     min_measure_seconds: float = Field(default=2.0, gt=0)
+    min_measure_bytes: int = Field(default=1 << 20, ge=0)
+    """The measured part must also carry this much: on a slow link two seconds hold too few
+    of TCP's sawtooth cycles for a figure within a few percent (2 Mbit/s: 1 MiB is 4.4 s)."""
     tolerance: float = Field(default=0.02, gt=0, lt=1)
     """Stop once the estimate moved less than this (relative) over the last second."""
     slot_wait_seconds: float = Field(default=120.0, ge=0)
@@ -98,12 +101,14 @@ class RateEstimator:
     least-squares slope of bytes over time since then, not the difference of the end
     points: data held back by a loss and released all at once by the receiver's TCP must
     not bias a short measurement by where its ends fall. It has converged when it moved
-    less than `tolerance` over the last two windows.
+    less than `tolerance` over the last two windows, after at least `min_measure` seconds
+    and `min_measure_bytes` bytes.
     """
 
     warmup: float
     min_measure: float
     tolerance: float
+    min_measure_bytes: int = 0
     times: list[float] = field(default_factory=list)
     totals: list[int] = field(default_factory=list)
     sums: list[tuple[float, float, float, float]] = field(default_factory=list)
@@ -172,6 +177,8 @@ class RateEstimator:
     def converged(self) -> bool:
         if self.start is None or self.measured_seconds < self.min_measure:
             return False
+        if self.totals[-1] - self.totals[self.start] < self.min_measure_bytes:
+            return False
         now = self.estimate()
         if not now:
             return False
@@ -221,7 +228,7 @@ class Test:
         """Transfer until converged or out of budget, probing latency meanwhile."""
         config = self.config
         estimator = RateEstimator(config.warmup_seconds, config.min_measure_seconds,
-                                  config.tolerance)
+                                  config.tolerance, config.min_measure_bytes)
         moved = [0]
         stop = asyncio.Event()
         transfer = self._download if direction == "download" else self._upload

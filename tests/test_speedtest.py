@@ -173,6 +173,19 @@ def test_estimator_discards_slow_start_and_settles_on_the_steady_rate(ramp: floa
     assert estimator.times[-1] < ramp + 8  # settles within seconds once the ramp is over
 
 
+def test_a_slow_link_is_measured_until_enough_bytes_have_passed() -> None:
+    # 240 kB/s (2 Mbit/s): two steady seconds would satisfy the time rule, not the byte rule.
+    estimator = bandwidth.RateEstimator(warmup=1.0, min_measure=2.0, tolerance=0.02,
+                                        min_measure_bytes=1 << 20)
+    for t, total in series(240e3, 0.0, 30, 0.0):
+        estimator.add(t, total)
+        if estimator.converged():
+            break
+    moved = estimator.totals[-1] - estimator.totals[estimator.start or 0]
+    assert moved >= 1 << 20
+    assert estimator.measured_seconds == pytest.approx((1 << 20) / 240e3, abs=0.2)
+
+
 def test_server_timelines_of_several_streams_add_up() -> None:
     merged = bandwidth.merge_timelines([[(0.0, 0), (1.0, 100), (2.0, 200)],
                                         [(0.5, 0), (1.5, 50)]])
