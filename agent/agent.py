@@ -107,7 +107,7 @@ class Agent(Collector):
         for outcome in outcomes:
             self.latest[outcome.check] = outcome
         self._watch_clock()
-        report = Report(ward=self.config.ward, host=self.config.host,
+        report = Report(ward=self.config.ward, host=self.config.host, role=self.config.role,
                         agent_version=wardready.__version__, generated_at=time.time(),
                         dropped_reports_total=self.delivery.dropped_total,
                         outcomes=list(outcomes))

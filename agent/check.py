@@ -14,6 +14,7 @@ import ssl
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -33,12 +34,17 @@ WIDTH = 100
 PROFILE_TIMEOUT_SECONDS = 10.0
 
 
-Requirement = tuple[Profile, CallPreset | None]
-"""The ward's profile and the video call it requires (if it names one)."""
+@dataclass(frozen=True)
+class Requirement:
+    """The ward's profile, the video call it requires (if it names one), the PC roles."""
+
+    profile: Profile
+    call: CallPreset | None
+    roles: list[str]
 
 
 async def fetch_profile(server: ServerLink) -> tuple[Requirement | None, str]:
-    """The ward's profile and call from the server, or None and why not."""
+    """The ward's profile, call and roles from the server, or None and why not."""
     tls: ssl.SSLContext | bool = server_tls(server.ca_file) if server.url.startswith(
         "https") else False
     try:
@@ -51,7 +57,8 @@ async def fetch_profile(server: ServerLink) -> tuple[Requirement | None, str]:
             body = await resp.json()
         call = CallPreset.model_validate(body["call"]) if body.get("call") else None
         profile = Profile.model_validate(body["profile"])
-        return (profile, call), f"from the server ({body['profile_id']})"
+        roles = [str(r["id"]) for r in body.get("roles", [])]
+        return Requirement(profile, call, roles), f"from the server ({body['profile_id']})"
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         return None, f"server unreachable ({type(exc).__name__})"
 
@@ -64,7 +71,7 @@ def local_profile(config: AgentConfig) -> Requirement | None:
     if ward is None:
         return None
     profile = inventory.profile_of(ward)
-    return profile, inventory.call_of(profile)
+    return Requirement(profile, inventory.call_of(profile), [r.id for r in inventory.roles])
 
 
 async def run_once(config: AgentConfig, token: str,
@@ -79,6 +86,9 @@ async def run_once(config: AgentConfig, token: str,
             raise ConfigError("agent config", 0, "inventory",
                               f"no requirement profile: {source}, and no local inventory")
         source = f"from {config.inventory} ({source})"
+    if config.role is not None and config.role not in required.roles:
+        raise ConfigError("agent config", 0, "role", f"unknown role {config.role!r} (the "
+                          f"ward's inventory has: {', '.join(required.roles) or 'none'})")
     context = config.context(server)
     enabled = config.check_configs()
     names = [n for n in ORDER if n in enabled] + [n for n in enabled if n not in ORDER]
@@ -88,19 +98,25 @@ async def run_once(config: AgentConfig, token: str,
         outcome = await run_check(REGISTRY[name], enabled[name], context)
         outcomes[name] = outcome
         state = "ok" if outcome.ok else f"failed: {outcome.error}"
-        progress(f"[{i}/{len(names)}] {name}: {state} ({outcome.duration_seconds:.1f} s)")
+        line = f"[{i}/{len(names)}] {name}: {state} ({outcome.duration_seconds:.1f} s)"
+        waited = getattr(outcome.result, "slot_wait_seconds", 0.0)
+        if waited >= 1:  # another PC of the ward (or this one's service) was testing
+            line += f", after waiting {waited:.0f} s for the ward's test slot"
+        progress(line)
     return outcomes, required, source
 
 
-def judge(outcomes: dict[str, Outcome], required: Requirement) -> Readiness:
-    profile, call = required
-    return evaluate(profile, {n: o.result for n, o in outcomes.items()},
-                    {n: o.error or "" for n, o in outcomes.items() if not o.ok}, call)
+def judge(outcomes: dict[str, Outcome], required: Requirement, role: str | None) -> Readiness:
+    return evaluate(required.profile, {n: o.result for n, o in outcomes.items()},
+                    {n: o.error or "" for n, o in outcomes.items() if not o.ok}, required.call,
+                    role)
 
 
-def table(readiness: Readiness, ward: str, host: str, source: str) -> str:
+def table(readiness: Readiness, config: AgentConfig, source: str) -> str:
     """The verdict as a technician reads it, at most WIDTH columns."""
-    lines = [f"Ward {ward}, host {host}: profile {source}",
+    role = f" ({config.role})" if config.role else " (no role set: judged as a video PC)"
+    lines = [*textwrap.wrap(f"Ward {config.ward}, host {config.host}{role}: profile {source}",
+                            WIDTH, subsequent_indent="    "),
              f"{'criterion':<22}{'measured':>15}{'required':>15}  verdict"]
     for c in readiness.criteria:
         lines.append(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
@@ -120,14 +136,14 @@ def main(config: AgentConfig, token: str, as_json: bool) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     outcomes, required, source = asyncio.run(run_once(config, token, progress))
-    if required[0].video.call:
-        source += f", call {required[0].video.call} (per PC)"
-    readiness = judge(outcomes, required)
+    if required.profile.video.call:
+        source += f", call {required.profile.video.call} (per PC)"
+    readiness = judge(outcomes, required, config.role)
     if as_json:
-        body: dict[str, Any] = {"ward": config.ward, "host": config.host,
+        body: dict[str, Any] = {"ward": config.ward, "host": config.host, "role": config.role,
                                 "profile_source": source, **readiness.as_dict(),
                                 "errors": {n: o.error for n, o in outcomes.items() if not o.ok}}
         print(json.dumps(body, indent=2))
     else:
-        print(table(readiness, config.ward, config.host, source))
+        print(table(readiness, config, source))
     return 0 if readiness.state in ("ready", "ready-with-warnings") else 1

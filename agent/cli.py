@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--code", required=True, help="the enrolment code from the operators")
     enroll.add_argument("--host", help="this PC's name in the metrics (default: its host name "
                                        "made a valid id: a-z, 0-9 and '-')")
+    enroll.add_argument("--role", help="what this PC is for, a role id from the inventory "
+                                       "(e.g. conference-room, counter)")
     enroll.add_argument("--ca-file", type=Path, metavar="FILE",
                         help="CA bundle to verify the server with (default: system CAs)")
     enroll.add_argument("--force", action="store_true",
@@ -67,7 +69,7 @@ def _enroll(args: argparse.Namespace) -> int:
     from agent.enroll import EnrollOptions, enroll
 
     enroll(EnrollOptions(server=args.server, ward=args.ward, code=args.code, config=args.config,
-                         host=args.host, ca_file=args.ca_file, force=args.force))
+                         host=args.host, role=args.role, ca_file=args.ca_file, force=args.force))
     return 0
 
 

@@ -31,6 +31,9 @@ class AgentConfig(BaseModel):
     server_url: Annotated[HttpUrl, Field(strict=False)]
     ward: Slug
     host: Slug
+    role: Slug | None = Field(
+        default=None, description="What this PC is for: an inventory role id (e.g. "
+        "conference-room). Unset, it is judged as a PC that holds video calls.")
     token_file: FilePath | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=9471, ge=0, le=65535)
@@ -79,6 +82,10 @@ def load_agent_config(path: Path) -> AgentConfig:
         inventory = load_inventory(config.inventory)
         if inventory.ward(config.ward) is None:
             raise doc.error(("ward",), f"unknown ward {config.ward!r} (not in {config.inventory})")
+        roles = [r.id for r in inventory.roles]
+        if config.role is not None and config.role not in roles:
+            raise doc.error(("role",), f"unknown role {config.role!r} (the inventory's roles: "
+                            f"{', '.join(roles) or 'none'})")
     if config.token_file is None and not os.environ.get(TOKEN_ENV):
         raise doc.error(("token_file",), f"no token: set token_file or the {TOKEN_ENV} variable")
     return config

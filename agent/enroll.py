@@ -54,6 +54,7 @@ class EnrollOptions:
     code: str
     config: Path
     host: str | None = None
+    role: str | None = None
     ca_file: Path | None = None
     force: bool = False
 
@@ -85,8 +86,10 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
                               f"cannot write here: {exc.strerror or exc}") from None
         token_tmp, config_tmp = temps
         context = _tls(server, opts.ca_file)
-        status, answer = _call(server, "/api/v1/enrol", context, {
-            "code": opts.code, "host": host, "ward": opts.ward})
+        wanted = {"code": opts.code, "host": host, "ward": opts.ward}
+        if opts.role is not None:
+            wanted["role"] = opts.role
+        status, answer = _call(server, "/api/v1/enrol", context, wanted)
         if status != 200:
             raise EnrollError(f"{server} refused the enrolment ({status}): "
                               f"{answer.get('error', 'no reason given')}")
@@ -96,8 +99,8 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
                               f"{ward!r} host {answer.get('host')!r})")
         owner = _service_owner()
         _write(token_tmp, token_path, token + "\n", 0o600, owner)
-        _write(config_tmp, opts.config, _config_text(server, opts.ward, host, token_path,
-                                                     opts.ca_file), 0o640,
+        _write(config_tmp, opts.config, _config_text(server, opts.ward, host, opts.role,
+                                                     token_path, opts.ca_file), 0o640,
                (0, owner[1]) if owner else None)
     finally:
         for tmp in temps:
@@ -154,6 +157,9 @@ def _check_inputs(opts: EnrollOptions) -> str:
     if not chars.startswith("wre") or len(body) != CODE_CHARS or not set(body) <= CODE_ALPHABET:
         raise ConfigError("command line", 0, "--code", "not an enrolment code (expected "
                           "wre- and six groups of five letters or digits)")
+    if opts.role is not None and not _SLUG.match(opts.role):
+        raise ConfigError("command line", 0, "--role",
+                          f"{opts.role!r} is not a role id (a-z, 0-9 and '-')")
     if opts.ca_file is not None and not opts.ca_file.is_file():
         raise ConfigError(str(opts.ca_file), 0, "--ca-file", "no such file")
     return host
@@ -251,10 +257,12 @@ def _is_root() -> bool:
     return os.name == "posix" and os.geteuid() == 0
 
 
-def _config_text(server: str, ward: str, host: str, token_path: Path,
+def _config_text(server: str, ward: str, host: str, role: str | None, token_path: Path,
                  ca_file: Path | None) -> str:
     config: dict[str, Any] = {"server_url": server, "ward": ward, "host": host,
                               "token_file": token_path.name}
+    if role is not None:
+        config["role"] = role
     if ca_file is not None:
         config["ca_file"] = str(ca_file.resolve())
     # Under /etc the service may not write (ProtectSystem=strict): the spool goes to its

@@ -1,4 +1,5 @@
-"""Administrator endpoints (admin tokens only): agent tokens, and the asset history."""
+"""Administrator endpoints (admin tokens only): agent tokens, the asset history, the wards'
+readiness."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server import assets
+from server import assets, readiness
 from server.auth import authenticate, fail
-from server.context import INVENTORY, IO, STORE
+from server.context import CONFIG, FLEET, INVENTORY, IO, STORE
 from server.handlers import parse_json
 from wardready.configfile import dotted
 from wardready.inventory import Slug
@@ -106,3 +107,16 @@ async def list_changes(request: web.Request) -> web.Response:
             row[side] = json.loads(row[side]) if row[side] else None
     return web.json_response({"since": since, "until": until, "changes": rows[:assets.MAX_ROWS],
                               "truncated": len(rows) > assets.MAX_ROWS})
+
+
+async def ward_readiness(request: web.Request) -> web.Response:
+    """GET /api/v1/readiness?ward=: each ward's verdict, its criteria and its PCs' own."""
+    await authenticate(request, "admin")
+    app, ward = request.app, _ward(request)
+    fleet = app[FLEET]
+    fleet.active = await app[IO].call(app[STORE].active_agents)
+    hosts = readiness.counted(fleet.agents, fleet.active, time.time(),
+                              app[CONFIG].readiness_max_age_seconds)
+    verdicts = readiness.wards(app[INVENTORY], hosts)
+    return web.json_response({w: v.as_dict() for w, v in verdicts.items()
+                              if ward is None or w == ward})

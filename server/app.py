@@ -36,6 +36,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_delete("/admin/v1/tokens/{token_id}", admin.revoke_token)
     app.router.add_get("/api/v1/assets", admin.list_assets)
     app.router.add_get("/api/v1/assets/changes", admin.list_changes)
+    app.router.add_get("/api/v1/readiness", admin.ward_readiness)
     speedtest.setup(app, config.speedtest)
     udp_echo.setup(app, config.udp_echo)
     enrol.setup(app)
@@ -48,7 +49,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active,
-                                     lambda: fleet.asset_changes))
+                                     lambda: fleet.asset_changes,
+                                     app[CONFIG].readiness_max_age_seconds))
     registry.register(SampleCollector(speedtest.METRICS, app[speedtest.SLOTS].samples))
     registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry

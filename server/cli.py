@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="changes of the last DAYS days (default 7)")
     assets.add_argument("--json", action="store_true", help="machine-readable output")
     assets.set_defaults(func=_assets)
+
+    ready = sub.add_parser("readiness", parents=[common],
+                           help="each ward's video-conferencing readiness, and why")
+    ready.add_argument("--ward", help="one ward, criterion by criterion")
+    ready.add_argument("--json", action="store_true", help="machine-readable output")
+    ready.set_defaults(func=_readiness)
     return parser
 
 
@@ -225,6 +231,43 @@ def _assets(args: argparse.Namespace) -> int:
         change = row.get("change", "present")
         print(f"{stamp:<17}{row['ward']:<20}{row['host']:<16}{change:<9}{row['kind']:<15}"
               f"{row['key'][:23]:<24}{facts}")
+    return 0
+
+
+def _readiness(args: argparse.Namespace) -> int:
+    from server import readiness
+    from wardready.readiness import show
+
+    config, inventory = _load(args)
+    if args.ward and inventory.ward(args.ward) is None:
+        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    store = Store(config.database)
+    try:
+        hosts = readiness.counted(store.agent_states(), store.active_agents(), time.time(),
+                                  config.readiness_max_age_seconds)
+    finally:
+        store.close()
+    verdicts = {w: v for w, v in readiness.wards(inventory, hosts).items()
+                if not args.ward or w == args.ward}
+    if args.json:
+        print(json.dumps({w: v.as_dict() for w, v in verdicts.items()}, indent=2))
+    elif args.ward:
+        verdict = verdicts[args.ward]
+        print(f"Ward {args.ward}: {verdict.state.upper()}")
+        print(f"{'criterion':<22}{'measured':>15}{'required':>15}  {'verdict':<9}PC")
+        for c in verdict.criteria:
+            print(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
+                  f"{show(c.required, c.unit, c.id):>15}  {c.verdict.upper():<9}{c.host}")
+            for label, text in (("note", c.note), ("fix", c.fix)):
+                if text:
+                    print(f"    {label}: {text}")
+    else:
+        groups = {w.id: w.working_group for w in inventory.wards}
+        print(f"{'WARD':<22}{'GROUP':<8}{'STATE':<21}{'PCs':>4}  SHORT OF")
+        for ward, verdict in verdicts.items():
+            short = [c.id for c in verdict.criteria if c.verdict == "fail"]
+            print(f"{ward:<22}{groups[ward]:<8}{verdict.state:<21}{len(verdict.hosts):>4}  "
+                  f"{', '.join(short) or '-'}")
     return 0
 
 

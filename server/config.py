@@ -48,6 +48,8 @@ class ServerConfig(Strict):
     database: FilePath = Path("wardready.db")
     inventory: FilePath = Path("inventory.yml")
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
+    readiness_max_age_seconds: float = Field(default=86400.0, gt=0, description=(
+        "A PC silent for longer no longer counts in its ward's readiness."))
     tls: TlsConfig | None = None
     speedtest: SpeedtestConfig = SpeedtestConfig()
     udp_echo: EchoConfig = EchoConfig()

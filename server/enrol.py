@@ -113,6 +113,8 @@ class RedeemRequest(BaseModel):
     host: Slug
     ward: Slug | None = None
     """Optional: the ward the technician means, refused (code kept) if the code is for another."""
+    role: Slug | None = None
+    """Optional: the PC's role, refused (code kept) if the inventory has no such role."""
 
 
 def setup(app: web.Application) -> None:
@@ -159,6 +161,10 @@ async def redeem(request: web.Request) -> web.Response:
                    **{"Retry-After": f"{wait:.0f}"})
     wanted = _validate(RedeemRequest, await request.read())
     inventory = app[INVENTORY]
+    roles = [r.id for r in inventory.roles]
+    if wanted.role is not None and wanted.role not in roles:
+        raise fail(web.HTTPBadRequest, f"unknown role {wanted.role!r} (the inventory's roles: "
+                                       f"{', '.join(roles) or 'none'})")
     try:
         enrolled = await app[IO].call(app[STORE].redeem_enrolment, wanted.code, wanted.host,
                                       wanted.ward, lambda w: inventory.ward(w) is not None)

@@ -7,13 +7,14 @@ the inventory and agents whose token is still active are served.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from checks import REGISTRY
-from server import assets
+from server import assets, readiness
 from server.store import AgentState
 from wardready.inventory import Inventory, Profile
 from wardready.metrics import (
@@ -84,11 +85,12 @@ class FleetCollector(Collector):
                  agents: Callable[[], dict[tuple[str, str], AgentState]],
                  active: Callable[[], set[tuple[str, str]]],
                  asset_changes: Callable[[], list[tuple[str, str, str, str, int, float]]]
-                 = list) -> None:
+                 = list, readiness_max_age: float = 86400.0) -> None:
         self.inventory = inventory
         self.agents = agents
         self.active = active
         self.asset_changes = asset_changes
+        self.readiness_max_age = readiness_max_age
 
     def collect(self) -> Iterator[Metric]:
         yield from families((WARD_INFO, *(spec for spec, _ in REQUIREMENTS)),
@@ -100,6 +102,10 @@ class FleetCollector(Collector):
                                 ("ward", "host"))
         yield from families(assets.METRICS, self._asset_samples({key for key, _ in served}),
                             ("ward", "host"))
+        counted = readiness.counted(dict(served), {key for key, _ in served}, time.time(),
+                                    self.readiness_max_age)
+        yield from families(readiness.METRICS, (((), s) for s in readiness.samples(
+            readiness.wards(self.inventory, counted))))
 
     def _asset_samples(self, served: set[tuple[str, str]]
                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:

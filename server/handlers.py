@@ -79,6 +79,7 @@ async def ward_profile(request: web.Request) -> web.Response:
     return web.json_response({"ward": ward.id,
                               "profile_id": ward.profile or inventory.defaults.profile,
                               "profile": profile.model_dump(mode="json"),
+                              "roles": [r.model_dump(mode="json") for r in inventory.roles],
                               "call": call.model_dump(mode="json") if call else None})
 
 

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS agents (
     reports_total INTEGER NOT NULL,
     dropped_reports_total INTEGER NOT NULL DEFAULT 0,
     clock_offset_seconds REAL,
+    role TEXT,
     PRIMARY KEY (ward, host)
 );
 CREATE TABLE IF NOT EXISTS assets (
@@ -149,11 +150,14 @@ class AgentState:
     reports_total: int = 0
     dropped_reports_total: int = 0
     clock_offset_seconds: float | None = None
+    role: str | None = None
+    """The PC's role, as its latest report gave it."""
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def apply(self, report: Report, received_at: float) -> None:
         """Account for a newly stored report, as `Store.add_report` does on disk."""
         self.reports_total += 1
+        self.role = report.role
         self.last_report_at = max(self.last_report_at, received_at)
         self.dropped_reports_total = max(self.dropped_reports_total,
                                          report.dropped_reports_total)
@@ -215,6 +219,9 @@ class Store:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(agents)")}
+        if "role" not in columns:  # a database from before PC roles
+            self.db.execute("ALTER TABLE agents ADD COLUMN role TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -363,15 +370,15 @@ class Store:
             state.apply(report, received_at)
             self.db.execute(
                 "INSERT INTO agents (ward, host, last_report_at, reports_total,"
-                " dropped_reports_total, clock_offset_seconds) VALUES (?,?,?,1,?,?)"
+                " dropped_reports_total, clock_offset_seconds, role) VALUES (?,?,?,1,?,?,?)"
                 " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
                 " last_report_at = max(last_report_at, excluded.last_report_at),"
                 " dropped_reports_total = max(dropped_reports_total,"
                 " excluded.dropped_reports_total),"
                 " clock_offset_seconds = coalesce(excluded.clock_offset_seconds,"
-                " clock_offset_seconds)",
+                " clock_offset_seconds), role = excluded.role",
                 (ward, host, received_at, state.dropped_reports_total,
-                 state.clock_offset_seconds))
+                 state.clock_offset_seconds, report.role))
         return True
 
     def _record_assets(self, ward: str, host: str, source: str, at: float,
@@ -449,10 +456,10 @@ class Store:
     def agent_states(self) -> dict[tuple[str, str], AgentState]:
         """Every agent's counters and latest outcomes, to rebuild the server's view at start."""
         states = {
-            (w, h): AgentState(last, total, dropped, offset)
-            for w, h, last, total, dropped, offset in self.db.execute(
+            (w, h): AgentState(last, total, dropped, offset, role)
+            for w, h, last, total, dropped, offset, role in self.db.execute(
                 "SELECT ward, host, last_report_at, reports_total, dropped_reports_total,"
-                " clock_offset_seconds FROM agents")
+                " clock_offset_seconds, role FROM agents")
         }
         for ward, host, check, outcome in self.db.execute(
                 "SELECT ward, host, check_name, outcome FROM latest"):

@@ -4,9 +4,13 @@ loopback, the verdict as JSON and as a table, and the exit code."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
+import threading
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,10 +25,10 @@ WARD, HOST = "sai-gon", "conference-pc"
 MACHINES = DATA / "peripherals"
 
 
-def agent_config(tmp_path: Path, port: int, token: str, machine: str) -> Path:
+def agent_config(tmp_path: Path, port: int, token: str, machine: str, **extra: Any) -> Path:
     root = MACHINES / machine
     return fleet.write_agent_config(
-        tmp_path / "agent", f"http://127.0.0.1:{port}", WARD, HOST, token,
+        tmp_path / "agent", f"http://127.0.0.1:{port}", WARD, HOST, token, **extra,
         inventory=str(DATA / "inventory-small.yml"), checks={
             "latency": {"count": 5, "probe_interval_seconds": 0.05},
             "media": {"duration_seconds": 2.0},
@@ -62,7 +66,7 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     port = stack.free_port()
     server_config = fleet.write_server_config(tmp_path, port,
                                               inventory=str(DATA / "inventory-small.yml"))
-    token, = fleet.issue_tokens(server_config, [(WARD, HOST)])
+    token, other = fleet.issue_tokens(server_config, [(WARD, HOST), (WARD, "counter-02")])
     server = stack.start_server(server_config, tmp_path)
     try:
         stack.wait_until("server", lambda: stack.http_get(
@@ -71,6 +75,11 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
         bare, bare_exit = in_terminal(
             [stack.executable("wardready-agent"), "check", "--config",
              str(agent_config(tmp_path / "bare", port, token, "linux-bare"))], tmp_path)
+        # The same bare PC at a counter, while another PC of the ward runs its speed test.
+        release = hold_test_slot(f"http://127.0.0.1:{port}", other, seconds=8.0)
+        counter = check(agent_config(tmp_path / "counter", port, token, "linux-bare",
+                                     role="counter"), "--json")
+        release.join()
     finally:
         server.stop()
     assert office.returncode == 0, office.stdout + office.stderr
@@ -92,7 +101,35 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     assert bare[bare.index(next(x for x in bare if x.startswith("exit="))) - 1].startswith(
         "State: NOT-READY")
 
+    # At a counter no camera is needed; the speed test waited its turn instead of colliding.
+    assert counter.returncode == 0, counter.stdout + counter.stderr
+    judged = {c["id"] for c in json.loads(counter.stdout)["criteria"]}
+    assert json.loads(counter.stdout)["role"] == "counter"
+    assert not judged & {"camera", "microphone", "speaker"} and "download" in judged
+    waited = re.search(r"bandwidth: ok \(.*\), after waiting (\d+) s for the ward's test slot",
+                       counter.stderr)
+    assert waited and int(waited.group(1)) >= 2, counter.stderr
+
     # The server gone: the profile comes from the local inventory, and the table says so.
     alone = check(agent_config(tmp_path / "alone", port, token, "linux-office"), "--json")
     assert "server unreachable" in json.loads(alone.stdout)["profile_source"]
     assert json.loads(alone.stdout)["criteria"][0]["verdict"] == "unknown"  # no speed test
+
+
+def hold_test_slot(server: str, token: str, seconds: float) -> threading.Thread:
+    """Take the ward's speed-test slot as another PC would, and give it back after
+    `seconds` (join the returned thread)."""
+    auth = {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(f"{server}/api/v1/speedtest/slots", method="POST",
+                                     headers=auth)
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        slot = json.loads(resp.read())["slot"]
+
+    def release() -> None:
+        threading.Event().wait(seconds)
+        done = urllib.request.Request(f"{server}/api/v1/speedtest/slots/{slot}",
+                                      method="DELETE", headers=auth)
+        urllib.request.urlopen(done, timeout=5).close()
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread

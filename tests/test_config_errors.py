@@ -29,7 +29,7 @@ INVENTORY_CASES = [
     ("unknown profile", "  profile: ward-standard", "  profile: ward-deluxe", "ward-deluxe",
      "defaults.profile: unknown profile 'ward-deluxe' (expected one of: ward-standard)"),
     ("duplicate key", "    kind: ward\n", "    kind: ward\n    kind: commune\n", "kind: commune",
-     "wards[0].kind: duplicate key (first at line 27)"),
+     "wards[0].kind: duplicate key (first at line 30)"),
     ("missing key", "    former_district: Nha Be District\n", "", "- id: nha-be",
      "wards[1].former_district: required key is missing"),
     ("bad enum", "kind: commune", "kind: district", "kind: district",
@@ -38,10 +38,15 @@ INVENTORY_CASES = [
      "wards[0].devices[0].device_type: Input should be 'cisco_ios', 'cisco_xe', 'cisco_nxos', "
      "'arista_eos', 'juniper_junos', 'mikrotik_routeros', 'hp_procurve', 'huawei' or 'linux', "
      "got 'cisco_xr'"),
-    ("unknown call preset", "speakers: 1}", "speakers: 1, call: teams-hd}", "teams-hd",
+    ("unknown call preset", "speakers: 1,", "speakers: 1, call: teams-hd,", "teams-hd",
      "profiles.ward-standard.video.call: unknown call preset 'teams-hd' (none is defined)"),
+    ("unknown role", "roles: [conference-room]", "roles: [meeting-room]", "meeting-room",
+     "profiles.ward-standard.video.roles[0]: unknown role 'meeting-room' (expected one of: "
+     "conference-room, counter)"),
+    ("duplicate role", "  - {id: counter,", "  - {id: conference-room,", "Reception",
+     "roles[1]: duplicate role id 'conference-room' (also roles[0])"),
     ("yaml syntax", "    name: Nha Be Commune", "    name: [Nha Be", "kind: commune",
-     "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 34)"),
+     "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 37)"),
 ]
 
 AGENT_CASES = [
@@ -51,6 +56,8 @@ AGENT_CASES = [
      "hostname: unknown key"),
     ("wrong type", "checks:", "listen_port: nine\nchecks:", "listen_port",
      "listen_port: Input should be a valid integer, got 'nine'"),
+    ("unknown role", "host: counter-01", "host: counter-01\nrole: kiosk", "role:",
+     "role: unknown role 'kiosk' (the inventory's roles: conference-room, counter)"),
     ("unknown check", "  host:\n", "  bandwidth_probe:\n", "bandwidth_probe",
      "checks.bandwidth_probe: unknown key"),
     ("bad interval", "interval_seconds: 300", "interval_seconds: -5", "interval_seconds",

@@ -212,6 +212,21 @@ async def test_enroll_writes_token_600_and_config_and_verifies(
     assert agent_main(["check-config", "--config", str(config_file)]) == 0
 
 
+async def test_the_pc_role_is_checked_before_the_code_is_spent(
+        client: Client, config: ServerConfig, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = issue_code(config)
+    assert await enroll(client, tmp_path / "pc", code, "--host", "pc-1",
+                        "--role", "kiosk") != 0
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("refused the enrolment (400): unknown role 'kiosk' (the inventory's "
+                        "roles: conference-room, counter)"), err
+    assert not (tmp_path / "pc" / "agent.yml").exists()
+    assert await enroll(client, tmp_path / "pc", code, "--host", "pc-1",
+                        "--role", "conference-room") == 0  # the code was kept
+    assert load_agent_config(tmp_path / "pc" / "agent.yml").role == "conference-room"
+
+
 async def test_existing_config_is_kept_without_force(
         client: Client, config: ServerConfig, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,11 +7,11 @@ from typing import Any
 from checks import bandwidth, host, latency, media, peripherals
 from tests.conftest import DATA, REPO
 from wardready.inventory import load_inventory
-from wardready.readiness import evaluate
+from wardready.readiness import HostResults, evaluate, rollup
 
 PROFILE = load_inventory(DATA / "inventory-small.yml").profiles["ward-standard"]
 # link: >= 50 down, >= 20 up, RTT <= 100 ms, jitter <= 30 ms, loss <= 1 %; 2 cores, 4 GiB;
-# one camera, microphone and speaker.
+# one camera, microphone and speaker on each PC in role conference-room; one such PC ready.
 
 
 def link(down_mbps: float, up_mbps: float, loaded_rtt_ms: float = 20.0) -> bandwidth.Result:
@@ -154,3 +154,88 @@ def test_a_profile_call_judges_the_link_per_pc_by_the_platform_figures() -> None
     thin = evaluate(profile, results(bandwidth=link(2, 1)), call=call)
     down = next(c for c in thin.criteria if c.id == "download")
     assert down.verdict == "fail" and "at least 4.2 Mbit/s download" in down.fix
+
+
+def test_a_counter_pc_is_not_asked_for_a_camera_but_a_conference_pc_is() -> None:
+    bare = results(peripherals=kit(0))
+    counter = evaluate(PROFILE, bare, role="counter")
+    assert "camera" not in verdicts(counter) and counter.state == "ready"
+    assert verdicts(evaluate(PROFILE, bare, role="conference-room"))["camera"] == "fail"
+    # No role set: the PC might be the conference PC, so it is judged as one.
+    assert verdicts(evaluate(PROFILE, bare))["camera"] == "fail"
+
+
+def pc(role: str | None, **changes: Any) -> HostResults:
+    return HostResults(role, results(**changes))
+
+
+def test_one_good_conference_pc_makes_the_ward_video_ready_whatever_the_counters_lack(
+        ) -> None:
+    ward = rollup(PROFILE, {"counter-01": pc("counter", peripherals=kit(0)),
+                            "counter-02": pc("counter", peripherals=kit(0), media=udp(loss=0.05)),
+                            "room-pc": pc("conference-room")})
+    assert ward.state == "ready", ward.as_dict()
+    assert ward.video_host == "room-pc"
+    assert {c.host for c in ward.criteria if c.id not in ("hosts", "video_hosts")} == {"room-pc"}
+    by_id = {c.id: c for c in ward.criteria}
+    assert (by_id["hosts"].measured, by_id["hosts"].required) == (3.0, 2.0)
+    assert (by_id["video_hosts"].measured, by_id["video_hosts"].required) == (1.0, 1.0)
+    # Each PC keeps its own verdict: the lossy counter PC is not ready for its own use.
+    assert ward.hosts["counter-02"].state == "not-ready"
+
+
+def test_a_counter_pc_with_a_webcam_does_not_stand_in_for_the_conference_room() -> None:
+    ward = rollup(PROFILE, {"counter-01": pc("counter"),
+                            "room-pc": pc("conference-room", peripherals=kit(0))})
+    assert ward.state == "not-ready" and ward.video_host == "room-pc"
+    by_id = {c.id: c for c in ward.criteria}
+    assert (by_id["camera"].verdict, by_id["camera"].host) == ("fail", "room-pc")
+    assert by_id["camera"].fix == "connect a USB webcam"
+    assert by_id["video_hosts"].verdict == "fail"
+
+
+def test_the_best_of_two_conference_pcs_speaks_for_the_ward() -> None:
+    ward = rollup(PROFILE, {"room-a": pc("conference-room", peripherals=kit(0)),
+                            "room-b": pc("conference-room")})
+    assert (ward.state, ward.video_host) == ("ready", "room-b")
+
+
+def test_a_ward_whose_conference_pc_does_not_report_is_unknown_not_ready_or_short() -> None:
+    ward = rollup(PROFILE, {"counter-01": pc("counter"), "counter-02": pc("counter")})
+    assert ward.state == "unknown"
+    by_id = {c.id: c for c in ward.criteria}
+    assert by_id["hosts"].verdict == "pass"
+    video = by_id["video_hosts"]
+    assert video.verdict == "unknown"
+    assert "no PC in role conference-room reports" in video.note
+    assert {by_id[i].verdict for i in ("camera", "download", "mos")} == {"unknown"}
+
+
+def test_a_ward_with_no_agent_is_unknown_and_says_so() -> None:
+    ward = rollup(PROFILE, {})
+    assert ward.state == "unknown" and not ward.hosts
+    assert {c.verdict for c in ward.criteria} == {"unknown"}
+    assert next(c for c in ward.criteria if c.id == "hosts").note == (
+        "no agent reports from this ward")
+
+
+def test_too_few_working_pcs_fail_the_ward() -> None:
+    weak = host.collect().model_copy(update={"cpu_logical_cores": 1})
+    ward = rollup(PROFILE, {"room-pc": pc("conference-room"), "old-pc": pc("counter", host=weak)})
+    hosts = next(c for c in ward.criteria if c.id == "hosts")
+    assert (hosts.measured, hosts.required, hosts.verdict) == (1.0, 2.0, "fail")
+    assert ward.state == "not-ready" and "2 cores" in hosts.fix
+
+
+def test_two_required_conference_pcs_count_ready_pending_and_failing_apart() -> None:
+    two = PROFILE.model_copy(update={"video": PROFILE.video.model_copy(
+        update={"min_ready_hosts": 2})})
+
+    def video_hosts(**pcs: HostResults) -> str:
+        ward = rollup(two, pcs)
+        return next(c.verdict for c in ward.criteria if c.id == "video_hosts")
+    ready, failing = pc("conference-room"), pc("conference-room", peripherals=kit(0))
+    pending = pc("conference-room", peripherals=kit(None))  # camera count unreadable
+    assert video_hosts(a=ready, b=ready) == "pass"
+    assert video_hosts(a=ready, b=pending) == "unknown"
+    assert video_hosts(a=ready, b=failing) == "fail"

@@ -1,4 +1,5 @@
-"""The inventory: wards, working groups, requirement profiles, city platforms, devices, catalogue.
+"""The inventory: wards, working groups, PC roles, requirement profiles, city platforms,
+devices, catalogue.
 
 `load_inventory()` validates the whole file strictly (unknown keys, wrong types, dangling
 references, duplicate ids are all errors with file and line) so nothing starts half-configured.
@@ -62,14 +63,29 @@ class CallPreset(LinkRequirement):
     source: str = Field(min_length=1, description="Where the figures are published.")
 
 
+class Role(Strict):
+    """What a ward PC is for (an agent's config names its role)."""
+
+    id: Slug
+    name: str
+
+
 class VideoRequirement(Strict):
-    """Conference-room equipment for the city's online video conferencing, and the call
-    the ward must be able to hold (a preset's id)."""
+    """What the ward needs for the city's online video conferencing: the call it must be
+    able to hold (a preset's id), and the equipment each PC that holds it needs."""
 
     cameras: int = Field(ge=0)
     microphones: int = Field(ge=0)
     speakers: int = Field(ge=0)
     call: Slug | None = None
+    roles: list[Slug] = Field(default=[], description=(
+        "Roles of the PCs that hold the calls; empty: any PC. A PC with no role set counts."))
+    min_ready_hosts: int = Field(default=1, ge=0, description=(
+        "How many of those PCs must be video-ready for the ward to be."))
+
+    def holds_calls(self, role: str | None) -> bool:
+        """Whether a PC of this role must hold the video calls (and so needs the kit)."""
+        return role is None or not self.roles or role in self.roles
 
 
 class PeripheralRequirement(Strict):
@@ -144,6 +160,7 @@ class Inventory(Strict):
     version: Literal[1]
     defaults: Defaults
     working_groups: list[WorkingGroup]
+    roles: list[Role] = []
     call_presets: dict[Slug, CallPreset] = {}
     profiles: dict[Slug, Profile]
     platforms: list[Platform] = []
@@ -180,12 +197,17 @@ def _reference_errors(inv: Inventory) -> Iterator[tuple[tuple[str | int, ...], s
     yield from _duplicates("wards", [w.id for w in inv.wards], "ward id")
     yield from _duplicates("platforms", [p.id for p in inv.platforms], "platform id")
     yield from _duplicates("catalogue", [c.id for c in inv.catalogue], "catalogue id")
+    yield from _duplicates("roles", [r.id for r in inv.roles], "role id")
     if inv.defaults.profile not in inv.profiles:
         yield ("defaults", "profile"), _unknown("profile", inv.defaults.profile, inv.profiles)
     for pid, profile in inv.profiles.items():
         if profile.video.call is not None and profile.video.call not in inv.call_presets:
             yield ("profiles", pid, "video", "call"), _unknown(
                 "call preset", profile.video.call, inv.call_presets)
+        roles = {r.id for r in inv.roles}
+        for i, role in enumerate(profile.video.roles):
+            if role not in roles:
+                yield ("profiles", pid, "video", "roles", i), _unknown("role", role, roles)
     groups = {g.id for g in inv.working_groups}
     for i, ward in enumerate(inv.wards):
         if ward.working_group not in groups:

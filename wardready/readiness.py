@@ -1,15 +1,16 @@
 """Video-conferencing readiness: what was measured against what the ward's profile requires,
 criterion by criterion, with a verdict and what to do about a failure.
 
-One evaluation for everyone who needs it: `wardready-agent check` on the spot, and (next)
-the server's roll-up per ward. Thresholds come only from the inventory's profile; the MOS
-bands are ITU-T G.109's user-satisfaction categories (docs/emodel.md).
+One evaluation for everyone who needs it: `wardready-agent check` on the spot, and the
+server's roll-up per ward (`rollup`, docs/readiness.md). Thresholds come only from the
+inventory's profile; the MOS bands are ITU-T G.109's user-satisfaction categories
+(docs/emodel.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from checks import bandwidth, host, latency, media, peripherals
@@ -40,6 +41,8 @@ class Criterion:
     """Where the figure comes from when it is not the usual source, or why it is unknown."""
     fix: str = ""
     """What to do about a failure or warning; empty when it passes."""
+    host: str = ""
+    """In a ward's verdict, the PC the figure is from."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,10 +94,11 @@ def _line(id_: str, name: str, measured: float | None, required: float | None, u
 
 def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
              errors: Mapping[str, str] | None = None,
-             call: LinkRequirement | None = None) -> Readiness:
+             call: LinkRequirement | None = None, role: str | None = None) -> Readiness:
     """Judge one machine's latest results (by check name) against `profile`, and against
     the video call it requires (`call`, per PC) rather than the ward link's figures when
-    the profile names one.
+    the profile names one. A PC whose `role` does not hold the calls (a counter PC) is not
+    asked for a camera, microphone and speaker.
 
     A check that did not run or failed makes its criteria unknown, with the reason from
     `errors` when given.
@@ -156,7 +160,8 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
                                       ("microphone", "microphone", video.microphones,
                                        "a microphone or speakerphone"),
                                       ("speaker", "speaker", video.speakers,
-                                       "speakers or a speakerphone")):
+                                       "speakers or a speakerphone")
+                                      ) if video.holds_calls(role) else ():
         count = counts.get(kind)  # type: ignore[call-overload]
         note = "" if count is not None else (
             missing("peripherals") if kit is None else "could not be read on this machine")
@@ -222,3 +227,81 @@ def show(value: float | None, unit: str, criterion_id: str = "") -> str:
     if criterion_id == "mos":
         return f"{value:.2f}"
     return FORMATS[unit](value)
+
+
+STATE_VALUE: dict[State, int] = {"ready": 0, "ready-with-warnings": 1, "not-ready": 2,
+                                 "unknown": -1}
+VERDICT_VALUE: dict[Verdict, int] = {"pass": 0, "warn": 1, "fail": 2, "unknown": -1}
+"""How states and verdicts are exported as gauges: by severity, unknown apart."""
+_RANK: dict[State, int] = {"ready": 0, "ready-with-warnings": 1, "unknown": 2, "not-ready": 3}
+
+
+@dataclass(frozen=True)
+class HostResults:
+    """One PC's latest results by check name, the errors of checks that failed, its role."""
+
+    role: str | None
+    results: Mapping[str, CheckResult | None]
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WardReadiness(Readiness):
+    """A ward's verdict: enough working PCs, enough video-ready PCs, and the criteria of its
+    best PC for the calls (`video_host`); each PC's own verdict in `hosts`."""
+
+    hosts: Mapping[str, Readiness] = field(default_factory=dict)
+    video_host: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "video_host": self.video_host,
+                "hosts": {h: r.as_dict() for h, r in sorted(self.hosts.items())}}
+
+
+def rollup(profile: Profile, hosts: Mapping[str, HostResults],
+           call: LinkRequirement | None = None) -> WardReadiness:
+    """One verdict for a ward from its PCs' latest results.
+
+    The ward holds the city's calls if enough of the PCs whose role holds them are ready
+    (one good conference-room PC is enough when the profile asks for one, whatever the
+    counter PCs lack); the call criteria shown are those of the best such PC. Every PC
+    counts toward the working PCs the profile requires when it meets the host spec.
+    """
+    judged = {name: evaluate(profile, h.results, h.errors, call, h.role)
+              for name, h in hosts.items()}
+    spec = ("cpu_cores", "memory")
+    working = sum(all(c.verdict in ("pass", "warn") for c in r.criteria if c.id in spec)
+                  for r in judged.values())
+    need = profile.hosts.min_count
+    criteria = [_line(
+        "hosts", "working PCs", float(working), float(need), "",
+        at_least(working, need) if hosts else "unknown",
+        f"add or upgrade PCs to {profile.hosts.min_cpu_cores} cores and "
+        f"{profile.hosts.min_memory_gib:g} GiB, and install the agent on each",
+        f"{len(hosts)} PCs report" if hosts else "no agent reports from this ward")]
+
+    video = profile.video
+    candidates = {name: judged[name] for name, h in hosts.items() if video.holds_calls(h.role)}
+    ready = sum(r.state in ("ready", "ready-with-warnings") for r in candidates.values())
+    pending = sum(r.state == "unknown" for r in candidates.values())
+    roles = " or ".join(video.roles) or "any"
+    verdict: Verdict = ("pass" if ready >= video.min_ready_hosts else
+                        "unknown" if ready + pending >= video.min_ready_hosts else "fail")
+    if not candidates:
+        verdict = "unknown" if video.min_ready_hosts else "pass"
+    criteria.append(_line(
+        "video_hosts", "video-ready PCs", float(ready), float(video.min_ready_hosts), "",
+        verdict, "fix the failing criteria of the best PC below",
+        f"PCs in role {roles}: {len(candidates)} report" if candidates else
+        f"no PC in role {roles} reports: install the agent there, with that role"))
+
+    best = min(candidates, default=None, key=lambda n: (
+        _RANK[candidates[n].state], -sum(c.verdict == "pass" for c in candidates[n].criteria),
+        n))
+    if best is not None:
+        criteria += [replace(c, host=best) for c in candidates[best].criteria]
+    else:
+        why = f"no PC in role {roles} reports"
+        criteria += [replace(c, measured=None, verdict="unknown", note=why, fix="")
+                     for c in evaluate(profile, {}, {}, call).criteria]
+    return WardReadiness(tuple(criteria), judged, best)

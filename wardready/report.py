@@ -75,6 +75,8 @@ class Report(BaseModel):
                           "the server stores each id at most once.")
     ward: Slug
     host: Slug
+    role: Slug | None = Field(default=None, description="What the PC is for (an inventory "
+                              "role id); None: not set.")
     agent_version: str = Field(max_length=64)
     generated_at: float
     dropped_reports_total: int = Field(default=0, ge=0, description="Reports this agent "

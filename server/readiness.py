@@ -1,0 +1,58 @@
+"""Each ward's readiness on the server: its PCs' latest results rolled up into one verdict
+per ward and per criterion (`wardready.readiness.rollup`; rules in docs/readiness.md), for
+/metrics, `GET /api/v1/readiness` and `wardready-server readiness`.
+
+Only PCs whose token is active and that reported within the configured age count: a PC
+switched off for good must not keep its ward ready on old evidence.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+
+from server.store import AgentState
+from wardready.inventory import Inventory
+from wardready.metrics import MetricSpec, Sample
+from wardready.readiness import STATE_VALUE, VERDICT_VALUE, HostResults, WardReadiness, rollup
+
+_CODES = "0 ready, 1 ready with warnings, 2 not ready, -1 unknown"
+WARD_STATE = MetricSpec("wardready_ward_readiness",
+                        f"The ward's video-conferencing readiness: {_CODES}.", ("ward",))
+CRITERION = MetricSpec("wardready_ward_criterion_verdict",
+                       "The ward's verdict on one criterion: 0 pass, 1 warn, 2 fail, -1 unknown.",
+                       ("ward", "criterion"))
+HOST_STATE = MetricSpec("wardready_host_readiness",
+                        f"One PC's own readiness for its role: {_CODES}.", ("ward", "host"))
+METRICS = (WARD_STATE, CRITERION, HOST_STATE)
+
+
+def counted(agents: Mapping[tuple[str, str], AgentState], active: set[tuple[str, str]],
+            now: float, max_age: float) -> dict[str, dict[str, HostResults]]:
+    """The PCs that count, by ward and host, with their latest results."""
+    wards: dict[str, dict[str, HostResults]] = defaultdict(dict)
+    for (ward, host), state in agents.items():
+        if (ward, host) in active and now - state.last_report_at <= max_age:
+            wards[ward][host] = HostResults(
+                state.role, {n: o.result for n, o in state.outcomes.items()},
+                {n: o.error or "" for n, o in state.outcomes.items() if not o.ok})
+    return wards
+
+
+def wards(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]]
+          ) -> dict[str, WardReadiness]:
+    """Every inventory ward's verdict (a ward with no PC counted is unknown)."""
+    verdicts = {}
+    for ward in inventory.wards:
+        profile = inventory.profile_of(ward)
+        verdicts[ward.id] = rollup(profile, hosts.get(ward.id, {}), inventory.call_of(profile))
+    return verdicts
+
+
+def samples(verdicts: Mapping[str, WardReadiness]) -> Iterator[Sample]:
+    for ward, verdict in sorted(verdicts.items()):
+        yield Sample(WARD_STATE, (ward,), STATE_VALUE[verdict.state])
+        for c in verdict.criteria:
+            yield Sample(CRITERION, (ward, c.id), VERDICT_VALUE[c.verdict])
+        for host, own in sorted(verdict.hosts.items()):
+            yield Sample(HOST_STATE, (ward, host), STATE_VALUE[own.state])
