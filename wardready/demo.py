@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from wardready.errors import WardreadyError
+from wardready.readiness import STATE_VALUE
 from wardready.stack import (
     REPO,
     SERVER_PORT,
@@ -181,6 +182,13 @@ def print_state(prom: int) -> None:
           + call)
     print(f"State: {'NOT READY' if short else 'criteria met'} "
           f"({short} of {len(rows) + len(link)} criteria short)")
+    state = _scalar(prom, f"wardready_ward_readiness{{{ward}}}")
+    names = {v: k for k, v in STATE_VALUE.items()}
+    failing = sorted(r["metric"]["criterion"] for r in prometheus_query(
+        prom, f"wardready_ward_criterion_verdict{{{ward}}} == 2"))
+    print(f"Server's video-readiness verdict (wardready_ward_readiness): "
+          f"{'-' if state is None else names.get(int(state), '?').upper()}"
+          + (f"; failing: {', '.join(failing)}" if failing else ""))
 
 
 def _scalar(prom: int, query: str) -> float | None:
