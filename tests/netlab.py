@@ -9,6 +9,8 @@ The kernel here has no netem (see /work/shared/TESTBENCH.md), so the link is bui
   queueing and dropping like a real bottleneck.
 - loss: an nftables rule in the router's forward hook, ``numgen random mod N < k drop``,
   which sees both directions.
+- blocked UDP: an nftables rule in the same chain, before the loss rules, that drops every
+  forwarded UDP packet both ways (a ward firewall that lets only TCP out).
 - delay and jitter: tests/delayer.py, an NFQUEUE program in the router namespace fed by
   ``iptables -A FORWARD -o <ward side> -j NFQUEUE --queue-bypass`` (city -> ward only).
 Offloads (gro/gso/tso) are off on every veth end so that loss and tbf see real
@@ -60,6 +62,7 @@ class LinkSpec:
     loss_percent: float = 0.0  # independent random drop in EACH direction
     delay_ms: float = 0.0  # added city -> ward only
     jitter_ms: float = 0.0  # delay uniform in [delay - jitter, delay + jitter], order kept
+    block_udp: bool = False  # drop all forwarded UDP, both directions
 
     def __post_init__(self) -> None:
         if self.rate_mbit is not None and not 0.01 <= self.rate_mbit <= 10_000:
@@ -358,7 +361,8 @@ class WardLink(Namespaces):
     # -- changing the link ---------------------------------------------------------------
 
     def reconfigure(self, spec: LinkSpec) -> None:
-        """Apply `spec` to the running link (rate, loss, delay) without rebuilding it."""
+        """Apply `spec` to the running link (rate, UDP blocking, loss, delay) without
+        rebuilding it."""
         r = self.router_ns
         for dev in (TOWARD_WARD, TOWARD_CITY):
             if spec.rate_mbit is None:
@@ -369,6 +373,9 @@ class WardLink(Namespaces):
                 self._sh(None, ["tc", "-n", r, "qdisc", "replace", "dev", dev, "root", "tbf",
                                 *tbf_args(spec.rate_mbit)])
         script = f"flush chain inet {NFT_TABLE} forward\n"
+        if spec.block_udp:
+            # First, so blocked UDP is not also counted by the loss rules' counters.
+            script += f"add rule inet {NFT_TABLE} forward meta l4proto udp counter drop\n"
         if spec.loss_percent > 0:
             threshold = round(spec.loss_percent / 100 * LOSS_SCALE)
             # One rule per direction, each with its own counter (see loss_drops).
@@ -641,9 +648,10 @@ def require_netlab() -> str | None:
 
 
 def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
-                      echo_port: int = 8471) -> Path:
+                      echo_port: int = 8471, inventory: Path | None = None) -> Path:
     """A real wardready server in the city namespace (stopped with the link); returns the
-    path of an agent token for ward sai-gon, host bench-pc."""
+    path of an agent token for ward sai-gon, host bench-pc. `inventory`: the server's
+    inventory file, the repository's inventory.yml by default."""
     import yaml
 
     from server.store import Store
@@ -652,7 +660,8 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
     config = workdir / "server.yml"
     config.write_text(yaml.safe_dump({
         "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
-        "inventory": str(repo / "inventory.yml"), "udp_echo": {"listen_port": echo_port}}))
+        "inventory": str(inventory or repo / "inventory.yml"),
+        "udp_echo": {"listen_port": echo_port}}))
     store = Store(workdir / "city.db")
     token = workdir / "agent.token"
     token.write_text(store.issue_token("sai-gon", "bench-pc"))
