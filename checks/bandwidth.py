@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,6 +42,10 @@ SAMPLE_SECONDS = 0.05
 WINDOW_SECONDS = 0.5
 CHUNK = random.Random(0).randbytes(64 << 10)
 """Upload payload: random bytes, so no compression on the path can inflate the figure."""
+NOTSENT_LOWAT_BYTES = 64 << 10
+"""Most unsent data an upload stream may queue in the kernel (TCP_NOTSENT_LOWAT; in flight is
+not limited): without it, autotuned send buffers hold megabytes, which on a thin link take
+seconds to drain after the test stops and blur where it stopped."""
 
 
 class Config(CheckConfig):
@@ -189,22 +194,6 @@ class RateEstimator:
         return True
 
 
-def merge_timelines(timelines: list[list[tuple[float, int]]]) -> list[tuple[float, int]]:
-    """Several streams' (time, cumulative bytes) series as one series of their sum."""
-    events: list[tuple[float, int]] = []
-    for line in timelines:
-        previous = 0
-        for t, total in line:
-            events.append((t, total - previous))
-            previous = total
-    events.sort()
-    merged, total = [], 0
-    for t, delta in events:
-        total += delta
-        merged.append((t, total))
-    return merged
-
-
 def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -234,7 +223,7 @@ class Test:
         transfer = self._download if direction == "download" else self._upload
         share = config.max_bytes // self.streams
         rtts: list[float | None] = []
-        t0 = time.monotonic()
+        t0 = time.monotonic()  # also when the first upload request leaves, to map clocks
         tasks = [asyncio.create_task(transfer(share, moved, stop)) for _ in range(self.streams)]
         prober = asyncio.create_task(self._probe_load(rtts, stop))
         reason = "time_budget"
@@ -253,21 +242,32 @@ class Test:
                     break
         finally:
             stop.set()
+            stopped_at = time.monotonic()
+            if direction == "upload":
+                # Abort instead of waiting for what is queued to drain: on a thin link that
+                # takes seconds (tail losses, timeouts). The server kept the slot's timeline.
+                for task in tasks:
+                    task.cancel()
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.gather(prober, return_exceptions=True)
         elapsed = time.monotonic() - t0
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if len(errors) == len(outcomes):
+        errors = [o for o in outcomes if isinstance(o, BaseException)
+                  and not isinstance(o, asyncio.CancelledError)]
+        if errors and len(errors) == len(outcomes):
             raise errors[0]
         rate = estimator.estimate()
         warmup, measured = estimator.warmup_seconds, estimator.measured_seconds
         if rate is None:  # the budget ran out before warm-up ended (a very fast link)
             rate, measured = moved[0] / elapsed, elapsed
         if direction == "upload":
-            # What the server received, by its clock: the agent's own send buffers excluded.
-            lines = [o for o in outcomes if isinstance(o, list)]
-            server_rate, measured = self._server_rate(merge_timelines(lines), warmup)
-            rate = server_rate if server_rate is not None else rate
+            # What the server received, by its clock, until the agent stopped: the agent's
+            # own send buffers excluded. Its clock runs from when the first stream arrived.
+            timeline = await self._upload_timeline()
+            if timeline:
+                offset = timeline[0][0] - t0
+                server_rate, measured = self._server_rate(timeline, warmup,
+                                                          stopped_at + offset)
+                rate = server_rate if server_rate is not None else rate
         answered = [r for r in rtts if r is not None]
         return DirectionResult(
             direction=direction, bytes_per_second=rate or 0.0, bytes=moved[0], seconds=elapsed,
@@ -277,8 +277,11 @@ class Test:
             load_probes_lost=len(rtts) - len(answered))
 
     @staticmethod
-    def _server_rate(merged: list[tuple[float, int]],
-                     warmup: float) -> tuple[float | None, float]:
+    def _server_rate(merged: list[tuple[float, int]], warmup: float,
+                     end: float) -> tuple[float | None, float]:
+        """The slope of the server's timeline from the agent's warm-up to `end` (when the
+        agent stopped, in the server's clock)."""
+        merged = [(t, total) for t, total in merged if t <= end]
         if len(merged) < 2:
             return None, 0.0
         fit = RateEstimator(warmup, 0.0, 1.0)
@@ -300,8 +303,14 @@ class Test:
                     resp.close()  # drop the connection: the server stops sending
                     return
 
-    async def _upload(self, share: int, moved: list[int],
-                      stop: asyncio.Event) -> list[tuple[float, int]]:
+    async def _upload_timeline(self) -> list[tuple[float, int]]:
+        """The slot's upload as the server received it: (server time, bytes so far)."""
+        async with self.session.get(f"{self.base}/api/v1/speedtest/slots/{self.slot}") as resp:
+            await _raise_for_status(resp)
+            body = await resp.json()
+        return [(float(t), int(b)) for t, b in body["upload_timeline"]]
+
+    async def _upload(self, share: int, moved: list[int], stop: asyncio.Event) -> None:
         async def body() -> AsyncIterator[bytes]:
             sent = 0
             while sent < share and not stop.is_set():
@@ -314,14 +323,21 @@ class Test:
         async with self.session.post(url, data=body(), headers={
                 SLOT_HEADER: self.slot, "Content-Type": "application/octet-stream"}) as resp:
             await _raise_for_status(resp)
-            reply = await resp.json()
-        return [(float(t), int(b)) for t, b in reply["timeline"]]
 
     async def _probe_load(self, rtts: list[float | None], stop: asyncio.Event) -> None:
         interval = self.config.load_probe_interval_seconds
         rtts.extend(await latency.probe(
             self.host, "tcp", count=int(self.config.max_seconds / interval) + 1,
             interval=interval, timeout=2.0, port=self.port, stop=stop))
+
+
+def _socket(addr: Any) -> socket.socket:
+    family, kind, proto, _, _ = addr
+    sock = socket.socket(family, kind, proto)
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS; not Windows
+    if lowat is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT_BYTES)
+    return sock
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
@@ -360,7 +376,7 @@ async def run(config: Config, context: Context) -> Result:
     base = context.server.url.rstrip("/")
     headers = {"Authorization": f"Bearer {context.server.token}"}
     connector = aiohttp.TCPConnector(ssl=server_tls(context.server.ca_file),
-                                     limit=config.streams + 2)
+                                     limit=config.streams + 2, socket_factory=_socket)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
     async with aiohttp.ClientSession(base_url=None, headers=headers, connector=connector,
                                      timeout=timeout, auto_decompress=False) as session:

@@ -43,6 +43,16 @@ class Slot:
     expires_at: float
     bytes_left: int
     streams: int = 0
+    uploaded: int = 0
+    upload_timeline: list[tuple[float, int]] = field(default_factory=list)
+    """(time, bytes so far) of every upload stream together, each TIMELINE_STEP_SECONDS at
+    most: the agent reads it after aborting its streams (GET /api/v1/speedtest/slots/ID)."""
+
+    def record_upload(self, now: float, size: int) -> None:
+        self.uploaded += size
+        if not self.upload_timeline or now - self.upload_timeline[-1][0] >= \
+                TIMELINE_STEP_SECONDS:
+            self.upload_timeline.append((now, self.uploaded))
 
 
 @dataclass
@@ -118,9 +128,6 @@ MOVED = MetricSpec("wardready_server_speedtest_bytes_total",
                    "Bytes moved by throughput tests, by direction.", ("direction",),
                    kind="counter")
 METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
-METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
-
-
 
 
 def setup(app: web.Application, config: SpeedtestConfig) -> Slots:
@@ -128,6 +135,7 @@ def setup(app: web.Application, config: SpeedtestConfig) -> Slots:
     slots = Slots(config)
     app[SLOTS] = slots
     app.router.add_post("/api/v1/speedtest/slots", acquire_slot)
+    app.router.add_get("/api/v1/speedtest/slots/{slot_id}", slot_state)
     app.router.add_delete("/api/v1/speedtest/slots/{slot_id}", release_slot)
     app.router.add_get("/api/v1/speedtest/download", download)
     app.router.add_post("/api/v1/speedtest/upload", upload)
@@ -150,13 +158,24 @@ async def acquire_slot(request: web.Request) -> web.Response:
                               "max_streams": slots.config.max_streams}, status=201)
 
 
-async def release_slot(request: web.Request) -> web.Response:
+async def _own_slot(request: web.Request) -> Slot:
     identity = await authenticate(request, "agent")
-    slots = request.app[SLOTS]
-    slot = slots.find(request.match_info["slot_id"], identity, time.monotonic())
+    slot = request.app[SLOTS].find(request.match_info["slot_id"], identity, time.monotonic())
     if slot is None:
         raise fail(web.HTTPNotFound, "no such slot held by this agent")
-    slots.release(slot)
+    return slot
+
+
+async def slot_state(request: web.Request) -> web.Response:
+    """What the slot's uploads delivered, by the server's clock."""
+    slot = await _own_slot(request)
+    return web.json_response({"bytes_left": slot.bytes_left, "uploaded": slot.uploaded,
+                              "upload_timeline": slot.upload_timeline})
+
+
+async def release_slot(request: web.Request) -> web.Response:
+    slot = await _own_slot(request)
+    request.app[SLOTS].release(slot)
     return web.Response(status=204)
 
 
@@ -208,13 +227,14 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 async def upload(request: web.Request) -> web.Response:
-    """Read and discard the body, within the slot's budget and lease; reply with what arrived
-    and when, measured here, so the agent's figure does not include its own send buffers."""
+    """Read and discard the body, within the slot's budget and lease, recording what arrived
+    and when in the slot (measured here, so the agent's figure does not include its own send
+    buffers)."""
     slot = await _slot_for(request)
     slots = request.app[SLOTS]
     slot.streams += 1
-    received, started = 0, time.monotonic()
-    timeline: list[tuple[float, int]] = [(started, 0)]
+    received = 0
+    slot.record_upload(time.monotonic(), 0)
     try:
         while True:
             chunk = await request.content.readany()
@@ -224,13 +244,12 @@ async def upload(request: web.Request) -> web.Response:
             slot.bytes_left -= len(chunk)
             slots.bytes_moved["upload"] += len(chunk)
             now = time.monotonic()
-            if now - timeline[-1][0] >= TIMELINE_STEP_SECONDS:
-                timeline.append((now, received))
+            slot.record_upload(now, len(chunk))
             if slot.bytes_left <= 0 or now >= slot.expires_at:
                 break  # over budget: stop reading; the reply ends the transfer
     finally:
         slot.streams -= 1
-    timeline.append((time.monotonic(), received))
-    response = web.json_response({"bytes": received, "timeline": timeline})
+        slot.record_upload(time.monotonic(), 0)
+    response = web.json_response({"bytes": received})
     response.force_close()  # the body may not have been read to its end
     return response

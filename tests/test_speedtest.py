@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,48 @@ async def test_bandwidth_check_measures_both_directions_within_budget(
     assert (await slot(client, tokens["sai-gon", "pc-2"]))[0] == 201
 
 
+async def test_an_aborted_upload_is_kept_in_the_slots_timeline_and_logs_no_error(
+        aiohttp_client: MakeClient, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    client, tokens = await start(aiohttp_client, tmp_path)
+    token = tokens["sai-gon", "pc-1"]
+    status, granted, _ = await slot(client, token)
+    assert status == 201
+    headers = {**auth(token), bandwidth.SLOT_HEADER: str(granted["slot"])}
+    sent = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield bandwidth.CHUNK
+        sent.set()
+        await asyncio.sleep(3600)  # an agent that stops sending and then aborts
+
+    upload = asyncio.create_task(client.post("/api/v1/speedtest/upload", data=body(),
+                                             headers=headers))
+    await asyncio.wait_for(sent.wait(), 10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # what the server has read so far
+        resp = await client.get(f"/api/v1/speedtest/slots/{granted['slot']}",
+                                headers=auth(token))
+        state = await resp.json()
+        if state["uploaded"] == 8 * len(bandwidth.CHUNK):
+            break
+        await asyncio.sleep(0.05)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    assert state["uploaded"] == 8 * len(bandwidth.CHUNK)
+    times = [t for t, _ in state["upload_timeline"]]
+    totals = [b for _, b in state["upload_timeline"]]
+    assert times == sorted(times) and totals == sorted(totals) and totals[0] == 0
+    assert totals[-1] <= state["uploaded"]
+    await asyncio.sleep(0.2)  # the server notices the abort
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    # Only the slot's holder may read it.
+    resp = await client.get(f"/api/v1/speedtest/slots/{granted['slot']}",
+                            headers=auth(tokens["sai-gon", "pc-2"]))
+    assert resp.status == 404
+
+
 async def test_machines_of_one_ward_take_turns(aiohttp_client: MakeClient,
                                                tmp_path: Path) -> None:
     client, tokens = await start(aiohttp_client, tmp_path)
@@ -184,10 +227,3 @@ def test_a_slow_link_is_measured_until_enough_bytes_have_passed() -> None:
     moved = estimator.totals[-1] - estimator.totals[estimator.start or 0]
     assert moved >= 1 << 20
     assert estimator.measured_seconds == pytest.approx((1 << 20) / 240e3, abs=0.2)
-
-
-def test_server_timelines_of_several_streams_add_up() -> None:
-    merged = bandwidth.merge_timelines([[(0.0, 0), (1.0, 100), (2.0, 200)],
-                                        [(0.5, 0), (1.5, 50)]])
-    assert merged[-1] == (2.0, 250)
-    assert [t for t, _ in merged] == sorted(t for t, _ in merged)
