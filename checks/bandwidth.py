@@ -262,7 +262,8 @@ class Test:
         if direction == "upload":
             # What the server received, by its clock, until the agent stopped: the agent's
             # own send buffers excluded. Its clock runs from when the first stream arrived.
-            timeline = await self._upload_timeline()
+            timeline, arrived = await self._upload_timeline()
+            moved[0] = arrived  # what crossed the link; the rest died in the agent's buffers
             if timeline:
                 offset = timeline[0][0] - t0
                 server_rate, measured = self._server_rate(timeline, warmup,
@@ -303,12 +304,13 @@ class Test:
                     resp.close()  # drop the connection: the server stops sending
                     return
 
-    async def _upload_timeline(self) -> list[tuple[float, int]]:
-        """The slot's upload as the server received it: (server time, bytes so far)."""
+    async def _upload_timeline(self) -> tuple[list[tuple[float, int]], int]:
+        """The slot's upload as the server received it: (server time, bytes so far), and
+        the bytes that arrived."""
         async with self.session.get(f"{self.base}/api/v1/speedtest/slots/{self.slot}") as resp:
             await _raise_for_status(resp)
             body = await resp.json()
-        return [(float(t), int(b)) for t, b in body["upload_timeline"]]
+        return [(float(t), int(b)) for t, b in body["upload_timeline"]], int(body["uploaded"])
 
     async def _upload(self, share: int, moved: list[int], stop: asyncio.Event) -> None:
         async def body() -> AsyncIterator[bytes]:

@@ -60,14 +60,17 @@ def test_a_2_mbit_link_is_measured_within_budget_and_cheaper_than_iperf3(
         lab: None, tmp_path: Path) -> None:
     with netlab.WardLink(netlab.LinkSpec(rate_mbit=2)) as link:
         token = netlab.start_city_server(link, tmp_path)
-        config = {"directions": ["download"], "max_seconds": 10}
+        config = {"max_seconds": 10}
         ours = netlab.run_check(link, "bandwidth", config, token, timeout=120)
         reference_mbit, reference_bytes = iperf3_bytes_10s(link)
-    d = ours["directions"][0]
-    assert d["seconds"] <= 10 + 0.5, d  # its budget (plus the streams' closing)
-    assert d["bytes"] <= reference_bytes, (d, reference_bytes)
-    assert d["bytes_per_second"] * 8 / 1e6 == pytest.approx(netlab.goodput_ceiling_mbit(2),
-                                                             rel=0.05)
+    down, up = ours["directions"]
+    assert down["bytes"] <= reference_bytes, (down, reference_bytes)  # it converged sooner
+    for d in (down, up):
+        # Its budget, plus at most the load probe in flight (2 s timeout): an upload is
+        # aborted at the stop, not left to drain what its buffers held.
+        assert d["seconds"] <= 10 + 2.5, d
+        assert d["bytes_per_second"] * 8 / 1e6 == pytest.approx(
+            netlab.goodput_ceiling_mbit(2), rel=0.05), d
     assert reference_mbit == pytest.approx(netlab.goodput_ceiling_mbit(2), rel=0.05)
 
 
