@@ -116,7 +116,7 @@ def table(readiness: Readiness, config: AgentConfig, source: str) -> str:
     """The verdict as a technician reads it, at most WIDTH columns."""
     role = f" ({config.role})" if config.role else " (no role set: judged as a video PC)"
     lines = [*textwrap.wrap(f"Ward {config.ward}, host {config.host}{role}: profile {source}",
-                            WIDTH, subsequent_indent="    "),
+                            WIDTH, subsequent_indent="    ", break_on_hyphens=False),
              f"{'criterion':<22}{'measured':>15}{'required':>15}  verdict"]
     for c in readiness.criteria:
         lines.append(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
@@ -124,7 +124,8 @@ def table(readiness: Readiness, config: AgentConfig, source: str) -> str:
         for label, text in (("note", c.note), ("fix", c.fix)):
             if text:
                 lines.extend(textwrap.wrap(f"{label}: {text}", WIDTH, initial_indent="    ",
-                                           subsequent_indent="      "))
+                                           subsequent_indent="      ",
+                                           break_on_hyphens=False))
     failed = sum(c.verdict == "fail" for c in readiness.criteria)
     lines.append(f"State: {readiness.state.upper()}"
                  + (f" ({failed} of {len(readiness.criteria)} criteria fail)" if failed else ""))

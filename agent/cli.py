@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agent.config import load_agent_config, read_token
-from wardready.errors import ConfigError, WardreadyError
+from wardready.errors import ConfigError, WardreadyError, output_closed
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     except WardreadyError as exc:
         print(f"wardready-agent: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except BrokenPipeError:
+        return output_closed()
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -122,6 +122,7 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
     say(_verify(opts.config))
     say("next steps:")
     say(f"  wardready-agent check-config --config {opts.config}")
+    say(f"  wardready-agent check --config {opts.config}    (the verdict for this PC, now)")
     say("  systemctl enable --now wardready-agent    (Windows: see README, 'Install on a ward PC')")
 
 

@@ -15,7 +15,7 @@ from server.app import create_app
 from server.config import ServerConfig, load_server_config, ssl_context
 from server.enrol import DEFAULT_HOURS, MAX_HOURS
 from server.store import Store
-from wardready.errors import ConfigError, WardreadyError
+from wardready.errors import ConfigError, WardreadyError, output_closed
 from wardready.inventory import Inventory, load_inventory
 
 EXIT_CONFIG = 2
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except WardreadyError as exc:
         print(f"wardready-server: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return output_closed()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -257,7 +259,8 @@ def _readiness(args: argparse.Namespace) -> int:
         print(f"{'criterion':<22}{'measured':>15}{'required':>15}  {'verdict':<9}PC")
         for c in verdict.criteria:
             print(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
-                  f"{show(c.required, c.unit, c.id):>15}  {c.verdict.upper():<9}{c.host}")
+                  f"{show(c.required, c.unit, c.id):>15}  {c.verdict.upper():<9}{c.host}"
+                  .rstrip())
             for label, text in (("note", c.note), ("fix", c.fix)):
                 if text:
                     print(f"    {label}: {text}")

@@ -239,3 +239,14 @@ def test_two_required_conference_pcs_count_ready_pending_and_failing_apart() -> 
     assert video_hosts(a=ready, b=ready) == "pass"
     assert video_hosts(a=ready, b=pending) == "unknown"
     assert video_hosts(a=ready, b=failing) == "fail"
+
+
+def test_pcs_not_yet_measured_leave_the_count_unknown_until_they_could_not_matter() -> None:
+    unmeasured = pc("counter", host=None)
+    hosts_of = {"room-pc": pc("conference-room"), "counter-01": unmeasured}
+    ward = rollup(PROFILE, hosts_of)  # needs 2 working PCs: 1 known, 1 not yet measured
+    hosts = next(c for c in ward.criteria if c.id == "hosts")
+    assert (hosts.measured, hosts.verdict) == (1.0, "unknown")
+    assert hosts.note == "2 PCs reporting, 1 not yet measured"
+    one = PROFILE.model_copy(update={"hosts": PROFILE.hosts.model_copy(update={"min_count": 1})})
+    assert next(c for c in rollup(one, hosts_of).criteria if c.id == "hosts").verdict == "pass"

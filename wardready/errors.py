@@ -17,3 +17,14 @@ class ConfigError(WardreadyError):
         self.message = message
         place = f"{file}:{line}" if line else file
         super().__init__(f"{place}: {where}: {message}" if where else f"{place}: {message}")
+
+
+def output_closed() -> int:
+    """The reader of stdout went away (`... | head`): stop quietly instead of a traceback,
+    and keep the interpreter's final flush from failing too. Returns the exit code."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1

@@ -183,6 +183,15 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
     return Readiness(tuple(criteria))
 
 
+def _enough(good: int, pending: int, need: int) -> Verdict:
+    """Enough PCs are good; or could be, once the ones not yet measured are; or not."""
+    return "pass" if good >= need else "unknown" if good + pending >= need else "fail"
+
+
+def _pcs(n: int) -> str:
+    return f"{n} PC" if n == 1 else f"{n} PCs"
+
+
 @dataclass(frozen=True)
 class _Path:
     udp: bool | None
@@ -269,30 +278,31 @@ def rollup(profile: Profile, hosts: Mapping[str, HostResults],
     """
     judged = {name: evaluate(profile, h.results, h.errors, call, h.role)
               for name, h in hosts.items()}
-    spec = ("cpu_cores", "memory")
-    working = sum(all(c.verdict in ("pass", "warn") for c in r.criteria if c.id in spec)
-                  for r in judged.values())
+    spec = [[c.verdict for c in r.criteria if c.id in ("cpu_cores", "memory")]
+            for r in judged.values()]
+    working = sum(all(v in ("pass", "warn") for v in pc) for pc in spec)
+    pending = sum("unknown" in pc and "fail" not in pc for pc in spec)
     need = profile.hosts.min_count
     criteria = [_line(
         "hosts", "working PCs", float(working), float(need), "",
-        at_least(working, need) if hosts else "unknown",
+        _enough(working, pending, need) if hosts else "unknown",
         f"add or upgrade PCs to {profile.hosts.min_cpu_cores} cores and "
         f"{profile.hosts.min_memory_gib:g} GiB, and install the agent on each",
-        f"{len(hosts)} PCs report" if hosts else "no agent reports from this ward")]
+        f"{_pcs(len(hosts))} reporting" + (f", {pending} not yet measured" if pending else "")
+        if hosts else "no agent reports from this ward")]
 
     video = profile.video
     candidates = {name: judged[name] for name, h in hosts.items() if video.holds_calls(h.role)}
     ready = sum(r.state in ("ready", "ready-with-warnings") for r in candidates.values())
     pending = sum(r.state == "unknown" for r in candidates.values())
     roles = " or ".join(video.roles) or "any"
-    verdict: Verdict = ("pass" if ready >= video.min_ready_hosts else
-                        "unknown" if ready + pending >= video.min_ready_hosts else "fail")
+    verdict = _enough(ready, pending, video.min_ready_hosts)
     if not candidates:
         verdict = "unknown" if video.min_ready_hosts else "pass"
     criteria.append(_line(
         "video_hosts", "video-ready PCs", float(ready), float(video.min_ready_hosts), "",
         verdict, "fix the failing criteria of the best PC below",
-        f"PCs in role {roles}: {len(candidates)} report" if candidates else
+        f"{_pcs(len(candidates))} in role {roles} reporting" if candidates else
         f"no PC in role {roles} reports: install the agent there, with that role"))
 
     best = min(candidates, default=None, key=lambda n: (
