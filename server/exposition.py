@@ -104,8 +104,9 @@ class FleetCollector(Collector):
                             ("ward", "host"))
         counted = readiness.counted(dict(served), {key for key, _ in served}, time.time(),
                                     self.readiness_max_age)
-        yield from families(readiness.METRICS, (((), s) for s in readiness.samples(
-            readiness.wards(self.inventory, counted))))
+        verdicts = readiness.wards(self.inventory, counted)
+        yield from families(readiness.METRICS, (
+            ((), s) for s in readiness.samples(self.inventory, counted, verdicts)))
 
     def _asset_samples(self, served: set[tuple[str, str]]
                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:

@@ -24,7 +24,12 @@ CRITERION = MetricSpec("wardready_ward_criterion_verdict",
                        ("ward", "criterion"))
 HOST_STATE = MetricSpec("wardready_host_readiness",
                         f"One PC's own readiness for its role: {_CODES}.", ("ward", "host"))
-METRICS = (WARD_STATE, CRITERION, HOST_STATE)
+ROLE = MetricSpec("wardready_host_role_info", "What the PC is for, from its agent's config "
+                  "(role \"\" when not set).", ("ward", "host", "role"))
+HOLDS_CALLS = MetricSpec("wardready_host_holds_calls",
+                         "1 if the ward's profile counts this PC for its video calls (by role).",
+                         ("ward", "host"))
+METRICS = (WARD_STATE, CRITERION, HOST_STATE, ROLE, HOLDS_CALLS)
 
 
 def counted(agents: Mapping[tuple[str, str], AgentState], active: set[tuple[str, str]],
@@ -49,7 +54,16 @@ def wards(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]]
     return verdicts
 
 
-def samples(verdicts: Mapping[str, WardReadiness]) -> Iterator[Sample]:
+def samples(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]],
+            verdicts: Mapping[str, WardReadiness]) -> Iterator[Sample]:
+    for ward_id, pcs in sorted(hosts.items()):
+        known = inventory.ward(ward_id)
+        if known is None:
+            continue
+        video = inventory.profile_of(known).video
+        for host, pc in sorted(pcs.items()):
+            yield Sample(ROLE, (ward_id, host, pc.role or ""), 1)
+            yield Sample(HOLDS_CALLS, (ward_id, host), 1 if video.holds_calls(pc.role) else 0)
     for ward, verdict in sorted(verdicts.items()):
         yield Sample(WARD_STATE, (ward,), STATE_VALUE[verdict.state])
         for c in verdict.criteria:

@@ -86,6 +86,11 @@ async def test_wards_are_rolled_up_from_their_pcs_and_exported(
         ("counter-01", "sai-gon"): 0.0, ("room-pc", "sai-gon"): 0.0,
         ("counter-01", "nha-be"): 2.0, ("room-pc", "nha-be"): 2.0}
 
+    assert values(text, "wardready_host_holds_calls") == {
+        ("counter-01", "sai-gon"): 0.0, ("room-pc", "sai-gon"): 1.0,
+        ("counter-01", "nha-be"): 0.0, ("room-pc", "nha-be"): 1.0}
+    assert values(text, "wardready_host_role_info")[("room-pc", "conference-room", "sai-gon")] == 1
+
     auth = {"Authorization": f"Bearer {admin}"}
     resp = await client.get("/api/v1/readiness", params={"ward": "nha-be"}, headers=auth)
     assert resp.status == 200
