@@ -8,9 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # iproute2 .. ethtool: emulated ward links in tests (tests/netlab.py); libnetfilter-queue-dev,
 # build-essential, python3-dev: pip builds PyPI netfilterqueue (its delayer) from source;
 # openssh-server: a real SSH peer for the network-device check's netmiko `linux` type;
-# tmux: a real terminal for the `wardready-agent check` table test.
+# tmux: a real terminal for the `wardready-agent check` table test;
+# prometheus-alertmanager: amtool, to check the example routing (prometheus/alertmanager.yml).
 DEBIAN_PACKAGES=(prometheus iperf3 iputils-ping iproute2 nftables iptables ethtool
-                 libnetfilter-queue-dev build-essential python3-dev openssh-server tmux)
+                 libnetfilter-queue-dev build-essential python3-dev openssh-server tmux
+                 prometheus-alertmanager)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
