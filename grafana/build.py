@@ -1,0 +1,526 @@
+"""Generate wardready's Grafana dashboards (grafana/dashboards/*.json) from this file.
+
+    .venv/bin/python grafana/build.py           # (re)write the JSON
+    .venv/bin/python grafana/build.py --check   # exit 1 if the JSON on disk is stale
+
+Plain Python, no third-party library: a few helpers (`panel`, `target`, `query_var`, `row`,
+`dashboard`) and one function per dashboard. Panels are laid out left to right in the order
+given, wrapping at Grafana's 24 columns. Every expression is plain PromQL once the template
+variables are replaced by a value (`=~"$var"` for multi-value variables, whose All is ".*");
+`queries()` and `variables()` list them for tests that run them against a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+DS = {"type": "prometheus", "uid": "wardready-prometheus"}
+SCHEMA_VERSION = 39
+VAR_RE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
+
+Json = dict[str, Any]
+
+# Value mappings shared by the panels showing the server's verdicts.
+READINESS = {-1: ("unknown", "text"), 0: ("ready", "green"), 1: ("warnings", "yellow"),
+             2: ("not ready", "red")}
+VERDICT = {-1: ("unknown", "text"), 0: ("pass", "green"), 1: ("warn", "yellow"),
+           2: ("fail", "red")}
+UP = {0: ("down", "red"), 1: ("up", "green")}
+REACHABLE = {0: ("blocked", "red"), 1: ("reachable", "green")}
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def target(expr: str, legend: str = "", *, table: bool = False, ref: str = "A") -> Json:
+    """One Prometheus query; `table` makes it an instant query formatted as a table."""
+    t: Json = {"datasource": DS, "expr": expr, "refId": ref, "legendFormat": legend or "__auto"}
+    if table:
+        t.update(format="table", instant=True, range=False)
+    else:
+        t.update(format="time_series", instant=False, range=True)
+    return t
+
+
+def mappings(values: dict[int, tuple[str, str]]) -> list[Json]:
+    return [{"type": "value", "options": {
+        str(v): {"text": text, "color": color, "index": i}
+        for i, (v, (text, color)) in enumerate(sorted(values.items()))}}]
+
+
+def thresholds(*steps: tuple[float | None, str]) -> Json:
+    return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in steps]}
+
+
+def override(name: str, **props: Any) -> Json:
+    """Field properties for the field (column, series) displayed as `name`."""
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": k.replace("__", "."), "value": v} for k, v in props.items()]}
+
+
+REQUIREMENT_LINE = override("requirement", color={"mode": "fixed", "fixedColor": "red"},
+                            custom__lineStyle={"fill": "dash", "dash": [10, 10]},
+                            custom__fillOpacity=0)
+WINDOW_LINE = override("ward, 6 h window", color={"mode": "fixed", "fixedColor": "purple"},
+                       custom__lineWidth=3, custom__fillOpacity=0)
+
+
+def panel(kind: str, title: str, targets: list[Json], *, w: int = 12, h: int = 8,
+          description: str = "", unit: str | None = None, mapping: dict | None = None,
+          steps: tuple[tuple[float | None, str], ...] | None = None,
+          overrides: list[Json] | None = None, transformations: list[Json] | None = None,
+          options: Json | None = None, custom: Json | None = None,
+          minmax: tuple[float, float] | None = None) -> Json:
+    """A panel; `w`/`h` are its size in grid units, its place is set by `dashboard`."""
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    defaults: Json = {}
+    if unit:
+        defaults["unit"] = unit
+    if mapping:
+        defaults["mappings"] = mappings(mapping)
+        defaults["color"] = {"mode": "thresholds"}
+    if steps:
+        defaults["thresholds"] = thresholds(*steps)
+        defaults["color"] = {"mode": "thresholds"}
+    if custom:
+        defaults["custom"] = custom
+    if minmax:
+        defaults["min"], defaults["max"] = minmax
+    p: Json = {"type": kind, "title": title, "datasource": DS, "targets": targets,
+               "gridPos": {"w": w, "h": h},
+               "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+               "options": options or {}}
+    if description:
+        p["description"] = description
+    if transformations:
+        p["transformations"] = transformations
+    return p
+
+
+def stat(title: str, expr: str, *, description: str = "", color: str = "blue",
+         mapping: dict | None = None, unit: str | None = None, w: int = 4) -> Json:
+    return panel("stat", title, [target(expr, title, table=False)], w=w, h=4,
+                 description=description, unit=unit, mapping=mapping,
+                 steps=None if mapping else ((None, color),),
+                 options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                            "values": False},
+                          "colorMode": "background", "graphMode": "none",
+                          "textMode": "value_and_name" if mapping else "value"})
+
+
+def timeseries(title: str, targets: list[Json], **kw: Any) -> Json:
+    kw.setdefault("options", {"legend": {"displayMode": "table", "placement": "bottom",
+                                         "calcs": ["lastNotNull", "min", "max"]},
+                              "tooltip": {"mode": "multi", "sort": "desc"}})
+    return panel("timeseries", title, targets, **kw)
+
+
+def state_timeline(title: str, targets: list[Json], mapping: dict, **kw: Any) -> Json:
+    kw.setdefault("options", {"showValue": "never", "mergeValues": True,
+                              "legend": {"showLegend": False}})
+    return panel("state-timeline", title, targets, mapping=mapping, **kw)
+
+
+def table(title: str, targets: list[Json], *, hide: tuple[str, ...] = (),
+          rename: dict[str, str] | None = None, join: str | None = None,
+          merge: bool = False, matrix: tuple[str, str] | None = None,
+          sort: str | None = None, **kw: Any) -> Json:
+    """A table of instant queries: joined on the `join` column (or merged, or pivoted to
+    one row per `matrix[0]` and one column per `matrix[1]`), with the columns in `hide`
+    dropped (Time columns always are) and those in `rename` renamed."""
+    steps: list[Json] = []
+    if matrix:
+        steps.append({"id": "groupingToMatrix", "options": {
+            "rowField": matrix[0], "columnField": matrix[1], "valueField": "Value"}})
+    if join:
+        steps.append({"id": "joinByField", "options": {"byField": join, "mode": "outer"}})
+    elif merge:
+        steps.append({"id": "merge", "options": {}})
+    excluded = {"Time": True, "__name__": True, "job": True, "instance": True}
+    excluded.update({f"Time {i}": True for i in range(1, len(targets) + 1)})
+    excluded.update({name: True for name in hide})
+    steps.append({"id": "organize", "options": {"excludeByName": excluded,
+                                                "renameByName": rename or {}}})
+    kw.setdefault("options", {"showHeader": True, "cellHeight": "sm",
+                              "sortBy": [{"displayName": sort, "desc": True}] if sort else []})
+    return panel("table", title, targets, transformations=steps, **kw)
+
+
+def colored(name: str, mapping: dict[int, tuple[str, str]]) -> Json:
+    """A table column shown as its mapped text on its mapped colour."""
+    return override(name, mappings=mappings(mapping),
+                    custom__cellOptions={"type": "color-background", "mode": "basic"},
+                    color={"mode": "thresholds"})
+
+
+def query_var(name: str, query: str, label: str, *, multi: bool = False) -> Json:
+    """A query variable from `label_values(...)`; multi-value ones include All (".*")."""
+    v: Json = {"type": "query", "name": name, "label": label, "datasource": DS,
+               "query": query, "definition": query, "refresh": 2, "sort": 1,
+               "multi": multi, "includeAll": multi, "hide": 0, "regex": "", "options": []}
+    if multi:
+        v["allValue"] = ".*"
+        v["current"] = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    return v
+
+
+def row(title: str, panels: list[Json], *, collapsed: bool = True) -> Json:
+    return {"type": "row", "title": title, "collapsed": collapsed,
+            "gridPos": {"w": 24, "h": 1}, "panels": panels if collapsed else []}
+
+
+def _place(panels: list[Json], y: int = 0) -> int:
+    """Set each panel's x/y, flowing left to right; returns the next free y."""
+    x, line_h = 0, 0
+    for p in panels:
+        pos = p["gridPos"]
+        if p["type"] == "row" or x + pos["w"] > 24:
+            x, y, line_h = 0, y + line_h, 0
+        pos["x"], pos["y"] = x, y
+        if p["type"] == "row":
+            y += 1
+            y = _place(p["panels"], y) if p["collapsed"] else y
+            continue
+        x += pos["w"]
+        line_h = max(line_h, pos["h"])
+    return y + line_h
+
+
+def _all_panels(panels: list[Json]) -> list[Json]:
+    out = []
+    for p in panels:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def dashboard(uid: str, title: str, description: str, panels: list[Json],
+              variables: list[Json], *, time_from: str = "now-24h") -> Json:
+    _place(panels)
+    for i, p in enumerate(_all_panels(panels), start=1):
+        p["id"] = i
+    return {
+        "uid": uid, "title": title, "description": description,
+        "tags": ["wardready"], "editable": True, "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION, "version": 1, "timezone": "browser",
+        "time": {"from": time_from, "to": "now"}, "refresh": "1m",
+        "annotations": {"list": []}, "fiscalYearStartMonth": 0, "liveNow": False,
+        "links": [{"type": "dashboards", "tags": ["wardready"], "asDropdown": False,
+                   "includeVars": False, "keepTime": True, "title": "wardready",
+                   "icon": "external link", "tooltip": "", "url": "", "targetBlank": False}],
+        "templating": {"list": variables},
+        "panels": panels,
+    }
+
+
+# --- what tests run ----------------------------------------------------------------------
+
+def queries(dashboard: Json) -> list[tuple[str, str]]:
+    """(panel title, expr) for every target of every panel, rows' panels included."""
+    return [(p["title"], t["expr"]) for p in _all_panels(dashboard["panels"])
+            for t in p.get("targets", [])]
+
+
+def variables(dashboard: Json) -> list[tuple[str, str]]:
+    """(variable name, its label_values(...) query) for every template variable."""
+    out = []
+    for v in dashboard["templating"]["list"]:
+        q = v["query"]
+        out.append((v["name"], q["query"] if isinstance(q, dict) else q))
+    return out
+
+
+def used_variables(expr: str) -> set[str]:
+    """The template variables an expression refers to ($name or ${name})."""
+    return {a or b for a, b in VAR_RE.findall(expr)}
+
+
+# --- City overview -----------------------------------------------------------------------
+
+# The inventory's wards that the selected working groups, provinces and former districts hold.
+WARDS = ('wardready_ward_info{working_group=~"$working_group",province=~"$province",'
+         'former_district=~"$former_district"}')
+
+
+def _count(expr: str) -> str:
+    return f"count({expr}) or vector(0)"
+
+
+def city() -> Json:
+    ward_link = override("ward", links=[{
+        "title": "Ward detail", "url": "/d/wardready-ward/ward-detail?var-ward=${__value.text}"}])
+    panels = [
+        stat("Wards ready", _count(f"(wardready_ward_readiness == 0) and on (ward) {WARDS}"),
+             color="green", description="Server verdict 0: ready for the city's video meetings."),
+        stat("Ready with warnings",
+             _count(f"(wardready_ward_readiness == 1) and on (ward) {WARDS}"), color="yellow"),
+        stat("Not ready", _count(f"(wardready_ward_readiness == 2) and on (ward) {WARDS}"),
+             color="red"),
+        stat("Unknown", _count(f"(wardready_ward_readiness == -1) and on (ward) {WARDS}"),
+             color="text", description="No PC of the ward counted (none reported recently)."),
+        stat("Wards with no agent",
+             _count(f"{WARDS} unless on (ward) wardready_agent_last_report_timestamp_seconds"),
+             color="orange", description="Inventory wards whose agents never reported."),
+        stat("Wards in selection", _count(WARDS), color="blue"),
+        table("Every ward", [
+            target(f"max by (ward, name, working_group, former_district) ({WARDS})",
+                   table=True),
+            target(f"max by (ward) (wardready_ward_readiness and on (ward) {WARDS})",
+                   table=True),
+            target(f"max by (ward) (ward:wardready_shortfalls:count and on (ward) {WARDS})",
+                   table=True),
+        ], join="ward", hide=("Value #A",),
+            rename={"name": "Name", "working_group": "Working group",
+                    "former_district": "Former district", "Value #B": "Readiness",
+                    "Value #C": "Shortfalls"},
+            overrides=[colored("Readiness", READINESS), ward_link],
+            w=24, h=14, description="Readiness: the server's verdict. Shortfalls: criteria "
+            "and items the ward falls short on (empty for a ward without reports)."),
+        table("Failing wards and why", [
+            target("label_replace(max by (ward, criterion) (ward_criterion:wardready_shortfall"
+                   f':ratio > 0 and on (ward) {WARDS}), "reason", "link short", "", "")',
+                   table=True),
+            target("label_replace(max by (ward, item) (ward_item:wardready_missing:count > 0"
+                   f' and on (ward) {WARDS}), "reason", "equipment missing", "", "")',
+                   table=True),
+            target("label_replace(max by (ward, criterion) (wardready_ward_criterion_verdict"
+                   f' == 2 and on (ward) {WARDS}), "reason", "criterion failed", "", "")',
+                   table=True),
+        ], merge=True, hide=("Value #C",),
+            rename={"Value #A": "Shortfall (ratio of requirement)",
+                    "Value #B": "Items missing"},
+            overrides=[override("Shortfall (ratio of requirement)", unit="percentunit"),
+                       ward_link],
+            w=14, h=12, description="One row per reason: a link figure short of the "
+            "requirement over 6 h, equipment missing, or a readiness criterion failed."),
+        table("Firing alerts", [
+            target('(ALERTS{alertstate="firing"} and on (ward) ' + WARDS + ")"
+                   ' or ALERTS{alertstate="firing",ward=""}', table=True),
+        ], hide=("Value", "alertstate"), rename={"alertname": "Alert"},
+            overrides=[ward_link], w=10, h=12,
+            description="Alerts firing now in the selected wards, and alerts about no ward."),
+    ]
+    group_vars = [
+        query_var("working_group", "label_values(wardready_ward_info, working_group)",
+                  "Working group", multi=True),
+        query_var("province", "label_values(wardready_ward_info, province)", "Province",
+                  multi=True),
+        query_var("former_district", "label_values(wardready_ward_info, former_district)",
+                  "Former district", multi=True),
+    ]
+    return dashboard("wardready-city", "wardready: city overview",
+                     "Which wards are ready for the city's video meetings, and why not.",
+                     panels, group_vars, time_from="now-6h")
+
+
+# --- Ward detail -------------------------------------------------------------------------
+
+W = 'ward="$ward"'
+
+
+def _against_requirement(title: str, per_pc: str, requirement: str, window: str,
+                         unit: str, description: str) -> Json:
+    return timeseries(title, [
+        target(per_pc, "{{host}}"),
+        target(f"{requirement}{{{W}}}", "requirement"),
+        target(f"{window}{{{W}}}", "ward, 6 h window"),
+    ], unit=unit, overrides=[REQUIREMENT_LINE, WINDOW_LINE], description=description)
+
+
+def ward() -> Json:
+    lines = {"lineWidth": 1, "fillOpacity": 0, "spanNulls": True, "showPoints": "auto"}
+    devices = row("Network devices", [
+        state_timeline("Devices up", [
+            target(f"wardready_device_up{{{W}}}", "{{device}} (seen by {{host}})")],
+            UP, w=16, h=8, description="Routers, switches and access points the agents "
+            "probe. Empty when no agent of the ward runs the devices check."),
+        table("Devices", [target(f"wardready_device_info{{{W}}}", table=True)],
+              hide=("Value", "ward"), w=8, h=8,
+              description="Empty when no agent of the ward runs the devices check."),
+    ])
+    panels = [
+        stat("Readiness", f"wardready_ward_readiness{{{W}}}", mapping=READINESS, w=6),
+        stat("Shortfalls", f"ward:wardready_shortfalls:count{{{W}}}", w=6, color="orange",
+             description="Criteria and items the ward falls short on; 0 when it meets its "
+             "profile, nothing when it has no reports."),
+        stat("PCs reporting", f"count(wardready_agent_last_report_timestamp_seconds{{{W}}})"
+             " or vector(0)", w=6),
+        stat("Last report", f"time() - max(wardready_agent_last_report_timestamp_seconds"
+             f"{{{W}}})", unit="s", w=6, color="text"),
+        _against_requirement(
+            "Download", f'wardready_bandwidth_bytes_per_second{{{W},direction="download"}}',
+            "wardready_requirement_download_bytes_per_second",
+            "ward:wardready_download_bytes_per_second:p25_6h", "Bps",
+            "Each PC's speed tests; the ward is judged on the 25th percentile of its best "
+            "PC over 6 h."),
+        _against_requirement(
+            "Upload", f'wardready_bandwidth_bytes_per_second{{{W},direction="upload"}}',
+            "wardready_requirement_upload_bytes_per_second",
+            "ward:wardready_upload_bytes_per_second:p25_6h", "Bps",
+            "Each PC's speed tests; the ward is judged on the 25th percentile of its best "
+            "PC over 6 h."),
+        _against_requirement(
+            "Round-trip time (media, median)",
+            f'wardready_media_rtt_seconds{{{W},statistic="median"}}',
+            "wardready_requirement_rtt_seconds", "ward:wardready_rtt_seconds:p75_6h", "s",
+            "UDP media path; the ward is judged on the 75th percentile of its best PC over "
+            "6 h (latency probes stand in for a PC without UDP)."),
+        _against_requirement(
+            "Jitter (media, worse direction)",
+            f"max by (host) (wardready_media_jitter_seconds{{{W}}})",
+            "wardready_requirement_jitter_seconds", "ward:wardready_jitter_seconds:p75_6h",
+            "s", "The worse of forward and return jitter per PC."),
+        _against_requirement(
+            "Loss (media, worse direction)",
+            f'max by (host) (wardready_media_loss_ratio{{{W},direction=~"forward|return"}})',
+            "wardready_requirement_loss_ratio", "ward:wardready_loss_ratio:p75_6h",
+            "percentunit", "The worse of forward and return loss per PC."),
+        timeseries("Predicted MOS", [
+            target(f"wardready_media_predicted_mos{{{W}}}", "{{host}}")],
+            minmax=(1, 5), custom=lines, description="E-model estimate of call quality, "
+            "1 (bad) to 5 (excellent)."),
+        state_timeline("UDP media path", [
+            target(f"wardready_media_udp_reachable{{{W}}}", "{{host}}")], REACHABLE,
+            w=12, h=6),
+        state_timeline("City platforms reached", [
+            target(f"wardready_platform_up{{{W}}}", "{{platform}} from {{host}}")], UP,
+            w=12, h=6),
+        table("Criteria", [
+            target(f"max by (criterion) (wardready_ward_criterion_verdict{{{W}}})",
+                   table=True)],
+            rename={"criterion": "Criterion", "Value": "Verdict"},
+            overrides=[colored("Verdict", VERDICT)], w=6, h=12,
+            description="The server's verdict per criterion (docs/readiness.md)."),
+        table("PCs", [
+            target(f"max by (host) (wardready_host_cpu_logical_cores{{{W}}})", table=True),
+            target(f"max by (host) (wardready_host_memory_total_bytes{{{W}}})", table=True),
+            target(f"max by (host, role) (wardready_host_role_info{{{W}}})", table=True),
+            target(f"max by (host) (wardready_host_readiness{{{W}}})", table=True),
+            target(f"max by (host) (time() - wardready_agent_last_report_timestamp_seconds"
+                   f"{{{W}}})", table=True),
+        ], join="host", hide=("Value #C",),
+            rename={"host": "PC", "role": "Role", "Value #A": "Logical cores",
+                    "Value #B": "Memory", "Value #D": "Readiness",
+                    "Value #E": "Last report"},
+            overrides=[override("Memory", unit="bytes"), override("Last report", unit="s"),
+                       colored("Readiness", READINESS)], w=10, h=12),
+        table("Peripherals per PC", [
+            target(f"max by (host, kind) (wardready_peripherals{{{W}}})", table=True)],
+            matrix=("host", "kind"), rename={"host\\kind": "PC"}, w=8, h=12,
+            description="How many of each kind every PC sees."),
+        devices,
+    ]
+    return dashboard("wardready-ward", "wardready: ward detail",
+                     "One ward: its link against its requirements, its PCs and equipment.",
+                     panels, [query_var("ward", "label_values(wardready_ward_info, ward)",
+                                        "Ward")])
+
+
+# --- Agent fleet -------------------------------------------------------------------------
+
+A = 'ward=~"$ward"'
+SILENT = 900  # seconds without a report before AgentSilent (three host-check rounds)
+
+
+def fleet() -> Json:
+    age = f"time() - wardready_agent_last_report_timestamp_seconds{{{A}}}"
+    lines = {"lineWidth": 1, "fillOpacity": 0, "spanNulls": True, "showPoints": "auto"}
+    panels = [
+        stat("Agents reporting", _count(f"{age} < {SILENT}"), color="green", w=6,
+             description=f"Agents whose latest report is under {SILENT // 60} min old."),
+        stat("Agents silent", _count(f"{age} >= {SILENT}"), color="red", w=6,
+             description=f"Agents with no report for {SILENT // 60} min or more."),
+        stat("Agents known", _count(f"wardready_agent_last_report_timestamp_seconds{{{A}}}"),
+             color="blue", w=6),
+        stat("Largest clock offset",
+             f"max(abs(wardready_agent_clock_offset_seconds{{{A}}}))", unit="s",
+             color="text", w=6),
+        timeseries("Reports per minute", [
+            target(f"60 * sum by (ward, host) "
+                   f"(rate(wardready_agent_reports_total{{{A}}}[15m]))", "{{ward}}/{{host}}")],
+            custom=lines, w=12, description="Averaged over 15 min."),
+        timeseries("Dropped reports (last hour)", [
+            target(f"sum by (ward, host) "
+                   f"(increase(wardready_agent_dropped_reports_total{{{A}}}[1h]))",
+                   "{{ward}}/{{host}}")], custom=lines, w=12,
+            description="Reports the agent dropped undelivered (spool full or too "
+            "old), as the agent last told the server."),
+        table("Last report age per agent", [target(age, table=True)],
+              rename={"ward": "Ward", "host": "PC", "Value": "Last report age"},
+              overrides=[override("Last report age", unit="s",
+                                  custom__cellOptions={"type": "color-text"},
+                                  thresholds=thresholds((None, "green"), (600, "yellow"),
+                                                        (SILENT, "red")))],
+              sort="Last report age", w=12, h=10),
+        table("Checks failing", [
+            target(f"wardready_agent_check_success{{{A}}} == 0", table=True)],
+            hide=("Value",), rename={"ward": "Ward", "host": "PC", "check": "Check"},
+            w=12, h=10, description="Agents whose latest run of a check failed."),
+        panel("bargauge", "Check success", [
+            target(f"avg by (check) (wardready_agent_check_success{{{A}}})", "{{check}}",
+                   table=False)], unit="percentunit", minmax=(0, 1),
+            steps=((None, "red"), (0.9, "yellow"), (1, "green")), w=10, h=10,
+            description="Share of agents whose latest run of the check succeeded.",
+            options={"orientation": "horizontal", "displayMode": "basic",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                       "values": False}}),
+        timeseries("Check duration (slowest agent)", [
+            target(f"max by (check) (wardready_agent_check_duration_seconds{{{A}}})",
+                   "{{check}}")], unit="s", custom=lines, w=14, h=10),
+        timeseries("Clock offset", [
+            target(f"wardready_agent_clock_offset_seconds{{{A}}}", "{{ward}}/{{host}}")],
+            unit="s", custom=lines, w=24,
+            description="Agent clock minus server clock, from each fresh report."),
+    ]
+    return dashboard("wardready-fleet", "wardready: agent fleet",
+                     "Are the agents reporting, and are their checks working? (No agent "
+                     "version metric exists yet.)", panels,
+                     [query_var("ward", "label_values(wardready_agent_last_report_timestamp"
+                                "_seconds, ward)", "Ward", multi=True)])
+
+
+# --- output ------------------------------------------------------------------------------
+
+DASHBOARDS = {"city-overview.json": city, "ward-detail.json": ward,
+              "agent-fleet.json": fleet}
+
+
+def render() -> dict[str, str]:
+    """File name -> the JSON text to write."""
+    return {name: json.dumps(build(), sort_keys=True, indent=2) + "\n"
+            for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the files on disk differ from what would be written")
+    args = parser.parse_args(argv)
+    files = render()
+    if args.check:
+        stale = [name for name, text in files.items()
+                 if not (OUT / name).is_file() or (OUT / name).read_text() != text]
+        extra = sorted({p.name for p in OUT.glob("*.json")} - files.keys())
+        for name in stale:
+            print(f"stale: grafana/dashboards/{name}", file=sys.stderr)
+        for name in extra:
+            print(f"not generated by build.py: grafana/dashboards/{name}", file=sys.stderr)
+        if stale or extra:
+            print("run: .venv/bin/python grafana/build.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (OUT / name).write_text(text)
+        print(f"wrote grafana/dashboards/{name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Which wards Prometheus flags, end to end: a simulated city (every ward of inventory.yml,
+some short in known ways, see tests/city.py) reports through the real server, a real
+Prometheus scrapes it and evaluates the shipped rules, and exactly the expected wards are
+flagged, for the expected reasons.
+
+The alerts' `for:` durations (30 min and more) are promtool's to test (tests/test_rules.py):
+this Prometheus loads the rules without them, so the alerts fire at once. Every panel of
+every Grafana dashboard is then queried against it and must return data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import city, fleet
+from tests.conftest import REPO, require_binary
+from wardready import stack
+from wardready.inventory import load_inventory
+
+pytestmark = pytest.mark.integration
+RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"
+
+
+@dataclass
+class City:
+    prometheus: int
+    plan: dict[str, city.Shortfall]
+
+
+def post(url: str, token: str, body: dict[str, object]) -> int:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return int(resp.status)
+
+
+@pytest.fixture(scope="module")
+def simulated_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    require_binary("prometheus")
+    workdir = tmp_path_factory.mktemp("city")
+    wards = [w.id for w in load_inventory(REPO / "inventory.yml").wards]
+    assert len(wards) >= 102
+    plan = city.plan(wards)
+    port, prom_port = stack.free_port(), stack.free_port()
+    server_config = fleet.write_server_config(workdir, port)
+    agents = [(ward, pc, role) for ward in wards for pc, role in city.pcs(plan[ward])]
+    tokens = fleet.issue_tokens(server_config, [(w, pc) for w, pc, _ in agents])
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule.pop("for", None)
+    (workdir / "rules.yml").write_text(yaml.safe_dump(rules))
+    prom_config = workdir / "prometheus.yml"
+    prom_config.write_text(yaml.safe_dump({
+        # One scrape of ~600 agents is ~8 MB: give it time on a busy 2-core machine.
+        "global": {"scrape_interval": "3s", "evaluation_interval": "1s"},
+        "rule_files": [str(workdir / "rules.yml")],
+        "scrape_configs": [{"job_name": "wardready-server", "scrape_interval": "3s",
+                            "scrape_timeout": "3s",
+                            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+    procs = [stack.start_server(server_config, workdir)]
+    try:
+        stack.wait_until("server", lambda: stack.http_get(f"http://127.0.0.1:{port}/healthz"),
+                         20, procs[0])
+        url = f"http://127.0.0.1:{port}/api/v1/reports"
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda a: post(url, a[1], city.report(
+                a[0][0], a[0][1], a[0][2], plan[a[0][0]])), zip(agents, tokens, strict=True)))
+        assert set(statuses) == {201}
+        procs.append(stack.start_prometheus(workdir, prom_port, prom_config))
+        yield City(prom_port, plan)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def flagged(prom: int) -> set[tuple[str, str, str]]:
+    """(ward, alert, criterion / item / platform) of every alert Prometheus holds."""
+    found = set()
+    for series in stack.prometheus_query(prom, "ALERTS"):
+        labels = series["metric"]
+        reason = labels.get("criterion") or labels.get("item") or labels.get("platform", "")
+        found.add((labels["ward"], labels["alertname"], reason))
+    return found
+
+
+def test_exactly_the_short_wards_are_flagged_for_their_reasons(simulated_city: City) -> None:
+    expected = {(ward, alert, reason) for ward, kind in simulated_city.plan.items()
+                for alert, reason in city.EXPECTED[kind]}
+    kinds = set(simulated_city.plan.values())
+    assert kinds == set(city.EXPECTED), "every kind of shortfall is in the city"
+
+    def settled() -> set[tuple[str, str, str]] | None:
+        now = flagged(simulated_city.prometheus)
+        return now if now == expected else None
+    try:
+        stack.wait_until("Prometheus to flag the short wards", settled, 90)
+    except stack.StackError:
+        now = flagged(simulated_city.prometheus)
+        prom = simulated_city.prometheus
+        pytest.fail(f"flagged but not expected: {sorted(now - expected)}\n"
+                    f"expected but not flagged: {sorted(expected - now)}\n"
+                    f"up: {stack.prometheus_query(prom, 'up')}; "
+                    f"wards: {stack.prometheus_query(prom, 'count(wardready_ward_info)')}")
+
+
+def test_one_shortfall_series_per_reporting_ward_agrees_with_the_alerts(
+        simulated_city: City) -> None:
+    prom = simulated_city.prometheus
+    counts = {s["metric"]["ward"]: float(s["value"][1]) for s in stack.prometheus_query(
+        prom, "ward:wardready_shortfalls:count")}
+    plan = simulated_city.plan
+    reporting = {w for w, kind in plan.items() if kind != "no-agent"}
+    assert set(counts) == reporting
+    short = {w for w, n in counts.items() if n > 0}
+    assert short == {w for w, kind in plan.items() if kind not in ("ok", "no-agent")}
+    assert counts[next(w for w, k in plan.items() if k == "no-webcam")] == 2  # webcam, video
+    # The server's roll-up agrees: healthy wards are ready, wards with no agent unknown.
+    states = {s["metric"]["ward"]: float(s["value"][1]) for s in stack.prometheus_query(
+        prom, "wardready_ward_readiness")}
+    assert {w for w, v in states.items() if v == 0} >= {w for w, k in plan.items() if k == "ok"}
+    assert {w for w, v in states.items() if v == -1} == {
+        w for w, k in plan.items() if k == "no-agent"}
+
+
+def test_every_dashboard_panel_and_variable_returns_data(simulated_city: City) -> None:
+    from tests.test_dashboards import GRAFANA, build
+
+    prom, plan = simulated_city.prometheus, simulated_city.plan
+    ward = next(w for w, kind in plan.items() if kind == "no-webcam")  # reports, and is short
+    stack.wait_until("the alerts to fire", lambda: stack.prometheus_query(
+        prom, 'ALERTS{alertstate="firing"}'), 60)
+    empty = []
+    for name in sorted(build.DASHBOARDS):
+        dashboard = json.loads((GRAFANA / "dashboards" / name).read_text())
+        values = {}
+        for var in dashboard["templating"]["list"]:
+            values[var["name"]] = ".*" if var.get("multi") else ward
+        for var, query in build.variables(dashboard):
+            found = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+            assert found, f"{name}: variable {var}: {query}"
+            metric, label = found.groups()
+            if not stack.prometheus_query(prom, f"group by ({label}) ({metric})"):
+                empty.append(f"{name}: variable {var} ({query})")
+        for title, expr in build.queries(dashboard):
+            concrete = build.VAR_RE.sub(lambda m: values[m.group(1) or m.group(2)], expr)
+            if not stack.prometheus_query(prom, concrete):
+                empty.append(f"{name}: panel {title!r}: {concrete}")
+    assert not empty, "returned nothing:\n" + "\n".join(empty)
