@@ -16,7 +16,6 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
@@ -143,9 +142,11 @@ def test_every_dashboard_panel_and_variable_returns_data(simulated_city: City) -
     empty = []
     for name in sorted(build.DASHBOARDS):
         dashboard = json.loads((GRAFANA / "dashboards" / name).read_text())
-        values = {}
-        for var in dashboard["templating"]["list"]:
-            values[var["name"]] = ".*" if var.get("multi") else ward
+        values = {var["name"]: ".*" if var.get("multi") else ward
+                  for var in dashboard["templating"]["list"]}
+
+        def value(match: re.Match[str], values: dict[str, str] = values) -> str:
+            return values[match.group(1) or match.group(2)]
         for var, query in build.variables(dashboard):
             found = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
             assert found, f"{name}: variable {var}: {query}"
@@ -153,7 +154,7 @@ def test_every_dashboard_panel_and_variable_returns_data(simulated_city: City) -
             if not stack.prometheus_query(prom, f"group by ({label}) ({metric})"):
                 empty.append(f"{name}: variable {var} ({query})")
         for title, expr in build.queries(dashboard):
-            concrete = build.VAR_RE.sub(lambda m: values[m.group(1) or m.group(2)], expr)
+            concrete = build.VAR_RE.sub(value, expr)
             if not stack.prometheus_query(prom, concrete):
                 empty.append(f"{name}: panel {title!r}: {concrete}")
     assert not empty, "returned nothing:\n" + "\n".join(empty)
