@@ -475,12 +475,16 @@ def fleet() -> Json:
                    "{{check}}")], unit="s", custom=lines, w=14, h=10),
         timeseries("Clock offset", [
             target(f"wardready_agent_clock_offset_seconds{{{A}}}", "{{ward}}/{{host}}")],
-            unit="s", custom=lines, w=24,
+            unit="s", custom=lines, w=14,
             description="Agent clock minus server clock, from each fresh report."),
+        table("Agent versions", [
+            target(f"count by (version) (wardready_agent_info{{{A}}})", table=True)],
+            rename={"version": "Version", "Value": "Agents"}, w=10,
+            description="How many agents run each version (from their latest reports)."),
     ]
     return dashboard("wardready-fleet", "wardready: agent fleet",
-                     "Are the agents reporting, and are their checks working? (No agent "
-                     "version metric exists yet.)", panels,
+                     "Are the agents reporting, which versions run, and are their checks "
+                     "working?", panels,
                      [query_var("ward", "label_values(wardready_agent_last_report_timestamp"
                                 "_seconds, ward)", "Ward", multi=True)])
 

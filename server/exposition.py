@@ -75,7 +75,10 @@ REPORTS = MetricSpec("wardready_agent_reports_total", "Reports received from thi
                      kind="counter")
 CLOCK_OFFSET = MetricSpec("wardready_agent_clock_offset_seconds",
                           "Agent clock minus server clock, from the latest fresh report.")
-AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, *OUTCOME_METRICS)
+AGENT_INFO = MetricSpec("wardready_agent_info", "The agent's version, from its latest report.",
+                        ("version",))
+AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, AGENT_INFO,
+                 *OUTCOME_METRICS)
 
 
 class FleetCollector(Collector):
@@ -143,6 +146,8 @@ class FleetCollector(Collector):
             yield key, Sample(DROPPED_REPORTS, (), state.dropped_reports_total)
             if state.clock_offset_seconds is not None:
                 yield key, Sample(CLOCK_OFFSET, (), state.clock_offset_seconds)
+            if state.agent_version is not None:
+                yield key, Sample(AGENT_INFO, (state.agent_version,), 1)
             for name, o in sorted(state.outcomes.items()):
                 for sample in outcome_samples(name, o.ok, o.duration_seconds, o.started_at):
                     yield key, sample

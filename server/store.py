@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS agents (
     dropped_reports_total INTEGER NOT NULL DEFAULT 0,
     clock_offset_seconds REAL,
     role TEXT,
+    agent_version TEXT,
     PRIMARY KEY (ward, host)
 );
 CREATE TABLE IF NOT EXISTS assets (
@@ -152,12 +153,14 @@ class AgentState:
     clock_offset_seconds: float | None = None
     role: str | None = None
     """The PC's role, as its latest report gave it."""
+    agent_version: str | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def apply(self, report: Report, received_at: float) -> None:
         """Account for a newly stored report, as `Store.add_report` does on disk."""
         self.reports_total += 1
         self.role = report.role
+        self.agent_version = report.agent_version
         self.last_report_at = max(self.last_report_at, received_at)
         self.dropped_reports_total = max(self.dropped_reports_total,
                                          report.dropped_reports_total)
@@ -220,8 +223,9 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(agents)")}
-        if "role" not in columns:  # a database from before PC roles
-            self.db.execute("ALTER TABLE agents ADD COLUMN role TEXT")
+        for added in ("role", "agent_version"):  # a database from before these columns
+            if added not in columns:
+                self.db.execute(f"ALTER TABLE agents ADD COLUMN {added} TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -370,15 +374,17 @@ class Store:
             state.apply(report, received_at)
             self.db.execute(
                 "INSERT INTO agents (ward, host, last_report_at, reports_total,"
-                " dropped_reports_total, clock_offset_seconds, role) VALUES (?,?,?,1,?,?,?)"
+                " dropped_reports_total, clock_offset_seconds, role, agent_version)"
+                " VALUES (?,?,?,1,?,?,?,?)"
                 " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
                 " last_report_at = max(last_report_at, excluded.last_report_at),"
                 " dropped_reports_total = max(dropped_reports_total,"
                 " excluded.dropped_reports_total),"
                 " clock_offset_seconds = coalesce(excluded.clock_offset_seconds,"
-                " clock_offset_seconds), role = excluded.role",
+                " clock_offset_seconds), role = excluded.role,"
+                " agent_version = excluded.agent_version",
                 (ward, host, received_at, state.dropped_reports_total,
-                 state.clock_offset_seconds, report.role))
+                 state.clock_offset_seconds, report.role, report.agent_version))
         return True
 
     def _record_assets(self, ward: str, host: str, source: str, at: float,
@@ -456,10 +462,10 @@ class Store:
     def agent_states(self) -> dict[tuple[str, str], AgentState]:
         """Every agent's counters and latest outcomes, to rebuild the server's view at start."""
         states = {
-            (w, h): AgentState(last, total, dropped, offset, role)
-            for w, h, last, total, dropped, offset, role in self.db.execute(
+            (w, h): AgentState(last, total, dropped, offset, role, version)
+            for w, h, last, total, dropped, offset, role, version in self.db.execute(
                 "SELECT ward, host, last_report_at, reports_total, dropped_reports_total,"
-                " clock_offset_seconds, role FROM agents")
+                " clock_offset_seconds, role, agent_version FROM agents")
         }
         for ward, host, check, outcome in self.db.execute(
                 "SELECT ward, host, check_name, outcome FROM latest"):

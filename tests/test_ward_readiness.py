@@ -147,7 +147,8 @@ def test_the_role_survives_a_server_restart(config: ServerConfig) -> None:
                      time.time())
     store.close()
     store = Store(config.database)
-    assert store.agent_states()["sai-gon", "room-pc"].role == "conference-room"
+    state = store.agent_states()["sai-gon", "room-pc"]
+    assert (state.role, state.agent_version) == ("conference-room", "test")
     store.close()
 
 
@@ -166,3 +167,4 @@ def test_a_database_from_before_roles_is_upgraded_in_place(tmp_path: Path) -> No
     store.close()
     assert states["sai-gon", "pc-1"].reports_total == 3
     assert states["sai-gon", "pc-1"].role is None
+    assert states["sai-gon", "pc-1"].agent_version is None
