@@ -25,7 +25,7 @@ from checks import REGISTRY
 from checks.base import ServerLink, server_tls
 from wardready.errors import ConfigError
 from wardready.inventory import CallPreset, Profile, load_inventory
-from wardready.readiness import Readiness, evaluate, show
+from wardready.readiness import HostResults, Readiness, evaluate, show
 from wardready.report import Outcome
 
 ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
@@ -107,9 +107,8 @@ async def run_once(config: AgentConfig, token: str,
 
 
 def judge(outcomes: dict[str, Outcome], required: Requirement, role: str | None) -> Readiness:
-    return evaluate(required.profile, {n: o.result for n, o in outcomes.items()},
-                    {n: o.error or "" for n, o in outcomes.items() if not o.ok}, required.call,
-                    role)
+    pc = HostResults.of(role, outcomes)
+    return evaluate(required.profile, pc.results, pc.errors, required.call, role)
 
 
 def table(readiness: Readiness, config: AgentConfig, source: str) -> str:

@@ -100,6 +100,12 @@ def _load(args: argparse.Namespace) -> tuple[ServerConfig, Inventory]:
     return config, load_inventory(config.inventory)
 
 
+def _known_ward(config: ServerConfig, inventory: Inventory, ward: str | None) -> None:
+    """A --ward given on the command line must be in the inventory."""
+    if ward and inventory.ward(ward) is None:
+        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {ward!r}")
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -133,8 +139,7 @@ def _tokens_issue(args: argparse.Namespace) -> int:
         return 0
     if not args.ward or not args.host:
         raise ConfigError("command line", 0, "tokens issue", "give --ward and --host (or --admin)")
-    if inventory.ward(args.ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    _known_ward(config, inventory, args.ward)
     if not _is_slug(args.host):
         raise ConfigError("command line", 0, "--host",
                           f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
@@ -184,8 +189,7 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
 
 def _tokens_enrol(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
-    if inventory.ward(args.ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    _known_ward(config, inventory, args.ward)
     if args.host is not None and not _is_slug(args.host):
         raise ConfigError("command line", 0, "--host",
                           f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
@@ -209,8 +213,7 @@ def _tokens_enrol(args: argparse.Namespace) -> int:
 
 def _assets(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
-    if args.ward and inventory.ward(args.ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    _known_ward(config, inventory, args.ward)
     store = Store(config.database)
     try:
         if args.view == "list":
@@ -241,8 +244,7 @@ def _readiness(args: argparse.Namespace) -> int:
     from wardready.readiness import show
 
     config, inventory = _load(args)
-    if args.ward and inventory.ward(args.ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {args.ward!r}")
+    _known_ward(config, inventory, args.ward)
     store = Store(config.database)
     try:
         hosts = readiness.counted(store.agent_states(), store.active_agents(), time.time(),

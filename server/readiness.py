@@ -38,9 +38,7 @@ def counted(agents: Mapping[tuple[str, str], AgentState], active: set[tuple[str,
     wards: dict[str, dict[str, HostResults]] = defaultdict(dict)
     for (ward, host), state in agents.items():
         if (ward, host) in active and now - state.last_report_at <= max_age:
-            wards[ward][host] = HostResults(
-                state.role, {n: o.result for n, o in state.outcomes.items()},
-                {n: o.error or "" for n, o in state.outcomes.items() if not o.ok})
+            wards[ward][host] = HostResults.of(state.role, state.outcomes)
     return wards
 
 

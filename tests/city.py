@@ -74,15 +74,25 @@ def report(ward: str, pc: str, role: str, shortfall: Shortfall) -> dict[str, Any
             uptime_seconds=86400.0, interfaces=[devices.Interface(
                 name="GigabitEthernet0/0/0", admin_up=True, oper_up=True,
                 speed_bits_per_second=1e9, full_duplex=True, crc_errors=0)])])
+    body = pc_report(ward, pc, role, changes)
+    if pc == "counter-02":  # a check that failed, as some always have
+        body["outcomes"].append({"check": "neighbours", "started_at": body["generated_at"],
+                                 "duration_seconds": 0.1, "ok": False,
+                                 "error": "PermissionError: no raw socket"})
+    return body
+
+
+def pc_report(ward: str, pc: str, role: str | None, changes: dict[str, Any],
+              agent_version: str = "0.1.0") -> dict[str, Any]:
+    """A report of a clean fast PC with the kit (tests/test_readiness.py), but for
+    `changes` (check name -> result)."""
     now = time.time()
     outcomes = [{"check": name, "started_at": now, "duration_seconds": 1.0, "ok": True,
                  "result": result.model_dump(mode="json")}
                 for name, result in results(**changes).items()]
-    if pc == "counter-02":  # a check that failed, as some always have
-        outcomes.append({"check": "neighbours", "started_at": now, "duration_seconds": 0.1,
-                         "ok": False, "error": "PermissionError: no raw socket"})
     return {"schema_version": 1, "id": str(uuid.uuid4()), "ward": ward, "host": pc,
-            "role": role, "agent_version": "0.1.0", "generated_at": now, "outcomes": outcomes}
+            "role": role, "agent_version": agent_version, "generated_at": now,
+            "outcomes": outcomes}
 
 
 def plan(wards: list[str]) -> dict[str, Shortfall]:

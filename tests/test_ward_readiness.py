@@ -4,7 +4,6 @@ them up, and /metrics, the API and the command line say the same."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ from server.app import create_app
 from server.cli import main as server_main
 from server.config import ServerConfig
 from server.store import AgentState, Store
+from tests import city
 from tests.conftest import DATA, promtool_check_metrics
-from tests.test_readiness import kit, link, results, udp
+from tests.test_readiness import kit, link, udp
 from wardready.inventory import load_inventory
 from wardready.report import Report
 
@@ -34,12 +34,7 @@ PCS = {  # (ward, host): (role, what differs from a clean fast PC with the kit)
 
 
 def report(ward: str, host: str, role: str | None, changes: dict[str, Any]) -> dict[str, Any]:
-    now = time.time()
-    outcomes = [{"check": name, "started_at": now, "duration_seconds": 1.0, "ok": True,
-                 "result": result.model_dump(mode="json")}
-                for name, result in results(**changes).items()]
-    return {"schema_version": 1, "id": str(uuid.uuid4()), "ward": ward, "host": host,
-            "role": role, "agent_version": "test", "generated_at": now, "outcomes": outcomes}
+    return city.pc_report(ward, host, role, changes, agent_version="test")
 
 
 @pytest.fixture

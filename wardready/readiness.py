@@ -17,6 +17,7 @@ from checks import bandwidth, host, latency, media, peripherals
 from checks.base import CheckResult
 from wardready import emodel
 from wardready.inventory import LinkRequirement, Profile
+from wardready.report import Outcome
 
 Verdict = Literal["pass", "warn", "fail", "unknown"]
 State = Literal["ready", "ready-with-warnings", "not-ready", "unknown"]
@@ -252,6 +253,12 @@ class HostResults:
     role: str | None
     results: Mapping[str, CheckResult | None]
     errors: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, role: str | None, outcomes: Mapping[str, Outcome]) -> HostResults:
+        """From each check's latest outcome, as the agent and the server hold them."""
+        return cls(role, {n: o.result for n, o in outcomes.items()},
+                   {n: o.error or "" for n, o in outcomes.items() if not o.ok})
 
 
 @dataclass(frozen=True)
