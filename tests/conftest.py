@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from server.config import ServerConfig
 from wardready.inventory import Inventory, load_inventory
 from wardready.metrics import MetricSpec, Sample, SampleCollector
 
@@ -69,3 +70,9 @@ def inventory_path() -> Path:
 @pytest.fixture(scope="session")
 def inventory(inventory_path: Path) -> Inventory:
     return load_inventory(inventory_path)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServerConfig:
+    """A server config with a fresh database and the small test inventory."""
+    return ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")

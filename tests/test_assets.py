@@ -18,7 +18,6 @@ from server.app import create_app
 from server.cli import main as server_main
 from server.config import ServerConfig
 from server.store import Store
-from tests.conftest import DATA
 from wardready.inventory import load_inventory
 
 Client = TestClient  # type: ignore[type-arg]
@@ -69,11 +68,6 @@ def report(started_at: float, result: dict[str, Any], ok: bool = True) -> dict[s
     return {"schema_version": 1, "id": str(uuid.uuid4()), "ward": "sai-gon",
             "host": "counter-01", "agent_version": "test", "generated_at": started_at,
             "outcomes": [outcome]}
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")
 
 
 @pytest.fixture

@@ -28,15 +28,9 @@ from server.config import ServerConfig
 from server.enrol import MAX_FAILURES
 from server.store import EnrolmentRefused, Store
 from tests import fleet
-from tests.conftest import DATA
 from tests.test_server import Client, MakeClient, auth
 from wardready import stack
 from wardready.inventory import load_inventory
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")
 
 
 @pytest.fixture

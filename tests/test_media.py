@@ -36,7 +36,7 @@ from server.config import ServerConfig
 from server.store import Store
 from server.udp_echo import ECHO_SERVICE, EchoConfig, EchoService, setup
 from server.udp_echo import METRICS as SERVER_METRICS
-from tests.conftest import DATA, REPO, promtool_check_metrics, require_binary
+from tests.conftest import REPO, promtool_check_metrics, require_binary
 from wardready import emodel
 from wardready.inventory import load_inventory
 from wardready.metrics import families
@@ -49,11 +49,6 @@ QUIET = 0.3
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
-
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")
-
 
 @pytest.fixture
 def tokens(config: ServerConfig) -> dict[str, str]:

@@ -37,11 +37,6 @@ def report(ward: str, host: str, role: str | None, changes: dict[str, Any]) -> d
     return city.pc_report(ward, host, role, changes, agent_version="test")
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    return ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")
-
-
 def values(exposition: str, name: str) -> dict[tuple[str, ...], float]:
     found = {}
     for family in text_string_to_metric_families(exposition):
