@@ -98,6 +98,18 @@ class Interface(ResultModel):
     crc_errors: int | None = None
 
 
+_LOGICAL_PORT = re.compile(
+    r"^(lo(opback)?|vl(an)?|tu(nnel)?|tun|tap|nu(ll)?|di(aler)?|bvi|nve|br|docker|veth|virbr"
+    r"|wg|se(rial)?|cellular|mgmt|ma(nagement)?)(?=[0-9/.:_-]|$)", re.IGNORECASE)
+"""Loopbacks, VLAN and tunnel interfaces, bridges, serial lines and management ports: their
+"speed" is a configured figure or not the LAN's, so only Ethernet ports are held to one."""
+
+
+def is_physical_port(name: str) -> bool:
+    """Whether an interface is a LAN Ethernet port (GigabitEthernet0/1, Et1, eth0, enp3s0)."""
+    return _LOGICAL_PORT.match(name) is None
+
+
 class Facts(ResultModel):
     """What a device's outputs say; None where the platform does not say."""
 

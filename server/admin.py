@@ -1,8 +1,9 @@
 """Administrator endpoints (admin tokens only): agent tokens, the asset history, the wards'
-readiness."""
+readiness, the equipment request list."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -11,7 +12,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server import assets, readiness
+from server import assets, equipment, readiness, shortfalls
 from server.auth import authenticate, fail
 from server.context import CONFIG, FLEET, INVENTORY, IO, STORE
 from server.handlers import parse_json
@@ -120,3 +121,34 @@ async def ward_readiness(request: web.Request) -> web.Response:
     verdicts = readiness.wards(app[INVENTORY], hosts)
     return web.json_response({w: v.as_dict() for w, v in verdicts.items()
                               if ward is None or w == ward})
+
+
+async def equipment_list(request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/equipment-list?format=csv|xlsx|markdown|json&working_group=: what each
+    ward must buy, as a file to download."""
+    from server.equipment_formats import FORMATS
+
+    await authenticate(request, "admin")
+    app, inventory = request.app, request.app[INVENTORY]
+    name = request.query.get("format", "json")
+    if name not in FORMATS:
+        raise fail(web.HTTPBadRequest, f"unknown format {name!r} (one of: {', '.join(FORMATS)})")
+    group = request.query.get("working_group")
+    groups = [g.id for g in inventory.working_groups]
+    if group is not None and group not in groups:
+        raise fail(web.HTTPNotFound, f"unknown working group {group!r} (the inventory's: "
+                                     f"{', '.join(groups)})")
+    fleet, now = app[FLEET], time.time()
+    fleet.active = await app[IO].call(app[STORE].active_agents)
+    points = await app[IO].call(app[STORE].ward_link_points, now - shortfalls.WINDOW_SECONDS)
+    found = equipment.build(inventory, equipment.Evidence(fleet.agents, fleet.active, points),
+                            now, app[CONFIG].readiness_max_age_seconds)
+    if group is not None:
+        found = found.only(group)
+    content_type, extension, render = FORMATS[name]
+    body = await asyncio.to_thread(render, found, app[CONFIG].zone)
+    stamp = time.strftime("%Y-%m-%d", time.localtime(now))
+    filename = f"equipment-list-{group + '-' if group else ''}{stamp}.{extension}"
+    return web.Response(body=body.encode() if isinstance(body, str) else body,
+                        headers={"Content-Type": content_type,
+                                 "Content-Disposition": f'attachment; filename="{filename}"'})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from server import admin, enrol, handlers, speedtest, udp_echo
+from server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
 from server.config import ServerConfig
 from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, Fleet
 from server.exposition import FleetCollector
@@ -37,6 +40,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_get("/api/v1/assets", admin.list_assets)
     app.router.add_get("/api/v1/assets/changes", admin.list_changes)
     app.router.add_get("/api/v1/readiness", admin.ward_readiness)
+    app.router.add_get("/api/v1/equipment-list", admin.equipment_list)
     speedtest.setup(app, config.speedtest)
     udp_echo.setup(app, config.udp_echo)
     enrol.setup(app)
@@ -46,7 +50,8 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     io = SerialThread("sqlite")
     store = await io.call(Store, app[CONFIG].database)
-    fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents))
+    fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents),
+                  app[CONFIG].readiness_max_age_seconds, await io.call(store.ward_link_latest))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active,
                                      lambda: fleet.asset_changes,
@@ -55,9 +60,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
+    pruning = asyncio.create_task(_prune_ward_link(io, store))
     yield
+    pruning.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pruning
     await io.call(store.close)
     io.shutdown()
+
+
+async def _prune_ward_link(io: SerialThread, store: Store) -> None:
+    """Keep the ward link history to twice the rules' window, once an hour."""
+    while True:
+        dropped = await io.call(store.prune_ward_link,
+                                time.time() - 2 * shortfalls.WINDOW_SECONDS)
+        if dropped:
+            log.info("forgot %d ward link figures older than the window", dropped)
+        await asyncio.sleep(3600)
 
 
 @web.middleware

@@ -92,6 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     ready.add_argument("--ward", help="one ward, criterion by criterion")
     ready.add_argument("--json", action="store_true", help="machine-readable output")
     ready.set_defaults(func=_readiness)
+
+    listing = sub.add_parser("equipment-list", parents=[common],
+                             help="what each ward must buy or upgrade, with the evidence")
+    listing.add_argument("--format", choices=("csv", "xlsx", "markdown", "json"),
+                         default="markdown")
+    listing.add_argument("--working-group", metavar="ID", help="only this working group")
+    listing.add_argument("--output", "-o", type=Path, metavar="FILE",
+                         help="write here instead of standard output (needed for xlsx)")
+    listing.set_defaults(func=_equipment_list)
     return parser
 
 
@@ -273,6 +282,44 @@ def _readiness(args: argparse.Namespace) -> int:
             short = [c.id for c in verdict.criteria if c.verdict == "fail"]
             print(f"{ward:<22}{groups[ward]:<8}{verdict.state:<21}{len(verdict.hosts):>4}  "
                   f"{', '.join(short) or '-'}")
+    return 0
+
+
+def _equipment_list(args: argparse.Namespace) -> int:
+    from server import equipment
+    from server.equipment_formats import FORMATS
+
+    config, inventory = _load(args)
+    groups = [g.id for g in inventory.working_groups]
+    if args.working_group and args.working_group not in groups:
+        raise ConfigError(str(config.inventory), 0, "--working-group",
+                          f"unknown working group {args.working_group!r} "
+                          f"(the inventory's: {', '.join(groups)})")
+    if args.format == "xlsx" and args.output is None:
+        raise WardreadyError("--format xlsx writes a binary file: give --output FILE")
+    store = Store(config.database)
+    try:
+        found = equipment.from_store(inventory, store, time.time(),
+                                     config.readiness_max_age_seconds)
+    finally:
+        store.close()
+    if args.working_group:
+        found = found.only(args.working_group)
+    body = FORMATS[args.format][2](found, config.zone)
+    if args.output is None:
+        sys.stdout.write(body if isinstance(body, str) else body.decode())
+        return 0
+    try:
+        if isinstance(body, str):
+            args.output.write_text(body, encoding="utf-8", newline="")
+        else:
+            args.output.write_bytes(body)
+    except OSError as exc:
+        raise WardreadyError(f"cannot write {args.output}: {exc.strerror}") from None
+    print(f"{args.output}: {len(found.lines)} lines for "
+          f"{len({x.ward.id for x in found.lines})} wards, "
+          f"{found.total_vnd:,} VND (+{found.unpriced_lines} lines needing a quote); "
+          f"{len(found.no_data)} wards with no data", file=sys.stderr)
     return 0
 
 

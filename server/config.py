@@ -5,8 +5,9 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.udp_echo import EchoConfig
 from wardready.configfile import load
@@ -49,10 +50,27 @@ class ServerConfig(Strict):
     inventory: FilePath = Path("inventory.yml")
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
     readiness_max_age_seconds: float = Field(default=86400.0, gt=0, description=(
-        "A PC silent for longer no longer counts in its ward's readiness."))
+        "A PC silent for longer counts for nothing: its measurements leave /metrics, its "
+        "ward's readiness and the equipment list."))
+    timezone: str = Field(default="Asia/Ho_Chi_Minh", description=(
+        "Times in the equipment list are shown in this IANA time zone."))
     tls: TlsConfig | None = None
     speedtest: SpeedtestConfig = SpeedtestConfig()
     udp_echo: EchoConfig = EchoConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
+                             "Asia/Ho_Chi_Minh)") from None
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 def load_server_config(path: Path | None) -> ServerConfig:

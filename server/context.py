@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Mapping
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from server import shortfalls
 from server.config import ServerConfig
+from server.shortfalls import LinkCriterion
 from server.store import AgentState, Store
 from wardready.inventory import Inventory
+from wardready.report import Report
 from wardready.serial import SerialThread
 
 
@@ -15,11 +21,53 @@ class Fleet:
     """The server's in-memory view of every agent, rebuilt from the store at start."""
 
     def __init__(self, agents: dict[tuple[str, str], AgentState],
-                 active: set[tuple[str, str]]) -> None:
+                 active: set[tuple[str, str]], max_age: float = 86400.0,
+                 ward_link: Mapping[str, Mapping[str, float | None]] | None = None) -> None:
         self.agents = agents
         self.active = active
+        self.max_age = max_age
+        """PCs silent for longer count for nothing (ServerConfig.readiness_max_age_seconds)."""
         self.asset_changes: list[tuple[str, str, str, str, int, float]] = []
         """Asset change counts per agent, as `Store.asset_change_counts` last read them."""
+        self.hosts: dict[str, set[str]] = defaultdict(set)
+        self.figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
+        """Each PC's link figures as the shortfall rules take them."""
+        for (ward, host), state in agents.items():
+            self.hosts[ward].add(host)
+            self.figures[ward, host] = shortfalls.host_figures(state.outcomes)
+        self.ward_link: dict[str, dict[str, float | None]] = {
+            w: dict(f) for w, f in (ward_link or {}).items()}
+        """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
+
+    def ward_link_change(self, report: Report, now: float) -> dict[str, float | None]:
+        """The ward's best link figures that `report` changes (None: no PC has it now)."""
+        if not any(o.check in LINK_CHECKS for o in report.outcomes):
+            return {}
+        ward, key = report.ward, (report.ward, report.host)
+        state = self.agents.get(key, AgentState())
+        mine = shortfalls.host_figures(state.newer_outcomes(report))
+        others = (self.figures[ward, h] for h in self.hosts[ward]
+                  if (ward, h) != key and (ward, h) in self.active
+                  and now - self.agents[ward, h].last_report_at <= self.max_age)
+        best = shortfalls.ward_figures([mine, *others])
+        last = self.ward_link.get(ward, {})
+        return {c: best.get(c) for c in shortfalls.LINK_CRITERIA
+                if best.get(c) != last.get(c) and (c in best or last.get(c) is not None)}
+
+    def apply(self, report: Report, received_at: float,
+              ward_link: Mapping[str, float | None]) -> None:
+        """Account for a report the store has just committed."""
+        key = (report.ward, report.host)
+        state = self.agents.setdefault(key, AgentState())
+        state.apply(report, received_at)
+        self.active.add(key)
+        self.hosts[report.ward].add(report.host)
+        self.figures[key] = shortfalls.host_figures(state.outcomes)
+        self.ward_link.setdefault(report.ward, {}).update(ward_link)
+
+
+LINK_CHECKS = ("bandwidth", "media", "latency")
+"""The checks the ward's link figures come from."""
 
 
 CONFIG = web.AppKey("config", ServerConfig)

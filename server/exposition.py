@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from checks import REGISTRY
-from server import assets, readiness
+from checks import REGISTRY, devices
+from server import assets, readiness, shortfalls
 from server.store import AgentState
 from wardready.inventory import Inventory, Profile
 from wardready.metrics import (
@@ -34,7 +34,7 @@ def _required(name: str, help: str) -> MetricSpec:
     return MetricSpec(name, help + " (inventory profile)", ("ward",))
 
 
-REQUIREMENTS: tuple[tuple[MetricSpec, Callable[[Profile], float]], ...] = (
+REQUIREMENTS: tuple[tuple[MetricSpec, Callable[[Profile], float | None]], ...] = (
     (_required("wardready_requirement_download_bytes_per_second",
                 "Required download throughput of the ward's link."),
      lambda p: p.link.min_download_mbps * 1e6 / 8),
@@ -67,6 +67,10 @@ REQUIREMENTS: tuple[tuple[MetricSpec, Callable[[Profile], float]], ...] = (
      lambda p: p.peripherals.scanners),
     (_required("wardready_requirement_ups", "UPS units the ward needs."),
      lambda p: p.peripherals.ups),
+    (_required("wardready_requirement_port_speed_bytes_per_second",
+               "Speed every connected Ethernet port of the ward's routers and switches needs."),
+     lambda p: p.network.min_port_speed_mbps * 1e6 / 8
+     if p.network and p.network.min_port_speed_mbps else None),
 )
 
 LAST_REPORT = MetricSpec("wardready_agent_last_report_timestamp_seconds",
@@ -100,16 +104,34 @@ class FleetCollector(Collector):
                             self._inventory_samples())
         served = self._served_agents()
         yield from families(AGENT_METRICS, self._agent_samples(served), ("ward", "host"))
+        # A PC silent for too long is still listed (AgentSilent) but its old measurements no
+        # longer stand for its ward.
+        now = time.time()
+        fresh = [(key, state) for key, state in served
+                 if now - state.last_report_at <= self.readiness_max_age]
         for check in REGISTRY.values():
-            yield from families(check.metrics, self._check_samples(served, check.name),
+            yield from families(check.metrics, self._check_samples(fresh, check.name),
                                 ("ward", "host"))
-        yield from families(assets.METRICS, self._asset_samples({key for key, _ in served}),
+        yield from families((shortfalls.DEVICE_BELOW_SPEC,), self._device_samples(fresh),
                             ("ward", "host"))
-        counted = readiness.counted(dict(served), {key for key, _ in served}, time.time(),
+        yield from families(assets.METRICS, self._asset_samples({key for key, _ in fresh}),
+                            ("ward", "host"))
+        counted = readiness.counted(dict(fresh), {key for key, _ in fresh}, now,
                                     self.readiness_max_age)
         verdicts = readiness.wards(self.inventory, counted)
         yield from families(readiness.METRICS, (
             ((), s) for s in readiness.samples(self.inventory, counted, verdicts)))
+
+    def _device_samples(self, fresh: list[tuple[tuple[str, str], AgentState]]
+                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:
+        inv = self.inventory
+        for key, state in fresh:
+            outcome = state.outcomes.get("devices")
+            ward = inv.ward(key[0])
+            if ward and outcome and isinstance(outcome.result, devices.Result):
+                for sample in shortfalls.device_samples(outcome.result, inv.profile_of(ward),
+                                                        inv.end_of_support):
+                    yield key, sample
 
     def _asset_samples(self, served: set[tuple[str, str]]
                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:
@@ -129,7 +151,9 @@ class FleetCollector(Collector):
                                          ward.province, ward.working_group, profile_id), 1)
             profile = inv.profiles[profile_id]
             for spec, value in REQUIREMENTS:
-                yield (), Sample(spec, (ward.id,), value(profile))
+                required = value(profile)
+                if required is not None:
+                    yield (), Sample(spec, (ward.id,), required)
 
     def _served_agents(self) -> list[tuple[tuple[str, str], AgentState]]:
         active = self.active()

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from server.auth import authenticate, fail
 from server.context import FLEET, INVENTORY, IO, REGISTRY, STORE
-from server.store import AgentState
 from wardready.configfile import dotted
 from wardready.report import SCHEMA_VERSION, Report, schema_version_of
 
@@ -53,16 +52,15 @@ async def ingest_report(request: web.Request) -> web.Response:
                    f"not ward {report.ward!r} host {report.host!r}")
     app, fleet = request.app, request.app[FLEET]
     received_at = time.time()
+    ward_link = fleet.ward_link_change(report, received_at)
     try:
-        stored = await app[IO].call(app[STORE].add_report, report, received_at)
+        stored = await app[IO].call(app[STORE].add_report, report, received_at, ward_link)
     except sqlite3.Error as exc:  # a full or failing disk: the agent keeps it and retries
         log.error("cannot store report %s: %s", report.id, exc)
         raise fail(web.HTTPServiceUnavailable, "storage unavailable; retry later",
                    **{"Retry-After": "5"}) from None
     if stored:
-        key = (identity.ward, identity.host)
-        fleet.agents.setdefault(key, AgentState()).apply(report, received_at)
-        fleet.active.add(key)
+        fleet.apply(report, received_at, ward_link)
     return web.json_response({"id": str(report.id), "stored": stored},
                              status=201 if stored else 200)
 

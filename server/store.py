@@ -12,6 +12,7 @@ import logging
 import secrets
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,13 @@ CREATE TABLE IF NOT EXISTS asset_change_counts (
     last_at REAL NOT NULL,
     PRIMARY KEY (ward, host, kind, change)
 );
+CREATE TABLE IF NOT EXISTS ward_link (
+    ward TEXT NOT NULL,
+    criterion TEXT NOT NULL,
+    at REAL NOT NULL,
+    value REAL
+);
+CREATE INDEX IF NOT EXISTS ward_link_by_time ON ward_link (at);
 CREATE TABLE IF NOT EXISTS enrolments (
     id TEXT PRIMARY KEY,
     ward TEXT NOT NULL,
@@ -156,6 +164,16 @@ class AgentState:
     agent_version: str | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
+    def newer_outcomes(self, report: Report) -> dict[str, Outcome]:
+        """Each check's latest outcome once `report` is applied (a late replay of an older
+        run does not replace a newer one)."""
+        outcomes = dict(self.outcomes)
+        for outcome in report.outcomes:
+            current = outcomes.get(outcome.check)
+            if current is None or outcome.started_at >= current.started_at:
+                outcomes[outcome.check] = outcome
+        return outcomes
+
     def apply(self, report: Report, received_at: float) -> None:
         """Account for a newly stored report, as `Store.add_report` does on disk."""
         self.reports_total += 1
@@ -167,10 +185,7 @@ class AgentState:
         if received_at - report.generated_at < FRESH_SECONDS:
             # Only a report sent as soon as it was made tells how far the agent's clock is off.
             self.clock_offset_seconds = report.generated_at - received_at
-        for outcome in report.outcomes:
-            current = self.outcomes.get(outcome.check)
-            if current is None or outcome.started_at >= current.started_at:
-                self.outcomes[outcome.check] = outcome
+        self.outcomes = self.newer_outcomes(report)
 
 
 @dataclass(frozen=True)
@@ -347,8 +362,13 @@ class Store:
 
     # reports
 
-    def add_report(self, report: Report, received_at: float) -> bool:
-        """Commit a report (and the agent's latest state) durably; False if its id was stored."""
+    def add_report(self, report: Report, received_at: float,
+                   ward_link: Mapping[str, float | None] | None = None) -> bool:
+        """Commit a report (and the agent's latest state) durably; False if its id was stored.
+
+        `ward_link`: the ward's best link figures as they changed with this report (None for a
+        figure no PC has any more), kept for the window the shortfall rules judge over.
+        """
         ward, host = report.ward, report.host
         with self.db:  # one transaction, committed before the caller replies
             self.db.execute("BEGIN IMMEDIATE")
@@ -359,6 +379,9 @@ class Store:
                  report.model_dump_json()))
             if cur.rowcount == 0:
                 return False
+            self.db.executemany("INSERT INTO ward_link (ward, criterion, at, value)"
+                                " VALUES (?,?,?,?)",
+                                [(ward, c, received_at, v) for c, v in (ward_link or {}).items()])
             for outcome in report.outcomes:
                 cur = self.db.execute(
                     "INSERT INTO latest (ward, host, check_name, started_at, outcome)"
@@ -455,6 +478,38 @@ class Store:
         pairs = [(column, value) for column, value in
                  (("ward", ward), ("host", host), ("kind", kind)) if value is not None]
         return [f"{column} = ?" for column, _ in pairs], [value for _, value in pairs]
+
+    def ward_link_points(self, since: float
+                         ) -> dict[tuple[str, str], list[tuple[float, float | None]]]:
+        """(ward, criterion) -> the ward's best link figure over time from `since`, starting
+        with the value it had then."""
+        points: dict[tuple[str, str], list[tuple[float, float | None]]] = defaultdict(list)
+        for ward, criterion, at, value in self.db.execute(
+                "SELECT ward, criterion, max(at), value FROM ward_link WHERE at < ?"
+                " GROUP BY ward, criterion", (since,)):
+            points[ward, criterion].append((at, value))
+        for ward, criterion, at, value in self.db.execute(
+                "SELECT ward, criterion, at, value FROM ward_link WHERE at >= ? ORDER BY at",
+                (since,)):
+            points[ward, criterion].append((at, value))
+        return points
+
+    def ward_link_latest(self) -> dict[str, dict[str, float | None]]:
+        """Each ward's latest recorded link figures."""
+        latest: dict[str, dict[str, float | None]] = defaultdict(dict)
+        for ward, criterion, _at, value in self.db.execute(
+                "SELECT ward, criterion, max(at), value FROM ward_link GROUP BY ward, criterion"):
+            latest[ward][criterion] = value
+        return latest
+
+    def prune_ward_link(self, before: float) -> int:
+        """Forget link figures older than `before`, but for the one each ward had then."""
+        with self.db:
+            cur = self.db.execute(
+                "DELETE FROM ward_link WHERE at < ? AND rowid NOT IN (SELECT rowid FROM"
+                " (SELECT rowid, max(at) FROM ward_link WHERE at < ? GROUP BY ward, criterion))",
+                (before, before))
+        return cur.rowcount
 
     def report_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM reports").fetchone()[0])

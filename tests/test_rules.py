@@ -33,7 +33,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"]
               for r in g["rules"] if "alert" in r}
     assert alerts == {"WardLinkBelowRequirement", "WardEquipmentMissing", "WardVideoNotReady",
-                      "WardPlatformUnreachable", "AgentSilent", "WardWithoutAgent"}
+                      "WardPlatformUnreachable", "WardDeviceBelowSpec", "AgentSilent",
+                      "WardWithoutAgent"}
     fired: set[str] = set()
     quiet: set[str] = set()  # a ward in the test's input that the alert leaves alone
     for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
@@ -63,3 +64,23 @@ def test_alertmanager_sends_one_notification_per_ward_to_its_working_group() -> 
         assert receiver(f"working_group={group}", "ward=tan-dinh",
                         "alertname=WardVideoNotReady") == group
     assert receiver("ward=tan-dinh", "alertname=AgentSilent") == "city-operators"
+
+
+def test_the_equipment_list_judges_the_link_over_the_rules_window() -> None:
+    """server.shortfalls restates the rules' window for the equipment list: both must move
+    together."""
+    from server import shortfalls
+
+    exprs = {r["record"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"]
+             for r in g["rules"] if "record" in r}
+    hours = shortfalls.WINDOW_SECONDS / 3600
+    for criterion, q in shortfalls.WINDOW_QUANTILE.items():
+        suffix = ("p25" if q == 0.25 else "p75") + f"_{hours:g}h"
+        metric = {"download": "download_bytes_per_second", "upload": "upload_bytes_per_second",
+                  "rtt": "rtt_seconds", "jitter": "jitter_seconds",
+                  "loss": "loss_ratio"}[criterion]
+        aggregate = "max" if shortfalls.HIGHER_IS_BETTER[criterion] else "min"
+        assert exprs[f"ward:wardready_{metric}:{suffix}"] == (
+            f"quantile_over_time({q}, ward:wardready_{metric}:{aggregate}[{hours:g}h])")
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    assert config["global"]["evaluation_interval"] == f"{shortfalls.EVALUATION_SECONDS:g}s"

@@ -96,6 +96,13 @@ class PeripheralRequirement(Strict):
     ups: int = Field(ge=0, default=0)
 
 
+class NetworkRequirement(Strict):
+    """What the ward's own routers and switches must do."""
+
+    min_port_speed_mbps: float | None = Field(default=None, gt=0, description=(
+        "Every connected Ethernet port of a polled router or switch runs at least this fast."))
+
+
 class Profile(Strict):
     """A requirement profile: what a ward of this kind needs to run the shared platforms."""
 
@@ -105,6 +112,7 @@ class Profile(Strict):
     hosts: HostRequirement
     video: VideoRequirement
     peripherals: PeripheralRequirement = PeripheralRequirement()
+    network: NetworkRequirement | None = None
 
 
 class Platform(Strict):
@@ -140,14 +148,36 @@ class Ward(Strict):
     devices: list[Device] = []
 
 
+NeedKind = Literal["pc", "webcam", "microphone", "speaker", "printer", "scanner", "ups",
+                   "router", "switch", "link-upgrade", "network-fix"]
+"""What the equipment request list can find a ward short of; each is bought (or done) as a
+catalogue item that covers it."""
+
+
 class CatalogueItem(Strict):
-    """An orderable piece of equipment for the equipment request list."""
+    """An orderable piece of equipment (or a service) for the equipment request list."""
 
     id: Slug
     kind: Literal["webcam", "microphone", "speaker", "conference-kit", "pc", "printer",
-                  "scanner", "ups", "router", "switch", "link-upgrade", "other"]
+                  "scanner", "ups", "router", "switch", "link-upgrade", "network-fix", "other"]
     description: str
-    unit_price_vnd: int | None = Field(default=None, ge=0)
+    unit_price_vnd: int | None = Field(default=None, ge=0, description=(
+        "None when the item needs a quote or is not a purchase."))
+    covers: list[NeedKind] = Field(default=[], description=(
+        "The needs one unit meets (a speakerphone: microphone and speaker); default: its kind."))
+
+    @property
+    def needs(self) -> list[str]:
+        return list(self.covers) or [self.kind]
+
+
+class EndOfSupport(Strict):
+    """Network-device OS versions out of their vendor's support: such a device is replaced."""
+
+    device_type: DeviceType
+    os_versions: list[str] = Field(min_length=1, description=(
+        "Shell-style patterns matched against the polled OS version (`12.*`)."))
+    note: str = Field(min_length=1, description="Whose announcement, and since when.")
 
 
 class Defaults(Strict):
@@ -165,6 +195,7 @@ class Inventory(Strict):
     profiles: dict[Slug, Profile]
     platforms: list[Platform] = []
     catalogue: list[CatalogueItem] = []
+    end_of_support: list[EndOfSupport] = []
     wards: list[Ward]
     _wards_by_id: dict[str, Ward] = PrivateAttr(default_factory=dict)
 

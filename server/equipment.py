@@ -1,0 +1,500 @@
+"""The equipment request list: what each ward must buy or upgrade to meet its profile, with
+the measured evidence, priced from the inventory's catalogue.
+
+It is built from the server's own view (each PC's latest results and each ward's link
+history) with the same figures and the same comparisons as the Prometheus rules
+(`server.shortfalls`), so a ward is on the list exactly when a shortfall rule flags it, for
+the same reasons (`Line.flags`). Wards with no fresh evidence are listed apart (`NoData`),
+never as needing nothing. Rendered as CSV, XLSX and Markdown by `server.equipment_formats`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast
+
+from checks import devices, host, peripherals, platforms
+from server import readiness, shortfalls
+from server.shortfalls import LinkCriterion
+from server.store import AgentState, Store
+from wardready.inventory import CatalogueItem, Inventory, NeedKind, Profile
+from wardready.readiness import HostResults, rollup, show
+
+Priority = Literal["high", "medium", "low"]
+PRIORITY_ORDER: dict[Priority, int] = {"high": 0, "medium": 1, "low": 2}
+"""high: the ward cannot hold the city's video meetings or reach a platform; medium: PCs,
+UPS and network devices; low: printers and scanners."""
+
+
+@dataclass(frozen=True)
+class WardRef:
+    """Who a line is for, as the inventory names it."""
+
+    id: str
+    name: str
+    working_group: str
+    former_district: str
+
+
+@dataclass(frozen=True)
+class Line:
+    """One thing a ward must buy or do, how many, why, and what it costs."""
+
+    ward: WardRef
+    item: str
+    """Catalogue id; empty when no catalogue item covers the need (the reason says which)."""
+    description: str
+    quantity: int
+    unit_price_vnd: int | None
+    """None for what needs a quote (a link upgrade) or is not a purchase."""
+    reason: str
+    """The measured evidence against the requirement, in words."""
+    measured_at: float | None
+    """When the newest evidence behind the line was measured (epoch seconds)."""
+    priority: Priority
+    flags: tuple[str, ...]
+    """The Prometheus shortfalls this line answers: a link criterion (download, upload, rtt,
+    jitter, loss), an item (pc, webcam, microphone, speaker, printer, scanner, ups, router,
+    switch), `video`, or `platform:<id>`."""
+
+    @property
+    def subtotal_vnd(self) -> int | None:
+        return None if self.unit_price_vnd is None else self.quantity * self.unit_price_vnd
+
+
+@dataclass(frozen=True)
+class NoData:
+    """A ward, or part of one, the list cannot judge: nothing is known, not nothing needed."""
+
+    ward: WardRef
+    reason: str
+    last_report_at: float | None
+
+
+@dataclass(frozen=True)
+class ItemTotal:
+    item: str
+    description: str
+    quantity: int
+    unit_price_vnd: int | None
+    subtotal_vnd: int | None
+    lines: int
+
+
+@dataclass(frozen=True)
+class GroupTotal:
+    working_group: str
+    name: str
+    wards: int
+    """Wards with at least one line."""
+    lines: int
+    subtotal_vnd: int
+    """Sum of the priced lines."""
+    unpriced_lines: int
+    """Lines that need a quote: not in `subtotal_vnd`."""
+
+
+@dataclass(frozen=True)
+class EquipmentList:
+    """The whole list: lines ordered by working group, ward, priority and item."""
+
+    generated_at: float
+    working_groups: Mapping[str, str]
+    """Working group id -> name, every group of the inventory in its order."""
+    lines: tuple[Line, ...]
+    no_data: tuple[NoData, ...]
+    window_seconds: float
+    """The link window the figures are judged over (the rules' window)."""
+    notes: tuple[str, ...] = field(default=())
+
+    def only(self, group: str) -> EquipmentList:
+        """The part of the list for one working group."""
+        return replace(self, working_groups={group: self.working_groups[group]},
+                       lines=tuple(x for x in self.lines if x.ward.working_group == group),
+                       no_data=tuple(x for x in self.no_data if x.ward.working_group == group))
+
+    def by_group(self) -> dict[str, list[Line]]:
+        """Lines of each working group that has any, in the groups' order."""
+        grouped: dict[str, list[Line]] = defaultdict(list)
+        for line in self.lines:
+            grouped[line.ward.working_group].append(line)
+        return {g: grouped[g] for g in self.working_groups if g in grouped}
+
+    def item_totals(self) -> list[ItemTotal]:
+        """Quantity and cost per catalogue item, city-wide, in first-seen order."""
+        totals: dict[tuple[str, str], list[Line]] = {}
+        for line in self.lines:
+            totals.setdefault((line.item, line.description), []).append(line)
+        out = []
+        for (item, description), lines in totals.items():
+            prices = {line.unit_price_vnd for line in lines}
+            price = prices.pop() if len(prices) == 1 else None
+            subtotals = [line.subtotal_vnd for line in lines]
+            out.append(ItemTotal(item, description, sum(line.quantity for line in lines), price,
+                                 None if None in subtotals else sum(s or 0 for s in subtotals),
+                                 len(lines)))
+        return out
+
+    def group_totals(self) -> list[GroupTotal]:
+        """Cost per working group (every group, zero when it needs nothing)."""
+        grouped = self.by_group()
+        return [GroupTotal(g, name, len({line.ward.id for line in grouped.get(g, [])}),
+                           len(grouped.get(g, [])), _priced(grouped.get(g, [])),
+                           sum(line.subtotal_vnd is None for line in grouped.get(g, [])))
+                for g, name in self.working_groups.items()]
+
+    @property
+    def total_vnd(self) -> int:
+        """City-wide cost of the priced lines."""
+        return _priced(self.lines)
+
+    @property
+    def unpriced_lines(self) -> int:
+        return sum(line.subtotal_vnd is None for line in self.lines)
+
+
+def _priced(lines: Iterable[Line]) -> int:
+    return sum(line.subtotal_vnd or 0 for line in lines)
+
+
+# --- building the list -------------------------------------------------------------------
+
+LINK_WORDS: dict[LinkCriterion, tuple[str, str]] = {
+    "download": ("download", "25th percentile"), "upload": ("upload", "25th percentile"),
+    "rtt": ("round-trip time", "75th percentile"), "jitter": ("jitter", "75th percentile"),
+    "loss": ("packet loss", "75th percentile")}
+VIDEO_NEEDS: dict[str, NeedKind] = {
+    "camera": "webcam", "microphone": "microphone", "speaker": "speaker",
+    "cpu_cores": "pc", "memory": "pc", "download": "link-upgrade", "upload": "link-upgrade",
+    "rtt": "link-upgrade", "jitter": "link-upgrade", "loss": "link-upgrade",
+    "mos": "link-upgrade", "udp": "network-fix", "rtt_under_load": "network-fix"}
+"""What buys (or does) away each failing criterion of the PC that holds the ward's calls."""
+PRIORITY: dict[NeedKind, Priority] = {
+    "link-upgrade": "high", "network-fix": "high", "webcam": "high", "microphone": "high",
+    "speaker": "high", "pc": "medium", "ups": "medium", "router": "medium", "switch": "medium",
+    "printer": "low", "scanner": "low"}
+MAX_NAMED = 5
+"""PCs or devices named in one reason; the rest are counted."""
+
+
+@dataclass
+class _Need:
+    kind: NeedKind
+    quantity: int
+    reason: str
+    measured_at: float | None
+    flags: list[str]
+    priority: Priority
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the server knows, as the list reads it."""
+
+    agents: Mapping[tuple[str, str], AgentState]
+    active: set[tuple[str, str]]
+    link_points: Mapping[tuple[str, str], Sequence[tuple[float, float | None]]]
+    """(ward, link criterion) -> the ward's best figure over time (`Store.ward_link_points`)."""
+
+
+def from_store(inventory: Inventory, store: Store, now: float, max_age: float
+               ) -> EquipmentList:
+    """The list from the database alone (the server need not run)."""
+    evidence = Evidence(store.agent_states(), store.active_agents(),
+                        store.ward_link_points(now - shortfalls.WINDOW_SECONDS))
+    return build(inventory, evidence, now, max_age)
+
+
+def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
+          window: float = shortfalls.WINDOW_SECONDS) -> EquipmentList:
+    """The equipment request list of every inventory ward, as of `now`. PCs silent for longer
+    than `max_age` (or whose token was revoked) count for nothing, as on /metrics."""
+    counted = readiness.counted(evidence.agents, evidence.active, now, max_age)
+    seen: dict[str, list[AgentState]] = defaultdict(list)
+    for key, state in evidence.agents.items():
+        if key in evidence.active:
+            seen[key[0]].append(state)
+    lines: list[Line] = []
+    no_data: list[NoData] = []
+    for ward in inventory.wards:
+        ref = WardRef(ward.id, ward.name, ward.working_group, ward.former_district)
+        pcs = counted.get(ward.id, {})
+        if not pcs:
+            last = max((s.last_report_at for s in seen.get(ward.id, [])), default=None)
+            no_data.append(NoData(ref, _silent(len(seen.get(ward.id, [])), last, max_age),
+                                  last))
+            continue
+        states = {h: evidence.agents[ward.id, h] for h in pcs}
+        judge = _Ward(inventory, ward.id, inventory.profile_of(ward), states, pcs)
+        judge.link({c: shortfalls.window_quantile(
+            evidence.link_points.get((ward.id, c), ()), shortfalls.WINDOW_QUANTILE[c], now,
+            window) for c in shortfalls.LINK_CRITERIA})
+        judge.equipment()
+        judge.video()
+        judge.platforms()
+        judge.devices()
+        lines += _lines_for(ref, judge.needs, inventory.catalogue)
+        if judge.unknown:
+            last = max(s.last_report_at for s in states.values())
+            no_data.append(NoData(ref, "; ".join(judge.unknown), last))
+    order = {g.id: i for i, g in enumerate(inventory.working_groups)}
+    wards = {w.id: i for i, w in enumerate(inventory.wards)}
+    lines.sort(key=lambda x: (order[x.ward.working_group], wards[x.ward.id],
+                              PRIORITY_ORDER[x.priority], x.item))
+    return EquipmentList(now, {g.id: g.name for g in inventory.working_groups}, tuple(lines),
+                         tuple(no_data), window)
+
+
+def _silent(known: int, last: float | None, max_age: float) -> str:
+    if not known or last is None:
+        return "no agent has reported from this ward"
+    return (f"{known} PC{'s' if known > 1 else ''} known, none reported in the last "
+            f"{max_age / 3600:g} h (last report {_ago(last)})")
+
+
+def _ago(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
+def _pcs(n: int) -> str:
+    return f"{n} PC" if n == 1 else f"{n} PCs"
+
+
+def _named(names: Sequence[str]) -> str:
+    shown = "; ".join(names[:MAX_NAMED])
+    return shown + (f"; and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+
+
+class _Ward:
+    """One ward's needs, found the way the rules find its shortfalls."""
+
+    def __init__(self, inventory: Inventory, ward: str, profile: Profile,
+                 states: Mapping[str, AgentState], pcs: Mapping[str, HostResults]) -> None:
+        self.inventory, self.ward, self.profile = inventory, ward, profile
+        self.states, self.pcs = states, pcs
+        self.needs: list[_Need] = []
+        self.unknown: list[str] = []
+
+    def _result(self, host: str, check: str) -> Any:
+        return self.pcs[host].results.get(check)
+
+    def _when(self, *checks: str) -> float | None:
+        return max((o.started_at for s in self.states.values()
+                    for name, o in s.outcomes.items() if name in checks and o.ok),
+                   default=None)
+
+    def need(self, kind: NeedKind, quantity: int, reason: str, measured_at: float | None,
+             *flags: str) -> None:
+        self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags),
+                                PRIORITY[kind]))
+
+    def link(self, figures: Mapping[LinkCriterion, float | None]) -> None:
+        short, unmeasured = [], []
+        for c, value in figures.items():
+            words, stat = LINK_WORDS[c]
+            if value is None:
+                unmeasured.append(words)
+                continue
+            need = shortfalls.required(self.profile, c)
+            if shortfalls.shortfall_ratio(c, value, need) > 0:
+                short.append((c, f"{words} {_show(c, value)} ({stat} of the last "
+                                 f"{WINDOW_HOURS:g} h) against {_show(c, need)} "
+                                 f"{'required' if shortfalls.HIGHER_IS_BETTER[c] else 'allowed'}"))
+        if short:
+            self.need("link-upgrade", 1, "; ".join(text for _, text in short),
+                      self._when("bandwidth", "media", "latency"), *(c for c, _ in short))
+        if unmeasured:
+            self.unknown.append(f"link {', '.join(unmeasured)} not measured in the last "
+                                f"{WINDOW_HOURS:g} h")
+
+    def equipment(self) -> None:
+        spec = self.profile.hosts
+        good, below, unmeasured = 0, [], []
+        for name in sorted(self.pcs):
+            h = self._result(name, "host")
+            if not isinstance(h, host.Result):
+                unmeasured.append(f"{name} not yet measured")
+                continue
+            short = []
+            if h.cpu_logical_cores < spec.min_cpu_cores:
+                short.append(f"{h.cpu_logical_cores} cores of {spec.min_cpu_cores}")
+            if h.memory_total_bytes < spec.min_memory_gib * 2**30:
+                short.append(f"{h.memory_total_bytes / 2**30:.1f} GiB of "
+                             f"{spec.min_memory_gib:g} GiB memory")
+            if short:
+                below.append(f"{name} has {' and '.join(short)}")
+            else:
+                good += 1
+        missing = spec.min_count - good
+        if missing > 0:
+            self.need("pc", missing, (
+                f"{good} of the {spec.min_count} PCs needed meet {spec.min_cpu_cores} cores "
+                f"and {spec.min_memory_gib:g} GiB ({_pcs(len(self.pcs))} reporting)"
+                + (f": {_named(below + unmeasured)}" if below or unmeasured else "")),
+                self._when("host"), "pc")
+
+        video = self.profile.video
+        holders = [n for n, pc in self.pcs.items() if video.holds_calls(pc.role)]
+        roles = " or ".join(video.roles) or "any"
+        for kind, need in (("webcam", video.cameras), ("microphone", video.microphones),
+                           ("speaker", video.speakers)):
+            counts = self._counts(holders, kind)
+            if not counts:
+                if need:
+                    self.unknown.append(
+                        f"{kind}s unknown: no PC in role {roles} reports them" if not holders
+                        else f"{kind}s unknown: could not be read on {', '.join(holders)}")
+                continue
+            best = max(counts.values())
+            if best < need:
+                self.need(kind, need - best,  # type: ignore[arg-type]
+                          f"the PC{'s' if len(counts) > 1 else ''} holding the video calls "
+                          f"({', '.join(sorted(counts))}) see{'s' if len(counts) == 1 else ''} "
+                          f"{best} {kind}{'s' if best != 1 else ''}; {need} needed",
+                          self._when("peripherals"), kind)
+        peripherals_needed = self.profile.peripherals
+        for kind, need in (("printer", peripherals_needed.printers),
+                           ("scanner", peripherals_needed.scanners)):
+            counts = self._counts(list(self.pcs), kind)
+            if not counts:
+                if need:
+                    self.unknown.append(f"{kind}s unknown: no PC could count them")
+                continue
+            best = max(counts.values())
+            if best < need:
+                self.need(kind, need - best,  # type: ignore[arg-type]
+                          f"{best} {kind}{'s' if best != 1 else ''} seen (the most any PC sees, "
+                          f"as network {kind}s show on every PC); {need} needed",
+                          self._when("peripherals"), kind)
+        ups = {n: sum(s.kind == "ups" for s in h.power_supplies)
+               for n in self.pcs if isinstance(h := self._result(n, "host"), host.Result)
+               and h.power_supplies is not None}
+        need = peripherals_needed.ups
+        if not ups:
+            if need:
+                self.unknown.append("UPS units unknown: no PC could read its power supplies")
+        elif sum(ups.values()) < need:
+            self.need("ups", need - sum(ups.values()),
+                      f"{sum(ups.values())} UPS seen by {_pcs(len(ups))}; {need} needed",
+                      self._when("host"), "ups")
+
+    def _counts(self, hosts: Iterable[str], kind: str) -> dict[str, int]:
+        counts = {}
+        for name in hosts:
+            kit = self._result(name, "peripherals")
+            count = (cast(Mapping[str, int | None], kit.counts).get(kind)
+                     if isinstance(kit, peripherals.Result) else None)
+            if count is not None:
+                counts[name] = count
+        return counts
+
+    def video(self) -> None:
+        verdict = rollup(self.profile, self.pcs, self.inventory.call_of(self.profile))
+        gate = next(c for c in verdict.criteria if c.id == "video_hosts")
+        if gate.verdict != "fail":
+            return
+        failing = [c for c in verdict.criteria
+                   if c.verdict == "fail" and c.id not in ("hosts", "video_hosts")]
+        by_need: dict[NeedKind, list[str]] = defaultdict(list)
+        for c in failing:
+            by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
+                f"{c.name} {show(c.measured, c.unit, c.id)} against "
+                f"{show(c.required, c.unit, c.id)}" + (f" ({c.fix})" if c.fix else ""))
+        host_name = verdict.video_host or "no PC"
+        when = self.states[host_name].last_report_at if host_name in self.states else None
+        for kind, texts in by_need.items():
+            self.need(kind, 1, f"video meetings: {host_name} fails {'; '.join(texts)}", when,
+                      "video")
+
+    def platforms(self) -> None:
+        probes: dict[str, list[tuple[str, platforms.PlatformProbe]]] = defaultdict(list)
+        for name in sorted(self.pcs):
+            result = self._result(name, "platforms")
+            if isinstance(result, platforms.Result):
+                for p in result.platforms:
+                    probes[p.id].append((name, p))
+        for pid, seen in probes.items():
+            if any(p.up for _, p in seen):
+                continue
+            known = {p.id: p.name for p in self.inventory.platforms}
+            first = seen[0][1]
+            why = first.error or (f"HTTP {first.http_status_code}" if first.http_status_code
+                                  else first.failed_phase or "no answer")
+            self.need("network-fix", 1,
+                      f"{known.get(pid, pid)} ({pid}) unreachable from {_pcs(len(seen))}: "
+                      f"{why}", self._when("platforms"), f"platform:{pid}")
+
+    def devices(self) -> None:
+        below: dict[str, dict[str, str]] = defaultdict(dict)
+        for name in sorted(self.pcs):
+            result = self._result(name, "devices")
+            if not isinstance(result, devices.Result):
+                continue
+            for poll in result.devices:
+                if (poll.role not in shortfalls.DEVICE_ROLES or not poll.up
+                        or poll.name in below.get(poll.role, {})):
+                    continue
+                found = shortfalls.device_shortfalls(poll, self.profile,
+                                                     self.inventory.end_of_support)
+                if found:
+                    model = f" ({poll.model})" if poll.model else ""
+                    below[poll.role][poll.name] = (f"{poll.name}{model}: "
+                                                   + "; ".join(f.text for f in found))
+        for role, named in below.items():
+            self.need(role, len(named), _named(list(named.values())),  # type: ignore[arg-type]
+                      self._when("devices"), role)
+
+
+WINDOW_HOURS = shortfalls.WINDOW_SECONDS / 3600
+
+
+def _show(c: LinkCriterion, value: float) -> str:
+    if c in ("download", "upload"):
+        return f"{value * 8 / 1e6:.1f} Mbit/s"
+    if c == "loss":
+        return f"{value * 100:.2f} %"
+    return f"{value * 1e3:.1f} ms"
+
+
+def choose(catalogue: Sequence[CatalogueItem], kind: str) -> CatalogueItem | None:
+    """The cheapest catalogue item that covers a need (unpriced items last)."""
+    fits = [c for c in catalogue if kind in c.needs]
+    return min(fits, default=None, key=lambda c: (c.unit_price_vnd is None,
+                                                   c.unit_price_vnd or 0))
+
+
+def _lines_for(ward: WardRef, needs: Sequence[_Need], catalogue: Sequence[CatalogueItem]
+            ) -> list[Line]:
+    """One line per catalogue item: needs one item covers (a speakerphone for a missing
+    microphone and speaker) share a line, whose quantity is the largest need."""
+    merged: dict[str, _Need] = {}
+    items: dict[str, CatalogueItem | None] = {}
+    for n in needs:
+        item = choose(catalogue, n.kind)
+        key = item.id if item else f"?{n.kind}"
+        items[key] = item
+        if key not in merged:
+            merged[key] = _Need(n.kind, n.quantity, n.reason, n.measured_at, list(n.flags),
+                                n.priority)
+            continue
+        m = merged[key]
+        m.quantity = max(m.quantity, n.quantity)
+        m.reason = f"{m.reason}; {n.reason}"
+        m.measured_at = max((t for t in (m.measured_at, n.measured_at) if t is not None),
+                            default=None)
+        m.flags += [f for f in n.flags if f not in m.flags]
+        m.priority = min(m.priority, n.priority, key=PRIORITY_ORDER.__getitem__)
+    lines = []
+    for key, n in merged.items():
+        item = items[key]
+        if item is None:
+            lines.append(Line(ward, "", f"(no catalogue item covers {n.kind}: add one to the "
+                              "inventory's catalogue)", n.quantity, None, n.reason,
+                              n.measured_at, n.priority, tuple(n.flags)))
+        else:
+            lines.append(Line(ward, item.id, item.description, n.quantity, item.unit_price_vnd,
+                              n.reason, n.measured_at, n.priority, tuple(n.flags)))
+    return lines
