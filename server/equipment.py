@@ -288,8 +288,9 @@ class _Ward:
 
     def need(self, kind: NeedKind, quantity: int, reason: str, measured_at: float | None,
              *flags: str) -> None:
-        self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags),
-                                PRIORITY[kind]))
+        # Whatever keeps the ward out of the city's video meetings is urgent.
+        priority: Priority = "high" if "video" in flags else PRIORITY[kind]
+        self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags), priority))
 
     def link(self, figures: Mapping[LinkCriterion, float | None]) -> None:
         short, unmeasured = [], []

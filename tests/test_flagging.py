@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -37,6 +38,7 @@ class City:
     plan: dict[str, city.Shortfall]
     server: int
     admin_token: str
+    config: Path
 
 
 def post(url: str, token: str, body: dict[str, object]) -> int:
@@ -89,7 +91,7 @@ def simulated_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
                 a[0][0], a[0][1], a[0][2], plan[a[0][0]])), zip(agents, tokens, strict=True)))
         assert set(statuses) == {201}
         procs.append(stack.start_prometheus(workdir, prom_port, prom_config))
-        yield City(prom_port, plan, port, admin_token)
+        yield City(prom_port, plan, port, admin_token, server_config)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -128,14 +130,20 @@ def test_exactly_the_short_wards_are_flagged_for_their_reasons(simulated_city: C
 def test_one_shortfall_series_per_reporting_ward_agrees_with_the_alerts(
         simulated_city: City) -> None:
     prom = simulated_city.prometheus
-    counts = {s["metric"]["ward"]: float(s["value"][1]) for s in stack.prometheus_query(
-        prom, "ward:wardready_shortfalls:count")}
     plan = simulated_city.plan
     reporting = {w for w, kind in plan.items() if kind != "no-agent"}
-    assert set(counts) == reporting
-    short = {w for w, n in counts.items() if n > 0}
-    assert short == {w for w, kind in plan.items() if kind not in ("ok", "no-agent")}
-    assert counts[next(w for w, k in plan.items() if k == "no-webcam")] == 2  # webcam, video
+    expected = {w for w, kind in plan.items() if kind not in ("ok", "no-agent")}
+
+    def counts() -> dict[str, float]:
+        return {s["metric"]["ward"]: float(s["value"][1]) for s in stack.prometheus_query(
+            prom, "ward:wardready_shortfalls:count")}
+    # The windows are recorded one evaluation before the shortfalls that use them.
+    def settled() -> bool | None:
+        now = counts()
+        return (set(now) == reporting and {w for w, n in now.items() if n > 0} == expected
+                ) or None
+    stack.wait_until("every reporting ward's shortfall count", settled, 60)
+    assert counts()[next(w for w, k in plan.items() if k == "no-webcam")] == 2  # webcam, video
     # The server's roll-up agrees: healthy wards are ready, wards with no agent unknown.
     states = {s["metric"]["ward"]: float(s["value"][1]) for s in stack.prometheus_query(
         prom, "wardready_ward_readiness")}
@@ -212,3 +220,70 @@ def test_the_equipment_list_flags_what_prometheus_flags(simulated_city: City) ->
                      90)
     assert {n["ward"] for n in listed["no_data"]} == {
         w for w, kind in plan.items() if kind == "no-agent"}
+
+
+def download(c: City, query: str, token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{c.server}/api/v1/equipment-list?{query}",
+        headers={"Authorization": f"Bearer {token or c.admin_token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_the_equipment_list_downloads_as_a_procurement_officer_needs_it(
+        simulated_city: City) -> None:
+    import csv
+    import io
+
+    import openpyxl
+
+    listed = json.loads(download(simulated_city, "format=json")[2])
+    status, headers, body = download(simulated_city, "format=csv")
+    assert status == 200 and headers["Content-Type"].startswith("text/csv")
+    assert re.fullmatch(r'attachment; filename="equipment-list-\d{4}-\d\d-\d\d\.csv"',
+                        headers["Content-Disposition"])
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert len(rows) == len(listed["lines"]) + len(listed["no_data"])
+    assert sum(int(r["subtotal_vnd"] or 0) for r in rows) == listed["total_vnd"] > 0
+    status, headers, body = download(simulated_city, "format=xlsx")
+    book = openpyxl.load_workbook(io.BytesIO(body))
+    assert book.sheetnames[0] == "Summary" and "No data" in book.sheetnames
+    status, _, body = download(simulated_city, "format=markdown&working_group=wg-03")
+    text = body.decode()
+    assert status == 200 and text.startswith("# Equipment request list")
+    assert "wg-03" in text and "Working Group No. 4" not in text
+    for query, code, message in (
+            ("format=pdf", 400, "unknown format 'pdf' (one of: csv, xlsx, markdown, json)"),
+            ("working_group=wg-99", 404, "unknown working group 'wg-99'")):
+        status, _, body = download(simulated_city, query)
+        assert status == code and json.loads(body)["error"].startswith(message)
+    status, _, _ = download(simulated_city, "format=csv", token="wrt_not-a-token")
+    assert status == 401
+
+
+def test_the_equipment_list_command(simulated_city: City, tmp_path: Path) -> None:
+    import subprocess
+
+    import openpyxl
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([stack.executable("wardready-server"), "equipment-list",
+                               "--config", str(simulated_city.config), *args],
+                              capture_output=True, text=True, timeout=120, check=False)
+    out = run("--format", "xlsx")
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("wardready-server: --format xlsx writes a binary file: "
+                                  "give --output FILE")
+    out = run("--format", "xlsx", "--output", str(tmp_path / "list.xlsx"))
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r".*list\.xlsx: \d+ lines for \d+ wards, [\d,]+ VND \(\+\d+ lines "
+                        r"needing a quote\); 2 wards with no data\n", out.stderr), out.stderr
+    assert openpyxl.load_workbook(tmp_path / "list.xlsx").sheetnames[0] == "Summary"
+    out = run("--format", "markdown", "--working-group", "wg-99")
+    assert out.returncode == 2 and "unknown working group 'wg-99'" in out.stderr
+    out = run("--format", "csv")
+    _, _, body = download(simulated_city, "format=csv")
+    assert out.returncode == 0 and out.stdout.splitlines() == body.decode().splitlines()
