@@ -2,21 +2,23 @@
 
 Generates an inventory of N wards (tests/city.py: 10 working groups, every fourth ward a
 commune, one ward in four short in a known way), and builds the server's in-memory view of
-N wards × H PCs the way report ingest does: every report goes through
+N wards x H PCs the way report ingest does: every report goes through
 `Fleet.ward_link_change` and `Fleet.apply` (server/handlers.py), the ward's link points are
 collected as the store would record them. Each PC sends one full report six hours ago, then a
 bandwidth result every hour and a media result every 15 minutes with slightly varying figures,
 so the 6 h link window has real work. It then times `server.equipment.build`, each renderer
 of `server.equipment_formats`, and reading the link points back from a real Store (SQLite),
-which the HTTP endpoint and the CLI do on every request. Setup is timed apart, not measured.
+which the HTTP endpoint and the CLI do on every request, and the whole CLI path
+(`equipment.from_store`: every agent's state from SQLite, then the list). Setup is timed apart.
 
-    .venv/bin/python -m bench.equipment_list              # 3,300 wards × 10 PCs, ~5 minutes
+    .venv/bin/python -m bench.equipment_list              # 3,300 wards x 10 PCs, about 6 minutes
     .venv/bin/python -m bench.equipment_list --wards 168 --hosts 6 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import random
 import statistics
@@ -151,19 +153,35 @@ def timed(fn: Callable[[], T], runs: int) -> tuple[list[float], T]:
     return seconds, result
 
 
-def stored_points(points: Points, workdir: Path) -> Store:
+def stored(fleet: Fleet, points: Points, workdir: Path) -> Store:
+    """A database holding what `Store.add_report` and `Store.issue_token` would have left
+    after the same reports: link points, each agent's counters and latest outcomes, tokens."""
     store = Store(workdir / "bench.db")
+    agents = fleet.agents.items()
     with store.db:
         store.db.execute("BEGIN")
         store.db.executemany("INSERT INTO ward_link (ward, criterion, at, value) VALUES (?,?,?,?)",
                              [(w, c, at, v) for (w, c), pts in points.items() for at, v in pts])
+        store.db.executemany(
+            "INSERT INTO agents (ward, host, last_report_at, reports_total, dropped_reports_total,"
+            " clock_offset_seconds, role, agent_version) VALUES (?,?,?,?,?,?,?,?)",
+            [(w, h, s.last_report_at, s.reports_total, s.dropped_reports_total,
+              s.clock_offset_seconds, s.role, s.agent_version) for (w, h), s in agents])
+        store.db.executemany(
+            "INSERT INTO latest (ward, host, check_name, started_at, outcome) VALUES (?,?,?,?,?)",
+            [(w, h, c, o.started_at, o.model_dump_json())
+             for (w, h), s in agents for c, o in s.outcomes.items()])
+        store.db.executemany(
+            "INSERT INTO tokens (id, role, ward, host, secret_sha256, created_at)"
+            " VALUES (?, 'agent', ?, ?, '', 0)",
+            [(f"bench{i}", w, h) for i, (w, h) in enumerate(fleet.agents)])
     return store
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wards", type=int, default=3300)
-    parser.add_argument("--hosts", type=int, default=10, help="PCs per ward (at least 2)")
+    parser.add_argument("--hosts", type=int, default=10, help="PCs per ward")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -171,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     inventory = load_city(args.wards)
     now = time.time()
-    print(f"simulating {len(inventory.wards)} wards × {args.hosts} PCs ...", file=sys.stderr,
+    print(f"simulating {len(inventory.wards)} wards x {args.hosts} PCs ...", file=sys.stderr,
           flush=True)
     fleet, points, reports = simulate(inventory, args.hosts, now, args.seed)
     setup = time.perf_counter() - t0
@@ -183,27 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {}
     for name in ("csv", "markdown", "xlsx", "json"):
         render = FORMATS[name].render
-        seconds, body = timed(lambda render=render: render(lst, ZONE), args.runs)  # type: ignore[misc]
+        seconds, body = timed(functools.partial(render, lst, ZONE), args.runs)
         rows.append((f"render {name}", seconds))
         sizes[name] = len(body.encode() if isinstance(body, str) else body)
     seconds, _ = timed(lambda: FORMATS["csv"].render(
         equipment.build(inventory, evidence, now, MAX_AGE), ZONE), args.runs)
     rows.append(("`build()` + render csv", seconds))
 
+    print("writing the same state to SQLite ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="wardready-bench-") as tmp:
-        store = stored_points(points, Path(tmp))
+        t0 = time.perf_counter()
+        store = stored(fleet, points, Path(tmp))
+        setup_db = time.perf_counter() - t0
         try:
             since = now - shortfalls.WINDOW_SECONDS
             seconds, read = timed(lambda: store.ward_link_points(since), args.runs)
-            rows.append(("`Store.ward_link_points()` (SQLite)", seconds))
+            rows.append(("`Store.ward_link_points()` (HTTP endpoint and CLI)", seconds))
+            seconds, _ = timed(store.agent_states, args.runs)
+            rows.append(("`Store.agent_states()` (CLI)", seconds))
+            seconds, found = timed(
+                lambda: equipment.from_store(inventory, store, now, MAX_AGE), args.runs)
+            rows.append(("`equipment.from_store()` (CLI: read state, links, build)", seconds))
         finally:
             store.close()
     assert read == points, "the store gives back other link points than it was given"
+    assert (found.lines, found.no_data) == (lst.lines, lst.no_data), "the store's list differs"
 
     n_points = sum(len(p) for p in points.values())
-    print(f"Setup {setup:.0f} s (not measured): {len(inventory.wards)} wards, "
-          f"{len(fleet.agents)} PCs, {reports} reports through Fleet.ward_link_change + apply, "
-          f"{n_points} link points in {len(points)} series.")
+    print(f"Setup (not measured): {setup:.0f} s to simulate, {setup_db:.0f} s to write SQLite. "
+          f"{len(inventory.wards)} wards, {len(fleet.agents)} PCs, {reports} reports through "
+          f"Fleet.ward_link_change + apply, {n_points} link points in {len(points)} series.")
     print(f"List: {len(lst.lines)} lines for {len({x.ward.id for x in lst.lines})} wards, "
           f"{len(lst.no_data)} no-data entries, {lst.total_vnd:,} VND "
           f"(+{lst.unpriced_lines} lines needing a quote). Sizes: "

@@ -6,6 +6,7 @@ dedicated thread (see `server.app`), the command line drives it directly.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from checks import REGISTRY
 from checks.base import InventoryItem
 from server import assets
 from wardready.report import Outcome, Report
@@ -522,13 +524,33 @@ class Store:
                 "SELECT ward, host, last_report_at, reports_total, dropped_reports_total,"
                 " clock_offset_seconds, role, agent_version FROM agents")
         }
-        for ward, host, check, outcome in self.db.execute(
-                "SELECT ward, host, check_name, outcome FROM latest"):
-            state = states.get((ward, host))
-            if state is None:
-                continue
-            try:
-                state.outcomes[check] = Outcome.model_validate_json(outcome)
-            except ValueError as exc:  # a check this version no longer has
-                log.warning("ignoring stored %s outcome of %s/%s: %s", check, ward, host, exc)
+        # Tens of thousands of freshly built models would make the cyclic collector rescan
+        # them all, again and again, while nothing here is garbage; once loaded they live
+        # long, so they are frozen out of its scans (they are still freed when replaced).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for ward, host, check, outcome in self.db.execute(
+                    "SELECT ward, host, check_name, outcome FROM latest"):
+                state = states.get((ward, host))
+                if state is None:
+                    continue
+                try:
+                    state.outcomes[check] = _stored_outcome(check, outcome)
+                except (ValueError, KeyError) as exc:  # a check or field this version lacks
+                    log.warning("ignoring stored %s outcome of %s/%s: %s", check, ward, host,
+                                exc)
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         return states
+
+
+def _stored_outcome(check: str, text: str) -> Outcome:
+    """An outcome this server validated before storing it: only its result is validated
+    again, against this version's model of that check's result."""
+    raw = json.loads(text)
+    result = raw.pop("result", None)
+    typed = None if result is None else REGISTRY[check].result_model.model_validate(result)
+    return Outcome.model_construct(**raw, result=typed)
