@@ -30,11 +30,11 @@ class Fleet:
         self.asset_changes: list[tuple[str, str, str, str, int, float]] = []
         """Asset change counts per agent, as `Store.asset_change_counts` last read them."""
         self.hosts: dict[str, set[str]] = defaultdict(set)
-        self.figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
-        """Each PC's link figures as the shortfall rules take them."""
-        for (ward, host), state in agents.items():
+        for ward, host in agents:
             self.hosts[ward].add(host)
-            self.figures[ward, host] = shortfalls.host_figures(state.outcomes)
+        self._figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
+        """Each PC's link figures as the shortfall rules take them, worked out when a PC of
+        its ward next reports a link check, not at start nor on every report."""
         self.ward_link: dict[str, dict[str, float | None]] = {
             w: dict(f) for w, f in (ward_link or {}).items()}
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
@@ -46,7 +46,7 @@ class Fleet:
         ward, key = report.ward, (report.ward, report.host)
         state = self.agents.get(key, AgentState())
         mine = shortfalls.host_figures(state.newer_outcomes(report))
-        others = (self.figures[ward, h] for h in self.hosts[ward]
+        others = (self._figures_of((ward, h)) for h in self.hosts[ward]
                   if (ward, h) != key and (ward, h) in self.active
                   and now - self.agents[ward, h].last_report_at <= self.max_age)
         best = shortfalls.ward_figures([mine, *others])
@@ -62,8 +62,15 @@ class Fleet:
         state.apply(report, received_at)
         self.active.add(key)
         self.hosts[report.ward].add(report.host)
-        self.figures[key] = shortfalls.host_figures(state.outcomes)
+        if any(o.check in LINK_CHECKS for o in report.outcomes):
+            self._figures.pop(key, None)
         self.ward_link.setdefault(report.ward, {}).update(ward_link)
+
+    def _figures_of(self, key: tuple[str, str]) -> dict[LinkCriterion, float]:
+        figures = self._figures.get(key)
+        if figures is None:
+            figures = self._figures[key] = shortfalls.host_figures(self.agents[key].outcomes)
+        return figures
 
 
 LINK_CHECKS = ("bandwidth", "media", "latency")

@@ -228,7 +228,7 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
                                   last))
             continue
         states = {h: evidence.agents[ward.id, h] for h in pcs}
-        judge = _Ward(inventory, ward.id, inventory.profile_of(ward), states, pcs)
+        judge = _Ward(inventory, inventory.profile_of(ward), states, pcs)
         judge.link({c: shortfalls.window_quantile(
             evidence.link_points.get((ward.id, c), ()), shortfalls.WINDOW_QUANTILE[c], now,
             window) for c in shortfalls.LINK_CRITERIA})
@@ -271,9 +271,9 @@ def _named(names: Sequence[str]) -> str:
 class _Ward:
     """One ward's needs, found the way the rules find its shortfalls."""
 
-    def __init__(self, inventory: Inventory, ward: str, profile: Profile,
+    def __init__(self, inventory: Inventory, profile: Profile,
                  states: Mapping[str, AgentState], pcs: Mapping[str, HostResults]) -> None:
-        self.inventory, self.ward, self.profile = inventory, ward, profile
+        self.inventory, self.profile = inventory, profile
         self.states, self.pcs = states, pcs
         self.needs: list[_Need] = []
         self.unknown: list[str] = []
@@ -411,21 +411,21 @@ class _Ward:
                       "video")
 
     def platforms(self) -> None:
-        probes: dict[str, list[tuple[str, platforms.PlatformProbe]]] = defaultdict(list)
-        for name in sorted(self.pcs):
+        probes: dict[str, list[platforms.PlatformProbe]] = defaultdict(list)
+        for name in sorted(self.pcs):  # the first PC's error is quoted: always the same one
             result = self._result(name, "platforms")
             if isinstance(result, platforms.Result):
                 for p in result.platforms:
-                    probes[p.id].append((name, p))
+                    probes[p.id].append(p)
+        names = {p.id: p.name for p in self.inventory.platforms}
         for pid, seen in probes.items():
-            if any(p.up for _, p in seen):
+            if any(p.up for p in seen):
                 continue
-            known = {p.id: p.name for p in self.inventory.platforms}
-            first = seen[0][1]
+            first = seen[0]
             why = first.error or (f"HTTP {first.http_status_code}" if first.http_status_code
                                   else first.failed_phase or "no answer")
             self.need("network-fix", 1,
-                      f"{known.get(pid, pid)} ({pid}) unreachable from {_pcs(len(seen))}: "
+                      f"{names.get(pid, pid)} ({pid}) unreachable from {_pcs(len(seen))}: "
                       f"{why}", self._when("platforms"), f"platform:{pid}")
 
     def devices(self) -> None:
