@@ -140,11 +140,8 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     if args.admin:
         if args.ward or args.host:
             raise ConfigError("command line", 0, "--admin", "an admin token has no ward or host")
-        store = Store(config.database)
-        try:
+        with Store(config.database) as store:
             print(store.issue_admin_token(args.admin))
-        finally:
-            store.close()
         return 0
     if not args.ward or not args.host:
         raise ConfigError("command line", 0, "tokens issue", "give --ward and --host (or --admin)")
@@ -152,11 +149,8 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     if not _is_slug(args.host):
         raise ConfigError("command line", 0, "--host",
                           f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         token = store.issue_token(args.ward, args.host)
-    finally:
-        store.close()
     print(token)
     print(f"token for ward {args.ward} host {args.host}: shown once, store it in the agent's "
           "token_file (mode 600)", file=sys.stderr)
@@ -165,11 +159,8 @@ def _tokens_issue(args: argparse.Namespace) -> int:
 
 def _tokens_list(args: argparse.Namespace) -> int:
     config = load_server_config(args.config)
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         rows = store.tokens()
-    finally:
-        store.close()
     if args.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
@@ -184,11 +175,8 @@ def _tokens_list(args: argparse.Namespace) -> int:
 
 def _tokens_revoke(args: argparse.Namespace) -> int:
     config = load_server_config(args.config)
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         revoked = store.revoke_token(args.token_id)
-    finally:
-        store.close()
     if not revoked:
         print(f"wardready-server: no active token with id {args.token_id!r}", file=sys.stderr)
         return 1
@@ -205,11 +193,8 @@ def _tokens_enrol(args: argparse.Namespace) -> int:
     if not 0 < args.hours <= MAX_HOURS:
         raise ConfigError("command line", 0, "--hours",
                           f"expected more than 0 and at most {MAX_HOURS:g}, got {args.hours:g}")
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         code, expires_at = store.issue_enrolment(args.ward, args.host, args.hours)
-    finally:
-        store.close()
     print(code)
     expires = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(expires_at))
     who, host_flag = ((f"host {args.host}", f" --host {args.host}") if args.host
@@ -223,15 +208,12 @@ def _tokens_enrol(args: argparse.Namespace) -> int:
 def _assets(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         if args.view == "list":
             rows = store.assets(args.ward, args.host, args.kind, False, 100_000)
         else:
             rows = store.asset_changes(args.ward, args.host, args.kind,
                                        time.time() - args.days * 86400, float("inf"), 100_000)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -254,12 +236,9 @@ def _readiness(args: argparse.Namespace) -> int:
 
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         hosts = readiness.counted(store.agent_states(), store.active_agents(), time.time(),
                                   config.readiness_max_age_seconds)
-    finally:
-        store.close()
     verdicts = {w: v for w, v in readiness.wards(inventory, hosts).items()
                 if not args.ward or w == args.ward}
     if args.json:
@@ -297,12 +276,9 @@ def _equipment_list(args: argparse.Namespace) -> int:
                           f"(the inventory's: {', '.join(groups)})")
     if args.format == "xlsx" and args.output is None:
         raise WardreadyError("--format xlsx writes a binary file: give --output FILE")
-    store = Store(config.database)
-    try:
+    with Store(config.database) as store:
         found = equipment.from_store(inventory, store, time.time(),
                                      config.readiness_max_age_seconds)
-    finally:
-        store.close()
     if args.working_group:
         found = found.only(args.working_group)
     body = FORMATS[args.format][2](found, config.zone)

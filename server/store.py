@@ -247,6 +247,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # tokens
 
     def issue_token(self, ward: str, host: str) -> str:

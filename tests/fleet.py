@@ -27,11 +27,8 @@ def write_server_config(workdir: Path, port: int, **extra: Any) -> Path:
 
 
 def issue_tokens(server_config: Path, agents: list[tuple[str, str]]) -> list[str]:
-    store = Store(server_config.parent / "server.db")
-    try:
+    with Store(server_config.parent / "server.db") as store:
         return [store.issue_token(ward, host) for ward, host in agents]
-    finally:
-        store.close()
 
 
 def write_agent_config(workdir: Path, server_url: str, ward: str, host: str, token: str,

@@ -63,11 +63,8 @@ def simulated_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
                                               inventory=str(workdir / "inventory.yml"))
     agents = [(ward, pc, role) for ward in wards for pc, role in city.pcs(plan[ward])]
     tokens = fleet.issue_tokens(server_config, [(w, pc) for w, pc, _ in agents])
-    admin = Store(workdir / "server.db")
-    try:
+    with Store(workdir / "server.db") as admin:
         admin_token = admin.issue_admin_token("procurement")
-    finally:
-        admin.close()
     rules = yaml.safe_load(RULES.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
