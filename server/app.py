@@ -13,9 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
 from server.config import ServerConfig
-from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, Fleet
+from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, WRITER, Fleet
 from server.exposition import FleetCollector
 from server.store import Store
+from server.writer import ReportWriter
 from wardready.inventory import Inventory
 from wardready.metrics import SampleCollector
 from wardready.serial import SerialThread
@@ -59,6 +60,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     registry.register(SampleCollector(speedtest.METRICS, app[speedtest.SLOTS].samples))
     registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
     app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
+    app[WRITER] = ReportWriter(store, io)
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     pruning = asyncio.create_task(_prune_ward_link(io, store))
     yield

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from server import memory
 from server.app import create_app
 from server.config import ServerConfig, load_server_config, ssl_context
 from server.enrol import DEFAULT_HOURS, MAX_HOURS
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every HTTP request (aiohttp.access, at INFO)")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", parents=[common],
@@ -121,9 +124,14 @@ def _serve(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     logging.getLogger("server").info("inventory %s: %d wards", config.inventory,
                                      len(inventory.wards))
+    app = create_app(config, inventory)
+    memory.freeze_long_lived()
+    app.cleanup_ctx.append(memory.sweeping)
     # run_app turns SIGTERM/SIGINT into a graceful stop: in-flight requests finish first.
-    web.run_app(create_app(config, inventory), host=config.listen_host, port=config.listen_port,
+    # No access log unless asked: a line per report is most of a busy server's logging.
+    web.run_app(app, host=config.listen_host, port=config.listen_port,
                 ssl_context=ssl_context(config), shutdown_timeout=30,
+                access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
                 print=lambda msg: print(f"wardready-server: {msg}", flush=True))
     return 0
 

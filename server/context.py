@@ -12,8 +12,9 @@ from server import shortfalls
 from server.config import ServerConfig
 from server.shortfalls import LinkCriterion
 from server.store import AgentState, Store
+from server.writer import ReportWriter
 from wardready.inventory import Inventory
-from wardready.report import Report
+from wardready.report import Outcome, Report
 from wardready.serial import SerialThread
 
 
@@ -35,17 +36,22 @@ class Fleet:
         self._figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
         """Each PC's link figures as the shortfall rules take them, worked out when a PC of
         its ward next reports a link check, not at start nor on every report."""
+        self._check_figures: dict[tuple[str, str, str], tuple[Outcome, dict[LinkCriterion,
+                                                                          float]]] = {}
+        """Each PC's figures per link check, for the outcome they came from: a report is
+        judged by working out only the checks it brings."""
         self.ward_link: dict[str, dict[str, float | None]] = {
             w: dict(f) for w, f in (ward_link or {}).items()}
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
 
     def ward_link_change(self, report: Report, now: float) -> dict[str, float | None]:
         """The ward's best link figures that `report` changes (None: no PC has it now)."""
-        if not any(o.check in LINK_CHECKS for o in report.outcomes):
+        if not any(o.check in shortfalls.LINK_SOURCES for o in report.outcomes):
             return {}
         ward, key = report.ward, (report.ward, report.host)
         state = self.agents.get(key, AgentState())
-        mine = shortfalls.host_figures(state.newer_outcomes(report))
+        mine = shortfalls.host_figures(state.newer_outcomes(report),
+                                       lambda check, outcome: self._of_check(key, check, outcome))
         others = (self._figures_of((ward, h)) for h in self.hosts[ward]
                   if (ward, h) != key and (ward, h) in self.active
                   and now - self.agents[ward, h].last_report_at <= self.max_age)
@@ -62,19 +68,26 @@ class Fleet:
         state.apply(report, received_at)
         self.active.add(key)
         self.hosts[report.ward].add(report.host)
-        if any(o.check in LINK_CHECKS for o in report.outcomes):
+        if any(o.check in shortfalls.LINK_SOURCES for o in report.outcomes):
             self._figures.pop(key, None)
         self.ward_link.setdefault(report.ward, {}).update(ward_link)
 
     def _figures_of(self, key: tuple[str, str]) -> dict[LinkCriterion, float]:
         figures = self._figures.get(key)
         if figures is None:
-            figures = self._figures[key] = shortfalls.host_figures(self.agents[key].outcomes)
+            figures = self._figures[key] = shortfalls.host_figures(
+                self.agents[key].outcomes, lambda check, o: self._of_check(key, check, o))
         return figures
 
-
-LINK_CHECKS = ("bandwidth", "media", "latency")
-"""The checks the ward's link figures come from."""
+    def _of_check(self, key: tuple[str, str], check: str, outcome: Outcome
+                  ) -> dict[LinkCriterion, float]:
+        cached = self._check_figures.get((*key, check))
+        if cached is not None and cached[0] is outcome:
+            return cached[1]
+        assert outcome.result is not None
+        figures = shortfalls.check_figures(check, outcome.result)
+        self._check_figures[(*key, check)] = (outcome, figures)
+        return figures
 
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -83,4 +96,6 @@ STORE = web.AppKey("store", Store)
 IO = web.AppKey("io", SerialThread)
 """The one thread every Store call runs on."""
 FLEET = web.AppKey("fleet", Fleet)
+WRITER = web.AppKey("writer", ReportWriter)
+"""Stores reports, committing those that arrive together in one transaction."""
 REGISTRY = web.AppKey("registry", CollectorRegistry)

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from server.auth import authenticate, fail
-from server.context import FLEET, INVENTORY, IO, REGISTRY, STORE
+from server.context import FLEET, INVENTORY, IO, REGISTRY, STORE, WRITER
 from wardready.configfile import dotted
 from wardready.report import SCHEMA_VERSION, Report, schema_version_of
 
@@ -54,7 +54,7 @@ async def ingest_report(request: web.Request) -> web.Response:
     received_at = time.time()
     ward_link = fleet.ward_link_change(report, received_at)
     try:
-        stored = await app[IO].call(app[STORE].add_report, report, received_at, ward_link)
+        stored = await app[WRITER].add(report, received_at, ward_link)
     except sqlite3.Error as exc:  # a full or failing disk: the agent keeps it and retries
         log.error("cannot store report %s: %s", report.id, exc)
         raise fail(web.HTTPServiceUnavailable, "storage unavailable; retry later",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from checks import REGISTRY, bandwidth, devices, latency, media
+from checks.base import CheckResult
 from wardready.inventory import EndOfSupport, Profile
 from wardready.metrics import MetricSpec, Sample
 from wardready.report import Outcome
@@ -43,35 +44,53 @@ def _values(samples: Iterable[Sample], spec: MetricSpec, **labels: str | tuple[s
             if s.spec is spec and all(s.labels[i] in allowed for i, allowed in wanted)]
 
 
-def host_figures(outcomes: Mapping[str, Outcome]) -> dict[LinkCriterion, float]:
+LINK_SOURCES: dict[str, tuple[tuple[LinkCriterion, MetricSpec, dict[str, str | tuple[str, ...]]],
+                               ...]] = {
+    "bandwidth": (("download", bandwidth.RATE, {"direction": "download"}),
+                  ("upload", bandwidth.RATE, {"direction": "upload"})),
+    "media": (("rtt", media.RTT, {"statistic": "median"}), ("jitter", media.JITTER, {}),
+              ("loss", media.LOSS, {"direction": ("forward", "return")})),
+    "latency": (("rtt", latency.RTT, {"statistic": "median"}), ("jitter", latency.JITTER, {}),
+                ("loss", latency.LOSS, {})),
+}
+"""Which metric of which check gives each link figure (as the rules select them)."""
+
+
+def check_figures(check: str, result: CheckResult) -> dict[LinkCriterion, float]:
+    """The link figures one check's result offers, from its metric samples: the best over
+    directions and targets for throughput and the UDP path (the rules' `max`), the best
+    target's for the latency probes (`min`)."""
+    samples = list(REGISTRY[check].samples(result))
+    best = min if check == "latency" else max
+    figures: dict[LinkCriterion, float] = {}
+    for criterion, spec, labels in LINK_SOURCES[check]:
+        values = _values(samples, spec, **labels)
+        if values:
+            figures[criterion] = best(values)
+    return figures
+
+
+def host_figures(outcomes: Mapping[str, Outcome],
+                 figures_of: Callable[[str, Outcome], Mapping[LinkCriterion, float]] | None
+                 = None) -> dict[LinkCriterion, float]:
     """One PC's link figures as the rules take them from its metrics: throughput from the
     speed test; delay, jitter and loss from the UDP media path, else from the latency
-    probes (`or on (ward, host)`). A figure the PC has not measured is left out."""
-    def results(check: str) -> list[Sample]:
+    probes (`or on (ward, host)`). A figure the PC has not measured is left out.
+    `figures_of(check, outcome)` may stand in for `check_figures` (a cache)."""
+    per_check: dict[str, Mapping[LinkCriterion, float]] = {}
+    for check in LINK_SOURCES:
         o = outcomes.get(check)
-        if o is None or o.result is None:
-            return []
-        return list(REGISTRY[check].samples(o.result))
-
-    figures: dict[LinkCriterion, float] = {}
-    bw = results("bandwidth")
-    direction: LinkCriterion
-    for direction in ("download", "upload"):
-        rate = _values(bw, bandwidth.RATE, direction=direction)
-        if rate:
-            figures[direction] = max(rate)
-    m, lat = results("media"), results("latency")
+        if o is not None and o.result is not None:
+            per_check[check] = (figures_of(check, o) if figures_of
+                                else check_figures(check, o.result))
+    figures = {c: v for c, v in per_check.get("bandwidth", {}).items()}
+    media_figures, latency_figures = per_check.get("media", {}), per_check.get("latency", {})
     criterion: LinkCriterion
-    for criterion, from_media, from_latency in (
-            ("rtt", _values(m, media.RTT, statistic="median"),
-             _values(lat, latency.RTT, statistic="median")),
-            ("jitter", _values(m, media.JITTER), _values(lat, latency.JITTER)),
-            ("loss", _values(m, media.LOSS, direction=("forward", "return")),
-             _values(lat, latency.LOSS))):
-        if from_media:
-            figures[criterion] = max(from_media)
-        elif from_latency:
-            figures[criterion] = min(from_latency)
+    for criterion in ("rtt", "jitter", "loss"):
+        if criterion in media_figures:
+            figures[criterion] = media_figures[criterion]
+        elif criterion in latency_figures:
+            figures[criterion] = latency_figures[criterion]
     return figures
 
 

@@ -14,7 +14,7 @@ import secrets
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -377,45 +377,55 @@ class Store:
         `ward_link`: the ward's best link figures as they changed with this report (None for a
         figure no PC has any more), kept for the window the shortfall rules judge over.
         """
-        ward, host = report.ward, report.host
-        with self.db:  # one transaction, committed before the caller replies
+        return self.add_reports([(report, received_at, ward_link or {})])[0]
+
+    def add_reports(self, batch: Sequence[tuple[Report, float, Mapping[str, float | None]]]
+                    ) -> list[bool]:
+        """Commit several reports in one transaction (one fsync: group commit); for each,
+        False if its id was already stored. All or none are stored."""
+        with self.db:  # one transaction, committed before the callers reply
             self.db.execute("BEGIN IMMEDIATE")
+            return [self._insert_report(*item) for item in batch]
+
+    def _insert_report(self, report: Report, received_at: float,
+                       ward_link: Mapping[str, float | None]) -> bool:
+        ward, host = report.ward, report.host
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO reports (id, ward, host, generated_at, received_at, body)"
+            " VALUES (?,?,?,?,?,?)",
+            (str(report.id), ward, host, report.generated_at, received_at,
+             report.model_dump_json()))
+        if cur.rowcount == 0:
+            return False
+        self.db.executemany("INSERT INTO ward_link (ward, criterion, at, value)"
+                            " VALUES (?,?,?,?)",
+                            [(ward, c, received_at, v) for c, v in ward_link.items()])
+        for outcome in report.outcomes:
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO reports (id, ward, host, generated_at, received_at, body)"
-                " VALUES (?,?,?,?,?,?)",
-                (str(report.id), ward, host, report.generated_at, received_at,
-                 report.model_dump_json()))
-            if cur.rowcount == 0:
-                return False
-            self.db.executemany("INSERT INTO ward_link (ward, criterion, at, value)"
-                                " VALUES (?,?,?,?)",
-                                [(ward, c, received_at, v) for c, v in (ward_link or {}).items()])
-            for outcome in report.outcomes:
-                cur = self.db.execute(
-                    "INSERT INTO latest (ward, host, check_name, started_at, outcome)"
-                    " VALUES (?,?,?,?,?) ON CONFLICT (ward, host, check_name) DO UPDATE"
-                    " SET started_at = excluded.started_at, outcome = excluded.outcome"
-                    " WHERE excluded.started_at >= latest.started_at",
-                    (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
-                found = assets.items_of(outcome)
-                if found is not None and cur.rowcount == 1:
-                    # Only the newest count is compared: a late replay is history already.
-                    self._record_assets(ward, host, outcome.check, outcome.started_at, found)
-            state = AgentState()
-            state.apply(report, received_at)
-            self.db.execute(
-                "INSERT INTO agents (ward, host, last_report_at, reports_total,"
-                " dropped_reports_total, clock_offset_seconds, role, agent_version)"
-                " VALUES (?,?,?,1,?,?,?,?)"
-                " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
-                " last_report_at = max(last_report_at, excluded.last_report_at),"
-                " dropped_reports_total = max(dropped_reports_total,"
-                " excluded.dropped_reports_total),"
-                " clock_offset_seconds = coalesce(excluded.clock_offset_seconds,"
-                " clock_offset_seconds), role = excluded.role,"
-                " agent_version = excluded.agent_version",
-                (ward, host, received_at, state.dropped_reports_total,
-                 state.clock_offset_seconds, report.role, report.agent_version))
+                "INSERT INTO latest (ward, host, check_name, started_at, outcome)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (ward, host, check_name) DO UPDATE"
+                " SET started_at = excluded.started_at, outcome = excluded.outcome"
+                " WHERE excluded.started_at >= latest.started_at",
+                (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
+            found = assets.items_of(outcome)
+            if found is not None and cur.rowcount == 1:
+                # Only the newest count is compared: a late replay is history already.
+                self._record_assets(ward, host, outcome.check, outcome.started_at, found)
+        state = AgentState()
+        state.apply(report, received_at)
+        self.db.execute(
+            "INSERT INTO agents (ward, host, last_report_at, reports_total,"
+            " dropped_reports_total, clock_offset_seconds, role, agent_version)"
+            " VALUES (?,?,?,1,?,?,?,?)"
+            " ON CONFLICT (ward, host) DO UPDATE SET reports_total = reports_total + 1,"
+            " last_report_at = max(last_report_at, excluded.last_report_at),"
+            " dropped_reports_total = max(dropped_reports_total,"
+            " excluded.dropped_reports_total),"
+            " clock_offset_seconds = coalesce(excluded.clock_offset_seconds,"
+            " clock_offset_seconds), role = excluded.role,"
+            " agent_version = excluded.agent_version",
+            (ward, host, received_at, state.dropped_reports_total,
+             state.clock_offset_seconds, report.role, report.agent_version))
         return True
 
     def _record_assets(self, ward: str, host: str, source: str, at: float,
