@@ -12,6 +12,7 @@ far cheaper than the server it measures. Two ways to drive:
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import statistics
 import time
@@ -34,6 +35,7 @@ class Run:
     """What one drive measured."""
 
     requests: int
+    """Requests answered."""
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
@@ -48,8 +50,9 @@ class Run:
 
 
 async def drive(host: str, port: int, requests: Sequence[bytes], connections: int,
-                rate: float | None = None) -> Run:
-    """Send every request once over `connections` keep-alive connections."""
+                rate: float | None = None, limit_seconds: float = math.inf) -> Run:
+    """Send every request once over `connections` keep-alive connections, or as many as
+    start within `limit_seconds` (a slow receiver)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(range(len(requests)))
@@ -59,6 +62,8 @@ async def drive(host: str, port: int, requests: Sequence[bytes], connections: in
         reader, writer = await asyncio.open_connection(host, port)
         try:
             for i in queue:
+                if time.perf_counter() - loop_start > limit_seconds:
+                    break
                 due = loop_start + i / rate if rate else time.perf_counter()
                 delay = due - time.perf_counter()
                 if delay > 0:
@@ -76,7 +81,7 @@ async def drive(host: str, port: int, requests: Sequence[bytes], connections: in
             writer.close()
 
     await asyncio.gather(*(client() for _ in range(connections)))
-    return Run(len(requests), time.perf_counter() - loop_start, latencies, statuses)
+    return Run(len(latencies), time.perf_counter() - loop_start, latencies, statuses)
 
 
 def summary(run: Run) -> dict[str, float]:

@@ -9,16 +9,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
 from server.config import ServerConfig
-from server.context import CONFIG, FLEET, INVENTORY, IO, REGISTRY, STORE, WRITER, Fleet
-from server.exposition import FleetCollector
+from server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER, Fleet
+from server.exposition import FleetExposition
 from server.store import Store
 from server.writer import ReportWriter
 from wardready.inventory import Inventory
-from wardready.metrics import SampleCollector
 from wardready.serial import SerialThread
 
 log = logging.getLogger(__name__)
@@ -34,6 +32,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app.router.add_post("/api/v1/reports", handlers.ingest_report)
     app.router.add_get("/api/v1/profile", handlers.ward_profile)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/api/v1/metrics-targets", handlers.metrics_targets)
     app.router.add_get("/healthz", handlers.health)
     app.router.add_get("/admin/v1/tokens", admin.list_tokens)
     app.router.add_post("/admin/v1/tokens", admin.issue_token)
@@ -53,13 +52,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     store = await io.call(Store, app[CONFIG].database)
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents),
                   app[CONFIG].readiness_max_age_seconds, await io.call(store.ward_link_latest))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(app[INVENTORY], lambda: fleet.agents, lambda: fleet.active,
-                                     lambda: fleet.asset_changes,
-                                     app[CONFIG].readiness_max_age_seconds))
-    registry.register(SampleCollector(speedtest.METRICS, app[speedtest.SLOTS].samples))
-    registry.register(SampleCollector(udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples))
-    app[IO], app[STORE], app[FLEET], app[REGISTRY] = io, store, fleet, registry
+    exposition = FleetExposition(
+        app[INVENTORY], lambda: fleet.agents, lambda: fleet.active, lambda: fleet.asset_changes,
+        app[CONFIG].readiness_max_age_seconds,
+        components=((speedtest.METRICS, app[speedtest.SLOTS].samples),
+                    (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples)))
+    app[IO], app[STORE], app[FLEET], app[EXPOSITION] = io, store, fleet, exposition
     app[WRITER] = ReportWriter(store, io)
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     pruning = asyncio.create_task(_prune_ward_link(io, store))

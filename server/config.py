@@ -52,6 +52,8 @@ class ServerConfig(Strict):
     readiness_max_age_seconds: float = Field(default=86400.0, gt=0, description=(
         "A PC silent for longer counts for nothing: its measurements leave /metrics, its "
         "ward's readiness and the equipment list."))
+    metrics_agents_per_shard: int = Field(default=2000, ge=1, description=(
+        "PCs per /metrics shard that GET /api/v1/metrics-targets aims for (docs/scaling.md)."))
     timezone: str = Field(default="Asia/Ho_Chi_Minh", description=(
         "Times in the equipment list are shown in this IANA time zone."))
     tls: TlsConfig | None = None

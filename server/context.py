@@ -6,10 +6,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 
 from server import shortfalls
 from server.config import ServerConfig
+from server.exposition import FleetExposition
 from server.shortfalls import LinkCriterion
 from server.store import AgentState, Store
 from server.writer import ReportWriter
@@ -98,4 +98,4 @@ IO = web.AppKey("io", SerialThread)
 FLEET = web.AppKey("fleet", Fleet)
 WRITER = web.AppKey("writer", ReportWriter)
 """Stores reports, committing those that arrive together in one transaction."""
-REGISTRY = web.AppKey("registry", CollectorRegistry)
+EXPOSITION = web.AppKey("exposition", FleetExposition)

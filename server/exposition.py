@@ -1,30 +1,36 @@
 """The server's /metrics: every agent's latest values with ward/host labels, and the
 requirements from the inventory, so Prometheus can compare measured with required.
 
-Families are built at scrape time from the server's current view; only wards still in
-the inventory and agents whose token is still active are served.
+Only wards still in the inventory and agents whose token is still active are served. The
+text (format 0.0.4) is written here rather than through prometheus_client's registry: each
+agent's lines are rendered once per report and reused by every scrape until its next report,
+so a scrape costs about a join of bytes, not formatting every sample of the fleet again.
+
+A fleet too large for one scrape is split into shards by ward (`?shard=i&shards=n`, a ward's
+series always in one shard, with its requirements and verdicts); `GET /api/v1/metrics-targets`
+lists them for Prometheus's HTTP service discovery (docs/scaling.md).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+import math
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from checks import REGISTRY, devices
 from server import assets, readiness, shortfalls
 from server.store import AgentState
-from wardready.inventory import Inventory, Profile
+from wardready.inventory import Inventory, Profile, Ward
 from wardready.metrics import (
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
     Sample,
-    families,
     outcome_samples,
 )
+from wardready.readiness import HostResults
 
 WARD_INFO = MetricSpec(
     "wardready_ward_info", "A ward, commune or special zone in the inventory.",
@@ -85,57 +91,160 @@ AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, AGENT_INFO
                  *OUTCOME_METRICS)
 
 
-class FleetCollector(Collector):
-    """Builds the fleet's metric families at scrape time."""
+MAX_SHARDS = 1024
+Shard = tuple[int, int]
+"""(index, count): the wards whose `shard_of` is index when split count ways."""
+WHOLE: Shard = (0, 1)
+AgentKey = tuple[str, str]
+Lines = dict[str, str]
+"""A family's name -> its sample lines, rendered."""
+
+
+def shard_of(ward: str, shards: int) -> int:
+    """The shard a ward's series are served in: stable across restarts and servers."""
+    return zlib.crc32(ward.encode()) % shards
+
+
+def shard_count(agents: int, agents_per_shard: int) -> int:
+    """How many shards serve `agents` PCs at most `agents_per_shard` each (on average)."""
+    return max(1, min(MAX_SHARDS, math.ceil(agents / agents_per_shard)))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _header(spec: MetricSpec) -> str:
+    name = spec.name  # a counter's too: the 0.0.4 text format keeps its _total
+    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {help_text}\n# TYPE {name} {spec.kind}\n"
+
+
+def render_samples(samples: Iterable[tuple[tuple[str, ...], Sample]],
+                   extra_labels: tuple[str, ...] = ()) -> Lines:
+    """Sample lines by family; each sample comes with values for `extra_labels`."""
+    out: dict[str, list[str]] = {}
+    for extra, sample in samples:
+        spec = sample.spec
+        if len(sample.labels) != len(spec.labels) or len(extra) != len(extra_labels):
+            raise ValueError(f"{spec.name}: label values {extra + sample.labels} do not "
+                             f"match labels {extra_labels + spec.labels}")
+        pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(
+            (*extra_labels, *spec.labels), (*extra, *sample.labels), strict=True))
+        labels = "{" + pairs + "}" if pairs else ""
+        out.setdefault(spec.name, []).append(
+            f"{spec.name}{labels} {floatToGoString(sample.value)}\n")
+    return {name: "".join(lines) for name, lines in out.items()}
+
+
+class FleetExposition:
+    """Renders the fleet's /metrics, whole or one shard of it."""
 
     def __init__(self, inventory: Inventory,
-                 agents: Callable[[], dict[tuple[str, str], AgentState]],
-                 active: Callable[[], set[tuple[str, str]]],
+                 agents: Callable[[], dict[AgentKey, AgentState]],
+                 active: Callable[[], set[AgentKey]],
                  asset_changes: Callable[[], list[tuple[str, str, str, str, int, float]]]
-                 = list, readiness_max_age: float = 86400.0) -> None:
+                 = list, readiness_max_age: float = 86400.0,
+                 components: Sequence[tuple[Sequence[MetricSpec],
+                                            Callable[[], Iterable[Sample]]]] = ()) -> None:
         self.inventory = inventory
         self.agents = agents
         self.active = active
         self.asset_changes = asset_changes
         self.readiness_max_age = readiness_max_age
+        self.components = components
+        """The server's own metrics (speed-test slots, UDP echo), served with shard 0."""
+        self._check_specs = [spec for check in REGISTRY.values() for spec in check.metrics]
+        self._measured_specs = (*self._check_specs, shortfalls.DEVICE_BELOW_SPEC)
+        self._wards = {ward.id: self._ward_lines(ward) for ward in inventory.wards}
+        self._agent_lines: dict[AgentKey, tuple[int, float, Lines, Lines]] = {}
+        """Per agent: (reports_total, last_report_at) it was rendered at, its own lines
+        (AGENT_METRICS), its measurements' lines (checks, devices)."""
+        self._verdicts: dict[str, tuple[tuple[tuple[str, int, float], ...], Lines]] = {}
+        """Per ward: the (host, reports_total, last_report_at) of the PCs counted when its
+        readiness was last worked out, and its readiness lines."""
+        self.renders = 0
+        """Agents rendered so far: a scrape renders only those that reported since the last."""
 
-    def collect(self) -> Iterator[Metric]:
-        yield from families((WARD_INFO, *(spec for spec, _ in REQUIREMENTS)),
-                            self._inventory_samples())
-        served = self._served_agents()
-        yield from families(AGENT_METRICS, self._agent_samples(served), ("ward", "host"))
-        # A PC silent for too long is still listed (AgentSilent) but its old measurements no
-        # longer stand for its ward.
-        now = time.time()
+    def render(self, now: float, shard: Shard = WHOLE) -> bytes:
+        """The exposition text of `shard` as of `now`."""
+        index, count = shard
+        wards = [w for w in self._wards if count == 1 or shard_of(w, count) == index]
+        served = self._served_agents(set(wards))
         fresh = [(key, state) for key, state in served
                  if now - state.last_report_at <= self.readiness_max_age]
-        for check in REGISTRY.values():
-            yield from families(check.metrics, self._check_samples(fresh, check.name),
-                                ("ward", "host"))
-        yield from families((shortfalls.DEVICE_BELOW_SPEC,), self._device_samples(fresh),
-                            ("ward", "host"))
-        yield from families(assets.METRICS, self._asset_samples({key for key, _ in fresh}),
-                            ("ward", "host"))
-        counted = readiness.counted(dict(fresh), {key for key, _ in fresh}, now,
-                                    self.readiness_max_age)
-        verdicts = readiness.wards(self.inventory, counted)
-        yield from families(readiness.METRICS, (
-            ((), s) for s in readiness.samples(self.inventory, counted, verdicts)))
-
-    def _device_samples(self, fresh: list[tuple[tuple[str, str], AgentState]]
-                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        inv = self.inventory
+        blocks = [self._lines_of(key, state) for key, state in served]
+        fresh_keys = {key for key, _ in fresh}
+        fresh_blocks = [block[3] for (key, _), block in zip(served, blocks, strict=True)
+                        if key in fresh_keys]
+        out: list[str] = []
+        for spec in (WARD_INFO, *(spec for spec, _ in REQUIREMENTS)):
+            out.append(_header(spec))
+            out.extend(self._wards[w].get(spec.name, "") for w in wards)
+        for spec in AGENT_METRICS:
+            out.append(_header(spec))
+            out.extend(block[2].get(spec.name, "") for block in blocks)
+        for spec in self._measured_specs:
+            out.append(_header(spec))
+            out.extend(block.get(spec.name, "") for block in fresh_blocks)
+        assets_lines = render_samples(self._asset_samples(fresh_keys), ("ward", "host"))
+        for spec in assets.METRICS:
+            out.append(_header(spec) + assets_lines.get(spec.name, ""))
+        by_ward: dict[str, list[tuple[AgentKey, AgentState]]] = {}
         for key, state in fresh:
-            outcome = state.outcomes.get("devices")
-            ward = inv.ward(key[0])
-            if ward and outcome and isinstance(outcome.result, devices.Result):
-                for sample in shortfalls.device_samples(outcome.result, inv.profile_of(ward),
-                                                        inv.end_of_support):
-                    yield key, sample
+            by_ward.setdefault(key[0], []).append((key, state))
+        verdicts = [self._verdict_lines(w, by_ward.get(w, [])) for w in wards]
+        for spec in readiness.METRICS:
+            out.append(_header(spec))
+            out.extend(lines.get(spec.name, "") for lines in verdicts)
+        if index == 0:
+            for specs, samples in self.components:
+                own = render_samples(((), s) for s in samples())
+                out.extend(_header(spec) + own.get(spec.name, "") for spec in specs)
+        return "".join(out).encode()
 
-    def _asset_samples(self, served: set[tuple[str, str]]
+    def _verdict_lines(self, ward: str, hosts: list[tuple[AgentKey, AgentState]]) -> Lines:
+        """The ward's readiness lines, worked out again only when one of its counted PCs
+        reported or stopped counting."""
+        stamp = tuple((key[1], state.reports_total, state.last_report_at)
+                      for key, state in hosts)
+        cached = self._verdicts.get(ward)
+        if cached is None or cached[0] != stamp:
+            counted = {ward: {key[1]: HostResults.of(state.role, state.outcomes)
+                              for key, state in hosts}} if hosts else {}
+            verdicts = readiness.wards(self.inventory, counted, [ward])
+            cached = self._verdicts[ward] = (stamp, render_samples(
+                ((), s) for s in readiness.samples(self.inventory, counted, verdicts)))
+        return cached[1]
+
+    def _lines_of(self, key: AgentKey, state: AgentState) -> tuple[int, float, Lines, Lines]:
+        cached = self._agent_lines.get(key)
+        if cached is None or cached[:2] != (state.reports_total, state.last_report_at):
+            self.renders += 1
+            cached = self._agent_lines[key] = (
+                state.reports_total, state.last_report_at,
+                render_samples(self._agent_samples(key, state), ("ward", "host")),
+                render_samples(self._measured_samples(key, state), ("ward", "host")))
+        return cached
+
+    def _measured_samples(self, key: AgentKey, state: AgentState
+                          ) -> Iterator[tuple[tuple[str, ...], Sample]]:
+        for name, outcome in state.outcomes.items():
+            check = REGISTRY.get(name)
+            if check is not None and outcome.result is not None:
+                for sample in check.samples(outcome.result):
+                    yield key, sample
+        polled = state.outcomes.get("devices")
+        ward = self.inventory.ward(key[0])
+        if ward and polled and isinstance(polled.result, devices.Result):
+            for sample in shortfalls.device_samples(polled.result,
+                                                    self.inventory.profile_of(ward),
+                                                    self.inventory.end_of_support):
+                yield key, sample
+
+    def _asset_samples(self, served: set[AgentKey]
                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        last: dict[tuple[str, str], float] = {}
+        last: dict[AgentKey, float] = {}
         for ward, host, kind, change, total, at in self.asset_changes():
             if (ward, host) in served:
                 yield (ward, host), Sample(assets.CHANGES, (kind, change), total)
@@ -143,45 +252,33 @@ class FleetCollector(Collector):
         for key, at in sorted(last.items()):
             yield key, Sample(assets.LAST_CHANGE, (), at)
 
-    def _inventory_samples(self) -> Iterator[tuple[tuple[str, ...], Sample]]:
+    def _ward_lines(self, ward: Ward) -> Lines:
         inv = self.inventory
-        for ward in inv.wards:
-            profile_id = ward.profile or inv.defaults.profile
-            yield (), Sample(WARD_INFO, (ward.id, ward.name, ward.kind, ward.former_district,
-                                         ward.province, ward.working_group, profile_id), 1)
-            profile = inv.profiles[profile_id]
-            for spec, value in REQUIREMENTS:
-                required = value(profile)
-                if required is not None:
-                    yield (), Sample(spec, (ward.id,), required)
+        profile_id = ward.profile or inv.defaults.profile
+        profile = inv.profiles[profile_id]
+        samples = [Sample(WARD_INFO, (ward.id, ward.name, ward.kind, ward.former_district,
+                                      ward.province, ward.working_group, profile_id), 1)]
+        for spec, value in REQUIREMENTS:
+            required = value(profile)
+            if required is not None:
+                samples.append(Sample(spec, (ward.id,), required))
+        return render_samples(((), s) for s in samples)
 
-    def _served_agents(self) -> list[tuple[tuple[str, str], AgentState]]:
+    def _served_agents(self, wards: set[str]) -> list[tuple[AgentKey, AgentState]]:
         active = self.active()
         return sorted(((key, state) for key, state in self.agents().items()
-                       if key in active and self.inventory.ward(key[0]) is not None),
-                      key=lambda item: item[0])
+                       if key in active and key[0] in wards), key=lambda item: item[0])
 
     @staticmethod
-    def _agent_samples(served: list[tuple[tuple[str, str], AgentState]]
+    def _agent_samples(key: AgentKey, state: AgentState
                        ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        for key, state in served:
-            yield key, Sample(LAST_REPORT, (), state.last_report_at)
-            yield key, Sample(REPORTS, (), state.reports_total)
-            yield key, Sample(DROPPED_REPORTS, (), state.dropped_reports_total)
-            if state.clock_offset_seconds is not None:
-                yield key, Sample(CLOCK_OFFSET, (), state.clock_offset_seconds)
-            if state.agent_version is not None:
-                yield key, Sample(AGENT_INFO, (state.agent_version,), 1)
-            for name, o in sorted(state.outcomes.items()):
-                for sample in outcome_samples(name, o.ok, o.duration_seconds, o.started_at):
-                    yield key, sample
-
-    @staticmethod
-    def _check_samples(served: list[tuple[tuple[str, str], AgentState]], check: str
-                       ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        samples = REGISTRY[check].samples
-        for key, state in served:
-            outcome = state.outcomes.get(check)
-            if outcome is not None and outcome.result is not None:
-                for sample in samples(outcome.result):
-                    yield key, sample
+        yield key, Sample(LAST_REPORT, (), state.last_report_at)
+        yield key, Sample(REPORTS, (), state.reports_total)
+        yield key, Sample(DROPPED_REPORTS, (), state.dropped_reports_total)
+        if state.clock_offset_seconds is not None:
+            yield key, Sample(CLOCK_OFFSET, (), state.clock_offset_seconds)
+        if state.agent_version is not None:
+            yield key, Sample(AGENT_INFO, (state.agent_version,), 1)
+        for name, o in sorted(state.outcomes.items()):
+            for sample in outcome_samples(name, o.ok, o.duration_seconds, o.started_at):
+                yield key, sample

@@ -9,11 +9,12 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from server.auth import authenticate, fail
-from server.context import FLEET, INVENTORY, IO, REGISTRY, STORE, WRITER
+from server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
+from server.exposition import MAX_SHARDS, WHOLE, shard_count
 from wardready.configfile import dotted
 from wardready.report import SCHEMA_VERSION, Report, schema_version_of
 
@@ -82,12 +83,42 @@ async def ward_profile(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of the fleet and of the inventory's requirements."""
+    """Prometheus exposition of the fleet and of the inventory's requirements; with
+    `?shard=i&shards=n`, only the wards of shard i of n."""
+    shard = _shard(request)
     app, fleet = request.app, request.app[FLEET]
     fleet.active = await app[IO].call(app[STORE].active_agents)  # tokens revoked meanwhile
     fleet.asset_changes = await app[IO].call(app[STORE].asset_change_counts)
-    body = generate_latest(app[REGISTRY])
+    body = app[EXPOSITION].render(time.time(), shard)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _shard(request: web.Request) -> tuple[int, int]:
+    index, count = request.query.get("shard"), request.query.get("shards")
+    if index is None and count is None:
+        return WHOLE
+    try:
+        shard = (int(index or ""), int(count or ""))
+    except ValueError:
+        shard = (-1, -1)
+    if not 0 <= shard[0] < shard[1] <= MAX_SHARDS:
+        raise fail(web.HTTPBadRequest, f"shard={index!r}&shards={count!r}: give both, as "
+                   f"integers with 0 <= shard < shards <= {MAX_SHARDS}")
+    return shard
+
+
+async def metrics_targets(request: web.Request) -> web.Response:
+    """The /metrics shards, for Prometheus's HTTP service discovery (`http_sd_configs`):
+    enough that none serves more than `metrics_agents_per_shard` PCs on average."""
+    app = request.app
+    count = shard_count(len(app[FLEET].active), app[CONFIG].metrics_agents_per_shard)
+    if count == 1:
+        return web.json_response([{"targets": [request.host], "labels": {}}])
+    return web.json_response([
+        {"targets": [request.host],
+         "labels": {"__param_shard": str(i), "__param_shards": str(count),
+                    "instance": f"{request.host}/shard-{i}-of-{count}"}}
+        for i in range(count)])
 
 
 async def health(request: web.Request) -> web.Response:

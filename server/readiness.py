@@ -9,7 +9,7 @@ switched off for good must not keep its ward ready on old evidence.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from server.store import AgentState
 from wardready.inventory import Inventory
@@ -42,11 +42,14 @@ def counted(agents: Mapping[tuple[str, str], AgentState], active: set[tuple[str,
     return wards
 
 
-def wards(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]]
-          ) -> dict[str, WardReadiness]:
-    """Every inventory ward's verdict (a ward with no PC counted is unknown)."""
+def wards(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]],
+          only: Iterable[str] | None = None) -> dict[str, WardReadiness]:
+    """Every inventory ward's verdict, or those of the wards `only` names (a ward with no
+    PC counted is unknown)."""
     verdicts = {}
-    for ward in inventory.wards:
+    for ward in inventory.wards if only is None else (inventory.ward(w) for w in only):
+        if ward is None:
+            continue
         profile = inventory.profile_of(ward)
         verdicts[ward.id] = rollup(profile, hosts.get(ward.id, {}), inventory.call_of(profile))
     return verdicts

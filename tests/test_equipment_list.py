@@ -240,9 +240,7 @@ def test_window_quantile_is_prometheus_quantile_over_time_of_a_step_series() -> 
 
 
 def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from server.exposition import FleetCollector
+    from server.exposition import FleetExposition
     from tests.conftest import REPO
 
     inventory = load_inventory(REPO / "inventory.yml")
@@ -250,15 +248,14 @@ def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:
     for pc, received in (("room-pc", time.time()), ("counter-01", time.time() - 2 * DAY)):
         report = Report.model_validate(city.report("sai-gon", pc, "counter", "ok"))
         fleet.apply(report, received, {})
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(inventory, lambda: fleet.agents, lambda: fleet.active,
-                                     readiness_max_age=DAY))
+    exposition = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active,
+                                 readiness_max_age=DAY)
     from prometheus_client.parser import text_string_to_metric_families
 
     from server.exposition import AGENT_METRICS
 
     names: dict[str, set[str]] = defaultdict(set)
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(exposition.render(time.time()).decode()):
         for sample in family.samples:
             if "host" in sample.labels:
                 names[sample.labels["host"]].add(family.name)

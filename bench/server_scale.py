@@ -1,0 +1,346 @@
+"""The central server at fleet scale: report ingest against the Pushgateway, and /metrics.
+
+For each fleet size N (agents; six PCs a ward, so N/6 generated wards, tests/city.py), a real
+`wardready-server` and Debian's `prometheus-pushgateway` each run pinned to one core (CPU 1);
+this process drives them from the other (CPU 0, `bench.loadgen`).
+
+Ingest, for each receiver, in the same run:
+- **first contact**: every agent's full report (host facts, peripherals, platforms, link
+  checks; the conference-room PC also its router and switch), closed loop over 32
+  connections: the receiver's ceiling;
+- **routine round**: every agent's five-minute report (host, latency, platforms), open loop
+  at a fixed offered rate (default 1,000/s), latency counted from when each was due.
+The Pushgateway receives the same samples each report would put on the server's /metrics, as
+one PUT per report to `/metrics/job/wardready/ward/W/host/H`, so the two compare per sample.
+
+Scrape: the server's /metrics once every agent has reported, timed from here (whole and per
+shard, `?shard=i&shards=n`), and Prometheus's own `scrape_duration_seconds` for it.
+
+    .venv/bin/python -m bench.server_scale                   # 2,000 and 20,000 agents
+    .venv/bin/python -m bench.server_scale --agents 2000 --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
+
+from bench import loadgen
+from checks import REGISTRY
+from server.store import Store
+from tests import city
+from wardready import stack
+from wardready.metrics import SampleCollector, outcome_samples
+
+RECEIVER_CPU, DRIVER_CPU = 1, 0
+LIMIT_SECONDS = 60.0
+"""A phase stops sending after this long: the Pushgateway takes hours for 20,000 pushes."""
+KINDS: tuple[city.Shortfall, ...] = ("ok", "thin-link", "lossy", "old-network", "no-webcam",
+                                     "ok")
+"""Ward kinds, in turn: most wards healthy, some short in ways that add series."""
+ROUTINE_CHECKS = ("host", "latency", "platforms")
+"""What an agent reports every five minutes at the default intervals."""
+WARD_PLACEHOLDER, HOST_PLACEHOLDER = "@@ward@@", "@@host@@"
+ID_PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
+
+
+def log(message: str) -> None:
+    print(f"[server_scale {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Template:
+    """One kind of report, with placeholders for ward, host and id, and what the
+    Pushgateway gets for the same report."""
+
+    body: str
+    push: bytes
+    samples: int
+
+    def report(self, ward: str, host: str) -> bytes:
+        return (self.body.replace(WARD_PLACEHOLDER, ward).replace(HOST_PLACEHOLDER, host)
+                .replace(ID_PLACEHOLDER, str(uuid.uuid4())).encode())
+
+
+def template(kind: city.Shortfall, pc: str, role: str, routine: bool) -> Template:
+    body = city.report(WARD_PLACEHOLDER, pc, role, kind)
+    if routine:
+        body["outcomes"] = [o for o in body["outcomes"] if o["check"] in ROUTINE_CHECKS]
+    body["id"] = ID_PLACEHOLDER
+    body["host"] = HOST_PLACEHOLDER
+    samples: list[Any] = []
+    for o in body["outcomes"]:
+        samples += outcome_samples(o["check"], o["ok"], o["duration_seconds"], o["started_at"])
+        if o.get("result") is not None:
+            check = REGISTRY[o["check"]]
+            samples += check.samples(check.result_model.model_validate(o["result"]))
+    registry = CollectorRegistry(auto_describe=False)
+    specs = {s.spec.name: s.spec for s in samples}
+    registry.register(SampleCollector(list(specs.values()), lambda: samples))
+    push = generate_latest(registry)
+    return Template(json.dumps(body), push, len(samples))
+
+
+def fleet(agents: int) -> list[tuple[str, str, city.Shortfall, str]]:
+    """(ward, host, kind, role) of `agents` PCs over generated wards."""
+    wards = math.ceil(agents / city.PCS)
+    out = []
+    for w in range(wards):
+        kind = KINDS[w % len(KINDS)]
+        for pc, role in city.pcs(kind)[:city.PCS]:
+            out.append((f"w{w:05d}", pc, kind, role))
+    return out[:agents]
+
+
+def city_inventory(agents: int) -> str:
+    """inventory.yml's profiles with the generated wards of `fleet(agents)`."""
+    base = yaml.safe_load(city.inventory_yaml(city.WARDS))
+    groups = [g["id"] for g in base["working_groups"]]
+    template_ward = next(w for w in base["wards"] if w.get("kind", "ward") == "ward")
+    base["wards"] = [dict(template_ward, id=f"w{w:05d}", name=f"Phường {w}",
+                          working_group=groups[w % len(groups)])
+                     for w in range(math.ceil(agents / city.PCS))]
+    return yaml.safe_dump(base, allow_unicode=True, sort_keys=False)
+
+
+class Receivers:
+    """A wardready server and a Pushgateway, each on CPU 1, with N agents' tokens."""
+
+    def __init__(self, workdir: Path, agents: list[tuple[str, str, city.Shortfall, str]]):
+        self.workdir = workdir
+        (workdir / "inventory.yml").write_text(city_inventory(len(agents)), encoding="utf-8")
+        self.port, self.push_port = stack.free_port(), stack.free_port()
+        config = workdir / "server.yml"
+        config.write_text(yaml.safe_dump({
+            "listen_port": self.port, "database": "server.db",
+            "inventory": str(workdir / "inventory.yml")}))
+        with Store(workdir / "server.db") as store:
+            store.db.execute("BEGIN")
+            self.tokens = [store.issue_token(ward, host) for ward, host, _, _ in agents]
+            store.db.execute("COMMIT")
+        pin = ["taskset", "-c", str(RECEIVER_CPU)]
+        self.server = stack.Process(
+            "wardready-server",
+            [*pin, stack.executable("wardready-server"), "serve", "--config", str(config)],
+            workdir / "server.log", cwd=workdir)
+        gateway = shutil.which("prometheus-pushgateway")
+        if gateway is None:
+            raise stack.StackError("prometheus-pushgateway not found: scripts/setup.sh "
+                                   "installs the Debian package")
+        self.gateway = stack.Process(
+            "pushgateway", [*pin, gateway, f"--web.listen-address=127.0.0.1:{self.push_port}",
+                            "--log.level=warn"], workdir / "pushgateway.log")
+        self.fast_port = stack.free_port()
+        self.fast_gateway = stack.Process(
+            "pushgateway", [*pin, gateway, f"--web.listen-address=127.0.0.1:{self.fast_port}",
+                            "--push.disable-consistency-check", "--log.level=warn"],
+            workdir / "pushgateway-unchecked.log")
+        stack.wait_until("the server", lambda: stack.http_get(
+            f"http://127.0.0.1:{self.port}/healthz"), 60, self.server)
+        for process, port in ((self.gateway, self.push_port),
+                              (self.fast_gateway, self.fast_port)):
+            stack.wait_until("the Pushgateway", lambda port=port: stack.http_get(  # type: ignore[misc]
+                f"http://127.0.0.1:{port}/-/ready"), 30, process)
+
+    def stop(self) -> None:
+        for process in (self.server, self.gateway, self.fast_gateway):
+            process.stop()
+
+    def cpu_seconds(self, process: stack.Process) -> float:
+        fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def requests(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, str]],
+             templates: dict[tuple[city.Shortfall, str], Template]) -> tuple[list[bytes],
+                                                                            list[bytes], int]:
+    """Encoded report POSTs to the server and the matching Pushgateway PUTs, and samples."""
+    to_server, to_gateway, samples = [], [], 0
+    for (ward, host, kind, _), token in zip(agents, receivers.tokens, strict=True):
+        t = templates[kind, host]
+        to_server.append(loadgen.post("127.0.0.1", receivers.port, "/api/v1/reports",
+                                      t.report(ward, host),
+                                      {"Authorization": f"Bearer {token}",
+                                       "Content-Type": "application/json"}))
+        to_gateway.append(loadgen.post("127.0.0.1", receivers.push_port,
+                                       f"/metrics/job/wardready/ward/{ward}/host/{host}",
+                                       t.push, {"Content-Type": "text/plain; version=0.0.4"},
+                                       method="PUT"))
+        samples += t.samples
+    return to_server, to_gateway, samples
+
+
+@dataclass
+class Row:
+    agents: int
+    phase: str
+    receiver: str
+    run: loadgen.Run
+    samples: int
+    """Samples of all `offered` reports."""
+    cpu: float
+    offered: int
+
+    def cells(self) -> list[str]:
+        s = loadgen.summary(self.run)
+        ok = sum(n for code, n in self.run.statuses.items() if code < 300)
+        return [f"{self.agents:,}", self.phase, self.receiver, f"{ok:,}/{self.offered:,}",
+                f"{s['rate']:,.0f}", f"{s['rate'] * self.samples / self.offered:,.0f}",
+                f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}",
+                f"{self.cpu / self.run.requests * 1e3:.2f}"]
+
+
+def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, str]],
+           rate: float) -> Iterator[Row]:
+    for phase, routine in (("first contact, closed loop", False),
+                           (f"routine, open loop at {rate:,.0f}/s", True)):
+        templates = {(kind, pc): template(kind, pc, role, routine)
+                     for kind in set(KINDS) for pc, role in city.pcs(kind)}
+        to_server, to_gateway, samples = requests(receivers, agents, templates)
+        for name, process, port, batch in (
+                ("wardready", receivers.server, receivers.port, to_server),
+                ("pushgateway", receivers.gateway, receivers.push_port, to_gateway),
+                ("pushgateway, consistency check off", receivers.fast_gateway,
+                 receivers.fast_port, [r.replace(f":{receivers.push_port}".encode(),
+                                                 f":{receivers.fast_port}".encode(), 1)
+                                       for r in to_gateway])):
+            log(f"{len(agents):,} agents, {phase}: {name}")
+            before = receivers.cpu_seconds(process)
+            run = asyncio.run(loadgen.drive("127.0.0.1", port, batch, 64 if routine else 32,
+                                            rate if routine else None, LIMIT_SECONDS))
+            yield Row(len(agents), phase, name, run, samples,
+                      receivers.cpu_seconds(process) - before, len(batch))
+
+
+def scrape(url: str) -> tuple[float, int, int]:
+    """(seconds, bytes, samples) of one GET."""
+    start = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=300) as resp:
+        body = resp.read()
+    seconds = time.perf_counter() - start
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return seconds, len(body), samples
+
+
+def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
+    """Rows of the scrape table: timed from here, then as Prometheus sees it."""
+    base = f"http://127.0.0.1:{receivers.port}"
+    targets = json.loads(stack.http_get(f"{base}/api/v1/metrics-targets") or b"[]")
+    shards = len(targets)
+    first = scrape(f"{base}/metrics")  # renders every agent once (as after a restart)
+    runs = [scrape(f"{base}/metrics") for _ in range(3)]
+    yield [f"{agents:,}", "whole, first after start", f"{first[0]:.2f}", f"{first[1] / 1e6:.1f}",
+           f"{first[2]:,}", f"{first[2] / agents:.0f}"]
+    yield [f"{agents:,}", "whole, later", f"{statistics.median(r[0] for r in runs):.2f}",
+           f"{runs[0][1] / 1e6:.1f}", f"{runs[0][2]:,}", f"{runs[0][2] / agents:.0f}"]
+    if shards > 1:
+        parts = [scrape(f"{base}/metrics?shard={i}&shards={shards}") for i in range(shards)]
+        yield [f"{agents:,}", f"one of {shards} shards (median; slowest)",
+               f"{statistics.median(r[0] for r in parts):.2f}; {max(r[0] for r in parts):.2f}",
+               f"{statistics.median(r[1] for r in parts) / 1e6:.1f}",
+               f"{statistics.median(r[2] for r in parts):,.0f}",
+               f"{sum(r[2] for r in parts) / agents:.0f}"]
+    for job in ("whole", "http-sd"):
+        seconds, samples, rss = prometheus_scrapes(receivers, job)
+        yield [f"{agents:,}", f"Prometheus, {job}" + (f" ({shards} targets)" if job == "http-sd"
+                                                       else ""),
+               f"{seconds:.2f}", "", f"{samples:,.0f}", f"{samples / agents:.0f}; "
+               f"Prometheus RSS {rss / 2**30:.1f} GiB"]
+
+
+PROMETHEUS_WAIT_SECONDS = 40.0
+
+
+def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, int]:
+    """Prometheus scraping the server for a while: its longest scrape_duration_seconds of a
+    target, the samples it took per round (all targets), its RSS."""
+    workdir = receivers.workdir / f"prometheus-{job}"
+    workdir.mkdir()
+    target: dict[str, Any] = (
+        {"static_configs": [{"targets": [f"127.0.0.1:{receivers.port}"]}]} if job == "whole"
+        else {"http_sd_configs": [{
+            "url": f"http://127.0.0.1:{receivers.port}/api/v1/metrics-targets",
+            "refresh_interval": "10s"}]})
+    config = workdir / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [{
+        "job_name": "wardready", "scrape_interval": "15s", "scrape_timeout": "15s",
+        **target}]}))
+    port = stack.free_port()
+    prometheus = stack.start_prometheus(workdir, port, config)
+    try:
+        time.sleep(PROMETHEUS_WAIT_SECONDS)
+        durations = stack.prometheus_query(
+            port, 'max_over_time(scrape_duration_seconds{job="wardready"}[5m])')
+        samples = stack.prometheus_query(
+            port, 'sum(max_over_time(scrape_samples_scraped{job="wardready"}[5m]))')
+        rss = Path(f"/proc/{prometheus.popen.pid}/status").read_text()
+        rss_bytes = next(int(line.split()[1]) * 1024 for line in rss.splitlines()
+                         if line.startswith("VmRSS:"))
+        return (max((float(d["value"][1]) for d in durations), default=math.nan),
+                float(samples[0]["value"][1]) if samples else math.nan, rss_bytes)
+    finally:
+        prometheus.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", default="2000,20000", help="fleet sizes, comma separated")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="offered reports/s in the routine round")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 600 agents")
+    args = parser.parse_args(argv)
+    sizes = [600] if args.quick else [int(n) for n in args.agents.split(",")]
+    os.sched_setaffinity(0, {DRIVER_CPU})
+    rows: list[Row] = []
+    scrape_rows: list[list[str]] = []
+    for size in sizes:
+        agents = fleet(size)
+        with tempfile.TemporaryDirectory(prefix="wardready-scale-") as tmp:
+            receivers = Receivers(Path(tmp), agents)
+            try:
+                rows += ingest(receivers, agents, args.rate)
+                log(f"{size:,} agents: scrapes")
+                scrape_rows += scrapes(receivers, size)
+            finally:
+                receivers.stop()
+    print(render(rows, scrape_rows, argv))
+    return 0
+
+
+def render(rows: list[Row], scrapes: list[list[str]], argv: list[str] | None) -> str:
+    command = " ".join([".venv/bin/python -m bench.server_scale", *(argv or [])])
+    lines = ["## Server ingest against the Pushgateway", "",
+             f"`{command}`, {datetime.date.today()}, this {os.cpu_count()}-core machine: "
+             f"each receiver pinned to CPU {RECEIVER_CPU}, the load generator on CPU "
+             f"{DRIVER_CPU}.", "",
+             "| agents | phase | receiver | answered | reports/s | samples/s | p50 ms | p99 ms "
+             "| receiver CPU ms/report |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
+    lines += ["", "## Scrape cost", "",
+              "| agents | target | seconds | MB | samples | samples/agent |",
+              "|---:|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(s) + " |" for s in scrapes]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

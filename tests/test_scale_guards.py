@@ -1,0 +1,234 @@
+"""Guards on what makes the server scale, counted rather than timed (the timings are in
+bench/server_scale.py and docs/benchmarks.md): series per agent, bytes per report, and work
+per report or per scrape that must not grow with the size of the fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.app import create_app
+from server.config import ServerConfig
+from server.context import FLEET, WRITER, Fleet
+from server.exposition import FleetExposition, shard_count
+from server.store import Store
+from tests import city
+from tests.conftest import REPO, promtool_check_metrics
+from wardready.inventory import load_inventory
+from wardready.report import Report
+
+Client = TestClient  # type: ignore[type-arg]
+MakeClient = Callable[..., Awaitable[Client]]
+
+MAX_SERIES_PER_AGENT = 220
+"""The conference-room PC, which also polls the ward's router and switch, has the most
+(207); a PC at the counter about 140. 20,000 PCs at 160 on average is 3.2 million series."""
+MAX_REPORT_BYTES = 12 * 1024
+"""A full report (every check, the router and switch polled), as JSON."""
+
+
+def reports(wards: int, kind: city.Shortfall = "ok") -> Iterator[Report]:
+    for w in range(wards):
+        for pc, role in city.pcs(kind):
+            body = city.report("sai-gon", pc, role, kind)
+            yield Report.model_validate(dict(body, ward=f"w{w:04d}"))
+
+
+def samples_by_host(text: bytes) -> collections.Counter[str]:
+    hosts: collections.Counter[str] = collections.Counter()
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if "host" in sample.labels:
+                hosts[sample.labels["host"]] += 1
+    return hosts
+
+
+def test_series_per_agent_and_bytes_per_report_stay_bounded() -> None:
+    inventory = load_inventory(REPO / "inventory.yml")
+    fleet = Fleet({}, set())
+    worst = 0
+    for pc, role in city.pcs("old-network"):  # the kind with the most series
+        body = city.report("sai-gon", pc, role, "old-network")
+        worst = max(worst, len(json.dumps(body)))
+        fleet.apply(Report.model_validate(body), time.time(), {})
+    text = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active).render(
+        time.time())
+    per_host = samples_by_host(text)
+    assert set(per_host) == {pc for pc, _ in city.pcs("old-network")}
+    assert max(per_host.values()) <= MAX_SERIES_PER_AGENT, per_host
+    assert worst <= MAX_REPORT_BYTES
+    assert promtool_check_metrics(text) == ""
+
+
+@contextmanager
+def counting_calls() -> Iterator[collections.Counter[str]]:
+    """Python function calls made meanwhile, by function."""
+    calls: collections.Counter[str] = collections.Counter()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            calls[frame.f_code.co_qualname] += 1
+
+    sys.setprofile(profile)
+    try:
+        yield calls
+    finally:
+        sys.setprofile(None)
+
+
+def ingest_calls(fleet_wards: int) -> int:
+    """Calls the server makes in memory to take one more report, in a fleet of that size."""
+    fleet = Fleet({}, set())
+    for report in reports(fleet_wards):
+        fleet.apply(report, time.time(), fleet.ward_link_change(report, time.time()))
+    extra = next(reports(1, "thin-link"))
+    extra = extra.model_copy(update={"ward": "w0000"})
+    with counting_calls() as calls:
+        fleet.apply(extra, time.time(), fleet.ward_link_change(extra, time.time()))
+    return sum(calls.values())
+
+
+def test_taking_a_report_costs_the_same_in_a_fleet_a_hundred_times_larger() -> None:
+    small, large = ingest_calls(2), ingest_calls(200)
+    assert large == small, (small, large)
+
+
+def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last() -> None:
+    inventory = load_inventory(REPO / "inventory.yml")
+    fleet = Fleet({}, set())
+    wards = [w.id for w in inventory.wards][:20]
+    for ward in wards:
+        for pc, role in city.pcs("ok"):
+            fleet.apply(Report.model_validate(city.report(ward, pc, role, "ok")),
+                        time.time(), {})
+    exposition = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active)
+    first = exposition.render(time.time())
+    assert exposition.renders == len(fleet.agents) == 20 * city.PCS
+    assert exposition.render(time.time()) == first
+    assert exposition.renders == 20 * city.PCS  # nothing reported: nothing rendered again
+    body = city.report(wards[3], "counter-02", "counter", "thin-link")
+    fleet.apply(Report.model_validate(body), time.time(), {})
+    with counting_calls() as calls:
+        again = exposition.render(time.time())
+    assert exposition.renders == 20 * city.PCS + 1
+    assert calls["rollup"] == 1  # one ward's readiness worked out again, not twenty
+    assert again != first
+
+
+@contextmanager
+def counting_statements(store: Store) -> Iterator[list[str]]:
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        store.db.set_trace_callback(None)
+
+
+def test_storing_a_report_runs_the_same_statements_whatever_the_fleet(tmp_path: Path) -> None:
+    counts = []
+    for size in (2, 60):
+        with Store(tmp_path / f"{size}.db") as store:
+            for report in reports(size):
+                store.add_report(report, time.time())
+            extra = next(reports(1, "thin-link"))
+            with counting_statements(store) as statements:
+                store.add_report(extra, time.time())
+            counts.append(len(statements))
+    assert counts[0] == counts[1]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(database=tmp_path / "w.db", inventory=REPO / "inventory.yml",
+                        metrics_agents_per_shard=10)
+
+
+async def test_shards_split_the_metrics_without_losing_or_repeating_a_series(
+        aiohttp_client: MakeClient, config: ServerConfig) -> None:
+    inventory = load_inventory(config.inventory)
+    wards = [w.id for w in inventory.wards][:8]
+    with Store(config.database) as store:
+        tokens = {(w, pc): store.issue_token(w, pc) for w in wards for pc, _ in city.pcs("ok")}
+    client = await aiohttp_client(create_app(config, inventory))
+
+    async def send(ward: str, pc: str, role: str) -> int:
+        resp = await client.post("/api/v1/reports", json=city.report(ward, pc, role, "ok"),
+                                 headers={"Authorization": f"Bearer {tokens[ward, pc]}"})
+        return resp.status
+
+    # All at once: they share transactions (group commit), and every one is stored.
+    statuses = await asyncio.gather(*(send(w, pc, role) for w in wards
+                                      for pc, role in city.pcs("ok")))
+    assert statuses == [201] * len(tokens)
+    app = client.server.app
+    assert len(app[FLEET].agents) == len(tokens)
+    assert app[WRITER].transactions < len(tokens)
+
+    targets = await (await client.get("/api/v1/metrics-targets")).json()
+    count = shard_count(len(tokens), 10)
+    assert count == 5 and len(targets) == count
+    assert {t["labels"]["__param_shard"] for t in targets} == {str(i) for i in range(count)}
+    assert len({t["labels"]["instance"] for t in targets}) == count
+
+    def series(text: str) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+        return [(s.name, tuple(sorted(s.labels.items())))
+                for family in text_string_to_metric_families(text) for s in family.samples]
+
+    whole = series(await (await client.get("/metrics")).text())
+    parts: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for t in targets:
+        labels = t["labels"]
+        resp = await client.get("/metrics", params={"shard": labels["__param_shard"],
+                                                    "shards": labels["__param_shards"]})
+        text = await resp.text()
+        assert promtool_check_metrics(text.encode()) == ""
+        shard_series = series(text)
+        # A ward is whole in its shard: its PCs, requirements and verdicts together.
+        shard_wards = {dict(labels)["ward"] for _, labels in shard_series
+                       if "ward" in dict(labels)}
+        assert all(ward in shard_wards for ward, pc in tokens if any(
+            dict(labels).get("ward") == ward for _, labels in shard_series))
+        parts += shard_series
+    assert sorted(parts) == sorted(whole) and len(set(parts)) == len(parts)
+
+    for query in ("shard=5&shards=5", "shard=1", "shard=a&shards=2", "shard=0&shards=2000"):
+        resp = await client.get(f"/metrics?{query}")
+        assert resp.status == 400
+        assert "0 <= shard < shards" in (await resp.json())["error"]
+
+
+def test_a_fleet_of_one_server_needs_no_shards() -> None:
+    assert shard_count(0, 2000) == shard_count(2000, 2000) == 1
+    assert shard_count(2001, 2000) == 2 and shard_count(20_000, 2000) == 10
+
+
+def test_the_exposition_of_an_empty_server_is_valid(tmp_path: Path) -> None:
+    inventory = load_inventory(REPO / "inventory.yml")
+    text = FleetExposition(inventory, dict, set).render(time.time())
+    assert promtool_check_metrics(text) == ""
+    assert b"wardready_ward_info{" in text
+
+
+def test_storing_many_reports_at_once_is_all_or_nothing(tmp_path: Path) -> None:
+    with Store(tmp_path / "w.db") as store:
+        batch = [(r, time.time(), {}) for r in reports(2)]
+        unstorable = {"download": object()}  # a figure SQLite cannot bind
+        with pytest.raises(sqlite3.Error):
+            store.add_reports([*batch[:3], (batch[3][0], time.time(), unstorable),
+                               *batch[4:]])
+        assert store.db.execute("SELECT count(*) FROM reports").fetchone() == (0,)
+        assert store.add_reports(batch + batch[:1]) == [True] * len(batch) + [False]
+
