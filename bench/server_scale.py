@@ -258,20 +258,26 @@ def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
                f"{statistics.median(r[1] for r in parts) / 1e6:.1f}",
                f"{statistics.median(r[2] for r in parts):,.0f}",
                f"{sum(r[2] for r in parts) / agents:.0f}"]
+    status = Path(f"/proc/{receivers.server.popen.pid}/status").read_text()
+    rss = next(int(line.split()[1]) * 1024 for line in status.splitlines()
+               if line.startswith("VmRSS:"))
+    yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{rss / 1e6:.0f}", "", ""]
     for job in ("whole", "http-sd"):
-        seconds, samples, rss = prometheus_scrapes(receivers, job)
-        yield [f"{agents:,}", f"Prometheus, {job}" + (f" ({shards} targets)" if job == "http-sd"
-                                                       else ""),
-               f"{seconds:.2f}", "", f"{samples:,.0f}", f"{samples / agents:.0f}; "
-               f"Prometheus RSS {rss / 2**30:.1f} GiB"]
+        first, last, samples, rss = prometheus_scrapes(receivers, job)
+        yield [f"{agents:,}", f"Prometheus's scrape_duration_seconds, {job}"
+               + (f" ({shards} targets)" if job == "http-sd" else "")
+               + " (slowest target: first scrape; latest)",
+               f"{first:.2f}; {last:.2f}", "", f"{samples:,.0f}",
+               f"{samples / agents:.0f}; Prometheus RSS {rss / 2**30:.1f} GiB"]
 
 
 PROMETHEUS_WAIT_SECONDS = 40.0
 
 
-def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, int]:
-    """Prometheus scraping the server for a while: its longest scrape_duration_seconds of a
-    target, the samples it took per round (all targets), its RSS."""
+def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, float, int]:
+    """Prometheus scraping the server for a while: the slowest target's longest
+    scrape_duration_seconds (the first scrape, which creates the series) and latest, the
+    samples it took per round (all targets), its RSS."""
     workdir = receivers.workdir / f"prometheus-{job}"
     workdir.mkdir()
     target: dict[str, Any] = (
@@ -289,12 +295,14 @@ def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, in
         time.sleep(PROMETHEUS_WAIT_SECONDS)
         durations = stack.prometheus_query(
             port, 'max_over_time(scrape_duration_seconds{job="wardready"}[5m])')
+        latest = stack.prometheus_query(port, 'scrape_duration_seconds{job="wardready"}')
         samples = stack.prometheus_query(
             port, 'sum(max_over_time(scrape_samples_scraped{job="wardready"}[5m]))')
         rss = Path(f"/proc/{prometheus.popen.pid}/status").read_text()
         rss_bytes = next(int(line.split()[1]) * 1024 for line in rss.splitlines()
                          if line.startswith("VmRSS:"))
         return (max((float(d["value"][1]) for d in durations), default=math.nan),
+                max((float(d["value"][1]) for d in latest), default=math.nan),
                 float(samples[0]["value"][1]) if samples else math.nan, rss_bytes)
     finally:
         prometheus.stop()

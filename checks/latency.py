@@ -4,20 +4,25 @@ Each target gets `count` probes sent on a fixed schedule (probe i leaves at star
 whatever the replies do). A probe with no reply within `probe_timeout_seconds` is lost.
 
 Methods:
-- `icmp-raw`: echo requests through scapy (needs root or CAP_NET_RAW). The RTT is the reply's
-  `time` (the kernel's receive timestamp, read by scapy) minus the request's `sent_time`
-  (stamped just before the send syscall, as scapy's own send does).
+- `icmp-raw`: echo requests through a raw ICMP socket (needs root or CAP_NET_RAW). The kernel
+  builds the IP header; the check builds the echo header, picks a random identifier and
+  attaches a BPF filter so only echo replies carrying it are queued to the socket.
 - `icmp-dgram`: the unprivileged ICMP datagram socket (Linux: allowed when the process's group
-  is in `net.ipv4.ping_group_range`; macOS always). The kernel picks the echo identifier.
+  is in `net.ipv4.ping_group_range`; macOS always). The kernel picks the echo identifier and
+  delivers only this socket's replies.
 - `tcp`: connect time, SYN to SYN-ACK. A refused connection (RST) is an answer as good as any;
   only silence is a loss. As with ICMP, an answer to a retransmitted SYN (the kernel resends
   after 1 s) does not save the probe: its first SYN went unanswered.
 - `auto`: the first of these the process may use, in that order.
 
-Socket methods time with `time.perf_counter_ns` around non-blocking calls, then prefer a kernel
-figure (SO_TIMESTAMPNS receive time, TCP_INFO's first RTT sample) when it is consistent with
-that bound, so a busy event loop (a bandwidth test running alongside) does not inflate RTTs.
-ICMP probes are IPv4 only; under `auto`, a target without an IPv4 address is probed by TCP.
+Both ICMP methods share one non-blocking loop: a random nonce in every payload, and a reply
+counts only if its source, identifier, sequence number (of a probe still outstanding) and
+nonce match, so strays, duplicates and replies to an earlier run are ignored. All methods
+time with `time.perf_counter_ns` around non-blocking calls, then prefer a kernel figure
+(SO_TIMESTAMPNS receive time minus the wall clock read just before the send, TCP_INFO's
+first RTT sample) when it is consistent with that bound, so a busy event loop (a bandwidth
+test running alongside) does not inflate RTTs. ICMP probes are IPv4 only; under `auto`, a
+target without an IPv4 address is probed by TCP.
 
 Statistics (see `summarise`): quantiles interpolate linearly between the closest ranks (rank
 (n - 1) * q, as numpy's default); jitter is the mean absolute difference between the RTTs of
@@ -36,7 +41,6 @@ import random
 import socket
 import struct
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +55,6 @@ from checks.base import (
     CheckSpec,
     Context,
     ResultModel,
-    in_thread,
 )
 from wardready.metrics import MetricSpec, Sample
 
@@ -221,10 +224,9 @@ async def measure(target: str, method: MethodChoice = "auto", count: int = 20,
             raise ResolutionError(f"{target}: no IPv4 address, which {chosen} needs")
     family, sockaddr = infos[0][0], infos[0][4]
     stop = stop or asyncio.Event()
-    if chosen == "icmp-raw":
-        rtts = await _icmp_raw(sockaddr[0], count, interval, timeout, stop)
-    elif chosen == "icmp-dgram":
-        rtts = await _icmp_dgram(sockaddr[0], count, interval, timeout, stop)
+    if chosen != "tcp":
+        kind = socket.SOCK_RAW if chosen == "icmp-raw" else socket.SOCK_DGRAM
+        rtts = await _icmp(kind, sockaddr[0], count, interval, timeout, stop)
     else:
         rtts = await _tcp(family, sockaddr, count, interval, timeout, stop)
     return Probed(chosen, sockaddr[0], port if chosen == "tcp" else None, rtts)
@@ -289,15 +291,20 @@ def _payload(nonce: bytes) -> bytes:
     return nonce + bytes(PAYLOAD_BYTES - len(nonce))
 
 
-# --- icmp-dgram: the kernel owns the identifier and delivers only our socket's replies --------
+# --- icmp-raw and icmp-dgram: one non-blocking socket in the event loop ----------------------
 
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value; Python lacks the name
 _ANCILLARY_BYTES = socket.CMSG_SPACE(16)
+_IP_SOURCE = slice(12, 16)
 
 
-async def _icmp_dgram(address: str, count: int, interval: float, timeout: float,
-                      stop: asyncio.Event) -> list[float | None]:
+async def _icmp(kind: int, address: str, count: int, interval: float, timeout: float,
+                stop: asyncio.Event) -> list[float | None]:
+    """Echo requests through a SOCK_RAW (`icmp-raw`) or SOCK_DGRAM (`icmp-dgram`) socket."""
     loop = asyncio.get_running_loop()
+    raw = kind == socket.SOCK_RAW
+    linux = sys.platform == "linux"
+    source = socket.inet_aton(address)
     nonce = os.urandom(8)
     payload = _payload(nonce)
     sent: dict[int, tuple[int, int]] = {}  # seq -> (perf ns, wall ns) at send
@@ -305,13 +312,17 @@ async def _icmp_dgram(address: str, count: int, interval: float, timeout: float,
     outstanding: set[int] = set()
     finished = asyncio.Event()
     sending_done = False
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP) as sock:
+    with socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP) as sock:
         sock.setblocking(False)
-        linux = sys.platform == "linux"
         if linux:
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        sock.bind(("0.0.0.0", 0))  # the kernel picks the echo identifier now
-        ident = sock.getsockname()[1]
+        if raw:  # every ICMP packet of the host reaches a raw socket: the filter sorts them
+            ident = random.randrange(1, 0x10000)
+            if linux:
+                _attach_echo_reply_filter(sock, ident)
+        else:
+            sock.bind(("0.0.0.0", 0))  # the kernel picks the echo identifier now
+            ident = sock.getsockname()[1]
 
         def on_readable() -> None:
             for _ in range(256):  # bounded; the loop calls again while data is queued
@@ -322,12 +333,15 @@ async def _icmp_dgram(address: str, count: int, interval: float, timeout: float,
                 except OSError:
                     continue  # an ICMP error queued on the socket: not an echo reply
                 got_perf = time.perf_counter_ns()
-                if data[:1] == b"\x45":
-                    data = data[(data[0] & 0x0F) * 4:]  # macOS includes the IP header
+                # raw sockets (and macOS's datagram ones) get the IP header; Linux's do not
+                if raw or data[:1] == b"\x45":
+                    if data[_IP_SOURCE] != source:
+                        continue  # a reply from elsewhere (e.g. to a probe of another target)
+                    data = data[(data[0] & 0x0F) * 4:]
                 if len(data) < 8 + len(nonce) or data[0] != 0:
                     continue
                 _, _, _, reply_id, seq = struct.unpack("!BBHHH", data[:8])
-                if (linux and reply_id != ident) or seq not in outstanding \
+                if ((raw or linux) and reply_id != ident) or seq not in outstanding \
                         or data[8:8 + len(nonce)] != nonce:
                     continue  # stray, duplicate or from an earlier run
                 outstanding.discard(seq)
@@ -344,13 +358,10 @@ async def _icmp_dgram(address: str, count: int, interval: float, timeout: float,
                 if await _wait_until(loop, start + seq * interval, stop):
                     break
                 rtts.append(None)
-                packet = _echo_request(ident, seq, payload)
-                sent_wall, sent_perf = time.time_ns(), time.perf_counter_ns()
                 try:
-                    sock.sendto(packet, (address, 0))
+                    sent[seq] = _send(sock, _echo_request(ident, seq, payload), address)
                 except OSError:
                     continue  # no route, buffer full: the probe is lost
-                sent[seq] = (sent_perf, sent_wall)
                 outstanding.add(seq)
             sending_done = True
             if outstanding:  # the last probe has just left: give it its full timeout
@@ -359,6 +370,13 @@ async def _icmp_dgram(address: str, count: int, interval: float, timeout: float,
         finally:
             loop.remove_reader(sock.fileno())
     return rtts
+
+
+def _send(sock: socket.socket, packet: bytes, address: str) -> tuple[int, int]:
+    """Send one echo request; its (perf, wall) send times in ns, stamped just before."""
+    sent_wall, sent_perf = time.time_ns(), time.perf_counter_ns()
+    sock.sendto(packet, (address, 0))
+    return sent_perf, sent_wall
 
 
 def _kernel_time(ancdata: list[tuple[int, int, bytes]]) -> int | None:
@@ -372,6 +390,41 @@ def _kernel_time(ancdata: list[tuple[int, int, bytes]]) -> int | None:
                 continue
             return sec * 1_000_000_000 + nsec
     return None
+
+
+_SO_ATTACH_FILTER = 26
+_SKF_NET_OFF = -0x100000  # offsets from the network header, whatever the link layer
+
+
+def _attach_echo_reply_filter(sock: socket.socket, ident: int) -> None:
+    """Let through only IPv4 ICMP echo replies carrying `ident` (classic BPF), so a busy
+    host's other ICMP (a ping flood, unreachables) neither wakes Python nor fills the
+    socket's buffer. Offsets count from the network header: on a raw IPv4 socket that is
+    where the data starts anyway."""
+    import ctypes  # here: ~0.3 MiB, for the filter's address; only raw sockets need it
+
+    net = _SKF_NET_OFF & 0xFFFFFFFF
+    program = [
+        (0x30, 0, 0, net + 9),          # ldb [net + 9]        IP protocol
+        (0x15, 0, 9, 1),                # jeq #ICMP, next, drop
+        (0x30, 0, 0, net),              # ldb [net]            version and header length
+        (0x54, 0, 0, 0x0F),             # and #0xf
+        (0x64, 0, 0, 2),                # lsh #2
+        (0x07, 0, 0, 0),                # tax                  X = IP header length
+        (0x50, 0, 0, net),              # ldb [x + net]        ICMP type
+        (0x15, 0, 3, 0),                # jeq #echo-reply, next, drop
+        (0x48, 0, 0, net + 4),          # ldh [x + net + 4]    ICMP identifier
+        (0x15, 0, 1, ident),            # jeq #ident, accept, drop
+        (0x06, 0, 0, 0x40000),          # ret #262144          accept
+        (0x06, 0, 0, 0),                # ret #0               drop
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                    struct.pack("HL", len(program), ctypes.addressof(code)))
+    # packets queued before the filter was attached are not filtered: drain them
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        for _ in range(10_000):
+            sock.recv(1, socket.MSG_DONTWAIT)
 
 
 # --- tcp: one connection per probe, closed with RST ------------------------------------------
@@ -447,123 +500,6 @@ def _tcp_info(sock: socket.socket) -> tuple[int | None, bool]:
         return None, False
     rtt_us, total_retrans = _U32.unpack_from(info, 68)[0], _U32.unpack_from(info, 100)[0]
     return int(rtt_us) * 1000, total_retrans > 0
-
-
-# --- icmp-raw: scapy, in a thread of its own (its calls block) -------------------------------
-
-async def _icmp_raw(address: str, count: int, interval: float, timeout: float,
-                    stop: asyncio.Event) -> list[float | None]:
-    return await in_thread(
-        lambda halt: _icmp_raw_blocking(address, count, interval, timeout, halt),
-        name=f"latency {address}", stop=stop)
-
-
-def _icmp_raw_blocking(address: str, count: int, interval: float, timeout: float,
-                       halt: threading.Event) -> list[float | None]:
-    # Imported here: scapy costs ~45 MiB and is needed only by this method.
-    # L3RawSocket sends through the kernel (its routing and ARP, never blocking on an absent
-    # neighbour as scapy's own L2 path does) and receives through AF_PACKET with kernel
-    # timestamps; the BPF filter keeps other traffic (a bandwidth test's) out of Python.
-    import select
-
-    from scapy.layers.inet import ICMP, IP
-    from scapy.packet import Raw
-    from scapy.supersocket import L3RawSocket
-
-    ident = random.randrange(1, 0x10000)
-    nonce = os.urandom(8)
-    payload = _payload(nonce)
-    rtts: list[float | None] = []
-    sent: dict[int, tuple[int, int]] = {}  # seq -> (perf ns, wall ns) at send
-    outstanding: set[int] = set()
-    sock = L3RawSocket()
-    try:
-        assert sock.outs is not None
-        _attach_echo_reply_filter(sock.ins, ident)
-        start = time.perf_counter()
-        seq = 0
-        end = start + budget_seconds(count, interval, timeout)
-        for _ in range(count * 1000 + 100_000):  # bounded: each pass sends, waits or reads
-            now = time.perf_counter()
-            if halt.is_set() and seq < count:
-                count = seq  # stopped: send no more, let those in flight answer
-                end = min(end, now + timeout)
-            if seq < count and now >= start + seq * interval:
-                packet = IP(src="0.0.0.0", dst=address) / ICMP(id=ident, seq=seq) / Raw(payload)
-                rtts.append(None)
-                try:
-                    sent[seq] = _raw_send(sock.outs, packet, address)
-                except OSError:
-                    seq += 1
-                    continue  # no route: the probe is lost
-                outstanding.add(seq)
-                seq += 1
-                continue
-            if seq >= count and (not outstanding or now >= end):
-                break
-            wake = start + seq * interval if seq < count else end
-            readable, _, _ = select.select([sock.ins], [], [], max(0.0, min(wake - now, 0.05)))
-            if not readable:
-                continue
-            reply = sock.recv()
-            got_perf = time.perf_counter_ns()
-            if reply is None or ICMP not in reply:
-                continue
-            icmp = reply[ICMP]
-            if (icmp.type != 0 or icmp.id != ident or icmp.seq not in outstanding
-                    or reply[IP].src != address or bytes(icmp.payload)[:len(nonce)] != nonce):
-                continue  # stray, duplicate or from an earlier run
-            outstanding.discard(icmp.seq)
-            sent_perf, sent_wall = sent[icmp.seq]
-            rtts[icmp.seq] = _rtt(sent_perf, got_perf, sent_wall,
-                                  int(float(reply.time) * 1e9), timeout)
-    finally:
-        sock.close()
-    return rtts
-
-
-def _raw_send(sock: socket.socket, packet: Any, address: str) -> tuple[int, int]:
-    """Send like scapy's L3RawSocket.send (which logs and swallows errors); the (perf, wall)
-    send times in ns. The kernel fills in the zero source address (IP_HDRINCL)."""
-    wire = bytes(packet)
-    sent_perf = time.perf_counter_ns()
-    packet.sent_time = time.time()  # as scapy stamps it: wall clock, like receive timestamps
-    sock.sendto(wire, (address, 0))
-    return sent_perf, int(packet.sent_time * 1e9)
-
-
-_SO_ATTACH_FILTER = 26
-_SKF_NET_OFF = -0x100000  # offsets from the network header, whatever the link layer
-
-
-def _attach_echo_reply_filter(sock: socket.socket, ident: int) -> None:
-    """Let through only IPv4 ICMP echo replies carrying `ident` (classic BPF)."""
-    import ctypes
-
-    net = _SKF_NET_OFF & 0xFFFFFFFF
-    program = [
-        (0x30, 0, 0, net + 9),          # ldb [net + 9]        IP protocol
-        (0x15, 0, 9, 1),                # jeq #ICMP, next, drop
-        (0x30, 0, 0, net),              # ldb [net]            version and header length
-        (0x54, 0, 0, 0x0F),             # and #0xf
-        (0x64, 0, 0, 2),                # lsh #2
-        (0x07, 0, 0, 0),                # tax                  X = IP header length
-        (0x50, 0, 0, net),              # ldb [x + net]        ICMP type
-        (0x15, 0, 3, 0),                # jeq #echo-reply, next, drop
-        (0x48, 0, 0, net + 4),          # ldh [x + net + 4]    ICMP identifier
-        (0x15, 0, 1, ident),            # jeq #ident, accept, drop
-        (0x06, 0, 0, 0x40000),          # ret #262144          accept
-        (0x06, 0, 0, 0),                # ret #0               drop
-    ]
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
-    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
-                    struct.pack("HL", len(program), ctypes.addressof(code)))
-    # packets queued before the filter was attached are not filtered: drain them
-    sock.setblocking(False)
-    with contextlib.suppress(BlockingIOError):
-        for _ in range(10_000):
-            sock.recv(1)
-    sock.setblocking(True)
 
 
 # --- the check --------------------------------------------------------------------------------

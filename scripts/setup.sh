@@ -9,10 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # build-essential, python3-dev: pip builds PyPI netfilterqueue (its delayer) from source;
 # openssh-server: a real SSH peer for the network-device check's netmiko `linux` type;
 # tmux: a real terminal for the `wardready-agent check` table test;
-# prometheus-alertmanager: amtool, to check the example routing (prometheus/alertmanager.yml).
+# prometheus-alertmanager: amtool, to check the example routing (prometheus/alertmanager.yml);
+# prometheus-node-exporter, prometheus-pushgateway: what the benchmarks compare with (bench/).
 DEBIAN_PACKAGES=(prometheus iperf3 iputils-ping iproute2 nftables iptables ethtool
                  libnetfilter-queue-dev build-essential python3-dev openssh-server tmux
-                 prometheus-alertmanager)
+                 prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -36,6 +37,6 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -e $stamp ]]; then
   echo "setup: installing wardready and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,bench]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -30,6 +30,8 @@ from wardready.inventory import load_inventory
 
 pytestmark = pytest.mark.integration
 RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"
+SHARD_AGENTS = 200
+"""/metrics shards of about this many PCs: the city's ~600 come in several targets."""
 
 
 @dataclass
@@ -60,7 +62,8 @@ def simulated_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     wards = list(plan)
     port, prom_port = stack.free_port(), stack.free_port()
     server_config = fleet.write_server_config(workdir, port,
-                                              inventory=str(workdir / "inventory.yml"))
+                                              inventory=str(workdir / "inventory.yml"),
+                                              metrics_agents_per_shard=SHARD_AGENTS)
     agents = [(ward, pc, role) for ward in wards for pc, role in city.pcs(plan[ward])]
     tokens = fleet.issue_tokens(server_config, [(w, pc) for w, pc, _ in agents])
     with Store(workdir / "server.db") as admin:
@@ -71,13 +74,16 @@ def simulated_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
             rule.pop("for", None)
     (workdir / "rules.yml").write_text(yaml.safe_dump(rules))
     prom_config = workdir / "prometheus.yml"
+    # The shipped sharded configuration: the server's ~600 agents in shards of ~200 found by
+    # HTTP service discovery, so the rules must flag the same over targets split by ward.
+    shipped = yaml.safe_load((REPO / "prometheus" / "prometheus-sharded.yml").read_text())
+    job = shipped["scrape_configs"][0]
+    job.update(scrape_interval="3s", scrape_timeout="3s")
+    job["http_sd_configs"][0].update(
+        url=f"http://127.0.0.1:{port}/api/v1/metrics-targets", refresh_interval="2s")
     prom_config.write_text(yaml.safe_dump({
-        # One scrape of ~600 agents is ~8 MB: give it time on a busy 2-core machine.
         "global": {"scrape_interval": "3s", "evaluation_interval": "1s"},
-        "rule_files": [str(workdir / "rules.yml")],
-        "scrape_configs": [{"job_name": "wardready-server", "scrape_interval": "3s",
-                            "scrape_timeout": "3s",
-                            "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+        "rule_files": [str(workdir / "rules.yml")], "scrape_configs": [job]}))
     procs = [stack.start_server(server_config, workdir)]
     try:
         stack.wait_until("server", lambda: stack.http_get(f"http://127.0.0.1:{port}/healthz"),
@@ -115,6 +121,9 @@ def test_exactly_the_short_wards_are_flagged_for_their_reasons(simulated_city: C
         return now if now == expected else None
     try:
         stack.wait_until("Prometheus to flag the short wards", settled, 90)
+        shards = stack.prometheus_query(simulated_city.prometheus,
+                                        'up{job="wardready-server"}')
+        assert len(shards) > 1 and all(s["value"][1] == "1" for s in shards), shards
     except stack.StackError:
         now = flagged(simulated_city.prometheus)
         prom = simulated_city.prometheus

@@ -12,7 +12,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +32,6 @@ import asyncio, json, sys, time
 from checks import latency
 from checks.base import Context
 config = latency.Config.model_validate_json(sys.argv[1])
-if config.method in ("auto", "icmp-raw"):
-    import scapy.layers.inet  # warm, as in a long-running agent: time the probing alone
 t0 = time.monotonic()
 result = asyncio.run(latency.run(config, Context()))
 print(json.dumps({"elapsed": time.monotonic() - t0, "auto": latency.choose_method(),
@@ -224,13 +221,13 @@ async def test_tcp_probes_follow_a_fixed_schedule(monkeypatch: pytest.MonkeyPatc
 async def test_icmp_raw_probes_follow_a_fixed_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
     require_root()
     sends: list[float] = []
-    real = latency._raw_send
+    real = latency._send
 
-    def spy(sock: socket.socket, packet: Any, address: str) -> tuple[int, int]:
+    def spy(sock: socket.socket, packet: bytes, address: str) -> tuple[int, int]:
         sends.append(time.perf_counter())
         return real(sock, packet, address)
 
-    monkeypatch.setattr(latency, "_raw_send", spy)
+    monkeypatch.setattr(latency, "_send", spy)
     rtts = await latency.probe("127.0.0.1", "icmp-raw", count=20, interval=0.02, timeout=0.5)
     assert len(rtts) == 20 and None not in rtts
     assert_on_schedule([s - sends[0] for s in sends], 0.02)
@@ -250,16 +247,50 @@ async def test_stop_ends_probing_early_and_keeps_what_was_measured(method: str,
     assert 4 <= len(rtts) <= 8 and None not in rtts
 
 
-async def test_a_cancelled_raw_probe_stops_its_thread() -> None:
+async def test_a_cancelled_raw_probe_closes_its_socket() -> None:
     require_root()
+    before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(latency.probe("127.0.0.1", "icmp-raw", count=1000,
                                              interval=0.05, timeout=0.5), 0.3)
-    for _ in range(20):  # bounded: the thread notices within one 50 ms wait
-        if not any(t.name.startswith("latency ") for t in threading.enumerate()):
-            break
-        await asyncio.sleep(0.05)
-    assert not any(t.name.startswith("latency ") for t in threading.enumerate())
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_raw_filter_queues_only_our_echo_replies() -> None:
+    """On loopback a raw ICMP socket also sees every request and everyone's replies: with the
+    filter attached, only replies carrying its identifier reach it."""
+    require_root()
+    ident = 0x5EED
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as ours, \
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as other:
+        latency._attach_echo_reply_filter(ours, ident)
+        for seq, sender_ident in enumerate((ident + 1, ident, ident + 2, ident)):
+            other.sendto(latency._echo_request(sender_ident, seq, bytes(8)), ("127.0.0.1", 0))
+        ours.settimeout(1.0)
+        got = [ours.recv(2048) for _ in range(2)]
+        ours.settimeout(0.2)
+        with pytest.raises(TimeoutError):  # the two requests and the two other replies
+            ours.recv(2048)
+    for seq, packet in zip((1, 3), got, strict=True):
+        icmp = packet[(packet[0] & 0x0F) * 4:]
+        assert (icmp[0], int.from_bytes(icmp[4:6]), int.from_bytes(icmp[6:8])) == (0, ident, seq)
+
+
+def test_raw_icmp_needs_no_scapy() -> None:
+    """scapy costs the agent ~30 MiB: the raw method must not import it."""
+    require_root()
+    code = ("import asyncio, sys\n"
+            "from checks import latency\n"
+            "from checks.base import Context\n"
+            "config = latency.Config(targets=['127.0.0.1'], method='icmp-raw', count=3,\n"
+            "                        probe_interval_seconds=0.02)\n"
+            "result = asyncio.run(latency.run(config, Context()))\n"
+            "assert result.targets[0].received == 3, result\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scapy'))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 async def test_concurrent_raw_probes_and_a_ping_do_not_take_each_others_replies() -> None:
