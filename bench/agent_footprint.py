@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from bench import proc
 from wardready import stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,27 +59,11 @@ TARGET_CPU_PERCENT = 1.0
 """Issue 9: under 1 % of one core on average between bandwidth tests."""
 TARGET_GROWTH = 0.5 * MIB
 """What 'no growth' allows over the last half of the rounds: a few pages of heap either way."""
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
     print(f"[agent_footprint {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
           flush=True)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and of its children it has waited for, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces
-    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
 
 
 @dataclass
@@ -182,14 +167,15 @@ def idle_run(workdir: Path, seconds: float) -> Idle:
     with running(workdir, fast=False) as s:
         s.exporter_metrics()  # node-exporter collects on scrape: its first one, like ours
         time.sleep(1.0)  # let the delivery's connection and the first scrape settle
-        agent_rss, exporter_rss = rss_bytes(s.agent.popen.pid), rss_bytes(s.exporter.popen.pid)
+        agent_rss = proc.rss_bytes(s.agent.popen.pid)
+        exporter_rss = proc.rss_bytes(s.exporter.popen.pid)
         method = re.search(rb'wardready_latency_probes_sent\{method="([a-z-]+)"',
                            s.agent_metrics())
         log(f"idle: agent {agent_rss / MIB:.1f} MiB, node-exporter {exporter_rss / MIB:.1f} MiB;"
             f" {seconds:g} s of scrapes every {SCRAPE_SECONDS:g} s")
         start = time.monotonic()
-        agent_cpu, exporter_cpu = cpu_seconds(s.agent.popen.pid), cpu_seconds(
-            s.exporter.popen.pid)
+        agent_cpu = proc.cpu_seconds(s.agent.popen.pid, children=True)
+        exporter_cpu = proc.cpu_seconds(s.exporter.popen.pid, children=True)
         scrape_at = 0.0
         while (now := time.monotonic() - start) < seconds:  # bounded by the clock
             if now >= scrape_at:
@@ -198,8 +184,8 @@ def idle_run(workdir: Path, seconds: float) -> Idle:
                 scrape_at += SCRAPE_SECONDS
             time.sleep(max(0.0, min(scrape_at, seconds) - (time.monotonic() - start)))
         elapsed = time.monotonic() - start
-        agent_cpu = cpu_seconds(s.agent.popen.pid) - agent_cpu
-        exporter_cpu = cpu_seconds(s.exporter.popen.pid) - exporter_cpu
+        agent_cpu = proc.cpu_seconds(s.agent.popen.pid, children=True) - agent_cpu
+        exporter_cpu = proc.cpu_seconds(s.exporter.popen.pid, children=True) - exporter_cpu
         if s.rounds() > 1:
             log("warning: the agent ran a round during the idle window")
     return Idle(agent_rss, exporter_rss, 100 * agent_cpu / elapsed,
@@ -225,9 +211,11 @@ def rounds_run(workdir: Path, rounds: int) -> Rounds:
         s.exporter_metrics()
         base = s.rounds()
         apid, epid = s.agent.popen.pid, s.exporter.popen.pid
-        out.agent_rss.append((0, rss_bytes(apid)))
-        out.exporter_rss.append((0, rss_bytes(epid)))
-        start, agent_cpu, exporter_cpu = time.monotonic(), cpu_seconds(apid), cpu_seconds(epid)
+        out.agent_rss.append((0, proc.rss_bytes(apid)))
+        out.exporter_rss.append((0, proc.rss_bytes(epid)))
+        start = time.monotonic()
+        agent_cpu = proc.cpu_seconds(apid, children=True)
+        exporter_cpu = proc.cpu_seconds(epid, children=True)
         scraped = 0
         deadline = start + 60 + 5 * rounds
         while scraped < rounds:
@@ -239,13 +227,14 @@ def rounds_run(workdir: Path, rounds: int) -> Rounds:
                 s.exporter_metrics()
                 scraped += 1
                 if scraped % samples == 0:
-                    out.agent_rss.append((scraped, rss_bytes(apid)))
-                    out.exporter_rss.append((scraped, rss_bytes(epid)))
+                    out.agent_rss.append((scraped, proc.rss_bytes(apid)))
+                    out.exporter_rss.append((scraped, proc.rss_bytes(epid)))
                     if scraped % (samples * 5) == 0:
                         log(f"rounds: {scraped}/{rounds}, agent "
                             f"{out.agent_rss[-1][1] / MIB:.1f} MiB")
             time.sleep(0.02)
-        agent_cpu, exporter_cpu = cpu_seconds(apid) - agent_cpu, cpu_seconds(epid) - exporter_cpu
+        agent_cpu = proc.cpu_seconds(apid, children=True) - agent_cpu
+        exporter_cpu = proc.cpu_seconds(epid, children=True) - exporter_cpu
         out.seconds = time.monotonic() - start
         out.agent_cpu_per_round = agent_cpu / (s.rounds() - base)
         out.exporter_cpu_per_scrape = exporter_cpu / scraped

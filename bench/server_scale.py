@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from bench import loadgen
+from bench import loadgen, proc
 from checks import REGISTRY
 from server.store import Store
 from tests import city
@@ -164,10 +164,6 @@ class Receivers:
         for process in (self.server, self.gateway, self.fast_gateway):
             process.stop()
 
-    def cpu_seconds(self, process: stack.Process) -> float:
-        fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def requests(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, str]],
              templates: dict[tuple[city.Shortfall, str], Template]) -> tuple[list[bytes],
@@ -223,11 +219,11 @@ def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, st
                                                  f":{receivers.fast_port}".encode(), 1)
                                        for r in to_gateway])):
             log(f"{len(agents):,} agents, {phase}: {name}")
-            before = receivers.cpu_seconds(process)
+            before = proc.cpu_seconds(process.popen.pid)
             run = asyncio.run(loadgen.drive("127.0.0.1", port, batch, 64 if routine else 32,
                                             rate if routine else None, LIMIT_SECONDS))
             yield Row(len(agents), phase, name, run, samples,
-                      receivers.cpu_seconds(process) - before, len(batch))
+                      proc.cpu_seconds(process.popen.pid) - before, len(batch))
 
 
 def scrape(url: str) -> tuple[float, int, int]:
@@ -258,9 +254,7 @@ def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
                f"{statistics.median(r[1] for r in parts) / 1e6:.1f}",
                f"{statistics.median(r[2] for r in parts):,.0f}",
                f"{sum(r[2] for r in parts) / agents:.0f}"]
-    status = Path(f"/proc/{receivers.server.popen.pid}/status").read_text()
-    rss = next(int(line.split()[1]) * 1024 for line in status.splitlines()
-               if line.startswith("VmRSS:"))
+    rss = proc.rss_bytes(receivers.server.popen.pid)
     yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{rss / 1e6:.0f}", "", ""]
     for job in ("whole", "http-sd"):
         first, last, samples, rss = prometheus_scrapes(receivers, job)
@@ -298,9 +292,7 @@ def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, fl
         latest = stack.prometheus_query(port, 'scrape_duration_seconds{job="wardready"}')
         samples = stack.prometheus_query(
             port, 'sum(max_over_time(scrape_samples_scraped{job="wardready"}[5m]))')
-        rss = Path(f"/proc/{prometheus.popen.pid}/status").read_text()
-        rss_bytes = next(int(line.split()[1]) * 1024 for line in rss.splitlines()
-                         if line.startswith("VmRSS:"))
+        rss_bytes = proc.rss_bytes(prometheus.popen.pid)
         return (max((float(d["value"][1]) for d in durations), default=math.nan),
                 max((float(d["value"][1]) for d in latest), default=math.nan),
                 float(samples[0]["value"][1]) if samples else math.nan, rss_bytes)

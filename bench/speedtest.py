@@ -48,6 +48,7 @@ from typing import Literal
 
 import yaml
 
+from bench import proc
 from checks import bandwidth
 from checks.base import Context, ServerLink
 from wardready import stack
@@ -81,7 +82,6 @@ side as --baseline runs them; kept here so the section says it."""
 
 Direction = Literal["download", "upload"]
 DIRECTIONS: tuple[Direction, ...] = ("download", "upload")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -89,8 +89,7 @@ def cpu_seconds(pid: int | None) -> float:
     if pid is None:
         times = os.times()
         return times.user + times.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime and stime (fields 14, 15)
+    return proc.cpu_seconds(pid)
 
 
 def core_busy_seconds(core: int) -> float:
@@ -100,7 +99,7 @@ def core_busy_seconds(core: int) -> float:
         name, *ticks = line.split()
         if name == f"cpu{core}":
             user, nice, system, _idle, _iowait, irq, softirq = map(int, ticks[:7])
-            return (user + nice + system + irq + softirq) / CLK_TCK
+            return (user + nice + system + irq + softirq) / proc.CLOCK_TICKS
     raise RuntimeError(f"no cpu{core} in /proc/stat")
 
 
