@@ -33,13 +33,11 @@ class Fleet:
         self.hosts: dict[str, set[str]] = defaultdict(set)
         for ward, host in agents:
             self.hosts[ward].add(host)
-        self._figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
-        """Each PC's link figures as the shortfall rules take them, worked out when a PC of
-        its ward next reports a link check, not at start nor on every report."""
         self._check_figures: dict[tuple[str, str, str], tuple[Outcome, dict[LinkCriterion,
                                                                           float]]] = {}
-        """Each PC's figures per link check, for the outcome they came from: a report is
-        judged by working out only the checks it brings."""
+        """Each PC's figures per link check, for the outcome they came from, worked out when
+        a PC of its ward next reports a link check (not at start): a report is judged by
+        working out only the checks it brings."""
         self.ward_link: dict[str, dict[str, float | None]] = {
             w: dict(f) for w, f in (ward_link or {}).items()}
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
@@ -68,16 +66,11 @@ class Fleet:
         state.apply(report, received_at)
         self.active.add(key)
         self.hosts[report.ward].add(report.host)
-        if any(o.check in shortfalls.LINK_SOURCES for o in report.outcomes):
-            self._figures.pop(key, None)
         self.ward_link.setdefault(report.ward, {}).update(ward_link)
 
     def _figures_of(self, key: tuple[str, str]) -> dict[LinkCriterion, float]:
-        figures = self._figures.get(key)
-        if figures is None:
-            figures = self._figures[key] = shortfalls.host_figures(
-                self.agents[key].outcomes, lambda check, o: self._of_check(key, check, o))
-        return figures
+        return shortfalls.host_figures(self.agents[key].outcomes,
+                                       lambda check, o: self._of_check(key, check, o))
 
     def _of_check(self, key: tuple[str, str], check: str, outcome: Outcome
                   ) -> dict[LinkCriterion, float]:
