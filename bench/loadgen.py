@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+ANSWER_GRACE_SECONDS = 30.0
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
@@ -52,7 +53,8 @@ class Run:
 async def drive(host: str, port: int, requests: Sequence[bytes], connections: int,
                 rate: float | None = None, limit_seconds: float = math.inf) -> Run:
     """Send every request once over `connections` keep-alive connections, or as many as
-    start within `limit_seconds` (a slow receiver)."""
+    start within `limit_seconds` (a slow receiver); answers still awaited
+    `ANSWER_GRACE_SECONDS` after that are given up (unanswered)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(range(len(requests)))
@@ -80,7 +82,14 @@ async def drive(host: str, port: int, requests: Sequence[bytes], connections: in
         finally:
             writer.close()
 
-    await asyncio.gather(*(client() for _ in range(connections)))
+    clients = [asyncio.create_task(client()) for _ in range(connections)]
+    bound = limit_seconds + ANSWER_GRACE_SECONDS
+    done, pending = await asyncio.wait(clients, timeout=None if math.isinf(bound) else bound)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()  # a client's error is the run's
     return Run(len(latencies), time.perf_counter() - loop_start, latencies, statuses)
 
 
