@@ -94,6 +94,9 @@ async def drive(host: str, port: int, requests: Sequence[bytes], connections: in
 
 
 def summary(run: Run) -> dict[str, float]:
-    """Rate, median and tail latency of a run, in requests/s and milliseconds."""
+    """Rate, median and tail latency of a run, in requests/s and milliseconds (NaN when
+    nothing was answered)."""
+    if not run.latencies:
+        return {"rate": run.rate, "p50_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
     return {"rate": run.rate, "p50_ms": statistics.median(run.latencies) * 1e3,
             "p99_ms": run.quantile(0.99) * 1e3, "max_ms": max(run.latencies) * 1e3}

@@ -201,7 +201,7 @@ class Row:
         return [f"{self.agents:,}", self.phase, self.receiver, f"{ok:,}/{self.offered:,}",
                 f"{s['rate']:,.0f}", f"{s['rate'] * self.samples / self.offered:,.0f}",
                 f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}",
-                f"{self.cpu / self.run.requests * 1e3:.2f}"]
+                f"{self.cpu / self.run.requests * 1e3:.2f}" if self.run.requests else "—"]
 
 
 def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, str]],
