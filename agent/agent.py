@@ -8,15 +8,17 @@ import logging
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 import wardready
+from agent.child import ChildError, run_isolated
 from agent.config import AgentConfig
 from agent.delivery import FAILURE_REASONS, Delivery
+from agent.endpoint import MetricsEndpoint
 from agent.scheduler import Scheduler
 from agent.spool import Spool
 from checks import REGISTRY
@@ -61,16 +63,22 @@ AGENT_METRICS = (AGENT_INFO, GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, 
                  SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS)
 
 
-async def run_check(spec: CheckSpec, config: CheckConfig,
-                    context: Context | None = None) -> Outcome:
-    """Run one check within its timeout; a failure is an outcome, never an exception."""
+async def run_check(spec: CheckSpec, config: CheckConfig, context: Context | None = None,
+                    isolate: bool = False) -> Outcome:
+    """Run one check within its timeout; a failure is an outcome, never an exception. With
+    `isolate`, a check that asks for it runs in a child process (`agent.child`)."""
     started_at, t0 = time.time(), time.perf_counter()
+    context = context or Context()
+    work = (run_isolated(spec, config, context) if isolate and spec.isolated
+            else spec.run(config, context))
     try:
-        result = await asyncio.wait_for(spec.run(config, context or Context()),
-                                        config.timeout_seconds)
+        result = await asyncio.wait_for(work, config.timeout_seconds)
         error = None
     except TimeoutError:
         result, error = None, f"timed out after {config.timeout_seconds:g} s"
+    except ChildError as exc:  # the child logged the details
+        log.warning("check %s failed: %s", spec.name, exc)
+        result, error = None, str(exc)[:MAX_ERROR_CHARS]
     except Exception as exc:  # a broken probe must not stop the others
         log.exception("check %s failed", spec.name)
         result, error = None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
@@ -102,8 +110,8 @@ class Agent(Collector):
 
     async def run_round(self, names: list[str]) -> Report:
         """Run the named checks concurrently and queue their report for delivery."""
-        outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n], self.context)
-                                         for n in names))
+        outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n], self.context,
+                                                    isolate=True) for n in names))
         for outcome in outcomes:
             self.latest[outcome.check] = outcome
         self._watch_clock()
@@ -127,15 +135,18 @@ class Agent(Collector):
             log.warning("wall clock jumped %+.1f s; report times before and after differ", skew)
 
     def close(self) -> None:
+        self.delivery.close()
         self.io.shutdown()
         self.spool.close()
 
+    def health(self) -> dict[str, Any]:
+        """What /healthz answers."""
+        return {"status": "ok", "pending": self.delivery.pending, "generated": self.generated}
+
     async def run(self) -> None:
         """Serve /metrics, deliver reports and run rounds until cancelled."""
-        runner = web.AppRunner(self.web_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.listen_host, self.config.listen_port)
-        await site.start()
+        endpoint = MetricsEndpoint(self.registry, self.health, self.config.listen_host,
+                                   self.config.listen_port)
         log.info("metrics on http://%s:%d/metrics, reporting to %s as %s/%s",
                  self.config.listen_host, self.config.listen_port, self.config.server_url,
                  self.config.ward, self.config.host)
@@ -157,22 +168,9 @@ class Agent(Collector):
             log.info("stopping; %d reports wait in the spool", self.delivery.pending)
         finally:
             delivery.cancel()
-            await runner.cleanup()
+            await asyncio.gather(delivery, return_exceptions=True)
+            endpoint.close()
             self.close()
-
-    def web_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._health)
-        return app
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "pending": self.delivery.pending,
-                                  "generated": self.generated})
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery
@@ -186,7 +184,8 @@ class Agent(Collector):
         if d.stats.oldest_created_at is not None:
             own.append(Sample(SPOOL_OLDEST, (), d.stats.oldest_created_at))
         yield from families(AGENT_METRICS, (((), s) for s in own))
-        runs = [s for o in self.latest.values()
+        latest = list(self.latest.values())  # scrapes run on the endpoint's threads
+        runs = [s for o in latest
                 for s in outcome_samples(o.check, o.ok, o.duration_seconds, o.started_at)]
         yield from families(OUTCOME_METRICS, (((), s) for s in runs))
         for name in self.checks:

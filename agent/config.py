@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from checks import REGISTRY
 from checks.base import CheckConfig, Context, ServerLink
 from wardready.configfile import load
 from wardready.errors import ConfigError
-from wardready.inventory import Slug, load_inventory
+from wardready.inventory import HttpURL, Slug, load_inventory
 
 FilePath = Annotated[Path, Field(strict=False)]
 TOKEN_ENV = "WARDREADY_TOKEN"
@@ -28,7 +28,7 @@ class AgentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    server_url: Annotated[HttpUrl, Field(strict=False)]
+    server_url: HttpURL
     ward: Slug
     host: Slug
     role: Slug | None = Field(

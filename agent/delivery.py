@@ -8,15 +8,17 @@ without a link loses nothing; the server stores each report id once, so replays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import logging
 import random
+import socket
 import sqlite3
 import ssl
+import time
 from collections import deque
 from pathlib import Path
-
-import aiohttp
-from aiohttp.abc import AbstractResolver
+from urllib.parse import urlsplit
 
 from agent.spool import Spool, Spooled
 from checks.base import server_tls
@@ -31,37 +33,99 @@ FAILURE_REASONS = ("dns", "connect", "tls", "timeout", "disconnect", "unauthoriz
 """Why a delivery attempt failed: the bounded values of the `reason` label."""
 MEMORY_FALLBACK = 100
 """Reports kept in memory while the spool cannot be written (a full or failing disk)."""
+REUSE_SECONDS = 10.0
+"""A connection idle for longer is not reused: the server may have closed it meanwhile
+(aiohttp after 75 s), and a report sent on it would fail for nothing. A backlog being
+replayed goes over one connection; a report every few minutes opens its own."""
+MAX_ANSWER_BYTES = 64 << 10
 
 
-def failure_reason(exc: BaseException) -> str:
+class AttemptFailed(Exception):
+    """A delivery attempt that failed before the server answered, with its reason."""
+
+    def __init__(self, reason: str, cause: BaseException) -> None:
+        super().__init__(str(cause) or type(cause).__name__)
+        self.reason = reason
+
+
+def failure_reason(exc: BaseException, connecting: bool) -> str:
     """Classify a failed attempt into one of FAILURE_REASONS."""
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, socket.gaierror):
         return "dns"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError |
-                  ssl.SSLError):
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return "tls"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    return "disconnect"
+    return "connect" if connecting else "disconnect"
+
+
+class Sender:
+    """POSTs reports over one kept-alive HTTP(S) connection, with the standard library
+    (blocking: called on the delivery's own thread)."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float,
+                 tls: ssl.SSLContext | None) -> None:
+        parts = urlsplit(url)
+        self.host, self.path = parts.hostname or "", parts.path
+        self.port = parts.port or (443 if tls else 80)
+        self._headers, self._timeout, self._tls = headers, timeout, tls
+        self._conn: http.client.HTTPConnection | None = None
+        self._used_at = 0.0
+
+    def post(self, body: bytes) -> tuple[int, str]:
+        """The server's status and answer; raises AttemptFailed if it gave none."""
+        if self._conn is None or time.monotonic() - self._used_at > REUSE_SECONDS:
+            self.close()
+            self._conn = self._connect()
+        try:
+            self._conn.request("POST", self.path, body=body, headers=self._headers)
+            resp = self._conn.getresponse()
+            text = resp.read(MAX_ANSWER_BYTES).decode(errors="replace")
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise AttemptFailed(failure_reason(exc, connecting=False), exc) from exc
+        self._used_at = time.monotonic()
+        if resp.will_close or not resp.isclosed():  # not read to the end: not reusable
+            self.close()
+        return resp.status, text
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,
+                                            context=self._tls) if self._tls
+                else http.client.HTTPConnection(self.host, self.port, timeout=self._timeout))
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise AttemptFailed(failure_reason(exc, connecting=True), exc) from exc
+        return conn
+
+    def abort(self) -> None:
+        """Cut an attempt in progress short (from another thread): the agent is stopping."""
+        conn = self._conn
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class Delivery:
     """The spool, a small in-memory fallback, and the loop that empties them."""
 
     def __init__(self, url: str, token: str, timeout: float, spool: Spool, io: SerialThread,
-                 ca_file: Path | None = None, backoff_max: float = 60.0,
-                 resolver: AbstractResolver | None = None) -> None:
+                 ca_file: Path | None = None, backoff_max: float = 60.0) -> None:
         self.url = url.rstrip("/") + "/api/v1/reports"
-        self._headers = {"Authorization": f"Bearer {token}",
-                         "Content-Type": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._ssl = server_tls(ca_file) if self.url.startswith("https:") else None
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        tls = server_tls(ca_file) if self.url.startswith("https:") else None
+        self._sender = Sender(self.url, headers, timeout, tls)
+        self._network = SerialThread("delivery")  # a slow server never holds up the spool
         self.spool, self.io = spool, io
         self._memory: deque[Spooled] = deque()
         self._backoff_max = backoff_max
-        self._resolver = resolver  # tests inject one; the default asks the system
         self._wake = asyncio.Event()
         self.stats = spool.stats()
         self.delivered = 0
@@ -99,10 +163,7 @@ class Delivery:
     async def run(self) -> None:
         """Send waiting reports forever, oldest first."""
         backoff = 1.0
-        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True,
-                                         resolver=self._resolver)
-        async with aiohttp.ClientSession(timeout=self._timeout, headers=self._headers,
-                                         connector=connector) as session:
+        try:
             while True:
                 item = await self.io.call(self.spool.oldest)
                 in_memory = item is None and bool(self._memory)
@@ -112,7 +173,7 @@ class Delivery:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if await self._send(session, item):
+                if await self._send(item):
                     if in_memory:
                         self._memory.popleft()
                     else:
@@ -122,29 +183,35 @@ class Delivery:
                     continue
                 await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
                 backoff = min(backoff * 2, self._backoff_max)
+        finally:
+            # An attempt in flight is cut short and its report stays in the spool (the
+            # server stores each id once); the connection is closed on its own thread.
+            self._sender.abort()
+            await asyncio.shield(self._network.call(self._sender.close))
 
-    async def _send(self, session: aiohttp.ClientSession, item: Spooled) -> bool:
+    def close(self) -> None:
+        """Stop the delivery thread without waiting for an attempt in flight (cut short)."""
+        self._sender.abort()
+        self._network.shutdown(wait=False)
+
+    async def _send(self, item: Spooled) -> bool:
         """True when the report is done with (stored, or refused for good)."""
         try:
-            async with session.post(self.url, data=item.body) as resp:
-                text = await resp.text()
-        except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
-            reason = failure_reason(exc)
-            self.failures[reason] += 1
-            log.warning("cannot deliver report %s to %s (%s): %s", item.id, self.url, reason,
-                        exc or type(exc).__name__)
+            status, text = await self._network.call(self._sender.post, item.body)
+        except AttemptFailed as exc:
+            self.failures[exc.reason] += 1
+            log.warning("cannot deliver report %s to %s (%s): %s", item.id, self.url,
+                        exc.reason, exc)
             return False
-        if resp.status in (200, 201):
+        if status in (200, 201):
             self.delivered += 1
             return True
-        if resp.status in REJECTED:
+        if status in REJECTED:
             self.rejected += 1
-            log.error("server refused report %s for good (%d): %s", item.id, resp.status,
-                      text[:300])
+            log.error("server refused report %s for good (%d): %s", item.id, status, text[:300])
             return True
-        reason = ("unauthorized" if resp.status in (401, 403)
-                  else "server_error" if resp.status >= 500 else "http")
+        reason = ("unauthorized" if status in (401, 403)
+                  else "server_error" if status >= 500 else "http")
         self.failures[reason] += 1
-        log.warning("report %s not accepted (%d %s): %s", item.id, resp.status, reason,
-                    text[:300])
+        log.warning("report %s not accepted (%d %s): %s", item.id, status, reason, text[:300])
         return False

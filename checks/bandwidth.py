@@ -17,10 +17,9 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import Field
 
 from checks import latency
@@ -33,6 +32,9 @@ from checks.base import (
     server_tls,
 )
 from wardready.metrics import MetricSpec, Sample
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +377,7 @@ async def run(config: Config, context: Context) -> Result:
     """Measure download and upload goodput against the agent's server."""
     if context.server is None:
         raise ValueError("the bandwidth check needs the agent's server (server_url)")
+    import aiohttp  # here: ~13 MiB, for a check the agent runs in a child process
     base = context.server.url.rstrip("/")
     headers = {"Authorization": f"Bearer {context.server.token}"}
     connector = aiohttp.TCPConnector(ssl=server_tls(context.server.ca_file),
@@ -426,4 +429,4 @@ def samples(result: Result) -> Iterator[Sample]:
                 yield Sample(LOADED_RTT, (d.direction, q), value)
 
 
-CHECK = CheckSpec("bandwidth", Config, Result, run, METRICS, samples)
+CHECK = CheckSpec("bandwidth", Config, Result, run, METRICS, samples, isolated=True)

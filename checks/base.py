@@ -126,6 +126,9 @@ class CheckSpec:
     """For checks that count equipment: a result's items by kind, for the server's history.
     Only kinds the result could count appear; a kind left out was unknown this time (e.g. an
     unreadable tree), so none of its items is taken as removed."""
+    isolated: bool = False
+    """Run by the agent in a short-lived child process: what the check imports (aiohttp,
+    scapy, netmiko: tens of MiB) would otherwise stay resident in the agent for good."""
 
 
 T = TypeVar("T")

@@ -846,4 +846,5 @@ def inventory(result: Result) -> dict[str, list[InventoryItem]]:
 
 
 CHECK = CheckSpec(name="devices", config_model=Config, result_model=Result, run=run,
-                  metrics=METRICS, samples=samples, inventory=inventory)
+                  metrics=METRICS, samples=samples, inventory=inventory,
+                  isolated=True)

@@ -20,11 +20,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import Field, model_validator
-from yarl import URL
 
 from checks.base import (
     CheckConfig,
@@ -38,6 +37,9 @@ from checks.base import (
 from wardready import emodel
 from wardready.errors import WardreadyError
 from wardready.metrics import MetricSpec, Sample
+
+if TYPE_CHECKING:
+    import aiohttp
 
 # -- Wire format -------------------------------------------------------------------------------
 
@@ -359,6 +361,8 @@ async def stream(address: tuple[Any, ...], key: bytes, count: int, rate: float, 
 
 
 async def _error_text(resp: aiohttp.ClientResponse) -> str:
+    import aiohttp  # imported by run() already; see there
+
     try:
         return str((await resp.json(content_type=None))["error"])[:200]
     except (ValueError, KeyError, TypeError, aiohttp.ClientError):
@@ -381,7 +385,7 @@ async def open_session(http: aiohttp.ClientSession, server: ServerLink, config: 
         grant = Grant.from_json(await resp.json())
     if peer:
         return grant, (peer[0], grant.port, *peer[2:])  # IPv6 keeps flow info and scope
-    host = URL(server.url).host
+    host = urlsplit(server.url).hostname
     if host is None:
         raise MediaError(f"server URL {server.url!r} has no host")
     return grant, (host, grant.port)
@@ -391,6 +395,8 @@ async def server_counts(http: aiohttp.ClientSession, server: ServerLink,
                         key: bytes) -> tuple[int, int] | None:
     """Distinct probes the server received and probes it refused, for this session; None if
     it cannot say (an error, or another run replaced the session meanwhile)."""
+    import aiohttp  # imported by run() already; see there
+
     try:
         async with http.get(server.url + CURRENT_PATH) as resp:
             if resp.status != 200:
@@ -409,6 +415,7 @@ async def run(config: Config, context: Context) -> Result:
     server = context.server
     if server is None:
         raise MediaError("the media check measures against the agent's server; none is set")
+    import aiohttp  # here: ~13 MiB, for a check the agent runs in a child process
     wanted = max(1, round(config.packet_rate * config.duration_seconds))
     async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS),
@@ -528,4 +535,4 @@ def samples(result: Result) -> Iterator[Sample]:
 
 
 CHECK = CheckSpec(name="media", config_model=Config, result_model=Result, run=run,
-                  metrics=METRICS, samples=samples)
+                  metrics=METRICS, samples=samples, isolated=True)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
 from agent.agent import Agent
@@ -24,16 +23,22 @@ from agent.spool import Spool
 from tests.conftest import DATA, IN_CI
 from wardready.serial import SerialThread
 
+UNKNOWN_NAME = "wardready.city.invalid"
 
-class FailingResolver(AbstractResolver):
-    """A resolver that answers as a DNS server with no such name would."""
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        raise OSError(socket.EAI_NONAME, "Name or service not known")
+@pytest.fixture
+def no_such_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A name the resolver answers as a DNS server with no such name would (this machine
+    has no resolver to ask)."""
+    real = socket.getaddrinfo
 
-    async def close(self) -> None:
-        pass
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == UNKNOWN_NAME:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return UNKNOWN_NAME
 
 
 async def run_delivery(delivery: Delivery, until: Callable[[], bool], timeout: float) -> None:
@@ -72,9 +77,8 @@ async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
 
 
 async def test_dns_failure_is_counted_and_logged_and_the_report_waits(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    delivery = make_delivery(tmp_path, "http://wardready.city.invalid:8470",
-                             resolver=FailingResolver())
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, no_such_name: str) -> None:
+    delivery = make_delivery(tmp_path, f"http://{no_such_name}:8470")
     await delivery.submit("r1", b"{}")
     await run_delivery(delivery, lambda: delivery.failures["dns"] >= 2, 5)
     assert delivery.failures["dns"] >= 2

@@ -11,13 +11,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from wardready.configfile import load
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 """An identifier used as a Prometheus label value: lower case, digits and dashes."""
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host, e.g. "
+                         "https://dms.example.gov.vn")
+    _ = parts.port  # raises ValueError for a port out of range or not a number
+    return value
+
+
+HttpURL = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
+"""An http(s) URL with a host, kept as written. (pydantic's HttpUrl would import
+importlib.metadata and its URL machinery: ~1 MiB in every agent, for one check.)"""
 
 DeviceType = Literal["cisco_ios", "cisco_xe", "cisco_nxos", "arista_eos", "juniper_junos",
                      "mikrotik_routeros", "hp_procurve", "huawei", "linux"]
@@ -120,7 +135,7 @@ class Platform(Strict):
 
     id: Slug
     name: str
-    url: HttpUrl
+    url: HttpURL
     kind: Literal["video-conference", "document-management", "feedback-portal",
                   "administrative-procedures", "other"]
 

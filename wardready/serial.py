@@ -19,5 +19,6 @@ class SerialThread:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+    def shutdown(self, wait: bool = True) -> None:
+        """Run no more calls; with `wait`, first finish those already queued."""
+        self._executor.shutdown(wait=wait, cancel_futures=not wait)

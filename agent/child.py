@@ -1,0 +1,119 @@
+"""Isolated checks, each run in a short-lived child process.
+
+A check that imports aiohttp, scapy or netmiko would keep tens of MiB resident in the agent
+for good after its first run; in a child, that memory goes back to the system when the check
+ends, and a check that wedges or crashes takes only its child with it. The child gets the
+check's name, config and context as JSON on stdin (never in argv, where the token would show
+in the process list) and answers with one JSON object on stdout: `{"result": ...}` or
+`{"error": "..."}`. Its log lines go to the agent's stderr, so to the same journal.
+
+    python -m agent.child < request.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from checks import REGISTRY
+from checks.base import CheckConfig, CheckResult, CheckSpec, Context, DeviceTarget, ServerLink
+from checks.base import Target as PlatformTarget
+
+log = logging.getLogger(__name__)
+
+LOG_LEVEL_VARIABLE = "WARDREADY_LOG_LEVEL"
+MAX_ANSWER_BYTES = 4 << 20
+"""A result larger than this is a broken child, not a measurement (results are ~10 KiB)."""
+
+
+class ChildError(RuntimeError):
+    """The child ran but did not deliver a result; the message says why."""
+
+
+def encode_context(context: Context) -> dict[str, Any]:
+    """The context as JSON-ready data (paths as text)."""
+    data = dataclasses.asdict(context)
+    if context.server is not None and context.server.ca_file is not None:
+        data["server"]["ca_file"] = str(context.server.ca_file)
+    return data
+
+
+def decode_context(data: dict[str, Any]) -> Context:
+    server = data.get("server")
+    return Context(
+        server=ServerLink(server["url"], server["token"],
+                          Path(server["ca_file"]) if server["ca_file"] else None)
+        if server else None,
+        platforms=tuple(PlatformTarget(**t) for t in data.get("platforms", ())),
+        devices=tuple(DeviceTarget(**d) for d in data.get("devices", ())))
+
+
+async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -> CheckResult:
+    """Run `spec` in a child process and return its validated result. Cancelling (the
+    check's timeout, the agent stopping) kills the child and everything it started."""
+    request = json.dumps({"check": spec.name, "config": config.model_dump(mode="json"),
+                          "context": encode_context(context)}).encode()
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    # A session of its own: a Ctrl-C meant for the agent does not cut its round short, and
+    # the child's own children (ssh, ping) are killed with it.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.child", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, start_new_session=True,
+        env={**os.environ, LOG_LEVEL_VARIABLE: level})
+    try:
+        out, _ = await child.communicate(request)
+    finally:
+        if child.returncode is None:  # cancelled: the whole process group goes
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(child.wait())
+    if len(out) > MAX_ANSWER_BYTES:
+        raise ChildError(f"the check's process answered {len(out)} bytes, over the "
+                         f"{MAX_ANSWER_BYTES} allowed")
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        code = child.returncode or 0
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise ChildError(f"the check's process {how} without a result") from None
+    if "error" in answer:
+        raise ChildError(str(answer["error"]))
+    return spec.result_model.model_validate(answer["result"])
+
+
+async def _answer(request: dict[str, Any]) -> dict[str, Any]:
+    spec = REGISTRY[request["check"]]
+    config = spec.config_model.model_validate(request["config"], strict=False)
+    try:
+        result = await spec.run(config, decode_context(request["context"]))
+    except Exception as exc:  # the parent turns it into the check's failed outcome
+        log.exception("check %s failed", spec.name)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"result": result.model_dump(mode="json")}
+
+
+def main() -> int:
+    """Read one request from stdin, run it, write the answer to stdout."""
+    logging.basicConfig(level=os.environ.get(LOG_LEVEL_VARIABLE, "INFO"),
+                        format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: "
+                               "%(message)s")
+    # Whatever a library prints goes to stderr: stdout carries only the answer.
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    answer = asyncio.run(_answer(json.loads(sys.stdin.buffer.read())))
+    with os.fdopen(answer_fd, "w") as out:
+        out.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Isolated checks run in a child process: their results reach the agent's report and
+/metrics as before, their imports never reach the agent, and a hung one is killed whole."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from agent.agent import run_check
+from checks import REGISTRY
+from checks.base import Context, ServerLink
+from tests.conftest import DATA, REPO, promtool_check_metrics
+from wardready import stack
+
+pytestmark = pytest.mark.integration
+WARD, HOST = "sai-gon", "iso-pc"
+HEAVY = ("aiohttp", "yarl", "multidict", "scapy", "netmiko", "paramiko")
+"""Packages an isolated check may import: none may show in the agent's memory map."""
+
+
+def test_checks_that_import_heavy_packages_are_the_isolated_ones() -> None:
+    assert sorted(n for n, s in REGISTRY.items() if s.isolated) == [
+        "bandwidth", "devices", "media", "neighbours"]
+
+
+async def test_an_isolated_check_gives_the_same_result_as_in_process() -> None:
+    spec = REGISTRY["neighbours"]
+    config = spec.config_model(os="linux", proc_root=str(DATA / "neighbours" / "linux"),
+                               probe_ports=False)
+    inside = await run_check(spec, config)
+    child = await run_check(spec, config, isolate=True)
+    assert child.ok and inside.ok, child.error
+    assert child.result is not None and inside.result is not None
+    timing = {"duration_seconds"}
+    assert child.result.model_dump(exclude=timing) == inside.result.model_dump(exclude=timing)
+    assert len(child.result.model_dump()["neighbours"]) > 0
+
+
+async def test_a_failing_isolated_check_reports_the_childs_reason() -> None:
+    spec = REGISTRY["bandwidth"]
+    outcome = await run_check(spec, spec.config_model(), Context(), isolate=True)
+    assert not outcome.ok
+    assert outcome.error == ("ValueError: the bandwidth check needs the agent's server "
+                             "(server_url)")
+
+
+async def test_a_hung_isolated_check_is_killed_at_its_timeout_with_its_children() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts, never answers: the speed test's slot request hangs
+    try:
+        spec = REGISTRY["bandwidth"]
+        server = ServerLink(f"http://127.0.0.1:{silent.getsockname()[1]}", "wrt_a.b")
+        t0 = time.monotonic()
+        outcome = await run_check(spec, spec.config_model(timeout_seconds=3.0),
+                                  Context(server=server), isolate=True)
+        elapsed = time.monotonic() - t0
+    finally:
+        silent.close()
+    assert not outcome.ok and outcome.error == "timed out after 3 s"
+    assert elapsed < 3.0 + 2.0
+    await asyncio.sleep(0.1)
+    assert [p for p in psutil.Process().children(recursive=True)
+            if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+@pytest.fixture
+def agent_measuring_its_link(tmp_path: Path) -> Iterator[tuple[stack.Process, int]]:
+    """A real server and a real agent whose first round runs the speed test and the UDP
+    media test against it (short budgets, loopback), beside the host check."""
+    port = stack.free_port()
+    (tmp_path / "server.yml").write_text(yaml.safe_dump({
+        "listen_port": port, "database": "w.db", "inventory": str(REPO / "inventory.yml")}))
+    (tmp_path / "token").write_text(stack.issue_token(tmp_path / "server.yml", WARD, HOST))
+    agent_port = stack.free_port()
+    (tmp_path / "agent.yml").write_text(yaml.safe_dump({
+        "server_url": f"http://127.0.0.1:{port}", "ward": WARD, "host": HOST,
+        "token_file": "token", "listen_port": agent_port, "start_jitter_seconds": 0,
+        "checks": {
+            "bandwidth": {"max_seconds": 2, "max_bytes": 8 << 20, "warmup_seconds": 0.2,
+                          "min_measure_seconds": 0.5},
+            "media": {"duration_seconds": 1, "receive_grace_seconds": 0.5},
+            "latency": {"enabled": False}, "platforms": {"enabled": False},
+            "neighbours": {"enabled": False}, "devices": {"enabled": False},
+            "peripherals": {"enabled": False}}}))
+    procs: list[stack.Process] = []
+    try:
+        server = stack.start_server(tmp_path / "server.yml", tmp_path)
+        procs.append(server)
+        stack.wait_until("server", lambda: stack.http_get(
+            f"http://127.0.0.1:{port}/healthz"), 20, server)
+        agent = stack.start_agent(tmp_path / "agent.yml", tmp_path)
+        procs.append(agent)
+        yield agent, agent_port
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def test_the_agent_measures_its_link_without_keeping_what_the_checks_imported(
+        agent_measuring_its_link: tuple[stack.Process, int]) -> None:
+    agent, port = agent_measuring_its_link
+
+    def measured() -> bytes | None:
+        body = stack.http_get(f"http://127.0.0.1:{port}/metrics")
+        return body if body and b'wardready_agent_check_success{check="media"}' in body else None
+
+    body = stack.wait_until("the first round's link checks", measured, 60, agent)
+    lines = body.decode().splitlines()
+    assert 'wardready_agent_check_success{check="bandwidth"} 1.0' in lines, agent.tail()
+    assert 'wardready_agent_check_success{check="media"} 1.0' in lines, agent.tail()
+    download = next(float(line.split()[-1]) for line in lines if line.startswith(
+        'wardready_bandwidth_bytes_per_second{direction="download"}'))
+    assert download > 1e6  # loopback: far above any ward link
+    assert promtool_check_metrics(body) == ""
+    maps = Path(f"/proc/{agent.popen.pid}/maps").read_text()
+    assert [name for name in HEAVY if f"/{name}/" in maps] == []
+    assert psutil.Process(agent.popen.pid).children() == []  # each child ended with its check
+    assert os.path.exists(f"/proc/{agent.popen.pid}")
