@@ -1,12 +1,17 @@
 """The agent's footprint beside Debian's prometheus-node-exporter: memory, its growth, CPU.
 
 Starts a real server, a real agent and `prometheus-node-exporter`, all on loopback, with
-every check at its defaults except those in SKIPPED_CHECKS (and the LAN check reading the
-neighbour table instead of sweeping). Two phases, each with fresh processes:
+every check at its defaults except those in SKIPPED_CHECKS, the LAN check reading the
+neighbour table instead of sweeping, and the speed and media tests on short budgets (loopback
+is fast). Three phases, each with fresh processes:
 
 - idle (`--runs` times): the agent at its default intervals. Resident memory once its first
-  report is delivered (node-exporter's after its first scrape), then CPU over `--idle-seconds`
-  while both are scraped every 15 s, as Prometheus would.
+  report (every check, the speed and media tests included) is delivered (node-exporter's
+  after its first scrape), then CPU over `--idle-seconds` while both are scraped every 15 s,
+  as Prometheus would.
+- in process (once): what the agent would hold had it run its isolated checks itself, not
+  in a child: a process importing the agent runs the speed and media tests against the same
+  server, then imports what the device poll and the ARP sweep import.
 - rounds (once): every enabled check due every 0.5 s (the latency check with its default 20
   probes, spaced 10 ms instead of 200 ms), each round followed by one scrape of both /metrics.
   Resident memory before and after `--rounds` rounds; CPU per round (the agent) and per
@@ -24,8 +29,10 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +48,14 @@ from wardready import stack
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 2**20
-SKIPPED_CHECKS = ("bandwidth", "media", "platforms")
-"""Link checks would measure loopback at full speed; platforms would resolve outside names."""
+SKIPPED_CHECKS = ("platforms",)
+"""It would resolve outside names."""
+SHORT_LINK_TESTS = {
+    "bandwidth": {"max_seconds": 2, "max_bytes": 16 << 20, "warmup_seconds": 0.2,
+                  "min_measure_seconds": 0.5},
+    "media": {"duration_seconds": 2, "receive_grace_seconds": 0.5},
+}
+"""Loopback moves gigabits: a speed test on its default budgets would move 100 MiB a way."""
 NEIGHBOURS_ON_LOOPBACK = {"method": "neighbour-table", "probe_ports": False}
 """The LAN check reads the OS neighbour table (and looks up vendors) but sends nothing: a
 sweep or a port probe would leave loopback."""
@@ -75,6 +88,7 @@ class Stack:
     exporter: stack.Process
     agent_port: int
     exporter_port: int
+    server_url: str
     log_offset: int = 0
     rounds_seen: int = 0
 
@@ -124,10 +138,12 @@ def running(workdir: Path, fast: bool) -> Iterator[Stack]:
     (workdir / "token").write_text(stack.issue_token(server_config, "sai-gon", "pc-01"))
     checks: dict[str, dict[str, Any]] = {name: {"enabled": False} for name in SKIPPED_CHECKS}
     checks["neighbours"] = dict(NEIGHBOURS_ON_LOOPBACK)
-    if fast:
+    if fast:  # the link tests at their default intervals: they are not what rounds measure
         for name in ("host", "latency", "neighbours", "peripherals", "devices"):
             checks.setdefault(name, {})["interval_seconds"] = FAST_INTERVAL
         checks["latency"].update(FAST_LATENCY)
+    for name, short in SHORT_LINK_TESTS.items():
+        checks.setdefault(name, {}).update(short)
     agent_config = workdir / "agent.yml"
     agent_config.write_text(yaml.safe_dump({
         "server_url": f"http://127.0.0.1:{port}", "ward": "sai-gon", "host": "pc-01",
@@ -142,7 +158,8 @@ def running(workdir: Path, fast: bool) -> Iterator[Stack]:
         cleanup.callback(exporter.stop)
         agent = stack.start_agent(agent_config, workdir)
         cleanup.callback(agent.stop)
-        running = Stack(server, agent, exporter, agent_port, exporter_port)
+        running = Stack(server, agent, exporter, agent_port, exporter_port,
+                        f"http://127.0.0.1:{port}")
         stack.wait_until("node-exporter", lambda: stack.http_get(
             f"http://127.0.0.1:{exporter_port}/metrics"), 20, exporter)
         stack.wait_until("the agent", lambda: stack.http_get(
@@ -190,6 +207,65 @@ def idle_run(workdir: Path, seconds: float) -> Idle:
             log("warning: the agent ran a round during the idle window")
     return Idle(agent_rss, exporter_rss, 100 * agent_cpu / elapsed,
                 100 * exporter_cpu / elapsed, method[1].decode() if method else "?")
+
+
+IN_PROCESS = r"""
+import asyncio, json, sys
+import agent.cli, agent.agent
+from agent.agent import run_check
+from checks import REGISTRY
+from checks.base import Context, ServerLink
+
+def rss():
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+                if line.startswith("VmRSS:"))
+
+steps = [("the agent's imports", rss())]
+context = Context(server=ServerLink(sys.argv[1], open(sys.argv[2]).read().strip()))
+for name, config in json.loads(sys.argv[3]).items():
+    spec = REGISTRY[name]
+    outcome = asyncio.run(run_check(spec, spec.config_model.model_validate(config), context))
+    if not outcome.ok:
+        sys.exit(f"{name}: {outcome.error}")
+    steps.append((f"{name} check run in process", rss()))
+from netmiko import ConnectHandler  # what the devices check imports for its first device
+from ntc_templates.parse import parse_output
+steps.append(("the device poll's imports (netmiko, ntc-templates)", rss()))
+from scapy.layers.l2 import ARP, Ether  # what the ARP sweep imports
+from scapy.sendrecv import srp
+steps.append(("the ARP sweep's imports (scapy layers)", rss()))
+print(json.dumps(steps))
+"""
+CHILD_RUNS = 5
+
+
+@dataclass
+class InProcess:
+    steps: list[tuple[str, int]]
+    """(what was done, RSS after it), cumulative."""
+    child_cpu_seconds: float
+    """CPU of one child process running the LAN check from the neighbour table."""
+
+
+def in_process_run(workdir: Path) -> InProcess:
+    """What the isolated checks would leave in the agent, and what a child costs instead."""
+    with running(workdir, fast=False) as s:
+        out = subprocess.run(
+            [sys.executable, "-c", IN_PROCESS, s.server_url, str(workdir / "token"),
+             json.dumps(SHORT_LINK_TESTS)], capture_output=True, text=True, timeout=120,
+            check=False)
+        if out.returncode != 0:
+            raise stack.StackError(f"in-process run failed: {out.stderr.strip()[-2000:]}")
+        steps = [(what, int(rss)) for what, rss in json.loads(out.stdout)]
+        request = json.dumps({"check": "neighbours", "config": NEIGHBOURS_ON_LOOPBACK,
+                              "context": {}})
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for _ in range(CHILD_RUNS):
+            subprocess.run([sys.executable, "-m", "agent.child"], input=request, text=True,
+                           capture_output=True, timeout=60, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / CHILD_RUNS
+    return InProcess(steps, cpu)
 
 
 @dataclass
@@ -266,14 +342,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"idle run {run + 1} of {args.runs}")
         with tempfile.TemporaryDirectory(prefix="wardready-footprint-") as tmp:
             idles.append(idle_run(Path(tmp), args.idle_seconds))
+    log("the isolated checks in process")
+    with tempfile.TemporaryDirectory(prefix="wardready-footprint-") as tmp:
+        inside = in_process_run(Path(tmp))
     log(f"{args.rounds} rounds")
     with tempfile.TemporaryDirectory(prefix="wardready-footprint-") as tmp:
         rounds = rounds_run(Path(tmp), args.rounds)
-    print(render(idles, rounds, args.idle_seconds, sys.argv[1:] if argv is None else argv))
+    print(render(idles, rounds, inside, args.idle_seconds,
+                 sys.argv[1:] if argv is None else argv))
     return 0
 
 
-def render(idles: list[Idle], rounds: Rounds, idle_seconds: float, argv: list[str]) -> str:
+def render(idles: list[Idle], rounds: Rounds, inside: InProcess, idle_seconds: float,
+           argv: list[str]) -> str:
     """The Markdown section."""
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -333,16 +414,21 @@ def render(idles: list[Idle], rounds: Rounds, idle_seconds: float, argv: list[st
         f"({model}), as {'root' if os.geteuid() == 0 else 'an unprivileged user'}.", "",
         "A real server, agent and Debian's `prometheus-node-exporter` run side by side on "
         "loopback. The agent runs every check at its defaults except "
-        f"{', '.join(SKIPPED_CHECKS)} (they would measure loopback or resolve outside "
-        "names) and the LAN check, which reads the neighbour table instead of sweeping; "
-        f"latency by {', '.join(methods)}. *RSS after start*: VmRSS once the agent's first "
-        "report is delivered and node-exporter has answered its first scrape (median of "
+        f"{', '.join(SKIPPED_CHECKS)} (it would resolve outside names), the LAN check, "
+        "which reads the neighbour table instead of sweeping, and the speed and media tests, "
+        "against the server on short budgets (2 s, 16 MiB a way; 2 s of UDP); latency by "
+        f"{', '.join(methods)}. The agent runs bandwidth, media, devices and neighbours in a "
+        "child process each. *RSS after start*: VmRSS once the agent's first report (every "
+        "check, the speed and media tests included) is delivered and node-exporter has "
+        "answered its first scrape (median of "
         f"{starts}). *CPU between rounds*: user + system time over {idle_seconds:g} s at the "
         f"default intervals (no round falls in them), both scraped every {SCRAPE_SECONDS:g} "
         f"s. *Rounds*: in one further start, every check due every {FAST_INTERVAL:g} s "
-        "(latency: its default 20 probes, spaced 10 ms), each round followed by one scrape "
+        "(latency: its default 20 probes, spaced 10 ms; the speed and media tests only in "
+        "the first round, at their default intervals), each round followed by one scrape "
         "of both; growth is RSS after the rounds minus before, and over their last half "
-        "(past any warm-up); CPU per round includes the report's delivery and the scrape. "
+        "(past any warm-up); CPU per round includes the report's delivery, the scrape and "
+        "the two child processes (devices, neighbours). "
         "CPU comes from /proc in 10 ms ticks. *On average*: the idle rate plus one such "
         f"round (every check) every {DEFAULT_ROUND_SECONDS:g} s, the shortest default "
         "interval: an upper bound.", "",
@@ -351,7 +437,18 @@ def render(idles: list[Idle], rounds: Rounds, idle_seconds: float, argv: list[st
         "|---|---:|---:|---:|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows), "",
         f"{n} rounds took {rounds.seconds:.0f} s. Agent RSS every {step} rounds, MiB: "
-        f"{trend}.",
+        f"{trend}.", "",
+        "What the agent would hold had it run its isolated checks itself: one process "
+        "importing the agent runs the same speed and media tests against the same server, "
+        "then imports what the device poll and the ARP sweep import (cumulative RSS). "
+        "Instead, one child process (start, imports, a LAN check from the neighbour table) "
+        f"costs {1000 * inside.child_cpu_seconds:.0f} ms of CPU (mean of {CHILD_RUNS}), and "
+        "its memory goes back when it ends.", "",
+        "| after | RSS, MiB | added, MiB |",
+        "|---|---:|---:|",
+        *(f"| {what} | {rss / MIB:.1f} | "
+          f"{'' if i == 0 else format((rss - inside.steps[i - 1][1]) / MIB, '+.1f')} |"
+          for i, (what, rss) in enumerate(inside.steps)),
     ]
     return "\n".join(lines)
 
