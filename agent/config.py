@@ -46,7 +46,7 @@ class AgentConfig(BaseModel):
     delivery_timeout_seconds: float = Field(default=30.0, gt=0)
     delivery_backoff_max_seconds: float = Field(
         default=60.0, gt=0, description="Longest wait between retries while the server is away.")
-    spool_path: FilePath = Path("spool.db")
+    spool_path: FilePath = Path("spool")
     spool_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
     spool_max_age_seconds: float = Field(default=14 * 86400, gt=0)
     checks: ChecksConfig = ChecksConfig()

@@ -13,7 +13,6 @@ import http.client
 import logging
 import random
 import socket
-import sqlite3
 import ssl
 import time
 from collections import deque
@@ -147,7 +146,7 @@ class Delivery:
         try:
             await self.io.call(self.spool.put, report_id, body)
             await self._refresh()
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             self.spool_errors += 1
             log.error("cannot write report %s to the spool %s (%s); keeping it in memory",
                       report_id, self.spool.path, exc)

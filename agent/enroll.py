@@ -269,7 +269,7 @@ def _config_text(server: str, ward: str, host: str, role: str | None, token_path
     # Under /etc the service may not write (ProtectSystem=strict): the spool goes to its
     # StateDirectory. Elsewhere (Windows, a test) it stays beside the config.
     in_etc = os.name == "posix" and token_path.resolve().is_relative_to("/etc")
-    config["spool_path"] = str(STATE_DIR / "spool.db") if in_etc else "spool.db"
+    config["spool_path"] = str(STATE_DIR / "spool") if in_etc else "spool"
     stamp = time.strftime("%Y-%m-%d %H:%M")
     return (f"# Written by `wardready-agent enroll` on {stamp}; every other key has its default\n"
             "# (README, 'agent.yml'). The token is in token_file, mode 600.\n"

@@ -147,7 +147,7 @@ def running(workdir: Path, fast: bool) -> Iterator[Stack]:
     agent_config = workdir / "agent.yml"
     agent_config.write_text(yaml.safe_dump({
         "server_url": f"http://127.0.0.1:{port}", "ward": "sai-gon", "host": "pc-01",
-        "token_file": "token", "listen_port": agent_port, "spool_path": "spool.db",
+        "token_file": "token", "listen_port": agent_port, "spool_path": "spool",
         "start_jitter_seconds": 0, "checks": checks}))
     with contextlib.ExitStack() as cleanup:
         server = stack.start_server(server_config, workdir)

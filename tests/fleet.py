@@ -40,7 +40,7 @@ def write_agent_config(workdir: Path, server_url: str, ward: str, host: str, tok
     checks.update(extra.pop("checks", {}))
     config = {"checks": checks, "server_url": server_url, "ward": ward, "host": host,
               "token_file": "token",
-              "listen_port": stack.free_port(), "spool_path": "spool.db",
+              "listen_port": stack.free_port(), "spool_path": "spool",
               "start_jitter_seconds": 0, **extra}
     path = workdir / "agent.yml"
     path.write_text(yaml.safe_dump(config))

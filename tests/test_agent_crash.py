@@ -35,12 +35,12 @@ def test_agent_killed_mid_spool_restarts_intact_and_delivers_everything(tmp_path
         time.sleep(rng.uniform(0, 0.2))
         agent.popen.send_signal(signal.SIGKILL)
         agent.popen.wait()
-        spool = Spool(agent_dir / "spool.db", 1 << 30, 1e9)  # integrity-checked on open
+        spool = Spool(agent_dir / "spool", 1 << 30, 1e9)
         try:
             assert set(fleet.spooled_ids(log)) <= set(spool.ids()), f"lost after kill {kill}"
         finally:
             spool.close()
-        assert not list(agent_dir.glob("spool.db.corrupt-*"))
+        assert not list(agent_dir.glob("spool*.corrupt-*"))
 
     logged = fleet.spooled_ids(log)
     assert len(logged) > 100 and len(set(logged)) == len(logged)

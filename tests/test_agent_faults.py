@@ -54,7 +54,7 @@ async def run_delivery(delivery: Delivery, until: Callable[[], bool], timeout: f
 
 def make_delivery(tmp_path: Path, url: str, spool_dir: Path | None = None,
                   **kwargs: Any) -> Delivery:
-    spool = Spool((spool_dir or tmp_path) / "spool.db", 1 << 20, 3600)
+    spool = Spool((spool_dir or tmp_path) / "spool", 1 << 20, 3600)
     return Delivery(url, "wrt_a.b", timeout=0.5, spool=spool, io=SerialThread("t"),
                     backoff_max=0.1, **kwargs)
 
