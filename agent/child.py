@@ -73,7 +73,10 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
     finally:
         if child.returncode is None:  # cancelled: the whole process group goes
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
+                if hasattr(os, "killpg"):
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:  # Windows: no process groups to signal
+                    child.kill()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(child.wait())
     if len(out) > MAX_ANSWER_BYTES:

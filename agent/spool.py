@@ -72,6 +72,10 @@ def _write_durably(directory: Path, name: str, data: bytes) -> None:
 
 
 def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (POSIX); NTFS journals it, and Windows cannot
+    open a folder to fsync it."""
+    if os.name == "nt":
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

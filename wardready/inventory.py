@@ -24,8 +24,7 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host, e.g. "
-                         "https://dms.example.gov.vn")
+        raise ValueError("expected an http:// or https:// URL with a host")
     _ = parts.port  # raises ValueError for a port out of range or not a number
     return value
 
