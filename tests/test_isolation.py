@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,17 @@ pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "iso-pc"
 HEAVY = ("aiohttp", "yarl", "multidict", "scapy", "netmiko", "paramiko")
 """Packages an isolated check may import: none may show in the agent's memory map."""
+
+
+def test_the_agent_daemon_loads_no_web_framework_database_engine_or_probe_library() -> None:
+    """A guard on the agent's memory that is not a timing: what `wardready-agent run`
+    imports (measured cost in docs/benchmarks.md, "Agent memory: where it goes")."""
+    out = subprocess.run([sys.executable, "-c", "import sys, agent.cli, agent.agent; "
+                          "print(' '.join(sorted(sys.modules)))"],
+                         capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    unwanted = {*HEAVY, "sqlite3", "ctypes", "pydantic.networks"}
+    assert sorted(m for m in loaded if m.split(".")[0] in unwanted or m in unwanted) == []
 
 
 def test_checks_that_import_heavy_packages_are_the_isolated_ones() -> None:
