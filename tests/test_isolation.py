@@ -14,12 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from agent.agent import run_check
 from checks import REGISTRY
 from checks.base import Context, ServerLink
-from tests.conftest import DATA, REPO, promtool_check_metrics
+from tests import fleet
+from tests.conftest import DATA, promtool_check_metrics
 from wardready import stack
 
 pytestmark = pytest.mark.integration
@@ -90,32 +90,24 @@ def agent_measuring_its_link(tmp_path: Path) -> Iterator[tuple[stack.Process, in
     """A real server and a real agent whose first round runs the speed test and the UDP
     media test against it (short budgets, loopback), beside the host check."""
     port = stack.free_port()
-    (tmp_path / "server.yml").write_text(yaml.safe_dump({
-        "listen_port": port, "database": "w.db", "inventory": str(REPO / "inventory.yml")}))
-    (tmp_path / "token").write_text(stack.issue_token(tmp_path / "server.yml", WARD, HOST))
-    agent_port = stack.free_port()
-    (tmp_path / "agent.yml").write_text(yaml.safe_dump({
-        "server_url": f"http://127.0.0.1:{port}", "ward": WARD, "host": HOST,
-        "token_file": "token", "listen_port": agent_port, "start_jitter_seconds": 0,
-        "checks": {
-            "bandwidth": {"max_seconds": 2, "max_bytes": 8 << 20, "warmup_seconds": 0.2,
-                          "min_measure_seconds": 0.5},
-            "media": {"duration_seconds": 1, "receive_grace_seconds": 0.5},
-            "latency": {"enabled": False}, "platforms": {"enabled": False},
-            "neighbours": {"enabled": False}, "devices": {"enabled": False},
-            "peripherals": {"enabled": False}}}))
-    procs: list[stack.Process] = []
+    server_config = fleet.write_server_config(tmp_path, port)
+    (token,) = fleet.issue_tokens(server_config, [(WARD, HOST)])
+    config = fleet.write_agent_config(tmp_path / "agent", f"http://127.0.0.1:{port}", WARD,
+                                      HOST, token, checks={
+        "bandwidth": {"enabled": True, "max_seconds": 2, "max_bytes": 8 << 20,
+                      "warmup_seconds": 0.2, "min_measure_seconds": 0.5},
+        "media": {"enabled": True, "duration_seconds": 1, "receive_grace_seconds": 0.5}})
+    server = stack.start_server(server_config, tmp_path)
     try:
-        server = stack.start_server(tmp_path / "server.yml", tmp_path)
-        procs.append(server)
         stack.wait_until("server", lambda: stack.http_get(
             f"http://127.0.0.1:{port}/healthz"), 20, server)
-        agent = stack.start_agent(tmp_path / "agent.yml", tmp_path)
-        procs.append(agent)
-        yield agent, agent_port
+        agent = stack.start_agent(config, tmp_path / "agent")
+        try:
+            yield agent, fleet.agent_port(config)
+        finally:
+            agent.stop()
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        server.stop()
 
 
 def test_the_agent_measures_its_link_without_keeping_what_the_checks_imported(
