@@ -95,8 +95,8 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
 
 async def _answer(request: dict[str, Any]) -> dict[str, Any]:
     spec = REGISTRY[request["check"]]
-    config = spec.config_model.model_validate(request["config"], strict=False)
     try:
+        config = spec.config_model.model_validate(request["config"], strict=False)
         result = await spec.run(config, decode_context(request["context"]))
     except Exception as exc:  # the parent turns it into the check's failed outcome
         log.exception("check %s failed", spec.name)
