@@ -257,7 +257,7 @@ def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
     rss = proc.rss_bytes(receivers.server.popen.pid)
     yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{rss / 1e6:.0f}", "", ""]
     for job in ("whole", "http-sd"):
-        first, last, samples, rss = prometheus_scrapes(receivers, job)
+        first, last, samples, rss = prometheus_scrapes(receivers, job, agents)
         yield [f"{agents:,}", f"Prometheus's scrape_duration_seconds, {job}"
                + (f" ({shards} targets)" if job == "http-sd" else "")
                + " (slowest target: first scrape; latest)",
@@ -266,9 +266,14 @@ def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
 
 
 PROMETHEUS_WAIT_SECONDS = 40.0
+PROMETHEUS_WAIT_PER_AGENT = 0.0075
+"""Prometheus on one core takes about 100 CPU-seconds to create the 3.2 million series of
+20,000 agents (its first round of scrapes, all targets): wait long enough to see the rounds
+after it too (150 s at 20,000 agents)."""
 
 
-def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, float, int]:
+def prometheus_scrapes(receivers: Receivers, job: str, agents: int = 0
+                       ) -> tuple[float, float, float, int]:
     """Prometheus scraping the server for a while: the slowest target's longest
     scrape_duration_seconds (the first scrape, which creates the series) and latest, the
     samples it took per round (all targets), its RSS."""
@@ -286,7 +291,7 @@ def prometheus_scrapes(receivers: Receivers, job: str) -> tuple[float, float, fl
     port = stack.free_port()
     prometheus = stack.start_prometheus(workdir, port, config)
     try:
-        time.sleep(PROMETHEUS_WAIT_SECONDS)
+        time.sleep(max(PROMETHEUS_WAIT_SECONDS, agents * PROMETHEUS_WAIT_PER_AGENT))
         durations = stack.prometheus_query(
             port, 'max_over_time(scrape_duration_seconds{job="wardready"}[5m])')
         latest = stack.prometheus_query(port, 'scrape_duration_seconds{job="wardready"}')

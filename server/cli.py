@@ -126,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
                                      len(inventory.wards))
     app = create_app(config, inventory)
     memory.freeze_long_lived()
-    app.cleanup_ctx.append(memory.sweeping)
+    app.cleanup_ctx.append(memory.collecting)
     # run_app turns SIGTERM/SIGINT into a graceful stop: in-flight requests finish first.
     # No access log unless asked: a line per report is most of a busy server's logging.
     web.run_app(app, host=config.listen_host, port=config.listen_port,

@@ -41,6 +41,8 @@ class Fleet:
         self.ward_link: dict[str, dict[str, float | None]] = {
             w: dict(f) for w, f in (ward_link or {}).items()}
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
+        self.applied = 0
+        """Reports applied since start."""
 
     def ward_link_change(self, report: Report, now: float) -> dict[str, float | None]:
         """The ward's best link figures that `report` changes (None: no PC has it now)."""
@@ -61,6 +63,7 @@ class Fleet:
     def apply(self, report: Report, received_at: float,
               ward_link: Mapping[str, float | None]) -> None:
         """Account for a report the store has just committed."""
+        self.applied += 1
         key = (report.ward, report.host)
         state = self.agents.setdefault(key, AgentState())
         state.apply(report, received_at)

@@ -84,13 +84,33 @@ async def ward_profile(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition of the fleet and of the inventory's requirements; with
-    `?shard=i&shards=n`, only the wards of shard i of n."""
+    `?shard=i&shards=n`, only the wards of shard i of n. Gzip-compressed when the client
+    accepts it (Prometheus does), compressed in a worker thread and only when the shard
+    changed since the last scrape."""
     shard = _shard(request)
     app, fleet = request.app, request.app[FLEET]
-    fleet.active = await app[IO].call(app[STORE].active_agents)  # tokens revoked meanwhile
-    fleet.asset_changes = await app[IO].call(app[STORE].asset_change_counts)
-    body = app[EXPOSITION].render(time.time(), shard)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Tokens revoked meanwhile, assets changed: read again only if the database changed.
+    fleet.active, fleet.asset_changes = await app[IO].call(app[STORE].scrape_inputs)
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        body = await app[EXPOSITION].render_gzip(time.time(), shard)
+        headers["Content-Encoding"] = "gzip"
+    else:
+        body = app[EXPOSITION].render(time.time(), shard)
+    return web.Response(body=body, headers=headers)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110: `gzip;q=0` refuses it)."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _shard(request: web.Request) -> tuple[int, int]:

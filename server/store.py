@@ -243,6 +243,8 @@ class Store:
         for added in ("role", "agent_version"):  # a database from before these columns
             if added not in columns:
                 self.db.execute(f"ALTER TABLE agents ADD COLUMN {added} TEXT")
+        self._scrape_inputs: tuple[tuple[int, int], set[tuple[str, str]],
+                                   list[tuple[str, str, str, str, int, float]]] | None = None
 
     def close(self) -> None:
         self.db.close()
@@ -362,6 +364,17 @@ class Store:
             if cur.rowcount != 1:  # cannot happen under BEGIN IMMEDIATE; never issue twice
                 raise EnrolmentRefused("used", "enrolment code already used")
         return Enrolled(parts[0], token, code_ward, host)
+
+    def scrape_inputs(self) -> tuple[set[tuple[str, str]],
+                                     list[tuple[str, str, str, str, int, float]]]:
+        """`active_agents()` and `asset_change_counts()`, read again only when the database
+        changed since the last call (here or in another process, such as `tokens revoke`):
+        the same objects otherwise, so a scrape can tell nothing changed at a glance."""
+        version = (self.db.execute("PRAGMA data_version").fetchone()[0],
+                   self.db.total_changes)
+        if self._scrape_inputs is None or self._scrape_inputs[0] != version:
+            self._scrape_inputs = (version, self.active_agents(), self.asset_change_counts())
+        return self._scrape_inputs[1], self._scrape_inputs[2]
 
     def active_agents(self) -> set[tuple[str, str]]:
         rows = self.db.execute("SELECT DISTINCT ward, host FROM tokens"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gzip
 import json
 import sqlite3
 import sys
@@ -22,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.config import ServerConfig
 from server.context import FLEET, WRITER, Fleet
-from server.exposition import FleetExposition, shard_count
+from server.exposition import FleetExposition, shard_count, shard_of
+from server.handlers import accepts_gzip
 from server.store import Store
 from tests import city
 from tests.conftest import REPO, promtool_check_metrics
@@ -127,6 +129,50 @@ def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last
     assert again != first
 
 
+async def test_an_unchanged_shard_is_served_again_without_rendering_or_compressing() -> None:
+    inventory = load_inventory(REPO / "inventory.yml")
+    fleet = Fleet({}, set())
+    wards = [w.id for w in inventory.wards][:20]
+    for ward in wards:
+        for pc, role in city.pcs("ok"):
+            fleet.apply(Report.model_validate(city.report(ward, pc, role, "ok")),
+                        time.time(), {})
+    exposition = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active)
+    # Rendered ahead of the first scrape (as after start): the scrape renders no agent.
+    assert len(exposition.out_of_date()) == len(fleet.agents)
+    exposition.render_agents(exposition.out_of_date())
+    assert exposition.out_of_date() == [] and exposition.renders == len(fleet.agents)
+    now = time.time()
+    shards = [(i, 4) for i in range(4)]
+    texts = {shard: exposition.render(now, shard) for shard in shards}
+    zipped = {shard: await exposition.render_gzip(now, shard) for shard in shards}
+    assert exposition.renders == len(fleet.agents)
+    assert (exposition.joins, exposition.compressions) == (4, 4)
+    assert all(gzip.decompress(zipped[s]) == texts[s] for s in shards)
+    with counting_calls() as calls:
+        again = {shard: exposition.render(now, shard) for shard in shards}
+        zipped_again = {shard: await exposition.render_gzip(now, shard) for shard in shards}
+    assert again == texts and zipped_again == zipped  # the same bytes
+    assert (exposition.joins, exposition.compressions) == (4, 4)  # nothing joined, compressed
+    assert calls["render_samples"] == 0 and calls["rollup"] == 0
+    # One PC reports: only its shard is put together and compressed again, with its lines.
+    ward = wards[3]
+    changed = next(s for s in shards if shard_of(ward, 4) == s[0])
+    fleet.apply(Report.model_validate(city.report(ward, "counter-02", "counter", "thin-link")),
+                time.time(), {})
+    after = {shard: exposition.render(time.time(), shard) for shard in shards}
+    assert {s for s in shards if after[s] != texts[s]} == {changed}
+    assert gzip.decompress(await exposition.render_gzip(time.time(), changed)) == after[changed]
+    assert (exposition.joins, exposition.compressions) == (5, 5)
+    assert exposition.renders == len(fleet.agents) + 1
+
+
+def test_gzip_is_served_only_when_accepted() -> None:
+    assert accepts_gzip("gzip") and accepts_gzip("identity, GZIP;q=0.5")
+    assert not accepts_gzip("") and not accepts_gzip("identity")
+    assert not accepts_gzip("gzip;q=0") and not accepts_gzip("br, gzip; q=0.0")
+
+
 @contextmanager
 def counting_statements(store: Store) -> Iterator[list[str]]:
     statements: list[str] = []
@@ -148,6 +194,23 @@ def test_storing_a_report_runs_the_same_statements_whatever_the_fleet(tmp_path: 
                 store.add_report(extra, time.time())
             counts.append(len(statements))
     assert counts[0] == counts[1]
+
+
+def test_a_scrape_reads_tokens_and_asset_counts_again_only_when_the_database_changed(
+        tmp_path: Path) -> None:
+    with Store(tmp_path / "w.db") as store:
+        token = store.issue_token("w0000", "pc-01")
+        active, counts = store.scrape_inputs()
+        assert active == {("w0000", "pc-01")}
+        with counting_statements(store) as statements:
+            again = store.scrape_inputs()
+        assert again[0] is active and again[1] is counts
+        assert len(statements) == 1  # PRAGMA data_version, nothing read
+        store.add_report(next(reports(1)), time.time())  # a change on this connection
+        assert store.scrape_inputs()[1] is not counts
+        with Store(tmp_path / "w.db") as other:  # `tokens revoke` in another process
+            assert other.revoke_token(token.removeprefix("wrt_").split(".")[0])
+        assert store.scrape_inputs()[0] == set()
 
 
 @pytest.fixture
