@@ -107,7 +107,8 @@ def test_taking_a_report_costs_the_same_in_a_fleet_a_hundred_times_larger() -> N
     assert large == small, (small, large)
 
 
-def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last() -> None:
+def twenty_wards() -> tuple[Fleet, list[str], FleetExposition]:
+    """The first 20 inventory wards, every PC reported once, and their exposition."""
     inventory = load_inventory(REPO / "inventory.yml")
     fleet = Fleet({}, set())
     wards = [w.id for w in inventory.wards][:20]
@@ -115,7 +116,11 @@ def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last
         for pc, role in city.pcs("ok"):
             fleet.apply(Report.model_validate(city.report(ward, pc, role, "ok")),
                         time.time(), {})
-    exposition = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active)
+    return fleet, wards, FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active)
+
+
+def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last() -> None:
+    fleet, wards, exposition = twenty_wards()
     first = exposition.render(time.time())
     assert exposition.renders == len(fleet.agents) == 20 * city.PCS
     assert exposition.render(time.time()) == first
@@ -130,14 +135,7 @@ def test_a_scrape_renders_only_the_agents_and_wards_that_reported_since_the_last
 
 
 async def test_an_unchanged_shard_is_served_again_without_rendering_or_compressing() -> None:
-    inventory = load_inventory(REPO / "inventory.yml")
-    fleet = Fleet({}, set())
-    wards = [w.id for w in inventory.wards][:20]
-    for ward in wards:
-        for pc, role in city.pcs("ok"):
-            fleet.apply(Report.model_validate(city.report(ward, pc, role, "ok")),
-                        time.time(), {})
-    exposition = FleetExposition(inventory, lambda: fleet.agents, lambda: fleet.active)
+    fleet, wards, exposition = twenty_wards()
     # Rendered ahead of the first scrape (as after start): the scrape renders no agent.
     assert len(exposition.out_of_date()) == len(fleet.agents)
     exposition.render_agents(exposition.out_of_date())
