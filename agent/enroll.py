@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from agent.config import load_agent_config, read_token
+from agent.spool import fsync_directory
 from checks.base import server_tls
 from wardready.errors import ConfigError, WardreadyError
 
@@ -106,12 +107,8 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    with contextlib.suppress(OSError):  # make the renames durable; not possible on Windows
-        fd = os.open(opts.config.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with contextlib.suppress(OSError):  # make the renames durable
+        fsync_directory(opts.config.parent)
     say(f"enrolled ward {opts.ward} host {host} with {server}")
     say(f"wrote {token_path} (mode 600{f', owner {SERVICE_USER}' if owner else ''}) and "
         f"{opts.config} (mode 640{f', group {SERVICE_USER}' if owner else ''})")

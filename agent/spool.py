@@ -68,10 +68,10 @@ def _write_durably(directory: Path, name: str, data: bytes) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make a rename in `directory` durable (POSIX); NTFS journals it, and Windows cannot
     open a folder to fsync it."""
     if os.name == "nt":
@@ -235,6 +235,6 @@ def _migrate_sqlite(path: Path, side: Path) -> None:
     kept = path.with_name(f"{path.name}.sqlite-{int(time.time())}")
     path.rename(kept)
     side.rename(path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
     log.warning("spool %s: %d reports moved from the SQLite spool of an earlier version "
                 "(kept as %s; delete it once they are delivered)", path, len(rows), kept.name)
