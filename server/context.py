@@ -38,6 +38,10 @@ class Fleet:
         """Each PC's figures per link check, for the outcome they came from, worked out when
         a PC of its ward next reports a link check (not at start): a report is judged by
         working out only the checks it brings."""
+        self._host_figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
+        """Each PC's figures as `shortfalls.host_figures` combines them, until it reports
+        again: a report is compared with the other PCs of its ward without combining theirs
+        anew."""
         self.ward_link: dict[str, dict[str, float | None]] = {
             w: dict(f) for w, f in (ward_link or {}).items()}
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
@@ -67,13 +71,17 @@ class Fleet:
         key = (report.ward, report.host)
         state = self.agents.setdefault(key, AgentState())
         state.apply(report, received_at)
+        self._host_figures.pop(key, None)
         self.active.add(key)
         self.hosts[report.ward].add(report.host)
         self.ward_link.setdefault(report.ward, {}).update(ward_link)
 
     def _figures_of(self, key: tuple[str, str]) -> dict[LinkCriterion, float]:
-        return shortfalls.host_figures(self.agents[key].outcomes,
-                                       lambda check, o: self._of_check(key, check, o))
+        figures = self._host_figures.get(key)
+        if figures is None:
+            figures = self._host_figures[key] = shortfalls.host_figures(
+                self.agents[key].outcomes, lambda check, o: self._of_check(key, check, o))
+        return figures
 
     def _of_check(self, key: tuple[str, str], check: str, outcome: Outcome
                   ) -> dict[LinkCriterion, float]:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from typing import Any
 
+import pydantic_core
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 
 def parse_json(body: bytes) -> Any:
     """A request body as JSON; 400 for anything that is not plain, finite JSON."""
+    try:
+        return pydantic_core.from_json(body, allow_inf_nan=False)  # twice as fast as json
+    except ValueError:
+        pass  # the standard library's parser says what is wrong more plainly
     def no_constants(name: str) -> None:
         raise ValueError(f"{name} is not a JSON number")
     try:

@@ -209,6 +209,32 @@ def test_what_no_pc_could_count_is_unknown_not_missing(generated: City) -> None:
         assert unknown in entry.reason
 
 
+def test_a_ward_link_follows_each_pcs_newest_speed_test() -> None:
+    """The ward's download is the best any PC measured last: when the only PC that tests
+    the link reports a thinner one, the ward's figure drops to it and stays there while the
+    ward's other PCs report."""
+    fleet, now = Fleet({}, set(), DAY), time.time()
+    recorded: list[dict[str, float | None]] = []
+
+    def send(pc: str, kind: city.Shortfall, tests_link: bool, at: float) -> None:
+        body = city.report("sai-gon", pc, "counter", kind)
+        body["outcomes"] = [dict(o, started_at=at) for o in body["outcomes"]
+                            if tests_link or o["check"] != "bandwidth"]
+        report = Report.model_validate(body)
+        change = fleet.ward_link_change(report, at)
+        recorded.append(change)
+        fleet.apply(report, at, change)
+
+    send("counter-01", "ok", True, now)
+    send("counter-02", "ok", False, now + 1)
+    send("counter-01", "thin-link", True, now + 2)
+    send("counter-02", "ok", False, now + 3)
+    good, thin = recorded[0]["download"], recorded[2]["download"]
+    assert good is not None and thin is not None and thin < good
+    assert "download" not in recorded[1] and "download" not in recorded[3]
+    assert fleet.ward_link["sai-gon"]["download"] == thin
+
+
 def test_one_bad_speed_test_in_six_hours_is_not_a_link_upgrade() -> None:
     """Hourly tests over 6 h, judged as the rules do (25th percentile): one bad hour is
     weather, two are a line to upgrade."""
