@@ -359,7 +359,8 @@ def render(rows: list[Row], scrapes: list[list[str]], argv: list[str] | None) ->
     lines = ["## Server ingest against the Pushgateway", "",
              f"`{command}`, {datetime.date.today()}, this {os.cpu_count()}-core machine: "
              f"each receiver pinned to CPU {RECEIVER_CPU}, the load generator on CPU "
-             f"{DRIVER_CPU}.", "",
+             f"{DRIVER_CPU}; the receivers not under test stopped (SIGSTOP) meanwhile, the "
+             "Pushgateways stopped before the scrapes.", "",
              "| agents | phase | receiver | answered | reports/s | samples/s | p50 ms | p99 ms "
              "| receiver CPU ms/report |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
