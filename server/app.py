@@ -12,9 +12,19 @@ from aiohttp import web
 
 from server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
 from server.config import ServerConfig
-from server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER, Fleet
+from server.context import (
+    CONFIG,
+    EXPOSITION,
+    FLEET,
+    INVENTORY,
+    IO,
+    STORE,
+    TOKENS,
+    WRITER,
+    Fleet,
+)
 from server.exposition import FleetExposition
-from server.store import Store
+from server.store import Store, TokenReader
 from server.writer import ReportWriter
 from wardready.inventory import Inventory
 from wardready.serial import SerialThread
@@ -58,6 +68,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         components=((speedtest.METRICS, app[speedtest.SLOTS].samples),
                     (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples)))
     app[IO], app[STORE], app[FLEET], app[EXPOSITION] = io, store, fleet, exposition
+    app[TOKENS] = TokenReader(app[CONFIG].database)
     app[WRITER] = ReportWriter(store, io)
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     tasks = [asyncio.create_task(_prune_ward_link(io, store)),
@@ -67,6 +78,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    app[TOKENS].close()
     await io.call(store.close)
     io.shutdown()
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from aiohttp import web
 
-from server.context import IO, STORE
+from server.context import IO, STORE, TOKENS
 from server.store import Identity, Role
 
 
@@ -23,7 +24,10 @@ async def authenticate(request: web.Request, role: Role) -> Identity:
     if scheme.lower() != "bearer" or not token.strip():
         raise fail(web.HTTPUnauthorized, "missing bearer token", **{"WWW-Authenticate": "Bearer"})
     app = request.app
-    identity = await app[IO].call(app[STORE].authenticate, token.strip())
+    try:
+        identity = app[TOKENS].authenticate(token.strip())
+    except sqlite3.OperationalError:  # busy (see TokenReader): the store's thread waits
+        identity = await app[IO].call(app[STORE].authenticate, token.strip())
     if identity is None:
         raise fail(web.HTTPUnauthorized, "invalid or revoked token",
                    **{"WWW-Authenticate": 'Bearer error="invalid_token"'})

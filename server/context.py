@@ -11,7 +11,7 @@ from server import shortfalls
 from server.config import ServerConfig
 from server.exposition import FleetExposition
 from server.shortfalls import LinkCriterion
-from server.store import AgentState, Store
+from server.store import AgentState, Store, TokenReader
 from server.writer import ReportWriter
 from wardready.inventory import Inventory
 from wardready.report import Outcome, Report
@@ -99,6 +99,8 @@ INVENTORY = web.AppKey("inventory", Inventory)
 STORE = web.AppKey("store", Store)
 IO = web.AppKey("io", SerialThread)
 """The one thread every Store call runs on."""
+TOKENS = web.AppKey("tokens", TokenReader)
+"""Bearer tokens, looked up on the event loop's thread."""
 FLEET = web.AppKey("fleet", Fleet)
 WRITER = web.AppKey("writer", ReportWriter)
 """Stores reports, committing those that arrive together in one transaction."""

@@ -1,14 +1,18 @@
 """Group commit: reports that arrive while a transaction is being written share the next one.
 
 Each report is still acknowledged only once it is durably committed (synchronous=FULL), but
-one fsync serves every report waiting at that moment instead of one each. Nothing waits on a
-timer: an idle server commits a lone report at once, a busy one in batches as large as the
-queue that built up during the previous commit.
+one fsync serves every report waiting at that moment instead of one each. An idle server
+commits a lone report at once. A server that is busy with reports one after another (the
+previous commit ended less than `STREAM_SECONDS` ago) first waits `COMMIT_DELAY_SECONDS` for
+the next few to join, as PostgreSQL's `commit_delay` does: a commit costs about as much CPU
+as the rest of a routine report's handling, and at 1,000 reports/s, arriving a millisecond
+apart, each would otherwise pay for its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 
 from server.store import Store
@@ -17,6 +21,10 @@ from wardready.serial import SerialThread
 
 MAX_BATCH = 256
 """Reports per transaction at most, so one commit stays short."""
+COMMIT_DELAY_SECONDS = 0.002
+"""How long a busy server holds a transaction open for more reports."""
+STREAM_SECONDS = 0.01
+"""A report arriving this soon after the previous commit means reports are streaming in."""
 
 Item = tuple[Report, float, Mapping[str, float | None]]
 
@@ -30,6 +38,7 @@ class ReportWriter:
         self._flushing: asyncio.Task[None] | None = None
         self.transactions = 0
         """Transactions committed (a batch of one counts as one)."""
+        self._last_commit = -math.inf
 
     async def add(self, report: Report, received_at: float,
                   ward_link: Mapping[str, float | None]) -> bool:
@@ -42,6 +51,9 @@ class ReportWriter:
         return await done
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_commit < STREAM_SECONDS:
+            await asyncio.sleep(COMMIT_DELAY_SECONDS)
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
@@ -52,6 +64,7 @@ class ReportWriter:
                         done.set_exception(exc)
                 continue
             self.transactions += 1
+            self._last_commit = loop.time()
             for (_, done), ok in zip(batch, stored, strict=True):
                 if not done.done():
                     done.set_result(ok)

@@ -22,14 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
 from server.config import ServerConfig
-from server.context import FLEET, WRITER, Fleet
+from server.context import FLEET, IO, TOKENS, WRITER, Fleet
 from server.exposition import FleetExposition, shard_count, shard_of
 from server.handlers import accepts_gzip
 from server.store import Store
+from server.writer import STREAM_SECONDS, ReportWriter
 from tests import city
 from tests.conftest import REPO, promtool_check_metrics
 from wardready.inventory import load_inventory
 from wardready.report import Report
+from wardready.serial import SerialThread
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -293,3 +295,84 @@ def test_storing_many_reports_at_once_is_all_or_nothing(tmp_path: Path) -> None:
         assert store.db.execute("SELECT count(*) FROM reports").fetchone() == (0,)
         assert store.add_reports(batch + batch[:1]) == [True] * len(batch) + [False]
 
+
+
+async def test_a_report_visits_the_stores_thread_only_for_its_commit(
+        aiohttp_client: MakeClient, config: ServerConfig) -> None:
+    """Tokens are looked up on the event loop (TokenReader): a round trip to the store's
+    thread costs a request two thread switches, and the commit is the one it needs."""
+    inventory = load_inventory(config.inventory)
+    ward = inventory.wards[0].id
+    with Store(config.database) as store:
+        tokens = {pc: store.issue_token(ward, pc) for pc, _ in city.pcs("ok")}
+    client = await aiohttp_client(create_app(config, inventory))
+    app = client.server.app
+    visits: list[str] = []
+    real_call = app[IO].call
+
+    async def counted(fn: Callable[..., Any], *args: Any) -> Any:
+        visits.append(fn.__name__)
+        return await real_call(fn, *args)
+
+    app[IO].call = counted  # type: ignore[method-assign]
+    for pc, role in city.pcs("ok"):
+        resp = await client.post("/api/v1/reports", json=city.report(ward, pc, role, "ok"),
+                                 headers={"Authorization": f"Bearer {tokens[pc]}"})
+        assert resp.status == 201
+    assert visits == ["add_reports"] * app[WRITER].transactions
+
+
+async def test_a_busy_token_reader_hands_the_lookup_to_the_store(
+        aiohttp_client: MakeClient, config: ServerConfig,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    inventory = load_inventory(config.inventory)
+    ward = inventory.wards[0].id
+    with Store(config.database) as store:
+        token = store.issue_token(ward, "pc-01")
+    client = await aiohttp_client(create_app(config, inventory))
+
+    def busy(token: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(client.server.app[TOKENS], "authenticate", busy)
+    body = city.report(ward, "pc-01", "counter", "ok")
+    ok = await client.post("/api/v1/reports", json=body,
+                           headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 201
+    refused = await client.post("/api/v1/reports", json=body,
+                                headers={"Authorization": f"Bearer {token}x"})
+    assert refused.status == 401
+
+
+async def test_reports_streaming_in_share_commits_and_a_lone_one_waits_for_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = SerialThread("sqlite")
+    store = await io.call(Store, tmp_path / "w.db")
+    try:
+        writer = ReportWriter(store, io)
+        # A lone report on an idle server is committed at once: with the delay made far
+        # longer than the wait below, waiting for company would time out.
+        monkeypatch.setattr("server.writer.COMMIT_DELAY_SECONDS", 60.0)
+        lone = list(reports(1))
+        assert await asyncio.wait_for(writer.add(lone[0], time.time(), {}), 10)
+        await asyncio.sleep(2 * STREAM_SECONDS)
+        assert await asyncio.wait_for(writer.add(lone[1], time.time(), {}), 10)
+        assert writer.transactions == 2
+
+        # Reports one after another, a millisecond apart, as at 1,000 reports/s.
+        monkeypatch.setattr("server.writer.COMMIT_DELAY_SECONDS", 0.02)
+        stream = list(reports(4))
+
+        async def arrive(i: int, report: Report) -> bool:
+            await asyncio.sleep(i * 0.001)
+            return await writer.add(report, time.time(), {})
+
+        stored = await asyncio.gather(*(arrive(i, r) for i, r in enumerate(stream)))
+        assert stored == [True] * len(stream)
+        assert writer.transactions - 2 < len(stream) / 3
+        count = await io.call(lambda: store.db.execute("SELECT count(*) FROM reports")
+                              .fetchone()[0])
+        assert count == len(stream) + 2
+    finally:
+        await io.call(store.close)
+        io.shutdown()
