@@ -16,8 +16,15 @@ one PUT per report to `/metrics/job/wardready/ward/W/host/H`, so the two compare
 Scrape: the server's /metrics once every agent has reported, timed from here (whole and per
 shard, `?shard=i&shards=n`), and Prometheus's own `scrape_duration_seconds` for it.
 
-    .venv/bin/python -m bench.server_scale                   # 2,000 and 20,000 agents
-    .venv/bin/python -m bench.server_scale --agents 2000 --quick
+The machine's speed changes from minute to minute, so everything is measured `--runs` times
+(default 3), each run with fresh receivers and a fresh database, and the tables give the
+median with each run's figure beside it. The default Pushgateway (which answers a handful of
+pushes a minute) and Prometheus (minutes per run at 20,000 agents) are measured in the
+first run only.
+
+    .venv/bin/python -m bench.server_scale                   # 2,000 and 20,000 agents, 3 runs
+    .venv/bin/python -m bench.server_scale --agents 2000 --runs 1
+    .venv/bin/python -m bench.server_scale --quick           # 600 agents, one run
 """
 
 from __future__ import annotations
@@ -207,26 +214,42 @@ def requests(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, 
 
 @dataclass
 class Row:
+    """One receiver in one phase, over the runs."""
+
     agents: int
     phase: str
     receiver: str
-    run: loadgen.Run
     samples: int
     """Samples of all `offered` reports."""
-    cpu: float
     offered: int
+    runs: list[tuple[loadgen.Run, float]]
+    """Each run's drive and the receiver's CPU seconds meanwhile."""
 
     def cells(self) -> list[str]:
-        s = loadgen.summary(self.run)
-        ok = sum(n for code, n in self.run.statuses.items() if code < 300)
-        return [f"{self.agents:,}", self.phase, self.receiver, f"{ok:,}/{self.offered:,}",
-                f"{s['rate']:,.0f}", f"{s['rate'] * self.samples / self.offered:,.0f}",
-                f"{s['p50_ms']:.1f}", f"{s['p99_ms']:.1f}",
-                f"{self.cpu / self.run.requests * 1e3:.2f}" if self.run.requests else "—"]
+        summaries = [loadgen.summary(run) for run, _ in self.runs]
+        rates = [s["rate"] for s in summaries]
+        p99s = [s["p99_ms"] for s in summaries]
+        ok = [sum(n for code, n in run.statuses.items() if code < 300) for run, _ in self.runs]
+        cpu = [c / run.requests * 1e3 for run, c in self.runs if run.requests]
+        return [f"{self.agents:,}", self.phase, self.receiver,
+                f"{median(ok):,.0f}/{self.offered:,}", f"{median(rates):,.0f}",
+                f"{median(rates) * self.samples / self.offered:,.0f}",
+                f"{median([s['p50_ms'] for s in summaries]):.1f}", f"{median(p99s):.1f}",
+                f"{median(cpu):.2f}" if cpu else "—",
+                "; ".join(f"{r:,.0f}" for r in rates), "; ".join(f"{p:.0f}" for p in p99s)]
+
+
+def median(values: list[float] | list[int]) -> float:
+    """The median, NaN for none; NaN values (a run with no answer) count as the worst."""
+    if not values:
+        return math.nan
+    return statistics.median(math.inf if math.isnan(v) else v for v in values)
 
 
 def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, str]],
-           rate: float) -> Iterator[Row]:
+           rate: float, first_run: bool) -> Iterator[tuple[str, str, int, int,
+                                                           tuple[loadgen.Run, float]]]:
+    """(phase, receiver, samples, offered, (run, CPU seconds)) of each phase and receiver."""
     for phase, routine in (("first contact, closed loop", False),
                            (f"routine, open loop at {rate:,.0f}/s", True)):
         templates = {(kind, pc): template(kind, pc, role, routine)
@@ -239,6 +262,8 @@ def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, st
                  receivers.fast_port, [r.replace(f":{receivers.push_port}".encode(),
                                                  f":{receivers.fast_port}".encode(), 1)
                                        for r in to_gateway])):
+            if process is receivers.gateway and not first_run:
+                continue
             log(f"{len(agents):,} agents, {phase}: {name}")
             with receivers.alone(process):
                 before = proc.cpu_seconds(process.popen.pid)
@@ -246,7 +271,7 @@ def ingest(receivers: Receivers, agents: list[tuple[str, str, city.Shortfall, st
                                                 64 if routine else 32,
                                                 rate if routine else None, LIMIT_SECONDS))
                 cpu = proc.cpu_seconds(process.popen.pid) - before
-            yield Row(len(agents), phase, name, run, samples, cpu, len(batch))
+            yield phase, name, samples, len(batch), (run, cpu)
 
 
 def scrape(url: str) -> tuple[float, int, int]:
@@ -259,33 +284,62 @@ def scrape(url: str) -> tuple[float, int, int]:
     return seconds, len(body), samples
 
 
-def scrapes(receivers: Receivers, agents: int) -> Iterator[list[str]]:
-    """Rows of the scrape table: timed from here, then as Prometheus sees it."""
+@dataclass
+class Scrapes:
+    """/metrics timed from here in one run."""
+
+    first: tuple[float, int, int]
+    """(seconds, bytes, samples) of the first whole scrape after every agent reported."""
+    later: float
+    """Median seconds of three whole scrapes after it."""
+    shards: list[tuple[float, int, int]]
+    """Each shard's scrape, when there is more than one."""
+    rss: int
+    """The server's RSS after the scrapes, bytes."""
+
+
+def scrapes(receivers: Receivers) -> Scrapes:
     base = f"http://127.0.0.1:{receivers.port}"
     targets = json.loads(stack.http_get(f"{base}/api/v1/metrics-targets") or b"[]")
-    shards = len(targets)
     first = scrape(f"{base}/metrics")  # renders every agent once (as after a restart)
-    runs = [scrape(f"{base}/metrics") for _ in range(3)]
-    yield [f"{agents:,}", "whole, first after start", f"{first[0]:.2f}", f"{first[1] / 1e6:.1f}",
-           f"{first[2]:,}", f"{first[2] / agents:.0f}"]
-    yield [f"{agents:,}", "whole, later", f"{statistics.median(r[0] for r in runs):.2f}",
-           f"{runs[0][1] / 1e6:.1f}", f"{runs[0][2]:,}", f"{runs[0][2] / agents:.0f}"]
-    if shards > 1:
-        parts = [scrape(f"{base}/metrics?shard={i}&shards={shards}") for i in range(shards)]
-        yield [f"{agents:,}", f"one of {shards} shards (median; slowest)",
-               f"{statistics.median(r[0] for r in parts):.2f}; {max(r[0] for r in parts):.2f}",
-               f"{statistics.median(r[1] for r in parts) / 1e6:.1f}",
-               f"{statistics.median(r[2] for r in parts):,.0f}",
-               f"{sum(r[2] for r in parts) / agents:.0f}"]
-    rss = proc.rss_bytes(receivers.server.popen.pid)
-    yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{rss / 1e6:.0f}", "", ""]
+    later = statistics.median(scrape(f"{base}/metrics")[0] for _ in range(3))
+    shards = [scrape(f"{base}/metrics?shard={i}&shards={len(targets)}")
+              for i in range(len(targets))] if len(targets) > 1 else []
+    return Scrapes(first, later, shards, proc.rss_bytes(receivers.server.popen.pid))
+
+
+def scrape_rows(agents: int, runs: list[Scrapes]) -> Iterator[list[str]]:
+    """Rows of the scrape table: the median over runs, and each run's seconds."""
+    def row(target: str, seconds: list[float], size: float | str, samples: float) -> list[str]:
+        return [f"{agents:,}", target, f"{median(seconds):.2f}",
+                size if isinstance(size, str) else f"{size / 1e6:.1f}", f"{samples:,.0f}",
+                f"{samples / agents:.0f}", "; ".join(f"{x:.2f}" for x in seconds)]
+
+    first = runs[0].first
+    yield row("whole, first after start", [r.first[0] for r in runs], first[1], first[2])
+    yield row("whole, later", [r.later for r in runs], first[1], first[2])
+    if runs[0].shards:
+        parts = runs[0].shards
+        yield row(f"one of {len(parts)} shards, median",
+                  [statistics.median(s[0] for s in r.shards) for r in runs],
+                  statistics.median(s[1] for s in parts), statistics.median(s[2] for s in parts))
+        yield row(f"one of {len(parts)} shards, slowest", [max(s[0] for s in r.shards)
+                                                          for r in runs],
+                  max(s[1] for s in parts), max(s[2] for s in parts))
+    rss = [r.rss / 1e6 for r in runs]
+    yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{median(rss):.0f}", "", "",
+           "; ".join(f"{x:.0f}" for x in rss)]
+
+
+def prometheus_rows(receivers: Receivers, agents: int, shards: int) -> Iterator[list[str]]:
+    """Rows of the scrape table: Prometheus scraping the whole target, then the shards."""
     for job in ("whole", "http-sd"):
         first, last, samples, rss = prometheus_scrapes(receivers, job, agents)
         yield [f"{agents:,}", f"Prometheus's scrape_duration_seconds, {job}"
                + (f" ({shards} targets)" if job == "http-sd" else "")
                + " (slowest target: first scrape; latest)",
                f"{first:.2f}; {last:.2f}", "", f"{samples:,.0f}",
-               f"{samples / agents:.0f}; Prometheus RSS {rss / 2**30:.1f} GiB"]
+               f"{samples / agents:.0f}; Prometheus RSS {rss / 2**30:.1f} GiB", "first only"]
 
 
 PROMETHEUS_WAIT_SECONDS = 40.0
@@ -333,41 +387,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", default="2000,20000", help="fleet sizes, comma separated")
     parser.add_argument("--rate", type=float, default=1000.0,
                         help="offered reports/s in the routine round")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 600 agents")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="fresh receivers per fleet size; medians are reported")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 600 agents, once")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs {args.runs}: give at least 1")
     sizes = [600] if args.quick else [int(n) for n in args.agents.split(",")]
+    runs = 1 if args.quick else args.runs
     os.sched_setaffinity(0, {DRIVER_CPU})
-    rows: list[Row] = []
-    scrape_rows: list[list[str]] = []
+    rows: dict[tuple[int, str, str], Row] = {}
+    table: list[list[str]] = []
     for size in sizes:
         agents = fleet(size)
-        with tempfile.TemporaryDirectory(prefix="wardready-scale-") as tmp:
-            receivers = Receivers(Path(tmp), agents)
-            try:
-                rows += ingest(receivers, agents, args.rate)
-                receivers.stop_gateways()  # nor do they share the core with the scrapes
-                log(f"{size:,} agents: scrapes")
-                scrape_rows += scrapes(receivers, size)
-            finally:
-                receivers.stop()
-    print(render(rows, scrape_rows, argv))
+        timed: list[Scrapes] = []
+        prometheus: list[list[str]] = []
+        for n in range(runs):
+            log(f"{size:,} agents: run {n + 1} of {runs}")
+            with tempfile.TemporaryDirectory(prefix="wardready-scale-") as tmp:
+                receivers = Receivers(Path(tmp), agents)
+                try:
+                    for phase, name, samples, offered, measured in ingest(
+                            receivers, agents, args.rate, first_run=n == 0):
+                        rows.setdefault((size, phase, name), Row(
+                            size, phase, name, samples, offered, [])).runs.append(measured)
+                    receivers.stop_gateways()  # nor do they share the core with the scrapes
+                    log(f"{size:,} agents: scrapes")
+                    timed.append(scrapes(receivers))
+                    if n == 0:
+                        prometheus = list(prometheus_rows(receivers, size,
+                                                          max(1, len(timed[0].shards))))
+                finally:
+                    receivers.stop()
+        table += [*scrape_rows(size, timed), *prometheus]
+    print(render(list(rows.values()), table, argv, runs))
     return 0
 
 
-def render(rows: list[Row], scrapes: list[list[str]], argv: list[str] | None) -> str:
+def render(rows: list[Row], scrapes: list[list[str]], argv: list[str] | None,
+           runs: int) -> str:
     command = " ".join([".venv/bin/python -m bench.server_scale", *(argv or [])])
+    each = f"median of {runs} runs" if runs > 1 else "one run"
     lines = ["## Server ingest against the Pushgateway", "",
              f"`{command}`, {datetime.date.today()}, this {os.cpu_count()}-core machine: "
              f"each receiver pinned to CPU {RECEIVER_CPU}, the load generator on CPU "
              f"{DRIVER_CPU}; the receivers not under test stopped (SIGSTOP) meanwhile, the "
-             "Pushgateways stopped before the scrapes.", "",
+             f"Pushgateways stopped before the scrapes. Figures: the {each}, each with fresh "
+             "receivers and database (the default Pushgateway: the first run only).", "",
              "| agents | phase | receiver | answered | reports/s | samples/s | p50 ms | p99 ms "
-             "| receiver CPU ms/report |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| receiver CPU ms/report | reports/s, each run | p99 ms, each run |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     lines += ["", "## Scrape cost", "",
-              "| agents | target | seconds | MB | samples | samples/agent |",
-              "|---:|---|---:|---:|---:|---:|"]
+              f"From here: the {each}; Prometheus: the first run only.", "",
+              "| agents | target | seconds | MB | samples | samples/agent | seconds, each run |",
+              "|---:|---|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(s) + " |" for s in scrapes]
     return "\n".join(lines)
 
