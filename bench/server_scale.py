@@ -310,22 +310,25 @@ def scrapes(receivers: Receivers) -> Scrapes:
 
 def scrape_rows(agents: int, runs: list[Scrapes]) -> Iterator[list[str]]:
     """Rows of the scrape table: the median over runs, and each run's seconds."""
-    def row(target: str, seconds: list[float], size: float | str, samples: float) -> list[str]:
-        return [f"{agents:,}", target, f"{median(seconds):.2f}",
-                size if isinstance(size, str) else f"{size / 1e6:.1f}", f"{samples:,.0f}",
-                f"{samples / agents:.0f}", "; ".join(f"{x:.2f}" for x in seconds)]
+    def row(target: str, seconds: list[float], size: float, samples: float,
+            per_agent: str) -> list[str]:
+        return [f"{agents:,}", target, f"{median(seconds):.2f}", f"{size / 1e6:.1f}",
+                f"{samples:,.0f}", per_agent, "; ".join(f"{x:.2f}" for x in seconds)]
 
     first = runs[0].first
-    yield row("whole, first after start", [r.first[0] for r in runs], first[1], first[2])
-    yield row("whole, later", [r.later for r in runs], first[1], first[2])
+    whole = f"{first[2] / agents:.0f}"
+    yield row("whole, first after start", [r.first[0] for r in runs], first[1], first[2], whole)
+    yield row("whole, later", [r.later for r in runs], first[1], first[2], whole)
     if runs[0].shards:
         parts = runs[0].shards
+        all_shards = f"{sum(s[2] for s in parts) / agents:.0f} (all shards)"
         yield row(f"one of {len(parts)} shards, median",
                   [statistics.median(s[0] for s in r.shards) for r in runs],
-                  statistics.median(s[1] for s in parts), statistics.median(s[2] for s in parts))
-        yield row(f"one of {len(parts)} shards, slowest", [max(s[0] for s in r.shards)
-                                                          for r in runs],
-                  max(s[1] for s in parts), max(s[2] for s in parts))
+                  statistics.median(s[1] for s in parts), statistics.median(s[2] for s in parts),
+                  all_shards)
+        yield row(f"one of {len(parts)} shards, slowest",
+                  [max(s[0] for s in r.shards) for r in runs],
+                  max(s[1] for s in parts), max(s[2] for s in parts), all_shards)
     rss = [r.rss / 1e6 for r in runs]
     yield [f"{agents:,}", "(the server's own RSS, MB)", "", f"{median(rss):.0f}", "", "",
            "; ".join(f"{x:.0f}" for x in rss)]
