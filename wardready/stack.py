@@ -39,11 +39,18 @@ LISTEN_PORTS = range(20000, 32768)
 process is not taken meanwhile as the source port of some outgoing connection."""
 
 
+_handed_out: set[int] = set()
+"""Ports free_port has returned in this process: twenty agent configs written before any
+agent starts would otherwise draw the same free port about once in seventy fleets."""
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on now, for a server started next."""
+    """A loopback port nobody listens on now, nor handed out before by this process, for a
+    server started next."""
     for _ in range(200):
         port = random.choice(LISTEN_PORTS)
-        if port_is_free(port):
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
             return port
     with socket.socket() as s:  # a crowded machine: let the kernel pick
         s.bind(("127.0.0.1", 0))
