@@ -1,6 +1,6 @@
 """Run the performance benchmarks and write their sections of docs/benchmarks.md.
 
-    .venv/bin/python -m bench                      # agent, server, speed test (about 25 min)
+    .venv/bin/python -m bench                      # agent, server, speed test (about 30 min)
     .venv/bin/python -m bench speedtest --quick    # one benchmark, a short smoke run
 
 Each benchmark runs in a process of its own (`python -m bench.NAME`), so one's memory or
