@@ -396,7 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error(f"--runs {args.runs}: give at least 1")
-    sizes = [600] if args.quick else [int(n) for n in args.agents.split(",")]
+    try:
+        sizes = [600] if args.quick else [int(n) for n in args.agents.split(",")]
+    except ValueError:
+        parser.error(f"--agents {args.agents}: give fleet sizes as integers, comma separated")
+    if min(sizes) < 1:
+        parser.error(f"--agents {args.agents}: every fleet size must be at least 1")
     runs = 1 if args.quick else args.runs
     os.sched_setaffinity(0, {DRIVER_CPU})
     rows: dict[tuple[int, str, str], Row] = {}
