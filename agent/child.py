@@ -68,8 +68,17 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
         sys.executable, "-m", "agent.child", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
         env={**os.environ, LOG_LEVEL_VARIABLE: level})
+    assert child.stdin is not None and child.stdout is not None
     try:
-        out, _ = await child.communicate(request)
+        # The child reads all of its request before it answers, so writing it first cannot
+        # stall; the answer is read only up to the limit, so a runaway child costs no memory.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            child.stdin.write(request)
+            await child.stdin.drain()
+            child.stdin.close()
+        out = await _read_at_most(child.stdout, MAX_ANSWER_BYTES + 1)
+        if len(out) <= MAX_ANSWER_BYTES:
+            await child.wait()
     finally:
         if child.returncode is None:  # cancelled: the whole process group goes
             with contextlib.suppress(ProcessLookupError):
@@ -80,8 +89,8 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(child.wait())
     if len(out) > MAX_ANSWER_BYTES:
-        raise ChildError(f"the check's process answered {len(out)} bytes, over the "
-                         f"{MAX_ANSWER_BYTES} allowed")
+        raise ChildError(f"the check's process answered over {MAX_ANSWER_BYTES} bytes, "
+                         "more than any result; it was stopped")
     try:
         answer = json.loads(out)
     except ValueError:
@@ -91,6 +100,13 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
     if "error" in answer:
         raise ChildError(str(answer["error"]))
     return spec.result_model.model_validate(answer["result"])
+
+
+async def _read_at_most(stream: asyncio.StreamReader, limit: int) -> bytes:
+    out = bytearray()
+    while len(out) < limit and (chunk := await stream.read(limit - len(out))):
+        out += chunk
+    return bytes(out)
 
 
 async def _answer(request: dict[str, Any]) -> dict[str, Any]:

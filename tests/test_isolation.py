@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from agent import child
 from agent.agent import run_check
 from checks import REGISTRY
 from checks.base import Context, ServerLink
@@ -63,6 +64,20 @@ async def test_a_failing_isolated_check_reports_the_childs_reason() -> None:
     assert not outcome.ok
     assert outcome.error == ("ValueError: the bandwidth check needs the agent's server "
                              "(server_url)")
+
+
+async def test_an_isolated_check_answering_too_much_is_stopped_not_read_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = REGISTRY["neighbours"]
+    config = spec.config_model(os="linux", proc_root=str(DATA / "neighbours" / "linux"),
+                               probe_ports=False)
+    monkeypatch.setattr(child, "MAX_ANSWER_BYTES", 256)  # the fixture's answer is larger
+    outcome = await run_check(spec, config, isolate=True)
+    assert not outcome.ok
+    assert outcome.error == ("the check's process answered over 256 bytes, more than any "
+                             "result; it was stopped")
+    await asyncio.sleep(0.1)
+    assert [p for p in psutil.Process().children(recursive=True) if child_of_ours(p)] == []
 
 
 async def test_a_hung_isolated_check_is_killed_at_its_timeout_with_its_children() -> None:
