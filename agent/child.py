@@ -80,7 +80,7 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
         if len(out) <= MAX_ANSWER_BYTES:
             await child.wait()
     finally:
-        if child.returncode is None:  # cancelled: the whole process group goes
+        if child.returncode is None:  # cancelled, or over its limit: the whole group goes
             with contextlib.suppress(ProcessLookupError):
                 if hasattr(os, "killpg"):
                     os.killpg(child.pid, signal.SIGKILL)

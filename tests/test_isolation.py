@@ -18,7 +18,7 @@ import pytest
 from agent import child
 from agent.agent import run_check
 from checks import REGISTRY
-from checks.base import Context, ServerLink
+from checks.base import CheckConfig, CheckSpec, Context, ServerLink
 from tests import fleet
 from tests.conftest import DATA, promtool_check_metrics
 from wardready import stack
@@ -45,10 +45,15 @@ def test_checks_that_import_heavy_packages_are_the_isolated_ones() -> None:
         "bandwidth", "devices", "media", "neighbours"]
 
 
-async def test_an_isolated_check_gives_the_same_result_as_in_process() -> None:
+def neighbours_from_fixture() -> tuple[CheckSpec, CheckConfig]:
+    """The neighbours check reading a recorded ARP table: quick, and it needs no network."""
     spec = REGISTRY["neighbours"]
-    config = spec.config_model(os="linux", proc_root=str(DATA / "neighbours" / "linux"),
-                               probe_ports=False)
+    return spec, spec.config_model(os="linux", proc_root=str(DATA / "neighbours" / "linux"),
+                                   probe_ports=False)
+
+
+async def test_an_isolated_check_gives_the_same_result_as_in_process() -> None:
+    spec, config = neighbours_from_fixture()
     inside = await run_check(spec, config)
     child = await run_check(spec, config, isolate=True)
     assert child.ok and inside.ok, child.error
@@ -68,9 +73,7 @@ async def test_a_failing_isolated_check_reports_the_childs_reason() -> None:
 
 async def test_an_isolated_check_answering_too_much_is_stopped_not_read_whole(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = REGISTRY["neighbours"]
-    config = spec.config_model(os="linux", proc_root=str(DATA / "neighbours" / "linux"),
-                               probe_ports=False)
+    spec, config = neighbours_from_fixture()
     monkeypatch.setattr(child, "MAX_ANSWER_BYTES", 256)  # the fixture's answer is larger
     outcome = await run_check(spec, config, isolate=True)
     assert not outcome.ok
