@@ -15,15 +15,15 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 import wardready
-from agent.child import ChildError, run_isolated
-from agent.config import AgentConfig
-from agent.delivery import FAILURE_REASONS, Delivery
-from agent.endpoint import MetricsEndpoint
-from agent.scheduler import Scheduler
-from agent.spool import Spool
-from checks import REGISTRY
-from checks.base import CheckConfig, CheckSpec, Context, ServerLink
-from wardready.metrics import (
+from wardready.agent.child import ChildError, run_isolated
+from wardready.agent.config import AgentConfig
+from wardready.agent.delivery import FAILURE_REASONS, Delivery
+from wardready.agent.endpoint import MetricsEndpoint
+from wardready.agent.scheduler import Scheduler
+from wardready.agent.spool import Spool
+from wardready.checks import REGISTRY
+from wardready.checks.base import CheckConfig, CheckSpec, Context, ServerLink
+from wardready.core.metrics import (
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
@@ -31,8 +31,8 @@ from wardready.metrics import (
     families,
     outcome_samples,
 )
-from wardready.report import MAX_ERROR_CHARS, Outcome, Report
-from wardready.serial import SerialThread
+from wardready.core.serial import SerialThread
+from wardready.model.report import MAX_ERROR_CHARS, Outcome, Report
 
 log = logging.getLogger(__name__)
 CLOCK_JUMP_SECONDS = 5.0

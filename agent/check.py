@@ -19,14 +19,14 @@ from typing import Any
 
 import aiohttp
 
-from agent.agent import run_check
-from agent.config import AgentConfig
-from checks import REGISTRY
-from checks.base import ServerLink, server_tls
-from wardready.errors import ConfigError
-from wardready.inventory import CallPreset, Profile, load_inventory
-from wardready.readiness import HostResults, Readiness, evaluate, show
-from wardready.report import Outcome
+from wardready.agent.agent import run_check
+from wardready.agent.config import AgentConfig
+from wardready.checks import REGISTRY
+from wardready.checks.base import ServerLink, server_tls
+from wardready.core.errors import ConfigError
+from wardready.core.inventory import CallPreset, Profile, load_inventory
+from wardready.model.readiness import HostResults, Readiness, evaluate, show
+from wardready.model.report import Outcome
 
 ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
 """Light checks first; the link is loaded last so it does not disturb the media figures."""

@@ -7,7 +7,7 @@ check's name, config and context as JSON on stdin (never in argv, where the toke
 in the process list) and answers with one JSON object on stdout: `{"result": ...}` or
 `{"error": "..."}`. Its log lines go to the agent's stderr, so to the same journal.
 
-    python -m agent.child < request.json
+    python -m wardready.agent.child < request.json
 """
 
 from __future__ import annotations
@@ -23,19 +23,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from checks import REGISTRY
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, DeviceTarget, ServerLink
-from checks.base import Target as PlatformTarget
+from wardready.checks import REGISTRY
+from wardready.checks.base import (
+    CheckConfig,
+    CheckResult,
+    CheckSpec,
+    Context,
+    DeviceTarget,
+    ServerLink,
+)
+from wardready.checks.base import Target as PlatformTarget
+from wardready.core.errors import ChildError
 
 log = logging.getLogger(__name__)
 
 LOG_LEVEL_VARIABLE = "WARDREADY_LOG_LEVEL"
 MAX_ANSWER_BYTES = 4 << 20
 """A result larger than this is a broken child, not a measurement (results are ~10 KiB)."""
-
-
-class ChildError(RuntimeError):
-    """The child ran but did not deliver a result; the message says why."""
 
 
 def encode_context(context: Context) -> dict[str, Any]:
@@ -65,7 +69,7 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
     # A session of its own: a Ctrl-C meant for the agent does not cut its round short, and
     # the child's own children (ssh, ping) are killed with it.
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.child", stdin=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "wardready.agent.child", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
         env={**os.environ, LOG_LEVEL_VARIABLE: level})
     assert child.stdin is not None and child.stdout is not None

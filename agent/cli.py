@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from agent.config import load_agent_config, read_token
-from wardready.errors import ConfigError, WardreadyError, output_closed
+from wardready.agent.config import load_agent_config, read_token
+from wardready.core.errors import ConfigError, WardreadyError, output_closed
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from agent.enroll import EnrollOptions, enroll
+    from wardready.agent.enroll import EnrollOptions, enroll
 
     enroll(EnrollOptions(server=args.server, ward=args.ward, code=args.code, config=args.config,
                          host=args.host, role=args.role, ca_file=args.ca_file, force=args.force))
@@ -76,7 +76,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from agent import check
+    from wardready.agent import check
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     config = load_agent_config(args.config)
@@ -84,7 +84,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.agent import Agent
+    from wardready.agent.agent import Agent
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from checks import REGISTRY
-from checks.base import CheckConfig, Context, ServerLink
-from wardready.configfile import load
-from wardready.errors import ConfigError
-from wardready.inventory import HttpURL, Slug, load_inventory
+from wardready.checks import REGISTRY
+from wardready.checks.base import CheckConfig, Context, ServerLink
+from wardready.core.configfile import load
+from wardready.core.errors import ConfigError
+from wardready.core.inventory import HttpURL, Slug, load_inventory
 
 FilePath = Annotated[Path, Field(strict=False)]
 TOKEN_ENV = "WARDREADY_TOKEN"

@@ -19,9 +19,10 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from agent.spool import Spool, Spooled
-from checks.base import server_tls
-from wardready.serial import SerialThread
+from wardready.agent.spool import Spool, Spooled
+from wardready.checks.base import server_tls
+from wardready.core.errors import AttemptFailed
+from wardready.core.serial import SerialThread
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ REUSE_SECONDS = 10.0
 (aiohttp after 75 s), and a report sent on it would fail for nothing. A backlog being
 replayed goes over one connection; a report every few minutes opens its own."""
 MAX_ANSWER_BYTES = 64 << 10
-
-
-class AttemptFailed(Exception):
-    """A delivery attempt that failed before the server answered, with its reason."""
-
-    def __init__(self, reason: str, cause: BaseException) -> None:
-        super().__init__(str(cause) or type(cause).__name__)
-        self.reason = reason
 
 
 def failure_reason(exc: BaseException, connecting: bool) -> str:

@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from agent.config import load_agent_config, read_token
-from agent.spool import fsync_directory
-from checks.base import server_tls
-from wardready.errors import ConfigError, WardreadyError
+from wardready.agent.config import load_agent_config, read_token
+from wardready.agent.spool import fsync_directory
+from wardready.checks.base import server_tls
+from wardready.core.errors import ConfigError, EnrollError
 
 TOKEN_FILE = "agent.token"
 STATE_DIR = Path("/var/lib/wardready")
@@ -40,10 +40,6 @@ TIMEOUT_SECONDS = 30.0
 CODE_CHARS = 30
 CODE_ALPHABET = set("0123456789abcdefghjkmnpqrstvwxyz")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-
-
-class EnrollError(WardreadyError):
-    """The server refused, or could not be reached or trusted."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from bench import proc
-from wardready import stack
+from lab import stack
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 2**20
@@ -52,7 +52,7 @@ SKIPPED_CHECKS = ("platforms",)
 """It would resolve outside names."""
 IN_PROCESS_CHECKS = ("host", "latency", "peripherals")
 ISOLATED_CHECKS = ("bandwidth", "media", "devices", "neighbours")
-"""Each run in a child process of its own (`agent.child`), at its default interval."""
+"""Each run in a child process of its own (`wardready.agent.child`), at its default interval."""
 SHORT_LINK_TESTS = {
     "bandwidth": {"max_seconds": 2, "max_bytes": 16 << 20, "warmup_seconds": 0.2,
                   "min_measure_seconds": 0.5},
@@ -214,10 +214,10 @@ def idle_run(workdir: Path, seconds: float) -> Idle:
 
 IN_PROCESS = r"""
 import asyncio, json, sys
-import agent.cli, agent.agent
-from agent.agent import run_check
-from checks import REGISTRY
-from checks.base import Context, ServerLink
+import wardready.agent.cli, wardready.agent.agent
+from wardready.agent.agent import run_check
+from wardready.checks import REGISTRY
+from wardready.checks.base import Context, ServerLink
 
 def rss():
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
@@ -264,13 +264,14 @@ def in_process_run(workdir: Path) -> InProcess:
                   "ca_file": None}
         configs = {**SHORT_LINK_TESTS, "neighbours": NEIGHBOURS_ON_LOOPBACK, "devices": {}}
         cpu = {}
-        for name in ISOLATED_CHECKS:  # as the agent runs them: python -m agent.child
+        for name in ISOLATED_CHECKS:  # as the agent runs them: python -m wardready.agent.child
             request = json.dumps({"check": name, "config": configs[name],
                                   "context": {"server": server}})
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             for _ in range(CHILD_RUNS):
-                answer = subprocess.run([sys.executable, "-m", "agent.child"], input=request,
-                                        text=True, capture_output=True, timeout=60, check=True)
+                answer = subprocess.run([sys.executable, "-m", "wardready.agent.child"],
+                                        input=request, text=True, capture_output=True,
+                                        timeout=60, check=True)
                 if "result" not in json.loads(answer.stdout):
                     raise stack.StackError(f"{name} in a child: {answer.stdout[:500]}")
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -389,7 +390,7 @@ def render(idles: list[Idle], rounds: Rounds, inside: InProcess, idle_seconds: f
                                  growth(rounds.exporter_rss, half=True))
     per_round_ms = 1000 * rounds.agent_cpu_per_round
     per_scrape_ms = 1000 * rounds.exporter_cpu_per_scrape
-    from checks import REGISTRY
+    from wardready.checks import REGISTRY
 
     intervals = {n: REGISTRY[n].config_model().interval_seconds for n in ISOLATED_CHECKS}
     children = sum(inside.child_cpu_seconds[n] / intervals[n] for n in ISOLATED_CHECKS)
@@ -464,7 +465,7 @@ def render(idles: list[Idle], rounds: Rounds, inside: InProcess, idle_seconds: f
         "then imports what the device poll and the ARP sweep import (cumulative RSS). "
         "Instead each runs in a child process whose memory goes back when it ends; its "
         f"CPU (start, imports, the check; mean of {CHILD_RUNS} runs of `python -m "
-        "agent.child` with the same configs; devices with no device to poll): "
+        "wardready.agent.child` with the same configs; devices with no device to poll): "
         + ", ".join(f"{n} {1000 * inside.child_cpu_seconds[n]:.0f} ms every "
                     f"{intervals[n]:g} s" for n in ISOLATED_CHECKS)
         + f", {100 * children:.3f} % of one core in all.", "",

@@ -1,6 +1,6 @@
 """Time to build and render the equipment request list for the whole city.
 
-Generates an inventory of N wards (tests/city.py: 10 working groups, every fourth ward a
+Generates an inventory of N wards (lab/city.py: 10 working groups, every fourth ward a
 commune, one ward in four short in a known way), and builds the server's in-memory view of
 N wards x H PCs the way report ingest does: every report goes through
 `Fleet.ward_link_change` and `Fleet.apply` (server/handlers.py), the ward's link points are
@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from server import equipment, shortfalls
-from server.context import Fleet
-from server.equipment_formats import FORMATS
-from server.store import Store
-from tests import city
-from tests.test_readiness import link, udp
-from wardready.inventory import Inventory, load_inventory
-from wardready.report import Outcome, Report
+from lab import city
+from lab.results import link, udp
+from wardready.core.inventory import Inventory, load_inventory
+from wardready.model.report import Outcome, Report
+from wardready.server import equipment, shortfalls
+from wardready.server.context import Fleet
+from wardready.server.equipment_formats import FORMATS
+from wardready.server.store import Store
 
 MAX_AGE = 86400.0
 """The server's default `readiness_max_age_seconds`."""

@@ -1,11 +1,11 @@
 """Link-measurement accuracy and cost against ground truth, on emulated ward links.
 
 For each link (2, 20, 100 Mbit/s; clean, and with 2 % loss each way plus 40 ms ± 10 ms delay)
-it builds a ward — router — city set of network namespaces (tests/netlab.py), runs a real
-wardready server in the city, runs wardready's checks in the ward (`python -m checks ...`),
-and measures the same link with iperf3 (TCP, 4 streams, the default 10 s) and ping. It prints
-one Markdown table per measured quantity: configured truth, wardready, the reference tool,
-errors, bytes and seconds spent.
+it builds a ward — router — city set of network namespaces (lab/netlab.py), runs a real
+wardready server in the city, runs wardready's checks in the ward
+(`python -m wardready.checks ...`), and measures the same link with iperf3 (TCP, 4 streams,
+the default 10 s) and ping. It prints one Markdown table per measured quantity: configured
+truth, wardready, the reference tool, errors, bytes and seconds spent.
 
     sudo .venv/bin/python -m bench.links            # all six links, about 8 minutes
     sudo .venv/bin/python -m bench.links --rates 20 --impaired no
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests import netlab
+from lab import netlab
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_PORT, ECHO_PORT, IPERF_PORT = 8470, 8471, 5201

@@ -1,6 +1,6 @@
 """The central server at fleet scale: report ingest against the Pushgateway, and /metrics.
 
-For each fleet size N (agents; six PCs a ward, so N/6 generated wards, tests/city.py), a real
+For each fleet size N (agents; six PCs a ward, so N/6 generated wards, lab/city.py), a real
 `wardready-server` and Debian's `prometheus-pushgateway` each run pinned to one core (CPU 1);
 this process drives them from the other (CPU 0, `bench.loadgen`).
 
@@ -53,11 +53,10 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench import loadgen, proc
-from checks import REGISTRY
-from server.store import Store
-from tests import city
-from wardready import stack
-from wardready.metrics import SampleCollector, outcome_samples
+from lab import city, stack
+from wardready.checks import REGISTRY
+from wardready.core.metrics import SampleCollector, outcome_samples
+from wardready.server.store import Store
 
 RECEIVER_CPU, DRIVER_CPU = 1, 0
 LIMIT_SECONDS = 60.0

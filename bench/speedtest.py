@@ -49,9 +49,9 @@ from typing import Literal
 import yaml
 
 from bench import proc
-from checks import bandwidth
-from checks.base import Context, ServerLink
-from wardready import stack
+from lab import stack
+from wardready.checks import bandwidth
+from wardready.checks.base import Context, ServerLink
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CORE, CLIENT_CORE = 1, 0

@@ -5,7 +5,7 @@ Nothing here imports the agent or the server.
 
 from __future__ import annotations
 
-from checks import (
+from wardready.checks import (
     bandwidth,
     devices,
     host,
@@ -15,7 +15,7 @@ from checks import (
     peripherals,
     platforms,
 )
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
+from wardready.checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
 REGISTRY: dict[str, CheckSpec] = {}
 

@@ -1,8 +1,8 @@
 """Run one check once and print its result as JSON: for trying a probe by hand, and for
 benchmarks that run a check inside an emulated ward network.
 
-    python -m checks latency --config '{"targets": ["127.0.0.1"]}'
-    python -m checks bandwidth --server http://127.0.0.1:8470 --token-file agent.token
+    python -m wardready.checks latency --config '{"targets": ["127.0.0.1"]}'
+    python -m wardready.checks bandwidth --server http://127.0.0.1:8470 --token-file agent.token
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from checks import REGISTRY
-from checks.base import Context, ServerLink
-from wardready.inventory import load_inventory
+from wardready.checks import REGISTRY
+from wardready.checks.base import Context, ServerLink
+from wardready.core.inventory import load_inventory
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m checks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wardready.checks",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("check", choices=sorted(REGISTRY))
     parser.add_argument("--config", default="{}", help="the check's config as JSON")
     parser.add_argument("--server", help="base URL of a wardready server")
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        print(f"python -m checks: --config: {where}: {first['msg']}", file=sys.stderr)
+        print(f"python -m wardready.checks: --config: {where}: {first['msg']}", file=sys.stderr)
         return 2
     server = None
     if args.server:

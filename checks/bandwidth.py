@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from checks import latency
-from checks.base import (
+from wardready.checks import latency
+from wardready.checks.base import (
     CheckConfig,
     CheckResult,
     CheckSpec,
@@ -31,7 +31,7 @@ from checks.base import (
     ResultModel,
     server_tls,
 )
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.metrics import MetricSpec, Sample
 
 if TYPE_CHECKING:
     import aiohttp

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.metrics import MetricSpec, Sample
 
 if TYPE_CHECKING:
-    from wardready.inventory import Inventory
+    from wardready.core.inventory import Inventory
 
 
 class CheckConfig(BaseModel):

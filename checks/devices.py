@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from checks.base import (
+from wardready.checks.base import (
     CheckConfig,
     CheckResult,
     CheckSpec,
@@ -36,8 +36,9 @@ from checks.base import (
     InventoryItem,
     ResultModel,
 )
-from checks.sysfs import firmware_text
-from wardready.metrics import MetricSpec, Sample
+from wardready.checks.sysfs import firmware_text
+from wardready.core.errors import CredentialsError, PollError, PollReason
+from wardready.core.metrics import MetricSpec, Sample
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,7 @@ MAX_INTERFACES = 128
 MAX_ERROR_CHARS = 200
 ENV_PREFIX = "WARDREADY_DEVICE_"
 
-Reason = Literal["refused", "timeout", "auth", "host-key", "unreachable", "no-credentials",
-                 "protocol", "parse", "unsupported"]
-REASONS: tuple[Reason, ...] = get_args(Reason)
+REASONS: tuple[PollReason, ...] = get_args(PollReason)
 
 
 class Config(CheckConfig):
@@ -133,7 +132,7 @@ class DevicePoll(Facts):
     role: str
     up: bool
     """Logged in and parsed the device's facts and interfaces."""
-    reason: Reason | None = None
+    reason: PollReason | None = None
     error: str | None = None
     duration_seconds: float
     interfaces: list[Interface] = Field(default=[], max_length=MAX_INTERFACES)
@@ -172,10 +171,6 @@ class _SecretsFile(BaseModel):
 
     default: _Login | None = None
     devices: dict[str, _Login] = {}
-
-
-class CredentialsError(ValueError):
-    """The secrets file is unsafe or malformed; str() is one line naming the file."""
 
 
 def load_credentials_file(path: Path) -> _SecretsFile:
@@ -305,14 +300,6 @@ _BLOCK_FIELDS = {
     "crc": re.compile(r"(\d+) CRC"),
     "output_errors": re.compile(r"(\d+) output errors"),
 }
-
-
-class PollError(Exception):
-    """A device failed in one of the known ways; the message holds no secret."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 Parse = Callable[[str, str, str], list[dict[str, Any]]]
@@ -598,7 +585,7 @@ async def poll(device: DeviceTarget, login: Credentials | None, config: Config) 
     started = time.perf_counter()
     holder: list[socket.socket] = []
     facts: Facts | None = None
-    reason: Reason | None = None
+    reason: PollReason | None = None
     error: str | None = None
     try:
         if device.device_type not in RECIPES and device.device_type != "linux":

@@ -17,14 +17,14 @@ from typing import Any, Literal
 import psutil
 from pydantic import Field
 
-from checks.base import (
+from wardready.checks.base import (
     CheckResult,
     CheckSpec,
     Context,
     InventoryItem,
     ResultModel,
 )
-from checks.sysfs import (
+from wardready.checks.sysfs import (
     OsSources,
     Unreadable,
     attr,
@@ -36,7 +36,7 @@ from checks.sysfs import (
     tree_problem,
     windows_query,
 )
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.metrics import MetricSpec, Sample
 
 MAX_DISKS = 32
 MAX_NICS = 64

@@ -50,14 +50,15 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, StringConstraints, model_validator
 
-from checks.base import (
+from wardready.checks.base import (
     CheckConfig,
     CheckResult,
     CheckSpec,
     Context,
     ResultModel,
 )
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.errors import ResolutionError
+from wardready.core.metrics import MetricSpec, Sample
 
 Method = Literal["icmp-raw", "icmp-dgram", "tcp"]
 MethodChoice = Literal["auto", "icmp-raw", "icmp-dgram", "tcp"]
@@ -186,10 +187,6 @@ def _can_open(kind: int) -> bool:
     except OSError:  # EPERM without CAP_NET_RAW; EACCES outside ping_group_range
         return False
     return True
-
-
-class ResolutionError(Exception):
-    """The target's name gave no usable address."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ loss, round-trip time, RFC 3550 jitter, reordering and duplicates. Each echo car
 server's receive time and count, which split loss, jitter, reordering and duplicates into
 the forward (agent to server) and return paths without synchronised clocks.
 
-The wire format is defined here, once; `server.udp_echo` answers it.
+The wire format is the core's (`wardready.core.echo`); `wardready.server.udp_echo` answers it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import math
 import statistics
-import struct
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from checks.base import (
+from wardready.checks.base import (
     CheckConfig,
     CheckResult,
     CheckSpec,
@@ -34,61 +33,27 @@ from checks.base import (
     ServerLink,
     server_tls,
 )
-from wardready import emodel
-from wardready.errors import WardreadyError
-from wardready.metrics import MetricSpec, Sample
+from wardready.core import emodel
+from wardready.core.echo import (
+    CURRENT_PATH,
+    ECHO,
+    HEADER,
+    KEY_BYTES,
+    MAGIC,
+    PROBE,
+    SESSIONS_PATH,
+    VERSION,
+    Packet,
+    decode,
+    encode,
+)
+from wardready.core.errors import MediaError
+from wardready.core.metrics import MetricSpec, Sample
 
 if TYPE_CHECKING:
     import aiohttp
 
-# -- Wire format -------------------------------------------------------------------------------
-
-MAGIC = b"WR"
-VERSION = 1
-PROBE = 1
-"""Kind of a packet from the agent; the server only ever answers this kind."""
-ECHO = 2
-"""Kind of a packet from the server: never echoed again, so two echo servers cannot loop."""
-KEY_BYTES = 16
-HEADER = struct.Struct("!2sBB16sIQQI")
-"""magic, version, kind, session key, sequence number, client send time (ns, client clock),
-server receive time (ns, server clock; 0 in a probe), server count (packets the server accepted
-in this session including this one; 0 in a probe). Network byte order; padding follows."""
-SESSIONS_PATH = "/api/v1/udp-sessions"
-CURRENT_PATH = "/api/v1/udp-sessions/current"
 HTTP_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Packet:
-    """One packet's header."""
-
-    kind: int
-    key: bytes
-    seq: int
-    client_sent_ns: int
-    server_received_ns: int = 0
-    server_count: int = 0
-
-
-def encode(packet: Packet, size: int) -> bytes:
-    """The packet as `size` bytes on the wire (header, then zero padding)."""
-    if size < HEADER.size:
-        raise ValueError(f"a packet needs at least {HEADER.size} bytes, not {size}")
-    return HEADER.pack(MAGIC, VERSION, packet.kind, packet.key, packet.seq,
-                       packet.client_sent_ns, packet.server_received_ns,
-                       packet.server_count) + bytes(size - HEADER.size)
-
-
-def decode(data: bytes) -> Packet | None:
-    """The header of a datagram, or None if it is not one of ours (short, foreign, other
-    version, unknown kind)."""
-    if len(data) < HEADER.size:
-        return None
-    magic, version, kind, key, seq, sent, received, count = HEADER.unpack_from(data)
-    if magic != MAGIC or version != VERSION or kind not in (PROBE, ECHO):
-        return None
-    return Packet(kind, key, seq, sent, received, count)
 
 
 # -- Statistics (pure) -------------------------------------------------------------------------
@@ -215,9 +180,6 @@ def analyse(sent_ns: Sequence[int], echoes: Sequence[Echo],
 
 
 # -- The check ---------------------------------------------------------------------------------
-
-class MediaError(WardreadyError):
-    """The check could not run (no server, session refused): a failed run, not a finding."""
 
 
 class Config(CheckConfig):

@@ -50,8 +50,8 @@ from typing import Annotated, Literal
 import psutil
 from pydantic import Field, StringConstraints, model_validator
 
-from checks import oswin
-from checks.base import (
+from wardready.checks import oswin
+from wardready.checks.base import (
     CheckResult,
     CheckSpec,
     Context,
@@ -59,8 +59,8 @@ from checks.base import (
     ResultModel,
     in_thread,
 )
-from checks.sysfs import OsSources, os_family
-from wardready.metrics import MetricSpec, Sample
+from wardready.checks.sysfs import OsSources, os_family
+from wardready.core.metrics import MetricSpec, Sample
 
 Method = Literal["arp-sweep", "neighbour-table"]
 MethodChoice = Literal["auto", "arp-sweep", "neighbour-table"]

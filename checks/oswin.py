@@ -14,12 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from wardready.core.errors import QueryFailed
+
 PREAMBLE = ("$ProgressPreference = 'SilentlyContinue'; "
             "[Console]::OutputEncoding = [Text.Encoding]::UTF8; ")
-
-
-class QueryFailed(Exception):
-    """A query could not be run or its output was not JSON; the message says why."""
 
 
 def query(name: str, command: str, *, recorded: Path | None = None,

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from checks.base import CheckResult, CheckSpec, Context, InventoryItem, ResultModel
-from checks.sysfs import (
+from wardready.checks.base import CheckResult, CheckSpec, Context, InventoryItem, ResultModel
+from wardready.checks.sysfs import (
     OsSources,
     Unreadable,
     attr,
@@ -37,7 +37,7 @@ from checks.sysfs import (
     tree_problem,
     windows_query,
 )
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.metrics import MetricSpec, Sample
 
 Kind = Literal["webcam", "microphone", "speaker", "printer", "scanner", "usb"]
 KINDS: tuple[Kind, ...] = ("webcam", "microphone", "speaker", "printer", "scanner", "usb")

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context, ResultModel
-from wardready.inventory import Slug
-from wardready.metrics import MetricSpec, Sample
+from wardready.checks.base import CheckConfig, CheckResult, CheckSpec, Context, ResultModel
+from wardready.core.inventory import Slug
+from wardready.core.metrics import MetricSpec, Sample
 
 MAX_TARGETS = 32
 """Bounds the `platform` label's cardinality and the report's size."""

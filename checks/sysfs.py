@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from checks import oswin
-from checks.base import CheckConfig, ResultModel
+from wardready.checks import oswin
+from wardready.checks.base import CheckConfig, ResultModel
 
 OsChoice = Literal["auto", "linux", "windows"]
 OsFamily = Literal["linux", "windows", "other"]

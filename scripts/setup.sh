@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# iproute2 .. ethtool: emulated ward links in tests (tests/netlab.py); libnetfilter-queue-dev,
+# iproute2 .. ethtool: emulated ward links in tests (lab/netlab.py); libnetfilter-queue-dev,
 # build-essential, python3-dev: pip builds PyPI netfilterqueue (its delayer) from source;
 # openssh-server: a real SSH peer for the network-device check's netmiko `linux` type;
 # tmux: a real terminal for the `wardready-agent check` table test;

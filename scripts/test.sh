@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 echo "== ruff";   .venv/bin/ruff check .
-echo "== mypy";   .venv/bin/mypy
+echo "== mypy";   .venv/bin/python scripts/typecheck.py
 echo "== pytest"; .venv/bin/python -m pytest "$@"

@@ -12,12 +12,12 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from server import assets, equipment, readiness, shortfalls
-from server.auth import authenticate, fail
-from server.context import CONFIG, FLEET, INVENTORY, IO, STORE
-from server.handlers import parse_json
-from wardready.configfile import dotted
-from wardready.inventory import Slug
+from wardready.core.configfile import dotted
+from wardready.core.inventory import Slug
+from wardready.server import assets, equipment, readiness, shortfalls
+from wardready.server.auth import authenticate, fail
+from wardready.server.context import CONFIG, FLEET, INVENTORY, IO, STORE
+from wardready.server.handlers import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ async def ward_readiness(request: web.Request) -> web.Response:
 async def equipment_list(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/equipment-list?format=csv|xlsx|markdown|json&working_group=: what each
     ward must buy, as a file to download."""
-    from server.equipment_formats import FORMATS
+    from wardready.server.equipment_formats import FORMATS
 
     await authenticate(request, "admin")
     app, inventory = request.app, request.app[INVENTORY]

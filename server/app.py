@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
-from server.config import ServerConfig
-from server.context import (
+from wardready.core.inventory import Inventory
+from wardready.core.serial import SerialThread
+from wardready.server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
+from wardready.server.config import ServerConfig
+from wardready.server.context import (
     CONFIG,
     EXPOSITION,
     FLEET,
@@ -23,11 +25,9 @@ from server.context import (
     WRITER,
     Fleet,
 )
-from server.exposition import FleetExposition
-from server.store import Store, TokenReader
-from server.writer import ReportWriter
-from wardready.inventory import Inventory
-from wardready.serial import SerialThread
+from wardready.server.exposition import FleetExposition
+from wardready.server.store import Store, TokenReader
+from wardready.server.writer import ReportWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from checks import REGISTRY
-from checks.base import InventoryItem
-from wardready.metrics import MetricSpec
-from wardready.report import Outcome
+from wardready.checks import REGISTRY
+from wardready.checks.base import InventoryItem
+from wardready.core.metrics import MetricSpec
+from wardready.model.report import Outcome
 
 DEFAULT_WINDOW_SECONDS = 7 * 86400
 """What the change log shows when no `since` is given: a week."""

@@ -7,8 +7,8 @@ import sqlite3
 
 from aiohttp import web
 
-from server.context import IO, STORE, TOKENS
-from server.store import Identity, Role
+from wardready.server.context import IO, STORE, TOKENS
+from wardready.server.store import Identity, Role
 
 
 def fail(status: type[web.HTTPException], message: str, **headers: str) -> web.HTTPException:

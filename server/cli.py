@@ -11,13 +11,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server import memory
-from server.app import create_app
-from server.config import ServerConfig, load_server_config, ssl_context
-from server.enrol import DEFAULT_HOURS, MAX_HOURS
-from server.store import Store
-from wardready.errors import ConfigError, WardreadyError, output_closed
-from wardready.inventory import Inventory, load_inventory
+from wardready.core.errors import ConfigError, WardreadyError, output_closed
+from wardready.core.inventory import Inventory, load_inventory
+from wardready.server import memory
+from wardready.server.app import create_app
+from wardready.server.config import ServerConfig, load_server_config, ssl_context
+from wardready.server.enrol import DEFAULT_HOURS, MAX_HOURS
+from wardready.server.store import Store
 
 EXIT_CONFIG = 2
 
@@ -239,8 +239,8 @@ def _assets(args: argparse.Namespace) -> int:
 
 
 def _readiness(args: argparse.Namespace) -> int:
-    from server import readiness
-    from wardready.readiness import show
+    from wardready.model.readiness import show
+    from wardready.server import readiness
 
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
@@ -273,8 +273,8 @@ def _readiness(args: argparse.Namespace) -> int:
 
 
 def _equipment_list(args: argparse.Namespace) -> int:
-    from server import equipment
-    from server.equipment_formats import FORMATS
+    from wardready.server import equipment
+    from wardready.server.equipment_formats import FORMATS
 
     config, inventory = _load(args)
     groups = [g.id for g in inventory.working_groups]
@@ -310,7 +310,7 @@ def _equipment_list(args: argparse.Namespace) -> int:
 def _is_slug(value: str) -> bool:
     from pydantic import TypeAdapter, ValidationError
 
-    from wardready.inventory import Slug
+    from wardready.core.inventory import Slug
     try:
         TypeAdapter(Slug).validate_python(value)
     except ValidationError:

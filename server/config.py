@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from server.udp_echo import EchoConfig
-from wardready.configfile import load
+from wardready.core.configfile import load
+from wardready.core.echo import HEADER
 
 FilePath = Annotated[Path, Field(strict=False)]
 """A path given as text in YAML."""
@@ -39,6 +39,27 @@ class SpeedtestConfig(Strict):
     """Bytes one slot may move, all streams and both directions together."""
     max_streams: int = Field(default=8, ge=1, le=64)
     """Concurrent transfers one slot may run."""
+
+
+class EchoConfig(Strict):
+    """The UDP echo endpoint and its caps (the `udp_echo` section of the server config)."""
+
+    listen_host: str | None = None
+    """None: the HTTP server's `listen_host`."""
+    listen_port: int = Field(default=0, ge=0, le=65535)
+    """0 picks a free port (tests); a deployment fixes one so ward firewalls can allow it."""
+    max_packets: int = Field(default=3000, ge=1, le=1_000_000)
+    """Probes echoed per session at most (60 s at 50 a second)."""
+    max_packet_rate: float = Field(default=100.0, gt=0, le=100_000)
+    """Probes per second per session; more are dropped (a token bucket)."""
+    burst_seconds: float = Field(default=1.0, gt=0, le=60)
+    """The bucket holds this many seconds of probes, so a queue on the path that releases
+    a burst does not read as loss."""
+    max_packet_bytes: int = Field(default=1472, ge=HEADER.size, le=65507)
+    """Largest UDP payload echoed (1472 fills a 1500-byte Ethernet frame over IPv4)."""
+    session_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_sessions: int = Field(default=1000, ge=1)
+    """Sessions open at once over all agents; a request beyond it gets 503."""
 
 
 class ServerConfig(Strict):

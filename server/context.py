@@ -7,15 +7,15 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from server import shortfalls
-from server.config import ServerConfig
-from server.exposition import FleetExposition
-from server.shortfalls import LinkCriterion
-from server.store import AgentState, Store, TokenReader
-from server.writer import ReportWriter
-from wardready.inventory import Inventory
-from wardready.report import Outcome, Report
-from wardready.serial import SerialThread
+from wardready.core.inventory import Inventory
+from wardready.core.serial import SerialThread
+from wardready.model.report import Outcome, Report
+from wardready.server import shortfalls
+from wardready.server.config import ServerConfig
+from wardready.server.exposition import FleetExposition
+from wardready.server.shortfalls import LinkCriterion
+from wardready.server.store import AgentState, Store, TokenReader
+from wardready.server.writer import ReportWriter
 
 
 class Fleet:

@@ -17,12 +17,12 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.auth import authenticate, fail
-from server.context import INVENTORY, IO, STORE
-from server.handlers import parse_json
-from server.store import EnrolmentRefused, RefusalReason
-from wardready.configfile import dotted
-from wardready.inventory import Slug
+from wardready.core.configfile import dotted
+from wardready.core.errors import EnrolmentRefused, RefusalReason
+from wardready.core.inventory import Slug
+from wardready.server.auth import authenticate, fail
+from wardready.server.context import INVENTORY, IO, STORE
+from wardready.server.handlers import parse_json
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from checks import devices, host, peripherals, platforms
-from server import readiness, shortfalls
-from server.shortfalls import LinkCriterion
-from server.store import AgentState, Store
-from wardready.inventory import CatalogueItem, Inventory, NeedKind, Profile
-from wardready.readiness import HostResults, rollup, show
+from wardready.checks import devices, host, peripherals, platforms
+from wardready.core.inventory import CatalogueItem, Inventory, NeedKind, Profile
+from wardready.model.readiness import HostResults, rollup, show
+from wardready.server import readiness, shortfalls
+from wardready.server.shortfalls import LinkCriterion
+from wardready.server.store import AgentState, Store
 
 Priority = Literal["high", "medium", "low"]
 PRIORITY_ORDER: dict[Priority, int] = {"high": 0, "medium": 1, "low": 2}

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from server.equipment import EquipmentList, Line, NoData
+from wardready.server.equipment import EquipmentList, Line, NoData
 
 if TYPE_CHECKING:
     from openpyxl.worksheet.worksheet import Worksheet

@@ -21,18 +21,18 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from checks import REGISTRY, devices
-from server import assets, readiness, shortfalls
-from server.store import AgentState
-from wardready.inventory import Inventory, Profile, Ward
-from wardready.metrics import (
+from wardready.checks import REGISTRY, devices
+from wardready.core.inventory import Inventory, Profile, Ward
+from wardready.core.metrics import (
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
     Sample,
     outcome_samples,
 )
-from wardready.readiness import HostResults
+from wardready.model.readiness import HostResults
+from wardready.server import assets, readiness, shortfalls
+from wardready.server.store import AgentState
 
 WARD_INFO = MetricSpec(
     "wardready_ward_info", "A ward, commune or special zone in the inventory.",

@@ -13,11 +13,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from server.auth import authenticate, fail
-from server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
-from server.exposition import MAX_SHARDS, WHOLE, shard_count
-from wardready.configfile import dotted
-from wardready.report import SCHEMA_VERSION, Report, schema_version_of
+from wardready.core.configfile import dotted
+from wardready.model.report import SCHEMA_VERSION, Report, schema_version_of
+from wardready.server.auth import authenticate, fail
+from wardready.server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
+from wardready.server.exposition import MAX_SHARDS, WHOLE, shard_count
 
 log = logging.getLogger(__name__)
 

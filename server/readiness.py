@@ -1,5 +1,5 @@
 """Each ward's readiness on the server: its PCs' latest results rolled up into one verdict
-per ward and per criterion (`wardready.readiness.rollup`; rules in docs/readiness.md), for
+per ward and per criterion (`wardready.model.readiness.rollup`; rules in docs/readiness.md), for
 /metrics, `GET /api/v1/readiness` and `wardready-server readiness`.
 
 Only PCs whose token is active and that reported within the configured age count: a PC
@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 
-from server.store import AgentState
-from wardready.inventory import Inventory
-from wardready.metrics import MetricSpec, Sample
-from wardready.readiness import STATE_VALUE, VERDICT_VALUE, HostResults, WardReadiness, rollup
+from wardready.core.inventory import Inventory
+from wardready.core.metrics import MetricSpec, Sample
+from wardready.model.readiness import STATE_VALUE, VERDICT_VALUE, HostResults, WardReadiness, rollup
+from wardready.server.store import AgentState
 
 _CODES = "0 ready, 1 ready with warnings, 2 not ready, -1 unknown"
 WARD_STATE = MetricSpec("wardready_ward_readiness",

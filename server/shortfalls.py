@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from checks import REGISTRY, bandwidth, devices, latency, media
-from checks.base import CheckResult
-from wardready.inventory import EndOfSupport, Profile
-from wardready.metrics import MetricSpec, Sample
-from wardready.report import Outcome
+from wardready.checks import REGISTRY, bandwidth, devices, latency, media
+from wardready.checks.base import CheckResult
+from wardready.core.inventory import EndOfSupport, Profile
+from wardready.core.metrics import MetricSpec, Sample
+from wardready.model.report import Outcome
 
 LinkCriterion = Literal["download", "upload", "rtt", "jitter", "loss"]
 LINK_CRITERIA: tuple[LinkCriterion, ...] = ("download", "upload", "rtt", "jitter", "loss")

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from server.auth import authenticate, fail
-from server.config import SpeedtestConfig
-from server.store import Identity
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.metrics import MetricSpec, Sample
+from wardready.server.auth import authenticate, fail
+from wardready.server.config import SpeedtestConfig
+from wardready.server.store import Identity
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from checks import REGISTRY
-from checks.base import InventoryItem
-from server import assets
-from wardready.report import Outcome, Report
+from wardready.checks import REGISTRY
+from wardready.checks.base import InventoryItem
+from wardready.core.errors import EnrolmentRefused
+from wardready.model.report import Outcome, Report
+from wardready.server import assets
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -127,7 +128,6 @@ CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 CODE_ID_CHARS, CODE_SECRET_CHARS = 5, 25
 """A code is `wre-` and six groups of five: the first group is its id (not secret, shown in
 logs like a token id), the other five its 125-bit secret."""
-RefusalReason = Literal["unknown", "used", "expired", "ward", "host"]
 log = logging.getLogger(__name__)
 
 
@@ -198,14 +198,6 @@ class Enrolled:
     token: str
     ward: str
     host: str
-
-
-class EnrolmentRefused(Exception):
-    """A code that cannot be redeemed, and why; nothing was changed."""
-
-    def __init__(self, reason: RefusalReason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def normalise_code(code: str) -> tuple[str, str] | None:

@@ -8,9 +8,8 @@ counted. A session is bound to the token's (ward, host), one per agent, and to t
 source address of its first probe, so a key seen on the wire cannot be used from elsewhere
 to reflect traffic at someone else.
 
-Wiring: `setup(app, EchoConfig(...))` after `create_app`. The HTTP handlers import the
-server's modules when called, not at import time, so `server.config` can import `EchoConfig`
-from here without an import cycle (`server.context` imports `server.config`).
+Wiring: `setup(app, EchoConfig(...))` after `create_app`; the caps are `EchoConfig`, the
+`udp_echo` section of the server config.
 """
 
 from __future__ import annotations
@@ -28,8 +27,12 @@ from typing import Any, cast
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from checks.media import ECHO, HEADER, KEY_BYTES, MAGIC, PROBE, VERSION
-from wardready.metrics import MetricSpec, Sample
+from wardready.core.echo import ECHO, HEADER, KEY_BYTES, MAGIC, PROBE, VERSION
+from wardready.core.errors import SessionsFull
+from wardready.core.metrics import MetricSpec, Sample
+from wardready.server.auth import authenticate, fail
+from wardready.server.config import EchoConfig
+from wardready.server.handlers import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +50,6 @@ SERVER_FIELDS = struct.Struct("!QI")
 """The server's part of the header, its last 12 bytes: receive time (ns, monotonic clock) and
 count."""
 SERVER_FIELDS_OFFSET = HEADER.size - SERVER_FIELDS.size
-
-
-class EchoConfig(BaseModel):
-    """The UDP echo endpoint and its caps (the `udp_echo` section of the server config)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    listen_host: str | None = None
-    """None: the HTTP server's `listen_host`."""
-    listen_port: int = Field(default=0, ge=0, le=65535)
-    """0 picks a free port (tests); a deployment fixes one so ward firewalls can allow it."""
-    max_packets: int = Field(default=3000, ge=1, le=1_000_000)
-    """Probes echoed per session at most (60 s at 50 a second)."""
-    max_packet_rate: float = Field(default=100.0, gt=0, le=100_000)
-    """Probes per second per session; more are dropped (a token bucket)."""
-    burst_seconds: float = Field(default=1.0, gt=0, le=60)
-    """The bucket holds this many seconds of probes, so a queue on the path that releases
-    a burst does not read as loss."""
-    max_packet_bytes: int = Field(default=1472, ge=HEADER.size, le=65507)
-    """Largest UDP payload echoed (1472 fills a 1500-byte Ethernet frame over IPv4)."""
-    session_seconds: float = Field(default=60.0, gt=0, le=3600)
-    max_sessions: int = Field(default=1000, ge=1)
-    """Sessions open at once over all agents; a request beyond it gets 503."""
 
 
 class SessionRequest(BaseModel):
@@ -140,10 +120,6 @@ class Session:
                 "received": self.received, "unique": self.unique,
                 "duplicates": self.duplicates, "reordered": self.reordered,
                 "dropped": dict(self.dropped)}
-
-
-class SessionsFull(Exception):
-    """`max_sessions` sessions are open."""
 
 
 class EchoService(asyncio.DatagramProtocol):
@@ -267,7 +243,9 @@ class EchoService(asyncio.DatagramProtocol):
         """Cleanup context: the UDP endpoint lives as long as the app."""
         host = self.config.listen_host
         if host is None:
-            from server.context import CONFIG  # not at import time: see the module docstring
+            from wardready.server.context import (
+                CONFIG,  # not at import time: see the module docstring
+            )
             host = app[CONFIG].listen_host if CONFIG in app else "127.0.0.1"
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -315,8 +293,6 @@ ECHO_SERVICE = web.AppKey("udp_echo", EchoService)
 
 async def create_session(request: web.Request) -> web.Response:
     """`POST /api/v1/udp-sessions`: a new session for the token's agent."""
-    from server.auth import authenticate, fail
-    from server.handlers import parse_json
     identity = await authenticate(request, "agent")
     body = await request.read()
     try:
@@ -341,7 +317,6 @@ async def create_session(request: web.Request) -> web.Response:
 
 async def current_session(request: web.Request) -> web.Response:
     """`GET /api/v1/udp-sessions/current`: what the server saw of the agent's session."""
-    from server.auth import authenticate, fail
     identity = await authenticate(request, "agent")
     session = request.app[ECHO_SERVICE].by_agent.get((identity.ward, identity.host))
     if session is None:

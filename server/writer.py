@@ -15,9 +15,9 @@ import asyncio
 import math
 from collections.abc import Mapping
 
-from server.store import Store
-from wardready.report import Report
-from wardready.serial import SerialThread
+from wardready.core.serial import SerialThread
+from wardready.model.report import Report
+from wardready.server.store import Store
 
 MAX_BATCH = 256
 """Reports per transaction at most, so one commit stays short."""

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from server.config import ServerConfig
-from wardready.inventory import Inventory, load_inventory
-from wardready.metrics import MetricSpec, Sample, SampleCollector
+from lab import REPO
+from wardready.core.inventory import Inventory, load_inventory
+from wardready.core.metrics import MetricSpec, Sample, SampleCollector
+from wardready.server.config import ServerConfig
 
 DATA = Path(__file__).parent / "data"
-REPO = Path(__file__).parent.parent
 IN_CI = os.environ.get("CI") == "true"
 
 

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.agent import Agent, run_check
-from agent.config import load_agent_config
-from checks import REGISTRY, host
-from checks.base import CheckConfig, CheckResult, CheckSpec, Context
 from tests.conftest import DATA, promtool_check_metrics
+from wardready.agent.agent import Agent, run_check
+from wardready.agent.config import load_agent_config
+from wardready.checks import REGISTRY, host
+from wardready.checks.base import CheckConfig, CheckResult, CheckSpec, Context
 
 
 def samples(body: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool
-from tests import fleet
-from wardready import stack
+from lab import fleet, stack
+from wardready.agent.spool import Spool
 
 pytestmark = pytest.mark.integration
 

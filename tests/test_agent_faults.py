@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from agent.agent import Agent
-from agent.config import load_agent_config
-from agent.delivery import Delivery
-from agent.spool import Spool
 from tests.conftest import DATA, IN_CI
-from wardready.serial import SerialThread
+from wardready.agent.agent import Agent
+from wardready.agent.config import load_agent_config
+from wardready.agent.delivery import Delivery
+from wardready.agent.spool import Spool
+from wardready.core.serial import SerialThread
 
 UNKNOWN_NAME = "wardready.city.invalid"
 

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from checks import host
-from checks.base import InventoryItem
-from server import assets
-from server.app import create_app
-from server.cli import main as server_main
-from server.config import ServerConfig
-from server.store import Store
-from wardready.inventory import load_inventory
+from wardready.checks import host
+from wardready.checks.base import InventoryItem
+from wardready.core.inventory import load_inventory
+from wardready.server import assets
+from wardready.server.app import create_app
+from wardready.server.cli import main as server_main
+from wardready.server.config import ServerConfig
+from wardready.server.store import Store
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -6,18 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from server.app import create_app
-from server.store import Store
-from tests import fleet
+from lab import fleet, stack
 from tests.test_server import Client, MakeClient, auth, report
-from wardready import stack
-from wardready.inventory import load_inventory
+from wardready.core.inventory import load_inventory
+from wardready.server.app import create_app
+from wardready.server.store import Store
 
 
 @pytest.fixture
 async def admin_setup(aiohttp_client: MakeClient, tmp_path: Path) -> tuple[Client, str, str]:
-    from server.config import ServerConfig
     from tests.conftest import DATA
+    from wardready.server.config import ServerConfig
     config = ServerConfig(database=tmp_path / "w.db", inventory=DATA / "inventory-small.yml")
     store = Store(config.database)
     admin, agent = store.issue_admin_token("ops"), store.issue_token("sai-gon", "counter-01")

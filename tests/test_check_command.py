@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests import fleet
+from lab import fleet, stack
 from tests.conftest import DATA, require_binary
-from wardready import stack
 
 pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "conference-pc"

@@ -1,7 +1,7 @@
 """`wardready-agent check --json` on emulated ward links: the verdict a technician gets in
 the ward for a clean link, a thin one, a lossy one and one whose firewall blocks UDP.
 
-One WardLink (ward -- router -- city, tests/netlab.py) and one city server for the module,
+One WardLink (ward -- router -- city, lab/netlab.py) and one city server for the module,
 reconfigured per scenario. Ward sai-gon's profile (ward-standard) names the call preset
 city-bridge-hd, whose per-PC figures are what the check judges: 4.2 Mbit/s down, 2.6 up,
 RTT <= 100 ms, jitter <= 30 ms, loss <= 1 %.
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests import fleet, netlab
+from lab import fleet, netlab, stack
 from tests.conftest import DATA, REPO
-from wardready import emodel, stack
-from wardready.readiness import MOS_GOOD, MOS_POOR, at_most, show
+from wardready.core import emodel
+from wardready.model.readiness import MOS_GOOD, MOS_POOR, at_most, show
 
 pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "bench-pc"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main as agent_main
-from agent.config import load_agent_config
-from server.cli import main as server_main
 from tests.conftest import DATA
-from wardready.inventory import load_inventory
+from wardready.agent.cli import main as agent_main
+from wardready.agent.config import load_agent_config
+from wardready.core.inventory import load_inventory
+from wardready.server.cli import main as server_main
 
 # (case, original text, replacement, marker of the offending line,
 #  expected error after "file:line: ")
@@ -129,7 +129,7 @@ def test_cli_process_exits_2_without_traceback(tmp_path: Path) -> None:
     path, line = _mutate(tmp_path, "inventory-small.yml", "  - id: nha-be", "  - id: sai-gon",
                          "  - id: sai-gon\n    name: Nha")
     (tmp_path / "server.yml").write_text("inventory: inventory-small.yml\n")
-    out = subprocess.run([sys.executable, "-m", "server.cli", "check-config", "--config",
+    out = subprocess.run([sys.executable, "-m", "wardready.server.cli", "check-config", "--config",
                           str(tmp_path / "server.yml")], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.splitlines() == [

@@ -19,11 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import devices
-from checks.base import Context, DeviceTarget
-from checks.devices import Config, CredentialsError, DevicePoll, Result
-from tests.conftest import REPO, exposition, promtool_check_metrics
-from tests.sshpeers import (
+from lab.sshpeers import (
     LOOPBACK,
     FakeDevice,
     Sshd,
@@ -33,6 +29,11 @@ from tests.sshpeers import (
     silent_listener,
     sshd,
 )
+from tests.conftest import REPO, exposition, promtool_check_metrics
+from wardready.checks import devices
+from wardready.checks.base import Context, DeviceTarget
+from wardready.checks.devices import Config, DevicePoll, Result
+from wardready.core.errors import CredentialsError
 
 # FakeNOS's server threads raise when a client hangs up mid-session (a rejected login, the end
 # of a poll); that is the emulator's noise, not the check's.
@@ -362,8 +363,8 @@ async def test_password_appears_nowhere(peers: Peers, login_env: None,
 
 def test_no_devices_no_netmiko() -> None:
     code = ("import asyncio, sys\n"
-            "from checks import devices\n"
-            "from checks.base import Context\n"
+            "from wardready.checks import devices\n"
+            "from wardready.checks.base import Context\n"
             "r = asyncio.run(devices.run(devices.Config(), Context()))\n"
             "assert r.devices == [], r\n"
             "loaded = sorted(m for m in ('netmiko', 'paramiko', 'textfsm') if m in sys.modules)\n"

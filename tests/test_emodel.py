@@ -1,4 +1,4 @@
-"""The E-model (`wardready.emodel`) against published values, plus its invariants.
+"""The E-model (`wardready.core.emodel`) against published values, plus its invariants.
 
 Every reference number below is quoted from a published source named beside it; none is our own
 computation. Sources (full list in docs/emodel.md):
@@ -32,8 +32,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wardready import emodel
-from wardready.emodel import (
+from wardready.core import emodel
+from wardready.core.emodel import (
     G711,
     G711_PLC,
     G729A,

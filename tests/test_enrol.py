@@ -19,18 +19,18 @@ import trustme
 import yaml
 from aiohttp.test_utils import TestServer
 
-from agent.cli import main as agent_main
-from agent.config import load_agent_config
-from agent.enroll import host_slug
-from checks import REGISTRY
-from server.app import create_app
-from server.config import ServerConfig
-from server.enrol import MAX_FAILURES
-from server.store import EnrolmentRefused, Store
-from tests import fleet
+from lab import fleet, stack
 from tests.test_server import Client, MakeClient, auth
-from wardready import stack
-from wardready.inventory import load_inventory
+from wardready.agent.cli import main as agent_main
+from wardready.agent.config import load_agent_config
+from wardready.agent.enroll import host_slug
+from wardready.checks import REGISTRY
+from wardready.core.errors import EnrolmentRefused
+from wardready.core.inventory import load_inventory
+from wardready.server.app import create_app
+from wardready.server.config import ServerConfig
+from wardready.server.enrol import MAX_FAILURES
+from wardready.server.store import Store
 
 
 @pytest.fixture

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from server.store import Store
-from tests import fleet
+from lab import fleet, stack
+from lab.sshpeers import FakeDevice, fakenos, recorded
 from tests.conftest import DATA
-from tests.sshpeers import FakeDevice, fakenos, recorded
-from wardready import stack
+from wardready.server.store import Store
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")]

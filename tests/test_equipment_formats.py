@@ -18,8 +18,15 @@ import pytest
 from markdown_it import MarkdownIt
 from openpyxl import Workbook, load_workbook
 
-from server.equipment import EquipmentList, Line, NoData, WardRef
-from server.equipment_formats import CSV_COLUMNS, FORMATS, to_csv, to_json, to_markdown, to_xlsx
+from wardready.server.equipment import EquipmentList, Line, NoData, WardRef
+from wardready.server.equipment_formats import (
+    CSV_COLUMNS,
+    FORMATS,
+    to_csv,
+    to_json,
+    to_markdown,
+    to_xlsx,
+)
 
 HCMC = timezone(timedelta(hours=7))
 T0 = 1_751_337_000.0  # 2025-07-01 09:30 +07:00

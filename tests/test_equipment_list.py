@@ -1,5 +1,5 @@
 """The equipment request list on a generated city of 168 wards with known shortfalls
-(tests/city.py): every line, quantity, price and total, the evidence in the reasons, and the
+(lab/city.py): every line, quantity, price and total, the evidence in the reasons, and the
 wards it cannot judge. That the list and Prometheus flag the same wards is in
 tests/test_flagging.py, against a real Prometheus.
 """
@@ -11,12 +11,12 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from server import equipment, shortfalls
-from server.context import Fleet
-from server.equipment import EquipmentList, Line
-from tests import city
-from wardready.inventory import Inventory, Profile, load_inventory
-from wardready.report import Report
+from lab import city
+from wardready.core.inventory import Inventory, Profile, load_inventory
+from wardready.model.report import Report
+from wardready.server import equipment, shortfalls
+from wardready.server.context import Fleet
+from wardready.server.equipment import EquipmentList, Line
 
 DAY = 86400.0
 Expected = list[tuple[str, int, frozenset[str]]]
@@ -266,8 +266,8 @@ def test_window_quantile_is_prometheus_quantile_over_time_of_a_step_series() -> 
 
 
 def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:
-    from server.exposition import FleetExposition
     from tests.conftest import REPO
+    from wardready.server.exposition import FleetExposition
 
     inventory = load_inventory(REPO / "inventory.yml")
     fleet = Fleet({}, set(), DAY)
@@ -278,7 +278,7 @@ def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:
                                  readiness_max_age=DAY)
     from prometheus_client.parser import text_string_to_metric_families
 
-    from server.exposition import AGENT_METRICS
+    from wardready.server.exposition import AGENT_METRICS
 
     names: dict[str, set[str]] = defaultdict(set)
     for family in text_string_to_metric_families(exposition.render(time.time()).decode()):

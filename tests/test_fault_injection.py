@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import fleet
-from wardready import stack
+from lab import fleet, stack
 
 pytestmark = pytest.mark.integration
 AGENTS = 20

@@ -1,5 +1,5 @@
 """Which wards Prometheus flags, end to end: a simulated city (168 wards: those of
-inventory.yml and generated ones, some short in known ways, see tests/city.py) reports
+inventory.yml and generated ones, some short in known ways, see lab/city.py) reports
 through the real server, a real Prometheus scrapes it and evaluates the shipped rules, and
 exactly the expected wards are flagged, for the expected reasons; the equipment list flags
 the same.
@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.store import Store
-from tests import city, fleet
+from lab import city, fleet, stack
 from tests.conftest import REPO, require_binary
-from wardready import stack
-from wardready.inventory import load_inventory
+from wardready.core.inventory import load_inventory
+from wardready.server.store import Store
 
 pytestmark = pytest.mark.integration
 RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.store import Store
-from tests import fleet
+from lab import fleet, stack
 from tests.test_server import report
-from wardready import stack
+from wardready.server.store import Store
 
 # Finite JSON values, nested a little: what a confused or hostile client could send.
 JSON = st.recursive(

@@ -8,10 +8,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from checks import host
-from checks.base import Context
-from checks.host import Config, Result
 from tests.conftest import DATA, exposition, promtool_check_metrics, series
+from wardready.checks import host
+from wardready.checks.base import Context
+from wardready.checks.host import Config, Result
 
 HOSTS = DATA / "hosts"
 DESKTOP = Config(os="linux", sys_root=str(HOSTS / "linux-desktop" / "sys"))

@@ -10,8 +10,8 @@ import psutil
 import pytest
 import yaml
 
+from lab import stack
 from tests.conftest import REPO, promtool_check_metrics, require_binary
-from wardready import stack
 
 pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "itest-pc"

@@ -15,13 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent import child
-from agent.agent import run_check
-from checks import REGISTRY
-from checks.base import CheckConfig, CheckSpec, Context, ServerLink
-from tests import fleet
+from lab import fleet, stack
 from tests.conftest import DATA, promtool_check_metrics
-from wardready import stack
+from wardready.agent import child
+from wardready.agent.agent import run_check
+from wardready.checks import REGISTRY
+from wardready.checks.base import CheckConfig, CheckSpec, Context, ServerLink
 
 pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "iso-pc"
@@ -32,8 +31,8 @@ HEAVY = ("aiohttp", "yarl", "multidict", "scapy", "netmiko", "paramiko")
 def test_the_agent_daemon_loads_no_web_framework_database_engine_or_probe_library() -> None:
     """A guard on the agent's memory that is not a timing: what `wardready-agent run`
     imports (measured cost in docs/benchmarks.md, "Agent memory: where it goes")."""
-    out = subprocess.run([sys.executable, "-c", "import sys, agent.cli, agent.agent; "
-                          "print(' '.join(sorted(sys.modules)))"],
+    out = subprocess.run([sys.executable, "-c", "import sys, wardready.agent.cli, "
+                          "wardready.agent.agent; print(' '.join(sorted(sys.modules)))"],
                          capture_output=True, text=True, check=True)
     loaded = set(out.stdout.split())
     unwanted = {*HEAVY, "sqlite3", "ctypes", "pydantic.networks"}
@@ -104,7 +103,7 @@ async def test_a_hung_isolated_check_is_killed_at_its_timeout_with_its_children(
 
 def child_of_ours(process: psutil.Process) -> bool:
     try:
-        return "agent.child" in process.cmdline()
+        return "wardready.agent.child" in process.cmdline()
     except psutil.Error:  # gone meanwhile, or a zombie: not running
         return False
 

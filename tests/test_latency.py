@@ -20,17 +20,17 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from checks import latency
-from checks.base import Context, ServerLink
 from tests.conftest import REPO, exposition, promtool_check_metrics, require_binary
+from wardready.checks import latency
+from wardready.checks.base import Context, ServerLink
 
 LOOPBACK_RTT_LIMIT = 0.005
 
 # Runs the check in whatever network namespace `ip netns exec` put it in; prints JSON.
 NS_SCRIPT = """
 import asyncio, json, sys, time
-from checks import latency
-from checks.base import Context
+from wardready.checks import latency
+from wardready.checks.base import Context
 config = latency.Config.model_validate_json(sys.argv[1])
 t0 = time.monotonic()
 result = asyncio.run(latency.run(config, Context()))
@@ -280,8 +280,8 @@ def test_raw_icmp_needs_no_scapy() -> None:
     """scapy costs the agent ~30 MiB: the raw method must not import it."""
     require_root()
     code = ("import asyncio, sys\n"
-            "from checks import latency\n"
-            "from checks.base import Context\n"
+            "from wardready.checks import latency\n"
+            "from wardready.checks.base import Context\n"
             "config = latency.Config(targets=['127.0.0.1'], method='icmp-raw', count=3,\n"
             "                        probe_interval_seconds=0.02)\n"
             "result = asyncio.run(latency.run(config, Context()))\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import netlab
+from lab import netlab
 
 pytestmark = pytest.mark.integration
 

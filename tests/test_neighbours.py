@@ -22,10 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from checks import neighbours, oswin
-from checks.base import Context
+from lab.lanlab import Host, Lan, require_lanlab
 from tests.conftest import DATA, REPO, exposition, promtool_check_metrics, require_binary
-from tests.lanlab import Host, Lan, require_lanlab
+from wardready.checks import neighbours
+from wardready.checks.base import Context
+from wardready.core.errors import QueryFailed
 
 FIXTURES = DATA / "neighbours"
 IP4 = ipaddress.IPv4Address
@@ -239,7 +240,7 @@ def test_windows_get_netneighbor(version: str) -> None:
 
 
 def test_a_missing_recording_fails_the_run_rather_than_counting_zero(tmp_path: Path) -> None:
-    with pytest.raises(oswin.QueryFailed):
+    with pytest.raises(QueryFailed):
         from_windows(tmp_path)
 
 
@@ -306,7 +307,7 @@ def test_metrics_are_counts_by_kind_and_pass_promtool() -> None:
 
 
 def test_importing_the_check_loads_neither_scapy_nor_netaddr() -> None:
-    code = ("import sys, checks.neighbours\n"
+    code = ("import sys, wardready.checks.neighbours\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'scapy', 'netaddr'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True)
@@ -339,8 +340,8 @@ LISTENER_SECONDS = 60  # outlives the test; killed at teardown anyway
 # Runs the check in whatever namespace `ip netns exec` put it in; prints JSON.
 NS_SCRIPT = """
 import asyncio, json, sys, time
-from checks import neighbours
-from checks.base import Context
+from wardready.checks import neighbours
+from wardready.checks.base import Context
 config = neighbours.Config.model_validate_json(sys.argv[1])
 t0 = time.monotonic()
 result = asyncio.run(neighbours.run(config, Context()))

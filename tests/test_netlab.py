@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netlab import (
+from lab.netlab import (
     LinkSpec,
     WardLink,
     goodput_ceiling_mbit,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from checks import peripherals
-from checks.base import Context
-from checks.peripherals import KINDS, Config, Result
 from tests.conftest import DATA, exposition, promtool_check_metrics, series
+from wardready.checks import peripherals
+from wardready.checks.base import Context
+from wardready.checks.peripherals import KINDS, Config, Result
 
 FIXTURES = DATA / "peripherals"
 

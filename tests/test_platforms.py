@@ -30,11 +30,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from checks import platforms
-from checks.base import Context, Target
-from checks.platforms import Config, PlatformProbe
 from tests.conftest import REPO, promtool_check_metrics, require_binary
-from wardready.metrics import families
+from wardready.checks import platforms
+from wardready.checks.base import Context, Target
+from wardready.checks.platforms import Config, PlatformProbe
+from wardready.core.metrics import families
 
 LEAF_DAYS = 30
 
@@ -361,8 +361,8 @@ def resolverless_netns() -> Iterator[str]:
 
 PROBE_SCRIPT = """
 import asyncio, sys
-from checks import platforms
-from checks.base import Context
+from wardready.checks import platforms
+from wardready.checks.base import Context
 config = platforms.Config.model_validate_json(sys.argv[1])
 print(asyncio.run(platforms.run(config, Context())).model_dump_json())
 """

@@ -4,73 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks import bandwidth, host, latency, media, peripherals
+from lab.results import kit, link, results, udp
 from tests.conftest import DATA, REPO
-from wardready.inventory import load_inventory
-from wardready.readiness import HostResults, evaluate, rollup
+from wardready.checks import host
+from wardready.core.inventory import load_inventory
+from wardready.model.readiness import HostResults, evaluate, rollup
 
 PROFILE = load_inventory(DATA / "inventory-small.yml").profiles["ward-standard"]
 # link: >= 50 down, >= 20 up, RTT <= 100 ms, jitter <= 30 ms, loss <= 1 %; 2 cores, 4 GiB;
 # one camera, microphone and speaker on each PC in role conference-room; one such PC ready.
-
-
-def link(down_mbps: float, up_mbps: float, loaded_rtt_ms: float = 20.0) -> bandwidth.Result:
-    def direction(name: str, mbps: float) -> dict[str, Any]:
-        return {"direction": name, "bytes_per_second": mbps * 1e6 / 8, "bytes": 10**7,
-                "seconds": 5.0, "warmup_seconds": 1.0, "measured_seconds": 4.0,
-                "stop_reason": "converged", "streams": 4,
-                "rtt_under_load_median_seconds": loaded_rtt_ms / 1e3,
-                "rtt_under_load_p95_seconds": loaded_rtt_ms / 1e3, "load_probes": 10,
-                "load_probes_lost": 0}
-    return bandwidth.Result.model_validate({
-        "server": "http://127.0.0.1:8470", "idle_rtt_median_seconds": 0.01,
-        "slot_wait_seconds": 0.0,
-        "directions": [direction("download", down_mbps), direction("upload", up_mbps)]})
-
-
-def udp(reachable: bool = True, rtt_ms: float = 20.0, jitter_ms: float = 2.0,
-        loss: float = 0.0) -> media.Result:
-    received = 0 if not reachable else 500 - int(500 * loss)
-    stats: dict[str, Any] = {
-        "udp_reachable": reachable, "udp_port": 8471, "packet_rate": 50.0,
-        "packet_bytes": 1200, "packets_sent": 500, "packets_received": received,
-        "server_received_packets": received if reachable else 0, "server_dropped_packets": 0,
-        "loss_ratio": 1.0 - received / 500, "forward_loss_ratio": loss if reachable else None,
-        "return_loss_ratio": 0.0 if reachable else None, "reordered_packets": 0,
-        "forward_reordered_packets": 0, "return_reordered_packets": 0, "duplicate_packets": 0,
-        "forward_duplicate_packets": 0, "return_duplicate_packets": 0,
-        "send_rate_packets_per_second": 50.0, "send_late_max_seconds": 0.0,
-        "socket_errors": 0, "socket_error": None}
-    for stat in ("min", "median", "p95", "max"):
-        stats[f"rtt_{stat}_seconds"] = rtt_ms / 1e3 if reachable else None
-    stats["jitter_forward_seconds"] = stats["jitter_return_seconds"] = (
-        jitter_ms / 1e3 if reachable else None)
-    if reachable:
-        from wardready import emodel
-        p = emodel.predict(rtt_ms, jitter_ms, loss * 100)
-        stats.update(r_factor=p.r, predicted_mos=p.mos)
-    return media.Result.model_validate(stats)
-
-
-def icmp(rtt_ms: float = 30.0) -> latency.Result:
-    return latency.Result.model_validate({"targets": [{
-        "target": "server", "address": "127.0.0.1", "method": "icmp-raw", "port": None,
-        "sent": 20, "received": 20, "loss_ratio": 0.0, "rtt_min_seconds": rtt_ms / 1e3,
-        "rtt_median_seconds": rtt_ms / 1e3, "rtt_p95_seconds": rtt_ms / 1e3,
-        "rtt_max_seconds": rtt_ms / 1e3, "rtt_mean_seconds": rtt_ms / 1e3,
-        "jitter_seconds": 0.001, "rtts_seconds": [rtt_ms / 1e3] * 20}]})
-
-
-def kit(webcams: int | None = 1) -> peripherals.Result:
-    return peripherals.Result(os="linux", counts={
-        "webcam": webcams, "microphone": 1, "speaker": 1, "printer": 0, "scanner": 0,
-        "usb": 3})
-
-
-def results(**changes: Any) -> dict[str, Any]:
-    base = {"host": host.collect(), "bandwidth": link(95, 40), "media": udp(),
-            "latency": icmp(), "peripherals": kit()}
-    return {**base, **changes}
 
 
 def verdicts(readiness: Any) -> dict[str, str]:

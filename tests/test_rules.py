@@ -69,7 +69,7 @@ def test_alertmanager_sends_one_notification_per_ward_to_its_working_group() -> 
 def test_the_equipment_list_judges_the_link_over_the_rules_window() -> None:
     """server.shortfalls restates the rules' window for the equipment list: both must move
     together."""
-    from server import shortfalls
+    from wardready.server import shortfalls
 
     exprs = {r["record"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"]
              for r in g["rules"] if "record" in r}

@@ -20,18 +20,18 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.app import create_app
-from server.config import ServerConfig
-from server.context import FLEET, IO, TOKENS, WRITER, Fleet
-from server.exposition import FleetExposition, shard_count, shard_of
-from server.handlers import accepts_gzip
-from server.store import Store
-from server.writer import STREAM_SECONDS, ReportWriter
-from tests import city
+from lab import city
 from tests.conftest import REPO, promtool_check_metrics
-from wardready.inventory import load_inventory
-from wardready.report import Report
-from wardready.serial import SerialThread
+from wardready.core.inventory import load_inventory
+from wardready.core.serial import SerialThread
+from wardready.model.report import Report
+from wardready.server.app import create_app
+from wardready.server.config import ServerConfig
+from wardready.server.context import FLEET, IO, TOKENS, WRITER, Fleet
+from wardready.server.exposition import FleetExposition, shard_count, shard_of
+from wardready.server.handlers import accepts_gzip
+from wardready.server.store import Store
+from wardready.server.writer import STREAM_SECONDS, ReportWriter
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]
@@ -352,7 +352,7 @@ async def test_reports_streaming_in_share_commits_and_a_lone_one_waits_for_none(
         writer = ReportWriter(store, io)
         # A lone report on an idle server is committed at once: with the delay made far
         # longer than the wait below, waiting for company would time out.
-        monkeypatch.setattr("server.writer.COMMIT_DELAY_SECONDS", 60.0)
+        monkeypatch.setattr("wardready.server.writer.COMMIT_DELAY_SECONDS", 60.0)
         lone = list(reports(1))
         assert await asyncio.wait_for(writer.add(lone[0], time.time(), {}), 10)
         await asyncio.sleep(2 * STREAM_SECONDS)
@@ -360,7 +360,7 @@ async def test_reports_streaming_in_share_commits_and_a_lone_one_waits_for_none(
         assert writer.transactions == 2
 
         # Reports one after another, a millisecond apart, as at 1,000 reports/s.
-        monkeypatch.setattr("server.writer.COMMIT_DELAY_SECONDS", 0.02)
+        monkeypatch.setattr("wardready.server.writer.COMMIT_DELAY_SECONDS", 0.02)
         stream = list(reports(4))
 
         async def arrive(i: int, report: Report) -> bool:

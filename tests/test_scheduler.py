@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 
-from agent.scheduler import Scheduler
+from wardready.agent.scheduler import Scheduler
 
 
 class Clock:

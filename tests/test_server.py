@@ -13,12 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from checks import host
-from server.app import create_app
-from server.config import ServerConfig
-from server.store import Store
 from tests.conftest import DATA, promtool_check_metrics
-from wardready.inventory import load_inventory
+from wardready.checks import host
+from wardready.core.inventory import load_inventory
+from wardready.server.app import create_app
+from wardready.server.config import ServerConfig
+from wardready.server.store import Store
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]

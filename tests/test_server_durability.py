@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import fleet
+from lab import fleet, stack
 from tests.test_server import report
-from wardready import stack
 
 SENDERS = 8
 

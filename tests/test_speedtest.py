@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from checks import bandwidth
-from checks.base import Context, ServerLink
-from server.app import create_app
-from server.config import ServerConfig, SpeedtestConfig
-from server.store import Store
-from tests import fleet
+from lab import fleet
 from tests.conftest import DATA, exposition, promtool_check_metrics
 from tests.test_server import Client, MakeClient, auth
-from wardready.inventory import load_inventory
+from wardready.checks import bandwidth
+from wardready.checks.base import Context, ServerLink
+from wardready.core.inventory import load_inventory
+from wardready.server.app import create_app
+from wardready.server.config import ServerConfig, SpeedtestConfig
+from wardready.server.store import Store
 
 AGENTS = [("sai-gon", "pc-1"), ("sai-gon", "pc-2"), ("nha-be", "pc-1"), ("ben-thanh", "pc-1")]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool
+from wardready.agent.spool import Spool
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wardready import stack
+from lab import stack
 
 
 def test_ports_drawn_for_a_fleet_before_any_is_bound_are_all_different() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests import fleet
-from wardready import stack
+from lab import fleet, stack
 
 pytestmark = pytest.mark.integration
 

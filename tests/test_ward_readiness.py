@@ -12,16 +12,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import readiness
-from server.app import create_app
-from server.cli import main as server_main
-from server.config import ServerConfig
-from server.store import AgentState, Store
-from tests import city
+from lab import city
+from lab.results import kit, link, udp
 from tests.conftest import DATA, promtool_check_metrics
-from tests.test_readiness import kit, link, udp
-from wardready.inventory import load_inventory
-from wardready.report import Report
+from wardready.core.inventory import load_inventory
+from wardready.model.report import Report
+from wardready.server import readiness
+from wardready.server.app import create_app
+from wardready.server.cli import main as server_main
+from wardready.server.config import ServerConfig
+from wardready.server.store import AgentState, Store
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from wardready.errors import WardreadyError
-from wardready.readiness import STATE_VALUE
-from wardready.stack import (
+from lab.stack import (
     REPO,
     SERVER_PORT,
     Process,
@@ -30,6 +28,8 @@ from wardready.stack import (
     start_server,
     wait_until,
 )
+from wardready.core.errors import WardreadyError
+from wardready.model.readiness import STATE_VALUE
 
 WARD = "sai-gon"
 HOST = "demo-pc"

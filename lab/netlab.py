@@ -11,7 +11,7 @@ The kernel here has no netem (see /work/shared/TESTBENCH.md), so the link is bui
   which sees both directions.
 - blocked UDP: an nftables rule in the same chain, before the loss rules, that drops every
   forwarded UDP packet both ways (a ward firewall that lets only TCP out).
-- delay and jitter: tests/delayer.py, an NFQUEUE program in the router namespace fed by
+- delay and jitter: lab/delayer.py, an NFQUEUE program in the router namespace fed by
   ``iptables -A FORWARD -o <ward side> -j NFQUEUE --queue-bypass`` (city -> ward only).
 Offloads (gro/gso/tso) are off on every veth end so that loss and tbf see real
 wire-sized packets instead of 64 KB aggregates.
@@ -40,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+from lab import REPO
 
 DELAYER = Path(__file__).with_name("delayer.py")
 # The router's interfaces; each endpoint's interface is called eth0.
@@ -112,7 +114,7 @@ def simulate_delays(spec: LinkSpec, interval_ms: float, count: int = 20_000,
                     seed: int = 1) -> list[float]:
     """Added one-way delays (ms) the delayer gives probes sent every `interval_ms`.
 
-    Same rule as tests/delayer.py: due = max(sent + U(delay - j, delay + j), previous due).
+    Same rule as lab/delayer.py: due = max(sent + U(delay - j, delay + j), previous due).
     Assumes strictly periodic probes, as `one_way_delays` sends them (measured within
     0.1-0.3 ms of this at 1-25 ms spacing). ping is not periodic at short intervals (it
     schedules with a millisecond token bucket): at -i 0.005 its RTT jitter read 5.6-5.8 ms
@@ -654,13 +656,12 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
     inventory file, the repository's inventory.yml by default."""
     import yaml
 
-    from server.store import Store
+    from wardready.server.store import Store
 
-    repo = Path(__file__).resolve().parent.parent
     config = workdir / "server.yml"
     config.write_text(yaml.safe_dump({
         "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
-        "inventory": str(inventory or repo / "inventory.yml"),
+        "inventory": str(inventory or REPO / "inventory.yml"),
         "udp_echo": {"listen_port": echo_port}}))
     store = Store(workdir / "city.db")
     token = workdir / "agent.token"
@@ -675,12 +676,12 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
 
 def run_check(link: WardLink, name: str, config: dict[str, Any], token: Path,
               timeout: float, port: int = 8470) -> dict[str, Any]:
-    """Run one wardready check in the ward (`python -m checks`) against the city's server."""
-    repo = Path(__file__).resolve().parent.parent
-    argv = [sys.executable, "-m", "checks", name, "--config", json.dumps(config),
+    """Run one wardready check in the ward (`python -m wardready.checks`) against the city's
+    server."""
+    argv = [sys.executable, "-m", "wardready.checks", name, "--config", json.dumps(config),
             "--server", f"http://{link.city_ip}:{port}", "--token-file", str(token)]
-    out = link.run(link.ward_ns, argv, timeout=timeout, cwd=repo)
+    out = link.run(link.ward_ns, argv, timeout=timeout, cwd=REPO)
     if out.returncode:
-        raise RuntimeError(f"python -m checks {name} failed: {out.stderr.strip()[-500:]}")
+        raise RuntimeError(f"python -m wardready.checks {name} failed: {out.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from wardready.errors import WardreadyError
+from lab import REPO
+from wardready.core.errors import WardreadyError
 
-REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
 SERVER_PORT = 8470
 """The port the shipped prometheus.yml scrapes."""

@@ -11,10 +11,9 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from checks import REGISTRY
-from server.store import Store
-from tests.conftest import REPO
-from wardready import stack
+from lab import REPO, stack
+from wardready.checks import REGISTRY
+from wardready.server.store import Store
 
 SPOOLED = re.compile(r"report ([0-9a-f-]{36}) spooled")
 

@@ -21,7 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tests.netlab import Namespaces
+from lab.netlab import Namespaces
 
 BRIDGE = "br0"
 

@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
-from checks import devices, host, platforms
-from tests.conftest import REPO
-from tests.test_readiness import kit, link, results, udp
-from wardready.inventory import Inventory
+from lab import REPO
+from lab.results import kit, link, results, udp
+from wardready.checks import devices, host, platforms
+from wardready.core.inventory import Inventory
 
 Shortfall = Literal["ok", "thin-link", "no-webcam", "lossy", "few-pcs", "platform-down",
                     "no-ups", "slow-pcs", "no-printer", "no-audio", "old-network",
@@ -121,9 +121,10 @@ def report(ward: str, pc: str, role: str, shortfall: Shortfall) -> dict[str, Any
         changes["media"] = udp(reachable=False)
     gear = kit(0 if shortfall == "no-webcam" or pc != "room-pc" else 1)
     printers, scanners = (1, 0) if shortfall == "no-printer" else (3, 2)
-    counts = dict(gear.counts, printer=printers, scanner=scanners)  # on the network: every PC
+    counts = gear.counts | {"printer": printers, "scanner": scanners}
+    # printers and scanners on the network: every PC sees them
     if pc != "room-pc" or shortfall == "no-audio":
-        counts.update(microphone=0, speaker=0)
+        counts |= {"microphone": 0, "speaker": 0}
     changes["peripherals"] = gear.model_copy(update={"counts": counts})
     changes["platforms"] = platforms.Result(platforms=[
         platforms.PlatformProbe(id=p, url=f"https://{p}.hcmc.example/",

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from checks import bandwidth, host, latency, media, peripherals
-from checks.base import CheckResult
-from wardready import emodel
-from wardready.inventory import LinkRequirement, Profile
-from wardready.report import Outcome
+from wardready.checks import bandwidth, host, latency, media, peripherals
+from wardready.checks.base import CheckResult
+from wardready.core import emodel
+from wardready.core.inventory import LinkRequirement, Profile
+from wardready.model.report import Outcome
 
 Verdict = Literal["pass", "warn", "fail", "unknown"]
 State = Literal["ready", "ready-with-warnings", "not-ready", "unknown"]

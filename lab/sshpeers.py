@@ -19,10 +19,11 @@ from pathlib import Path
 
 from fakenos import FakeNOS
 
-from wardready.stack import free_port
+from lab import REPO
+from lab.stack import free_port
 
 LOOPBACK = "127.0.0.1"
-DATA = Path(__file__).parent / "data" / "devices"
+DATA = REPO / "tests" / "data" / "devices"
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "wardready-sshtest"
 START_SECONDS = 5.0
@@ -79,8 +80,10 @@ def fakenos(devices: list[FakeDevice]) -> Iterator[dict[str, int]]:
         # A session thread that outlives the emulator keeps pytest from ever exiting (FakeNOS
         # waits without a timeout for a client that hung up after the key exchange): fail
         # here, naming it, rather than hang CI.
-        leftover = [t for t in set(threading.enumerate()) - before
-                    if not t.daemon and (t.join(2.0) or t.is_alive())]
+        leftover = [t for t in set(threading.enumerate()) - before if not t.daemon]
+        for thread in leftover:
+            thread.join(2.0)
+        leftover = [t for t in leftover if t.is_alive()]
         assert not leftover, f"FakeNOS threads still waiting after stop: {leftover}"
 
 

@@ -19,9 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from checks import REGISTRY
-from checks.base import CheckResult
-from wardready.inventory import Slug
+from wardready.checks import REGISTRY
+from wardready.checks.base import CheckResult
+from wardready.core.inventory import Slug
 
 SCHEMA_VERSION = 1
 MAX_CHECKS_PER_REPORT = 64
