@@ -24,6 +24,8 @@ from wardready.agent.spool import Spool
 from wardready.checks import REGISTRY
 from wardready.checks.base import CheckConfig, CheckSpec, Context, ServerLink
 from wardready.core.metrics import (
+    AGENT_INFO,
+    AGENT_LABELS,
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
@@ -37,8 +39,6 @@ from wardready.model.report import MAX_ERROR_CHARS, Outcome, Report
 log = logging.getLogger(__name__)
 CLOCK_JUMP_SECONDS = 5.0
 
-AGENT_INFO = MetricSpec("wardready_agent_info", "This agent: version, ward and host.",
-                        ("version", "ward", "host"))
 GENERATED = MetricSpec("wardready_agent_reports_generated_total",
                        "Reports this agent process produced.", kind="counter")
 DELIVERED = MetricSpec("wardready_agent_reports_delivered_total",
@@ -59,7 +59,7 @@ SPOOL_ERRORS = MetricSpec("wardready_agent_spool_write_errors_total",
 CLOCK_JUMPS = MetricSpec("wardready_agent_clock_jumps_total",
                          "Times the wall clock moved against the monotonic clock by over "
                          f"{CLOCK_JUMP_SECONDS:g} s.", kind="counter")
-AGENT_METRICS = (AGENT_INFO, GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, PENDING,
+AGENT_METRICS = (GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, PENDING,
                  SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS)
 
 
@@ -174,8 +174,10 @@ class Agent(Collector):
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery
-        own = [Sample(AGENT_INFO, (wardready.__version__, self.config.ward, self.config.host), 1),
-               Sample(GENERATED, (), self.generated), Sample(DELIVERED, (), d.delivered),
+        yield from families((AGENT_INFO,), [((self.config.ward, self.config.host),
+                                             Sample(AGENT_INFO, (wardready.__version__,), 1))],
+                            AGENT_LABELS)
+        own = [Sample(GENERATED, (), self.generated), Sample(DELIVERED, (), d.delivered),
                *(Sample(DELIVERY_FAILURES, (r,), d.failures[r]) for r in FAILURE_REASONS),
                Sample(REJECTED, (), d.rejected), Sample(PENDING, (), d.pending),
                Sample(SPOOL_BYTES, (), d.stats.bytes),

@@ -3,7 +3,8 @@
     .venv/bin/python grafana/build.py           # (re)write the JSON
     .venv/bin/python grafana/build.py --check   # exit 1 if the JSON on disk is stale
 
-Plain Python, no third-party library: a few helpers (`panel`, `target`, `query_var`, `row`,
+Plain Python, no third-party library, and the criteria table (wardready/model/criteria.py)
+for what the ward's link is judged on: a few helpers (`panel`, `target`, `query_var`, `row`,
 `dashboard`) and one function per dashboard. Panels are laid out left to right in the order
 given, wrapping at Grafana's 24 columns. Every expression is plain PromQL once the template
 variables are replaced by a value (`=~"$var"` for multi-value variables, whose All is ".*");
@@ -18,6 +19,8 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from wardready.model import criteria
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "wardready-prometheus"}
@@ -66,7 +69,8 @@ def override(name: str, **props: Any) -> Json:
 REQUIREMENT_LINE = override("requirement", color={"mode": "fixed", "fixedColor": "red"},
                             custom__lineStyle={"fill": "dash", "dash": [10, 10]},
                             custom__fillOpacity=0)
-WINDOW_LINE = override("ward, 6 h window", color={"mode": "fixed", "fixedColor": "purple"},
+HOURS = f"{criteria.WINDOW_SECONDS / 3600:g}"
+WINDOW_LINE = override(f"ward, {HOURS} h window", color={"mode": "fixed", "fixedColor": "purple"},
                        custom__lineWidth=3, custom__fillOpacity=0)
 
 
@@ -324,13 +328,30 @@ def city() -> Json:
 W = 'ward="$ward"'
 
 
-def _against_requirement(title: str, per_pc: str, requirement: str, window: str,
-                         unit: str, description: str) -> Json:
+LINK_PANELS: dict[str, tuple[str, str, str]] = {
+    "download": ("Download", "Bps", "Each PC's speed tests"),
+    "upload": ("Upload", "Bps", "Each PC's speed tests"),
+    "rtt": ("Round-trip time (media, median)", "s", "UDP media path"),
+    "jitter": ("Jitter (media, worse direction)", "s",
+               "The worse of forward and return jitter per PC"),
+    "loss": ("Loss (media, worse direction)", "percentunit",
+             "The worse of forward and return loss per PC"),
+}
+"""Title, unit and what each PC's line is, per link criterion of the table."""
+
+
+def _link_panel(c: criteria.LinkCriterion) -> Json:
+    """Each PC's figure from its first source, against the requirement and the ward's
+    window statistic the rules judge it on (wardready/model/criteria.py)."""
+    title, unit, what = LINK_PANELS[c.id]
+    stand_in = " (latency probes stand in for a PC without UDP)" if len(c.sources) > 1 else ""
     return timeseries(title, [
-        target(per_pc, "{{host}}"),
-        target(f"{requirement}{{{W}}}", "requirement"),
-        target(f"{window}{{{W}}}", "ward, 6 h window"),
-    ], unit=unit, overrides=[REQUIREMENT_LINE, WINDOW_LINE], description=description)
+        target(c.sources[0].pc_expr(W), "{{host}}"),
+        target(f"{c.requirement.spec.name}{{{W}}}", "requirement"),
+        target(f"{c.window_record}{{{W}}}", f"ward, {HOURS} h window"),
+    ], unit=unit, overrides=[REQUIREMENT_LINE, WINDOW_LINE], description=(
+        f"{what}; the ward is judged on the {c.statistic} of its best PC over {HOURS} h"
+        f"{stand_in}."))
 
 
 def ward() -> Json:
@@ -353,34 +374,7 @@ def ward() -> Json:
              " or vector(0)", w=6),
         stat("Last report", f"time() - max(wardready_agent_last_report_timestamp_seconds"
              f"{{{W}}})", unit="s", w=6, color="text"),
-        _against_requirement(
-            "Download", f'wardready_bandwidth_bytes_per_second{{{W},direction="download"}}',
-            "wardready_requirement_download_bytes_per_second",
-            "ward:wardready_download_bytes_per_second:p25_6h", "Bps",
-            "Each PC's speed tests; the ward is judged on the 25th percentile of its best "
-            "PC over 6 h."),
-        _against_requirement(
-            "Upload", f'wardready_bandwidth_bytes_per_second{{{W},direction="upload"}}',
-            "wardready_requirement_upload_bytes_per_second",
-            "ward:wardready_upload_bytes_per_second:p25_6h", "Bps",
-            "Each PC's speed tests; the ward is judged on the 25th percentile of its best "
-            "PC over 6 h."),
-        _against_requirement(
-            "Round-trip time (media, median)",
-            f'wardready_media_rtt_seconds{{{W},statistic="median"}}',
-            "wardready_requirement_rtt_seconds", "ward:wardready_rtt_seconds:p75_6h", "s",
-            "UDP media path; the ward is judged on the 75th percentile of its best PC over "
-            "6 h (latency probes stand in for a PC without UDP)."),
-        _against_requirement(
-            "Jitter (media, worse direction)",
-            f"max by (host) (wardready_media_jitter_seconds{{{W}}})",
-            "wardready_requirement_jitter_seconds", "ward:wardready_jitter_seconds:p75_6h",
-            "s", "The worse of forward and return jitter per PC."),
-        _against_requirement(
-            "Loss (media, worse direction)",
-            f'max by (host) (wardready_media_loss_ratio{{{W},direction=~"forward|return"}})',
-            "wardready_requirement_loss_ratio", "ward:wardready_loss_ratio:p75_6h",
-            "percentunit", "The worse of forward and return loss per PC."),
+        *(_link_panel(c) for c in criteria.LINK),
         timeseries("Predicted MOS", [
             target(f"wardready_media_predicted_mos{{{W}}}", "{{host}}")],
             minmax=(1, 5), custom=lines, description="E-model estimate of call quality, "
@@ -425,7 +419,7 @@ def ward() -> Json:
 # --- Agent fleet -------------------------------------------------------------------------
 
 A = 'ward=~"$ward"'
-SILENT = 900  # seconds without a report before AgentSilent (three host-check rounds)
+SILENT = round(criteria.AGENT_SILENT_SECONDS)  # the AgentSilent alert's limit
 
 
 def fleet() -> Json:

@@ -14,13 +14,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-from wardready.checks import devices, host, peripherals, platforms
+from wardready.checks import REGISTRY, devices, host, platforms
 from wardready.core.inventory import CatalogueItem, Inventory, NeedKind, Profile
+from wardready.core.metrics import Sample
+from wardready.model import criteria
+from wardready.model.criteria import ItemCriterion, LinkId, Source
 from wardready.model.readiness import HostResults, rollup, show
 from wardready.server import readiness, shortfalls
-from wardready.server.shortfalls import LinkCriterion
 from wardready.server.store import AgentState, Store
 
 Priority = Literal["high", "medium", "low"]
@@ -162,10 +164,6 @@ def _priced(lines: Iterable[Line]) -> int:
 
 # --- building the list -------------------------------------------------------------------
 
-LINK_WORDS: dict[LinkCriterion, tuple[str, str]] = {
-    "download": ("download", "25th percentile"), "upload": ("upload", "25th percentile"),
-    "rtt": ("round-trip time", "75th percentile"), "jitter": ("jitter", "75th percentile"),
-    "loss": ("packet loss", "75th percentile")}
 VIDEO_NEEDS: dict[str, NeedKind] = {
     "camera": "webcam", "microphone": "microphone", "speaker": "speaker",
     "cpu_cores": "pc", "memory": "pc", "download": "link-upgrade", "upload": "link-upgrade",
@@ -204,12 +202,12 @@ def from_store(inventory: Inventory, store: Store, now: float, max_age: float
                ) -> EquipmentList:
     """The list from the database alone (the server need not run)."""
     evidence = Evidence(store.agent_states(), store.active_agents(),
-                        store.ward_link_points(now - shortfalls.WINDOW_SECONDS))
+                        store.ward_link_points(now - criteria.WINDOW_SECONDS))
     return build(inventory, evidence, now, max_age)
 
 
 def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
-          window: float = shortfalls.WINDOW_SECONDS) -> EquipmentList:
+          window: float = criteria.WINDOW_SECONDS) -> EquipmentList:
     """The equipment request list of every inventory ward, as of `now`. PCs silent for longer
     than `max_age` (or whose token was revoked) count for nothing, as on /metrics."""
     counted = readiness.counted(evidence.agents, evidence.active, now, max_age)
@@ -229,9 +227,9 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
             continue
         states = {h: evidence.agents[ward.id, h] for h in pcs}
         judge = _Ward(inventory, inventory.profile_of(ward), states, pcs)
-        judge.link({c: shortfalls.window_quantile(
-            evidence.link_points.get((ward.id, c), ()), shortfalls.WINDOW_QUANTILE[c], now,
-            window) for c in shortfalls.LINK_CRITERIA})
+        judge.link({c.id: shortfalls.window_quantile(
+            evidence.link_points.get((ward.id, c.id), ()), c.quantile, now, window)
+            for c in criteria.LINK})
         judge.equipment()
         judge.video()
         judge.platforms()
@@ -277,6 +275,7 @@ class _Ward:
         self.states, self.pcs = states, pcs
         self.needs: list[_Need] = []
         self.unknown: list[str] = []
+        self._samples: dict[tuple[str, str], list[Sample]] = {}
 
     def _result(self, host: str, check: str) -> Any:
         return self.pcs[host].results.get(check)
@@ -292,18 +291,18 @@ class _Ward:
         priority: Priority = "high" if "video" in flags else PRIORITY[kind]
         self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags), priority))
 
-    def link(self, figures: Mapping[LinkCriterion, float | None]) -> None:
+    def link(self, figures: Mapping[LinkId, float | None]) -> None:
         short, unmeasured = [], []
-        for c, value in figures.items():
-            words, stat = LINK_WORDS[c]
+        for c_id, value in figures.items():
+            c = criteria.LINK_BY_ID[c_id]
             if value is None:
-                unmeasured.append(words)
+                unmeasured.append(c.name)
                 continue
-            need = shortfalls.required(self.profile, c)
-            if shortfalls.shortfall_ratio(c, value, need) > 0:
-                short.append((c, f"{words} {_show(c, value)} ({stat} of the last "
-                                 f"{WINDOW_HOURS:g} h) against {_show(c, need)} "
-                                 f"{'required' if shortfalls.HIGHER_IS_BETTER[c] else 'allowed'}"))
+            need = shortfalls.required(self.profile, c_id)
+            if shortfalls.shortfall_ratio(c_id, value, need) > 0:
+                short.append((c_id, f"{c.name} {_show(c_id, value)} ({c.statistic} of the last "
+                                    f"{WINDOW_HOURS:g} h) against {_show(c_id, need)} "
+                                    f"{'required' if c.higher_is_better else 'allowed'}"))
         if short:
             self.need("link-upgrade", 1, "; ".join(text for _, text in short),
                       self._when("bandwidth", "media", "latency"), *(c for c, _ in short))
@@ -339,58 +338,30 @@ class _Ward:
 
         video = self.profile.video
         holders = [n for n, pc in self.pcs.items() if video.holds_calls(pc.role)]
-        roles = " or ".join(video.roles) or "any"
-        for kind, need in (("webcam", video.cameras), ("microphone", video.microphones),
-                           ("speaker", video.speakers)):
-            counts = self._counts(holders, kind)
+        for item in criteria.ITEMS:
+            need = int(item.requirement.of(self.profile) or 0)
+            counts = {n: int(v) for n in (holders if item.calls_only else sorted(self.pcs))
+                      if (v := self._figure(n, item.source)) is not None}
             if not counts:
                 if need:
-                    self.unknown.append(
-                        f"{kind}s unknown: no PC in role {roles} reports them" if not holders
-                        else f"{kind}s unknown: could not be read on {', '.join(holders)}")
+                    self.unknown.append(_unknown_words(item, holders, " or ".join(video.roles)
+                                                       or "any"))
                 continue
-            best = max(counts.values())
-            if best < need:
-                self.need(kind, need - best,  # type: ignore[arg-type]
-                          f"the PC{'s' if len(counts) > 1 else ''} holding the video calls "
-                          f"({', '.join(sorted(counts))}) see{'s' if len(counts) == 1 else ''} "
-                          f"{best} {kind}{'s' if best != 1 else ''}; {need} needed",
-                          self._when("peripherals"), kind)
-        peripherals_needed = self.profile.peripherals
-        for kind, need in (("printer", peripherals_needed.printers),
-                           ("scanner", peripherals_needed.scanners)):
-            counts = self._counts(list(self.pcs), kind)
-            if not counts:
-                if need:
-                    self.unknown.append(f"{kind}s unknown: no PC could count them")
-                continue
-            best = max(counts.values())
-            if best < need:
-                self.need(kind, need - best,  # type: ignore[arg-type]
-                          f"{best} {kind}{'s' if best != 1 else ''} seen (the most any PC sees, "
-                          f"as network {kind}s show on every PC); {need} needed",
-                          self._when("peripherals"), kind)
-        ups = {n: sum(s.kind == "ups" for s in h.power_supplies)
-               for n in self.pcs if isinstance(h := self._result(n, "host"), host.Result)
-               and h.power_supplies is not None}
-        need = peripherals_needed.ups
-        if not ups:
-            if need:
-                self.unknown.append("UPS units unknown: no PC could read its power supplies")
-        elif sum(ups.values()) < need:
-            self.need("ups", need - sum(ups.values()),
-                      f"{sum(ups.values())} UPS seen by {_pcs(len(ups))}; {need} needed",
-                      self._when("host"), "ups")
+            have = int(shortfalls.aggregate(item.per_ward, counts.values()))
+            if have < need:
+                self.need(item.item, need - have, _item_words(item, counts, have, need),
+                          self._when(item.source.check), item.item)
 
-    def _counts(self, hosts: Iterable[str], kind: str) -> dict[str, int]:
-        counts = {}
-        for name in hosts:
-            kit = self._result(name, "peripherals")
-            count = (cast(Mapping[str, int | None], kit.counts).get(kind)
-                     if isinstance(kit, peripherals.Result) else None)
-            if count is not None:
-                counts[name] = count
-        return counts
+    def _figure(self, host: str, source: Source) -> float | None:
+        """A PC's figure from its latest result of the source's check, as the rules take it
+        from the metric samples; None when it has none."""
+        result = self._result(host, source.check)
+        if result is None:
+            return None
+        key = (host, source.check)
+        if key not in self._samples:
+            self._samples[key] = list(REGISTRY[source.check].samples(result))
+        return shortfalls.source_value(source, self._samples[key])
 
     def video(self) -> None:
         verdict = rollup(self.profile, self.pcs, self.inventory.call_of(self.profile))
@@ -449,10 +420,37 @@ class _Ward:
                       self._when("devices"), role)
 
 
-WINDOW_HOURS = shortfalls.WINDOW_SECONDS / 3600
+WINDOW_HOURS = criteria.WINDOW_SECONDS / 3600
+_NOUNS: dict[str, tuple[str, str]] = {"ups": ("UPS", "UPS units")}
+"""An item's name in a sentence, one and several, where it is not `item` and `items`."""
 
 
-def _show(c: LinkCriterion, value: float) -> str:
+def _unknown_words(item: ItemCriterion, holders: Sequence[str], roles: str) -> str:
+    """Why a ward's count of `item` is unknown: no PC that should count it could."""
+    several = _NOUNS.get(item.item, (item.item, f"{item.item}s"))[1]
+    if item.calls_only:
+        return (f"{several} unknown: no PC in role {roles} reports them" if not holders
+                else f"{several} unknown: could not be read on {', '.join(holders)}")
+    if item.source.check == "host":
+        return f"{several} unknown: no PC could read its power supplies"
+    return f"{several} unknown: no PC could count them"
+
+
+def _item_words(item: ItemCriterion, counts: Mapping[str, int], have: int, need: int) -> str:
+    """The evidence for a missing `item`: what the PCs that count it see."""
+    one, several = _NOUNS.get(item.item, (item.item, f"{item.item}s"))
+    if item.per_ward == "sum":
+        return f"{have} {one} seen by {_pcs(len(counts))}; {need} needed"
+    noun = one if have == 1 else several
+    if item.calls_only:
+        return (f"the PC{'s' if len(counts) > 1 else ''} holding the video calls "
+                f"({', '.join(sorted(counts))}) see{'s' if len(counts) == 1 else ''} "
+                f"{have} {noun}; {need} needed")
+    return (f"{have} {noun} seen (the most any PC sees, as network {several} show on every "
+            f"PC); {need} needed")
+
+
+def _show(c: LinkId, value: float) -> str:
     if c in ("download", "upload"):
         return f"{value * 8 / 1e6:.1f} Mbit/s"
     if c == "loss":

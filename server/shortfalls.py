@@ -1,9 +1,8 @@
-"""The figures and comparisons of the Prometheus shortfall rules
-(prometheus/rules/wardready.rules.yml), in Python, for the equipment request list.
-
-The rules and this module must agree: `tests/test_equipment_list.py` feeds one simulated city
-to both and compares what they flag. The window and its quantiles are stated here once for
-the server, and `tests/test_rules.py` checks the rules file uses the same.
+"""The figures and comparisons of the Prometheus shortfall rules, in Python, for the
+equipment request list: both come from one criteria table (`wardready.model.criteria`), and
+the figures are taken from the same metric samples the rules select, so the list and the
+rules agree by construction. `tests/test_equipment_list.py` and `tests/test_flagging.py` feed
+one simulated city to both and compare what they flag.
 """
 
 from __future__ import annotations
@@ -14,83 +13,73 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from wardready.checks import REGISTRY, bandwidth, devices, latency, media
+from wardready.checks import REGISTRY, devices
 from wardready.checks.base import CheckResult
 from wardready.core.inventory import EndOfSupport, Profile
 from wardready.core.metrics import MetricSpec, Sample
+from wardready.model.criteria import (
+    EVALUATION_SECONDS,
+    LINK,
+    LINK_BY_ID,
+    WINDOW_SECONDS,
+    Aggregation,
+    LinkId,
+    Source,
+)
 from wardready.model.report import Outcome
 
-LinkCriterion = Literal["download", "upload", "rtt", "jitter", "loss"]
-LINK_CRITERIA: tuple[LinkCriterion, ...] = ("download", "upload", "rtt", "jitter", "loss")
-WINDOW_SECONDS = 6 * 3600.0
-"""The rules judge a ward's link over the last 6 h (`[6h]`), not one test."""
-WINDOW_QUANTILE: dict[LinkCriterion, float] = {
-    "download": 0.25, "upload": 0.25, "rtt": 0.75, "jitter": 0.75, "loss": 0.75}
-"""Throughput is short when a quarter of the window was; delay, jitter and loss when a
-quarter of the window was worse than allowed."""
-EVALUATION_SECONDS = 15.0
-"""How often Prometheus evaluates the rules (prometheus/prometheus.yml): the window's
-quantile is taken over the values at these instants, as `quantile_over_time` does."""
-HIGHER_IS_BETTER: dict[LinkCriterion, bool] = {
-    "download": True, "upload": True, "rtt": False, "jitter": False, "loss": False}
-"""The ward's link is its best PC's: the highest throughput, the lowest delay."""
+LinkCriterion = LinkId
+LINK_CRITERIA: tuple[LinkCriterion, ...] = tuple(c.id for c in LINK)
+LINK_SOURCES: frozenset[str] = frozenset(s.check for c in LINK for s in c.sources)
+"""The checks whose results give link figures."""
+_AGGREGATE: dict[Aggregation, Callable[[Iterable[float]], float]] = {
+    "max": max, "min": min, "sum": sum}
 
 
-def _values(samples: Iterable[Sample], spec: MetricSpec, **labels: str | tuple[str, ...]
-            ) -> list[float]:
-    wanted = [(spec.labels.index(k), v if isinstance(v, tuple) else (v,))
-              for k, v in labels.items()]
-    return [s.value for s in samples
-            if s.spec is spec and all(s.labels[i] in allowed for i, allowed in wanted)]
+def aggregate(how: Aggregation, values: Iterable[float]) -> float:
+    """PromQL's `max`, `min` or `sum` over a non-empty group of values."""
+    return _AGGREGATE[how](values)
 
 
-LINK_SOURCES: dict[str, tuple[tuple[LinkCriterion, MetricSpec, dict[str, str | tuple[str, ...]]],
-                               ...]] = {
-    "bandwidth": (("download", bandwidth.RATE, {"direction": "download"}),
-                  ("upload", bandwidth.RATE, {"direction": "upload"})),
-    "media": (("rtt", media.RTT, {"statistic": "median"}), ("jitter", media.JITTER, {}),
-              ("loss", media.LOSS, {"direction": ("forward", "return")})),
-    "latency": (("rtt", latency.RTT, {"statistic": "median"}), ("jitter", latency.JITTER, {}),
-                ("loss", latency.LOSS, {})),
-}
-"""Which metric of which check gives each link figure (as the rules select them)."""
+def source_value(source: Source, samples: Iterable[Sample]) -> float | None:
+    """A PC's figure from one source, as the rules' `per_pc by (ward, host) (selector)`
+    takes it from its samples; None when it has no such series."""
+    values = [s.value for s in samples if s.spec.name == source.metric.name and all(
+        s.labels[s.spec.labels.index(label)] in allowed
+        for label, allowed in source.matchers.items())]
+    return aggregate(source.per_pc, values) if values else None
 
 
 def check_figures(check: str, result: CheckResult) -> dict[LinkCriterion, float]:
-    """The link figures one check's result offers, from its metric samples: the best over
-    directions and targets for throughput and the UDP path (the rules' `max`), the best
-    target's for the latency probes (`min`)."""
+    """The link figures one check's result offers, from its metric samples."""
     samples = list(REGISTRY[check].samples(result))
-    best = min if check == "latency" else max
     figures: dict[LinkCriterion, float] = {}
-    for criterion, spec, labels in LINK_SOURCES[check]:
-        values = _values(samples, spec, **labels)
-        if values:
-            figures[criterion] = best(values)
+    for c in LINK:
+        for source in c.sources:
+            if source.check == check and (value := source_value(source, samples)) is not None:
+                figures[c.id] = value
     return figures
 
 
 def host_figures(outcomes: Mapping[str, Outcome],
                  figures_of: Callable[[str, Outcome], Mapping[LinkCriterion, float]] | None
                  = None) -> dict[LinkCriterion, float]:
-    """One PC's link figures as the rules take them from its metrics: throughput from the
-    speed test; delay, jitter and loss from the UDP media path, else from the latency
-    probes (`or on (ward, host)`). A figure the PC has not measured is left out.
-    `figures_of(check, outcome)` may stand in for `check_figures` (a cache)."""
+    """One PC's link figures as the rules take them from its metrics: each criterion from
+    the first of its sources the PC has (`or on (ward, host)`): delay, jitter and loss from
+    the UDP media path, else from the latency probes. A figure the PC has not measured is
+    left out. `figures_of(check, outcome)` may stand in for `check_figures` (a cache)."""
     per_check: dict[str, Mapping[LinkCriterion, float]] = {}
     for check in LINK_SOURCES:
         o = outcomes.get(check)
         if o is not None and o.result is not None:
             per_check[check] = (figures_of(check, o) if figures_of
                                 else check_figures(check, o.result))
-    figures = {c: v for c, v in per_check.get("bandwidth", {}).items()}
-    media_figures, latency_figures = per_check.get("media", {}), per_check.get("latency", {})
-    criterion: LinkCriterion
-    for criterion in ("rtt", "jitter", "loss"):
-        if criterion in media_figures:
-            figures[criterion] = media_figures[criterion]
-        elif criterion in latency_figures:
-            figures[criterion] = latency_figures[criterion]
+    figures: dict[LinkCriterion, float] = {}
+    for c in LINK:
+        for source in c.sources:
+            if c.id in per_check.get(source.check, {}):
+                figures[c.id] = per_check[source.check][c.id]
+                break
     return figures
 
 
@@ -100,10 +89,8 @@ def ward_figures(hosts: Iterable[Mapping[LinkCriterion, float]]
     best: dict[LinkCriterion, float] = {}
     for figures in hosts:
         for c, value in figures.items():
-            if c not in best:
-                best[c] = value
-            else:
-                best[c] = max(best[c], value) if HIGHER_IS_BETTER[c] else min(best[c], value)
+            best[c] = value if c not in best else aggregate(LINK_BY_ID[c].ward_aggregation,
+                                                           (best[c], value))
     return best
 
 
@@ -148,15 +135,14 @@ def window_quantile(points: Sequence[tuple[float, float | None]], q: float, end:
 
 def required(profile: Profile, criterion: LinkCriterion) -> float:
     """The profile's figure in the units of the metrics (bytes/s, seconds, ratio)."""
-    link = profile.link
-    return {"download": link.min_download_mbps * 1e6 / 8, "upload": link.min_upload_mbps * 1e6 / 8,
-            "rtt": link.max_rtt_ms / 1e3, "jitter": link.max_jitter_ms / 1e3,
-            "loss": link.max_loss_percent / 100}[criterion]
+    need = LINK_BY_ID[criterion].requirement.of(profile)
+    assert need is not None  # every profile sets its link figures
+    return need
 
 
 def shortfall_ratio(criterion: LinkCriterion, measured: float, need: float) -> float:
     """How far short, as a ratio of the requirement (`ward_criterion:wardready_shortfall:ratio`)."""
-    if HIGHER_IS_BETTER[criterion]:
+    if LINK_BY_ID[criterion].higher_is_better:
         return max(1 - measured / need, 0.0)
     return max(measured / need - 1, 0.0)
 

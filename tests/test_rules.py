@@ -4,11 +4,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO, require_binary
+from wardready.model import criteria
 
 RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"
 RULE_TESTS = REPO / "tests" / "rules" / "wardready.test.yml"
@@ -66,21 +72,40 @@ def test_alertmanager_sends_one_notification_per_ward_to_its_working_group() -> 
     assert receiver("ward=tan-dinh", "alertname=AgentSilent") == "city-operators"
 
 
-def test_the_equipment_list_judges_the_link_over_the_rules_window() -> None:
-    """server.shortfalls restates the rules' window for the equipment list: both must move
-    together."""
-    from wardready.server import shortfalls
+def build_rules(*argv: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, str(REPO / "prometheus" / "build.py"), *argv])
 
-    exprs = {r["record"]: r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"]
-             for r in g["rules"] if "record" in r}
-    hours = shortfalls.WINDOW_SECONDS / 3600
-    for criterion, q in shortfalls.WINDOW_QUANTILE.items():
-        suffix = ("p25" if q == 0.25 else "p75") + f"_{hours:g}h"
-        metric = {"download": "download_bytes_per_second", "upload": "upload_bytes_per_second",
-                  "rtt": "rtt_seconds", "jitter": "jitter_seconds",
-                  "loss": "loss_ratio"}[criterion]
-        aggregate = "max" if shortfalls.HIGHER_IS_BETTER[criterion] else "min"
-        assert exprs[f"ward:wardready_{metric}:{suffix}"] == (
-            f"quantile_over_time({q}, ward:wardready_{metric}:{aggregate}[{hours:g}h])")
-    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
-    assert config["global"]["evaluation_interval"] == f"{shortfalls.EVALUATION_SECONDS:g}s"
+
+def test_the_rules_file_is_what_the_criteria_table_generates(tmp_path: Path) -> None:
+    fresh = build_rules("--check")
+    assert fresh.returncode == 0, fresh.stderr
+    stale = tmp_path / "wardready.rules.yml"
+    stale.write_text(RULES.read_text().replace("quantile_over_time(0.25,",
+                                               "quantile_over_time(0.2,", 1))
+    out = build_rules("--check", "--out", str(stale))
+    assert out.returncode == 1 and f"{stale} is stale" in out.stderr
+
+
+def test_the_rules_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window's quantile and the silence limit are the table's, not the generator's."""
+    spec = importlib.util.spec_from_file_location("rules_build", REPO / "prometheus" / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    download = criteria.LINK_BY_ID["download"]
+    monkeypatch.setattr(build, "LINK", (dataclasses.replace(download, quantile=0.1),
+                                        *criteria.LINK[1:]))
+    monkeypatch.setattr(criteria, "AGENT_SILENT_SECONDS", 1800.0)
+    rules = {r.get("record") or r["alert"]: r["expr"]
+             for g in yaml.safe_load(build.render())["groups"] for r in g["rules"]}
+    assert rules["ward:wardready_download_bytes_per_second:p10_6h"] == (
+        "quantile_over_time(0.1, ward:wardready_download_bytes_per_second:max[6h])")
+    assert "> 1800)" in rules["AgentSilent"]
+
+
+def test_prometheus_evaluates_the_rules_at_the_step_the_equipment_list_assumes() -> None:
+    """The list emulates `quantile_over_time` over the recorded values at each evaluation."""
+    for name in ("prometheus.yml", "prometheus-sharded.yml"):
+        config = yaml.safe_load((REPO / "prometheus" / name).read_text())
+        assert config["global"]["evaluation_interval"] == (
+            f"{criteria.EVALUATION_SECONDS:g}s"), name

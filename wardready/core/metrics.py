@@ -80,6 +80,12 @@ DROPPED_REPORTS = MetricSpec("wardready_agent_dropped_reports_total",
                              kind="counter")
 """Exposed by the agent and, from its reports, by the server: loss is never silent."""
 
+AGENT_INFO = MetricSpec("wardready_agent_info",
+                        "The agent's version; on the agent and the server alike labelled with "
+                        "the ward and host it reports as.", ("version",))
+AGENT_LABELS = ("ward", "host")
+"""The labels the server puts before an agent's own, and the agent before its info's."""
+
 CHECK_SUCCESS = MetricSpec("wardready_agent_check_success",
                            "1 if the check's latest run produced a result.", ("check",))
 CHECK_DURATION = MetricSpec("wardready_agent_check_duration_seconds",

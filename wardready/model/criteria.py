@@ -1,0 +1,239 @@
+"""What makes a ward short of its profile, defined once.
+
+Each criterion says what is measured (a check's metric and label matchers), how one PC's
+series combine and how a ward's PCs combine, over which window and quantile it is judged,
+and against which requirement of the inventory's profile. From this table:
+
+- `prometheus/build.py` writes the rules (prometheus/rules/wardready.rules.yml);
+- `server.shortfalls` and `server.equipment` compute the same figures in Python for the
+  equipment request list, from the same metric samples;
+- the server exposes the requirements (`wardready_requirement_*`, label `ward`);
+- `grafana/build.py` draws the measured series against the same requirement and window.
+
+The on-the-spot verdict (`model.readiness`) judges one PC's latest results instead; how the
+two differ, and why both exist: docs/readiness.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from wardready.checks import bandwidth, host, latency, media, peripherals
+from wardready.core.inventory import Profile
+from wardready.core.metrics import MetricSpec
+
+Aggregation = Literal["max", "min", "sum"]
+
+WINDOW_SECONDS = 6 * 3600.0
+"""Link figures are judged over the last 6 h, not one test: a ward's speed tests run hourly,
+so a 25th percentile over 6 h is short only when two tests in six were."""
+EVALUATION_SECONDS = 15.0
+"""How often Prometheus evaluates the rules (prometheus/prometheus.yml): a window's quantile
+is taken over the recorded values at these instants, as `quantile_over_time` does."""
+AGENT_SILENT_SECONDS = 900.0
+"""An agent with no report for this long is silent: three rounds of the host check (every
+300 s by default)."""
+
+
+# -- requirements ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Requirement:
+    """A figure of the ward's profile, exposed by the server as a metric (label `ward`) in
+    the base unit of what it is compared with."""
+
+    spec: MetricSpec
+    of: Callable[[Profile], float | None]
+    """The figure from a profile; None when the profile sets none."""
+
+
+def _required(name: str, help: str, of: Callable[[Profile], float | None]) -> Requirement:
+    return Requirement(MetricSpec(name, help + " (inventory profile)", ("ward",)), of)
+
+
+DOWNLOAD = _required("wardready_requirement_download_bytes_per_second",
+                     "Required download throughput of the ward's link.",
+                     lambda p: p.link.min_download_mbps * 1e6 / 8)
+UPLOAD = _required("wardready_requirement_upload_bytes_per_second",
+                   "Required upload throughput of the ward's link.",
+                   lambda p: p.link.min_upload_mbps * 1e6 / 8)
+RTT = _required("wardready_requirement_rtt_seconds", "Highest acceptable round-trip time.",
+                lambda p: p.link.max_rtt_ms / 1e3)
+JITTER = _required("wardready_requirement_jitter_seconds", "Highest acceptable jitter.",
+                   lambda p: p.link.max_jitter_ms / 1e3)
+LOSS = _required("wardready_requirement_loss_ratio", "Highest acceptable packet loss (0-1).",
+                 lambda p: p.link.max_loss_percent / 100)
+HOSTS = _required("wardready_requirement_hosts", "Working PCs the ward needs.",
+                  lambda p: p.hosts.min_count)
+HOST_CPU_CORES = _required("wardready_requirement_host_cpu_cores", "CPU cores each PC needs.",
+                           lambda p: p.hosts.min_cpu_cores)
+HOST_MEMORY = _required("wardready_requirement_host_memory_bytes", "Memory each PC needs.",
+                        lambda p: p.hosts.min_memory_gib * 2**30)
+HOST_DISK_FREE = _required("wardready_requirement_host_disk_free_bytes",
+                           "Free disk space each PC needs.",
+                           lambda p: p.hosts.min_disk_free_gib * 2**30)
+CAMERAS = _required("wardready_requirement_cameras", "Conference cameras the ward needs.",
+                    lambda p: p.video.cameras)
+MICROPHONES = _required("wardready_requirement_microphones",
+                        "Conference microphones the ward needs.", lambda p: p.video.microphones)
+SPEAKERS = _required("wardready_requirement_speakers", "Conference speakers the ward needs.",
+                     lambda p: p.video.speakers)
+PRINTERS = _required("wardready_requirement_printers", "Printers the ward needs.",
+                     lambda p: p.peripherals.printers)
+SCANNERS = _required("wardready_requirement_scanners", "Scanners the ward needs.",
+                     lambda p: p.peripherals.scanners)
+UPS = _required("wardready_requirement_ups", "UPS units the ward needs.",
+                lambda p: p.peripherals.ups)
+PORT_SPEED = _required(
+    "wardready_requirement_port_speed_bytes_per_second",
+    "Speed every connected Ethernet port of the ward's routers and switches needs.",
+    lambda p: p.network.min_port_speed_mbps * 1e6 / 8
+    if p.network and p.network.min_port_speed_mbps else None)
+
+REQUIREMENTS = (DOWNLOAD, UPLOAD, RTT, JITTER, LOSS, HOSTS, HOST_CPU_CORES, HOST_MEMORY,
+                HOST_DISK_FREE, CAMERAS, MICROPHONES, SPEAKERS, PRINTERS, SCANNERS, UPS,
+                PORT_SPEED)
+
+
+# -- sources --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Source:
+    """Series of one check's metric, and how one PC's several series (directions, targets)
+    combine into its figure."""
+
+    check: str
+    metric: MetricSpec
+    matchers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Label -> the values selected; absent labels are not constrained."""
+    per_pc: Aggregation = "max"
+
+    def selector(self, extra: str = "") -> str:
+        """The PromQL series selector, e.g. `metric{direction="download"}`; `extra` adds
+        matchers written out (a dashboard's `ward="$ward"`)."""
+        parts = [extra] if extra else []
+        for label, values in self.matchers.items():
+            parts.append(f'{label}="{values[0]}"' if len(values) == 1
+                         else f'{label}=~"{"|".join(values)}"')
+        return self.metric.name + ("{" + ",".join(parts) + "}" if parts else "")
+
+    def pc_expr(self, extra: str = "") -> str:
+        """One series per PC (labels ward, host)."""
+        return f"{self.per_pc} by (ward, host) ({self.selector(extra)})"
+
+
+# -- the ward's link ------------------------------------------------------------------------
+
+LinkId = Literal["download", "upload", "rtt", "jitter", "loss"]
+
+
+@dataclass(frozen=True)
+class LinkCriterion:
+    """A figure of the ward's link: each PC's from the first source it has (the UDP media
+    path, else the latency probes), the ward's from its best PC, judged at a quantile of its
+    window against a requirement."""
+
+    id: LinkId
+    name: str
+    """As the request list writes it."""
+    series: str
+    """The recorded series' metric part, e.g. `download_bytes_per_second`."""
+    sources: tuple[Source, ...]
+    higher_is_better: bool
+    quantile: float
+    requirement: Requirement
+
+    @property
+    def ward_aggregation(self) -> Aggregation:
+        """The ward's link is its best PC's: a PC on poor Wi-Fi does not make it slow."""
+        return "max" if self.higher_is_better else "min"
+
+    @property
+    def ward_record(self) -> str:
+        """The recorded series of the ward's figure now."""
+        return f"ward:wardready_{self.series}:{self.ward_aggregation}"
+
+    @property
+    def window_record(self) -> str:
+        """The recorded series of the ward's figure at its quantile over the window."""
+        return (f"ward:wardready_{self.series}:p{round(self.quantile * 100)}"
+                f"_{WINDOW_SECONDS / 3600:g}h")
+
+    @property
+    def statistic(self) -> str:
+        """The window's statistic in words, e.g. `25th percentile`."""
+        return f"{round(self.quantile * 100)}th percentile"
+
+
+_MEDIA_THEN_LATENCY = "the UDP media path, else the latency probes"
+
+LINK: tuple[LinkCriterion, ...] = (
+    # Throughput is short when a quarter of the window was; delay, jitter and loss when a
+    # quarter of the window was worse than allowed.
+    LinkCriterion("download", "download", "download_bytes_per_second",
+                  (Source("bandwidth", bandwidth.RATE, {"direction": ("download",)}),),
+                  True, 0.25, DOWNLOAD),
+    LinkCriterion("upload", "upload", "upload_bytes_per_second",
+                  (Source("bandwidth", bandwidth.RATE, {"direction": ("upload",)}),),
+                  True, 0.25, UPLOAD),
+    LinkCriterion("rtt", "round-trip time", "rtt_seconds",
+                  (Source("media", media.RTT, {"statistic": ("median",)}),
+                   Source("latency", latency.RTT, {"statistic": ("median",)}, "min")),
+                  False, 0.75, RTT),
+    LinkCriterion("jitter", "jitter", "jitter_seconds",
+                  (Source("media", media.JITTER),
+                   Source("latency", latency.JITTER, per_pc="min")),
+                  False, 0.75, JITTER),
+    LinkCriterion("loss", "packet loss", "loss_ratio",
+                  (Source("media", media.LOSS, {"direction": ("forward", "return")}),
+                   Source("latency", latency.LOSS, per_pc="min")),
+                  False, 0.75, LOSS),
+)
+"""A PC's media figures are its worst direction (`max`); its latency figures its best target
+(`min`): the probes go to several targets and the nearest says most about the link."""
+LINK_BY_ID: dict[LinkId, LinkCriterion] = {c.id: c for c in LINK}
+
+
+# -- equipment ------------------------------------------------------------------------------
+
+ItemId = Literal["webcam", "microphone", "speaker", "printer", "scanner", "ups"]
+
+
+@dataclass(frozen=True)
+class ItemCriterion:
+    """Equipment the ward counts: the PCs' counts combine into the ward's (`per_ward`), from
+    the PCs that hold the video calls only or from all; short of the requirement is missing.
+    A kind no PC could count is unknown (no series), never missing."""
+
+    item: ItemId
+    source: Source
+    per_ward: Aggregation
+    calls_only: bool
+    requirement: Requirement
+
+
+ITEMS: tuple[ItemCriterion, ...] = (
+    # On the best PC that holds the ward's calls.
+    ItemCriterion("webcam", Source("peripherals", peripherals.COUNT, {"kind": ("webcam",)}),
+                  "max", True, CAMERAS),
+    ItemCriterion("microphone",
+                  Source("peripherals", peripherals.COUNT, {"kind": ("microphone",)}),
+                  "max", True, MICROPHONES),
+    ItemCriterion("speaker", Source("peripherals", peripherals.COUNT, {"kind": ("speaker",)}),
+                  "max", True, SPEAKERS),
+    # A network printer or scanner shows on every PC: the ward has as many as the PC that
+    # sees the most. A UPS is each PC's own: they add up.
+    ItemCriterion("printer", Source("peripherals", peripherals.COUNT, {"kind": ("printer",)}),
+                  "max", False, PRINTERS),
+    ItemCriterion("scanner", Source("peripherals", peripherals.COUNT, {"kind": ("scanner",)}),
+                  "max", False, SCANNERS),
+    ItemCriterion("ups", Source("host", host.POWER_SUPPLIES, {"kind": ("ups",)}),
+                  "sum", False, UPS),
+)
+ITEM_BY_ID: dict[ItemId, ItemCriterion] = {c.item: c for c in ITEMS}
+
+PC_SPEC = ((Source("host", host.CPU_LOGICAL), HOST_CPU_CORES),
+           (Source("host", host.MEM_TOTAL), HOST_MEMORY))
+"""A working PC meets every one of these (item `pc`, against `HOSTS` PCs)."""
