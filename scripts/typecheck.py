@@ -29,6 +29,8 @@ def link_tree() -> None:
     for package in setuptools["packages"]:
         source = REPO / mapped.get(package, package.replace(".", "/"))
         target = TREE / package.replace(".", "/")
+        if target.resolve() == source.resolve():
+            continue  # a subpackage in its parent's folder, linked with it (checks/devices)
         if "." not in package and package not in mapped:  # the top: its modules only
             target.mkdir(parents=True)
             for module in source.glob("*.py"):

@@ -12,6 +12,8 @@ from tests.conftest import DATA, exposition, promtool_check_metrics, series
 from wardready.checks import host
 from wardready.checks.base import Context
 from wardready.checks.host import Config, Result
+from wardready.checks.host.hardware import iso_date
+from wardready.checks.host.linux import NOT_DISKS
 
 HOSTS = DATA / "hosts"
 DESKTOP = Config(os="linux", sys_root=str(HOSTS / "linux-desktop" / "sys"))
@@ -98,7 +100,7 @@ def test_an_unreadable_sysfs_is_unknown_not_empty(tmp_path: Path) -> None:
     ("00/00/0000", None), ("soon", None), (None, None),
 ])
 def test_bios_dates_become_iso(raw: str | None, iso: str | None) -> None:
-    assert host._iso_date(raw) == iso
+    assert iso_date(raw) == iso
 
 
 def test_inventory_items() -> None:
@@ -139,7 +141,7 @@ async def test_this_machine_completes_and_is_consistent() -> None:
         assert disk.kind in ("ssd", "hdd", "unknown")
         assert disk.size_bytes and disk.size_bytes > 0
         assert Path("/sys/block", disk.name).exists()
-        assert not disk.name.startswith(host.NOT_DISKS)
+        assert not disk.name.startswith(NOT_DISKS)
     names = [d.name for d in result.physical_disks or []]
     assert len(set(names)) == len(names)
     # psutil reads the same power supplies: a battery it sees, we see

@@ -1,18 +1,19 @@
 """Host inventory: CPU, memory, filesystems, network interfaces, OS and boot time through
 psutil; maker, model, serial, BIOS, physical disks and power supplies (battery, UPS, mains)
 from what the OS says: DMI, block devices and power supplies in sysfs on Linux, CIM on
-Windows."""
+Windows.
+
+The common part is here (config, result, psutil's facts, metrics); `hardware` holds what the
+firmware says in any OS's terms, and `linux` and `windows` read it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import platform
-import re
 import socket
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
 
 import psutil
 from pydantic import Field
@@ -24,24 +25,21 @@ from wardready.checks.base import (
     InventoryItem,
     ResultModel,
 )
-from wardready.checks.sysfs import (
-    OsSources,
-    Unreadable,
-    attr,
-    attr_int,
-    entries,
-    firmware_text,
-    os_family,
-    text,
-    tree_problem,
-    windows_query,
+from wardready.checks.host import linux, windows
+from wardready.checks.host.hardware import (
+    MAX_DISKS,
+    MAX_POWER_SUPPLIES,
+    DiskKind,
+    Hardware,
+    PhysicalDisk,
+    PowerKind,
+    PowerSupply,
 )
+from wardready.checks.sysfs import OsSources, os_family
 from wardready.core.metrics import MetricSpec, Sample
 
-MAX_DISKS = 32
 MAX_NICS = 64
-MAX_POWER_SUPPLIES = 16
-"""Bounds that keep label cardinality (and report size) finite on odd machines."""
+"""As the bounds in `hardware`: keeps the `nic` label cardinality (and report size) finite."""
 
 
 class Config(OsSources):
@@ -67,58 +65,6 @@ class Nic(ResultModel):
     """None when the driver does not say (psutil reports 0)."""
     mtu: int
     addresses: list[str] = Field(max_length=64)
-
-
-DiskKind = Literal["ssd", "hdd", "unknown"]
-PowerKind = Literal["battery", "ups", "mains"]
-
-
-class PhysicalDisk(ResultModel):
-    name: str
-    """The OS's name: `sda`, `nvme0n1` on Linux; `PhysicalDisk0` on Windows."""
-    model: str | None
-    serial: str | None
-    size_bytes: int | None
-    kind: DiskKind
-    removable: bool | None = None
-    bus: str | None = None
-    """e.g. `sata`, `nvme`, `usb`, `virtio`, where the OS tells."""
-
-
-class PowerSupply(ResultModel):
-    name: str
-    kind: PowerKind
-    model: str | None = None
-    manufacturer: str | None = None
-    serial: str | None = None
-    online: bool | None = None
-    """Mains: whether it feeds the machine."""
-    status: str | None = None
-    """Battery or UPS: `Charging`, `Discharging`, `Full`, ... as the OS says."""
-    charge_ratio: float | None = Field(default=None, ge=0, le=1)
-
-
-class Hardware(ResultModel):
-    """What the OS says of the machine itself. Every field has a default: the server
-    re-validates reports stored before these fields existed, and for them all is unknown."""
-
-    manufacturer: str | None = None
-    model: str | None = None
-    """The product name, e.g. `OptiPlex 7090`."""
-    serial: str | None = None
-    bios_vendor: str | None = None
-    bios_version: str | None = None
-    bios_date: str | None = None
-    """ISO 8601 date, e.g. `2021-05-06`."""
-    physical_disks: list[PhysicalDisk] | None = Field(default=None, max_length=MAX_DISKS)
-    """None when the OS's list could not be read (unknown, not "no disk")."""
-    power_supplies: list[PowerSupply] | None = Field(default=None,
-                                                     max_length=MAX_POWER_SUPPLIES)
-    """Batteries, UPSes and mains adapters the OS sees; None when it could not be read."""
-    on_battery: bool | None = None
-    """True when the machine runs on a battery or UPS; None when the OS does not say."""
-    unreadable: list[Unreadable] = Field(default_factory=list, max_length=16)
-    """Sources of the fields above that could not be read, and why."""
 
 
 class Result(Hardware, CheckResult):
@@ -149,9 +95,9 @@ def collect(config: Config | None = None) -> Result:
     config = config or Config()
     family = os_family(config.os)
     if family == "linux":
-        hardware = _linux_hardware(Path(config.sys_root))
+        hardware = linux.hardware(Path(config.sys_root))
     elif family == "windows":
-        hardware = _windows_hardware(config.windows_recorded, config.timeout_seconds)
+        hardware = windows.hardware(config.windows_recorded, config.timeout_seconds)
     else:
         hardware = Hardware(power_supplies=_psutil_battery(), on_battery=_psutil_on_battery())
     freq = psutil.cpu_freq()
@@ -227,120 +173,6 @@ def _nics() -> list[Nic]:
     return nics[:MAX_NICS]
 
 
-# -- What the OS says of the hardware ----------------------------------------------------------
-
-def _linux_hardware(sys_root: Path) -> Hardware:
-    unreadable: list[Unreadable] = []
-    dmi = sys_root / "class" / "dmi" / "id"
-    if problem := tree_problem(dmi):
-        # ARM boards and some VMs have no DMI; the fields stay unknown, and the report says why
-        unreadable.append(Unreadable(source="dmi", reason=problem))
-    disks = supplies = None
-    if problem := tree_problem(sys_root, "class"):
-        unreadable.append(Unreadable(source="sysfs", reason=problem))
-    else:
-        disks = _linux_disks(sys_root)
-        supplies = _linux_power_supplies(sys_root)
-    return Hardware(
-        manufacturer=firmware_text(attr(dmi / "sys_vendor")),
-        model=firmware_text(attr(dmi / "product_name")),
-        serial=firmware_text(attr(dmi / "product_serial")),  # root-only: None for other users
-        bios_vendor=firmware_text(attr(dmi / "bios_vendor")),
-        bios_version=firmware_text(attr(dmi / "bios_version")),
-        bios_date=_iso_date(attr(dmi / "bios_date")),
-        physical_disks=disks,
-        power_supplies=supplies,
-        on_battery=_on_battery(supplies or []),
-        unreadable=unreadable,
-    )
-
-
-NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd", "nbd")
-"""Block devices that are not physical disks: virtual, RAID/LVM layers, optical, floppy."""
-
-
-def _linux_disks(sys_root: Path) -> list[PhysicalDisk]:
-    disks = []
-    for block in entries(sys_root / "block"):
-        sectors = attr_int(block / "size")
-        if block.name.startswith(NOT_DISKS) or not sectors:
-            continue  # a card reader with no card has size 0
-        device = block / "device"
-        nvme = block.name.startswith("nvme")
-        rotational = attr(block / "queue" / "rotational")
-        if nvme or rotational == "0":
-            kind: DiskKind = "ssd"
-        elif rotational == "1" and block.name.startswith(("sd", "hd")):
-            kind = "hdd"  # only SCSI/ATA read the rotation rate; virtio and others say 1 blindly
-        else:
-            kind = "unknown"
-        disks.append(PhysicalDisk(
-            name=block.name,
-            model=firmware_text(attr(device / "model") or attr(device / "name")),
-            serial=firmware_text(attr(block / "serial") or attr(device / "serial")
-                         or _vpd_serial(device / "vpd_pg80")),
-            size_bytes=sectors * 512,  # sysfs counts 512-byte sectors whatever the disk's own
-            kind=kind,
-            bus=_bus(block),
-            removable=attr(block / "removable") == "1",
-        ))
-    return disks[:MAX_DISKS]
-
-
-def _vpd_serial(path: Path) -> str | None:
-    """The unit serial number of a SCSI/ATA disk: VPD page 0x80 is a 4-byte header, then text."""
-    try:
-        page = path.read_bytes()
-    except OSError:
-        return None
-    return page[4:4 + page[3]].decode("ascii", "replace").strip() if len(page) > 4 else None
-
-
-def _bus(block: Path) -> str | None:
-    try:
-        path = str(block.resolve())
-    except OSError:
-        return None
-    for marker, bus in (("/usb", "usb"), ("/nvme", "nvme"), ("/ata", "sata"),
-                        ("/virtio", "virtio"), ("/mmc", "mmc")):
-        if marker in path:
-            return bus
-    return None
-
-
-POWER_KINDS: dict[str, PowerKind] = {"Battery": "battery", "UPS": "ups", "Mains": "mains"}
-
-
-def _linux_power_supplies(sys_root: Path) -> list[PowerSupply]:
-    supplies = []
-    for supply in entries(sys_root / "class" / "power_supply"):
-        kind = POWER_KINDS.get(attr(supply / "type") or "")
-        if kind is None or attr(supply / "scope") == "Device":
-            continue  # USB-C ports, and the batteries of wireless mice and headsets
-        online = attr_int(supply / "online")
-        capacity = attr_int(supply / "capacity")
-        supplies.append(PowerSupply(
-            name=supply.name, kind=kind,
-            model=firmware_text(attr(supply / "model_name")),
-            manufacturer=firmware_text(attr(supply / "manufacturer")),
-            serial=firmware_text(attr(supply / "serial_number")),
-            online=None if online is None else online == 1,
-            status=attr(supply / "status"),
-            charge_ratio=None if capacity is None else min(max(capacity, 0), 100) / 100,
-        ))
-    return supplies[:MAX_POWER_SUPPLIES]
-
-
-def _on_battery(supplies: list[PowerSupply]) -> bool | None:
-    """Mains adapters decide when there are some (as psutil does); otherwise a discharging
-    battery or UPS means the machine runs on it."""
-    mains = [s.online for s in supplies if s.kind == "mains" and s.online is not None]
-    if mains:
-        return not any(mains)
-    stored = [s.status for s in supplies if s.kind != "mains" and s.status]
-    return any(status == "Discharging" for status in stored) if stored else None
-
-
 def _psutil_battery() -> list[PowerSupply] | None:
     battery = psutil.sensors_battery() if hasattr(psutil, "sensors_battery") else None
     if battery is None:
@@ -352,110 +184,6 @@ def _psutil_battery() -> list[PowerSupply] | None:
 def _psutil_on_battery() -> bool | None:
     battery = psutil.sensors_battery() if hasattr(psutil, "sensors_battery") else None
     return None if battery is None or battery.power_plugged is None else not battery.power_plugged
-
-
-WINDOWS_QUERIES = {
-    "computer_system": "Get-CimInstance Win32_ComputerSystem | "
-                       "Select-Object Manufacturer,Model | ConvertTo-Json",
-    "bios": "Get-CimInstance Win32_BIOS | Select-Object Manufacturer,SerialNumber,"
-            "SMBIOSBIOSVersion,ReleaseDate | ConvertTo-Json",
-    "physical_disks": "Get-PhysicalDisk | Select-Object DeviceId,FriendlyName,SerialNumber,"
-                      "MediaType,Size,BusType | ConvertTo-Json",
-    "battery": "Get-CimInstance Win32_Battery | Select-Object Name,DeviceID,BatteryStatus,"
-               "EstimatedChargeRemaining | ConvertTo-Json",
-}
-"""Named Windows queries; their recordings are `<name>.json` (see `checks.oswin`)."""
-
-MEDIA_TYPES: dict[Any, DiskKind] = {"SSD": "ssd", 4: "ssd", "SCM": "ssd", 5: "ssd",
-                                    "HDD": "hdd", 3: "hdd"}
-"""MSFT_PhysicalDisk.MediaType, as the Storage module names it or as the raw CIM number."""
-BUS_TYPES = {7: "USB", 8: "RAID", 10: "SAS", 11: "SATA", 12: "SD", 13: "MMC", 14: "Virtual",
-             17: "NVMe"}
-"""MSFT_PhysicalDisk.BusType numbers, for recordings made without the Storage module's names."""
-BATTERY_STATUS = {1: "Discharging", 2: "AC", 3: "Full", 4: "Low", 5: "Critical", 6: "Charging",
-                  7: "Charging", 8: "Charging", 9: "Charging", 11: "Partially charged"}
-"""Win32_Battery.BatteryStatus: 1 means discharging, 2 means on AC (not necessarily charging)."""
-UPS_NAME = re.compile(r"\bUPS\b|Back-?UPS|Smart-?UPS", re.IGNORECASE)
-"""Windows lists a USB HID UPS as a Win32_Battery; its name is the only hint it is one."""
-
-
-def _windows_hardware(recorded: str | None, timeout: float) -> Hardware:
-    unreadable: list[Unreadable] = []
-    answers = {name: windows_query(name, command, recorded, timeout / len(WINDOWS_QUERIES),
-                                   unreadable)
-               for name, command in WINDOWS_QUERIES.items()}
-    system = (answers["computer_system"] or [{}])[0]
-    bios = (answers["bios"] or [{}])[0]
-    disks = answers["physical_disks"]
-    batteries = answers["battery"]
-    supplies = None if batteries is None else [_windows_battery(b) for b in batteries]
-    return Hardware(
-        manufacturer=firmware_text(system.get("Manufacturer")),
-        model=firmware_text(system.get("Model")),
-        serial=firmware_text(bios.get("SerialNumber")),
-        bios_vendor=firmware_text(bios.get("Manufacturer")),
-        bios_version=firmware_text(bios.get("SMBIOSBIOSVersion")),
-        bios_date=_iso_date(bios.get("ReleaseDate")),
-        physical_disks=None if disks is None else [_windows_disk(d) for d in disks][:MAX_DISKS],
-        power_supplies=None if supplies is None else supplies[:MAX_POWER_SUPPLIES],
-        on_battery=_on_battery(supplies or []),
-        unreadable=unreadable,
-    )
-
-
-def _windows_disk(disk: dict[str, Any]) -> PhysicalDisk:
-    bus = disk.get("BusType")
-    bus_name = BUS_TYPES.get(bus) if isinstance(bus, int) else text(bus)
-    kind = "ssd" if bus_name == "NVMe" else MEDIA_TYPES.get(disk.get("MediaType"), "unknown")
-    size = disk.get("Size")
-    return PhysicalDisk(
-        name=f"PhysicalDisk{text(disk.get('DeviceId')) or '?'}",
-        model=firmware_text(disk.get("FriendlyName")),
-        serial=firmware_text(disk.get("SerialNumber")),
-        size_bytes=size if isinstance(size, int) and size > 0 else None,
-        kind=kind,
-        bus=bus_name.lower() if bus_name else None,
-        removable=None if bus_name is None else bus_name in ("USB", "SD", "MMC"),
-    )
-
-
-def _windows_battery(battery: dict[str, Any]) -> PowerSupply:
-    name = text(battery.get("Name")) or text(battery.get("DeviceID")) or "battery"
-    charge = battery.get("EstimatedChargeRemaining")
-    status = battery.get("BatteryStatus")
-    return PowerSupply(
-        name=name, kind="ups" if UPS_NAME.search(name) else "battery",
-        model=firmware_text(battery.get("Name")),
-        serial=firmware_text(battery.get("DeviceID")),
-        status=BATTERY_STATUS.get(status) if isinstance(status, int) else None,
-        charge_ratio=min(max(charge, 0), 100) / 100 if isinstance(charge, int) else None,
-    )
-
-
-_DMTF = re.compile(r"^(\d{4})(\d{2})(\d{2})\d{6}")
-_JSON_DATE = re.compile(r"^/Date\((-?\d+)\)/$")
-_US_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4})$")
-_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
-
-
-def _iso_date(value: object) -> str | None:
-    """A BIOS date as `YYYY-MM-DD`, from Linux DMI (`05/06/2021`), CIM through Windows
-    PowerShell 5.1 (`/Date(1620259200000)/`), PowerShell 7 (ISO) or WMI (`20210506000000...`)."""
-    raw = text(value)
-    if raw is None:
-        return None
-    if match := _JSON_DATE.match(raw):
-        return datetime.fromtimestamp(int(match[1]) / 1000, UTC).date().isoformat()
-    if match := _US_DATE.match(raw):
-        month, day, year = match.groups()
-    elif match := _DMTF.match(raw) or _ISO.match(raw):
-        year, month, day = match.groups()
-    else:
-        return None
-    try:
-        return date(int(year), int(month), int(day)).isoformat()
-    except ValueError:
-        return None  # e.g. 00/00/0000 from a firmware that never set it
 
 
 INFO = MetricSpec("wardready_host_info", "Host facts: operating system, CPU model, architecture.",
@@ -580,3 +308,7 @@ def _facts(**facts: str | None) -> tuple[tuple[str, str], ...]:
 
 CHECK = CheckSpec(name="host", config_model=Config, result_model=Result, run=run,
                   metrics=METRICS, samples=samples, inventory=inventory)
+
+__all__ = ["CHECK", "MAX_DISKS", "MAX_NICS", "MAX_POWER_SUPPLIES", "METRICS", "Config", "Disk",
+           "DiskKind", "Hardware", "Nic", "PhysicalDisk", "PowerKind", "PowerSupply", "Result",
+           "collect", "inventory", "run", "samples"]
