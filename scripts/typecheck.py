@@ -20,22 +20,32 @@ REPO = Path(__file__).resolve().parent.parent
 TREE = REPO / "build" / "typecheck"
 
 
-def link_tree() -> None:
-    """build/typecheck/<package path>: one symlink a package folder, to the folder the
-    package comes from; the top package gets its own folder of linked modules."""
+def package_folders() -> dict[str, Path]:
+    """Each package the wheel ships, and the repository folder it comes from, as setuptools
+    finds it: the longest `package-dir` prefix of its name, then the rest of the name."""
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     mapped: dict[str, str] = setuptools.get("package-dir", {})
-    shutil.rmtree(TREE, ignore_errors=True)
+    folders = {}
     for package in setuptools["packages"]:
-        source = REPO / mapped.get(package, package.replace(".", "/"))
+        parts = package.split(".")
+        cut = next(n for n in range(len(parts), -1, -1)
+                   if n == 0 or ".".join(parts[:n]) in mapped)
+        base = REPO / mapped[".".join(parts[:cut])] if cut else REPO
+        folders[package] = base.joinpath(*parts[cut:])
+    return folders
+
+
+def link_tree() -> None:
+    """build/typecheck/<package path>: the top package gets a folder of linked modules, every
+    other package a link to its folder (unless its parent's link holds it already)."""
+    shutil.rmtree(TREE, ignore_errors=True)
+    for package, source in package_folders().items():
         target = TREE / package.replace(".", "/")
-        if target.resolve() == source.resolve():
-            continue  # a subpackage in its parent's folder, linked with it (checks/devices)
-        if "." not in package and package not in mapped:  # the top: its modules only
+        if "." not in package:
             target.mkdir(parents=True)
             for module in source.glob("*.py"):
                 (target / module.name).symlink_to(os.path.relpath(module, target))
-        else:
+        elif not target.parent.resolve().joinpath(target.name).exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(os.path.relpath(source, target.parent), target_is_directory=True)
 

@@ -4,22 +4,22 @@ carries wardready and nothing else."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import itertools
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from lab import REPO
 
-SETUPTOOLS = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
 LAYERS = ("wardready.core", "wardready.checks", "wardready.model",
           "wardready.agent", "wardready.server")
 """Bottom up. A module may import its own layer and those below it, except that the agent
@@ -29,18 +29,36 @@ NOT_SHIPPED = ("lab", "tests", "bench", "agent", "server", "checks")
 import them."""
 
 
+def load_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FOLDERS: dict[str, Path] = load_script("typecheck").package_folders()
+"""Each shipped package and its folder, as setuptools maps them (pyproject.toml)."""
+
+
 def modules() -> dict[str, Path]:
-    """Every module of the installed package, by dotted name, from pyproject's mapping."""
-    mapped: dict[str, str] = SETUPTOOLS.get("package-dir", {})
+    """Every module of the installed package, by dotted name."""
     found: dict[str, Path] = {}
-    for package in SETUPTOOLS["packages"]:
-        folder = REPO / mapped.get(package, package.replace(".", "/"))
+    for package, folder in FOLDERS.items():
         for file in sorted(folder.glob("*.py")):
             found[package if file.stem == "__init__" else f"{package}.{file.stem}"] = file
     return found
 
 
 MODULES = modules()
+
+
+def test_every_package_folder_ships() -> None:
+    """A package folder left out of pyproject's list would be missing from the wheel."""
+    folders = {folder.resolve() for folder in FOLDERS.values()}
+    for folder in list(folders):
+        for init in folder.rglob("__init__.py"):
+            assert init.parent.resolve() in folders, f"{init.parent} is not in pyproject's packages"
 
 
 def imported(name: str, file: Path) -> Iterator[tuple[str, int]]:
@@ -153,7 +171,8 @@ def test_the_wheel_holds_the_wardready_package_and_nothing_else(wheel: Path) -> 
                                                 ".dist-info"}
     for module in ("wardready/agent/child.py", "wardready/server/app.py",
                    "wardready/checks/media.py", "wardready/core/inventory.py",
-                   "wardready/model/readiness.py"):
+                   "wardready/model/readiness.py", "wardready/checks/devices/session.py",
+                   "wardready/checks/host/windows.py", "wardready/core/echo.py"):
         assert module in names
     assert not [n for n in names if "stack" in n or "demo" in n or "/lab/" in n]
 
