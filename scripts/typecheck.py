@@ -29,6 +29,8 @@ def link_tree() -> None:
     for package in setuptools["packages"]:
         source = REPO / mapped.get(package, package.replace(".", "/"))
         target = TREE / package.replace(".", "/")
+        if target.exists():  # a subpackage (server/store): inside its parent's link already
+            continue
         if "." not in package and package not in mapped:  # the top: its modules only
             target.mkdir(parents=True)
             for module in source.glob("*.py"):
