@@ -50,11 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     ready.add_argument("--json", action="store_true", help="machine-readable output")
     ready.set_defaults(func=_check)
     enroll = sub.add_parser("enroll", parents=[common],
-                            help="redeem a one-time enrolment code: write the token and config")
+                            help="redeem a one-time enrollment code: write the token and config")
     enroll.add_argument("--server", required=True, metavar="URL",
                         help="the wardready server, e.g. https://wardready.example:8470")
     enroll.add_argument("--ward", required=True, help="this PC's ward id")
-    enroll.add_argument("--code", required=True, help="the enrolment code from the operators")
+    enroll.add_argument("--code", required=True, help="the enrollment code from the operators")
     enroll.add_argument("--host", help="this PC's name in the metrics (default: its host name "
                                        "made a valid id: a-z, 0-9 and '-')")
     enroll.add_argument("--role", help="what this PC is for, a role id from the inventory "

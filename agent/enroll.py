@@ -1,4 +1,4 @@
-"""`wardready-agent enroll`: trade a one-time enrolment code for this agent's token, write the
+"""`wardready-agent enroll`: trade a one-time enrollment code for this agent's token, write the
 token file and agent.yml beside each other, then prove the written config reaches the server.
 
 Usage mistakes (a config already there, a bad host name, a missing CA file) raise ConfigError
@@ -86,13 +86,13 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
         wanted = {"code": opts.code, "host": host, "ward": opts.ward}
         if opts.role is not None:
             wanted["role"] = opts.role
-        status, answer = _call(server, "/api/v1/enrol", context, wanted)
+        status, answer = _call(server, "/api/v1/enroll", context, wanted)
         if status != 200:
-            raise EnrollError(f"{server} refused the enrolment ({status}): "
+            raise EnrollError(f"{server} refused the enrollment ({status}): "
                               f"{answer.get('error', 'no reason given')}")
         token, ward = str(answer.get("token", "")), answer.get("ward")
         if not token or (ward, answer.get("host")) != (opts.ward, host):
-            raise EnrollError(f"{server} answered the enrolment unexpectedly (for ward "
+            raise EnrollError(f"{server} answered the enrollment unexpectedly (for ward "
                               f"{ward!r} host {answer.get('host')!r})")
         owner = _service_owner()
         _write(token_tmp, token_path, token + "\n", 0o600, owner)
@@ -131,7 +131,7 @@ def _server_url(raw: str) -> str:
 
 
 def _check_inputs(opts: EnrollOptions) -> str:
-    """The host name to enrol as, once every argument is known to be usable."""
+    """The host name to enroll as, once every argument is known to be usable."""
     if not _SLUG.match(opts.ward):
         raise ConfigError("command line", 0, "--ward",
                           f"{opts.ward!r} is not a ward id (a-z, 0-9 and '-')")
@@ -149,7 +149,7 @@ def _check_inputs(opts: EnrollOptions) -> str:
     chars = "".join(opts.code.split()).replace("-", "").lower()
     body = chars.removeprefix("wre").translate(str.maketrans("oil", "011"))
     if not chars.startswith("wre") or len(body) != CODE_CHARS or not set(body) <= CODE_ALPHABET:
-        raise ConfigError("command line", 0, "--code", "not an enrolment code (expected "
+        raise ConfigError("command line", 0, "--code", "not an enrollment code (expected "
                           "wre- and six groups of five letters or digits)")
     if opts.role is not None and not _SLUG.match(opts.role):
         raise ConfigError("command line", 0, "--role",

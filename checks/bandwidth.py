@@ -32,6 +32,7 @@ from wardready.checks.base import (
     server_tls,
 )
 from wardready.core.metrics import MetricSpec, Sample
+from wardready.core.speedtest import SLOT_HEADER
 
 if TYPE_CHECKING:
     import aiohttp
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Direction = Literal["download", "upload"]
-SLOT_HEADER = "X-Wardready-Slot"
 SAMPLE_SECONDS = 0.05
 WINDOW_SECONDS = 0.5
 CHUNK = random.Random(0).randbytes(64 << 10)

@@ -10,14 +10,13 @@ import logging
 import time
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from wardready.core.configfile import dotted
 from wardready.core.inventory import Slug
 from wardready.server import assets, equipment, readiness, shortfalls
 from wardready.server.auth import authenticate, fail
+from wardready.server.bodies import parse_json, validated
 from wardready.server.context import CONFIG, FLEET, INVENTORY, IO, STORE
-from wardready.server.handlers import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     admin = await authenticate(request, "admin")
-    try:
-        wanted = TokenRequest.model_validate(parse_json(await request.read()))
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise fail(web.HTTPUnprocessableEntity, f"{dotted(first['loc'])}: {first['msg']}"
-                   ) from None
+    wanted = validated(TokenRequest, parse_json(await request.read()))
     app = request.app
     if app[INVENTORY].ward(wanted.ward) is None:
         raise fail(web.HTTPUnprocessableEntity, f"ward: unknown ward {wanted.ward!r}")

@@ -1,4 +1,5 @@
-"""The central aiohttp service: the app factory, its routes, resources and error handling."""
+"""The central aiohttp service: the app factory, its resources and error handling (the
+routes: `server.routes`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp import web
 
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
-from wardready.server import admin, enrol, handlers, shortfalls, speedtest, udp_echo
+from wardready.server import enroll, shortfalls, speedtest, udp_echo
 from wardready.server.config import ServerConfig
 from wardready.server.context import (
     CONFIG,
@@ -26,6 +27,7 @@ from wardready.server.context import (
     Fleet,
 )
 from wardready.server.exposition import FleetExposition
+from wardready.server.routes import ROUTES
 from wardready.server.store import Store, TokenReader
 from wardready.server.writer import ReportWriter
 
@@ -39,21 +41,10 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app[CONFIG] = config
     app[INVENTORY] = inventory
     app.cleanup_ctx.append(_database)
-    app.router.add_post("/api/v1/reports", handlers.ingest_report)
-    app.router.add_get("/api/v1/profile", handlers.ward_profile)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/api/v1/metrics-targets", handlers.metrics_targets)
-    app.router.add_get("/healthz", handlers.health)
-    app.router.add_get("/admin/v1/tokens", admin.list_tokens)
-    app.router.add_post("/admin/v1/tokens", admin.issue_token)
-    app.router.add_delete("/admin/v1/tokens/{token_id}", admin.revoke_token)
-    app.router.add_get("/api/v1/assets", admin.list_assets)
-    app.router.add_get("/api/v1/assets/changes", admin.list_changes)
-    app.router.add_get("/api/v1/readiness", admin.ward_readiness)
-    app.router.add_get("/api/v1/equipment-list", admin.equipment_list)
+    app.add_routes(ROUTES)
     speedtest.setup(app, config.speedtest)
     udp_echo.setup(app, config.udp_echo)
-    enrol.setup(app)
+    enroll.setup(app)
     return app
 
 

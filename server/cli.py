@@ -16,7 +16,7 @@ from wardready.core.inventory import Inventory, load_inventory
 from wardready.server import memory
 from wardready.server.app import create_app
 from wardready.server.config import ServerConfig, load_server_config, ssl_context
-from wardready.server.enrol import DEFAULT_HOURS, MAX_HOURS
+from wardready.server.enroll import DEFAULT_HOURS, MAX_HOURS
 from wardready.server.store import Store
 
 EXIT_CONFIG = 2
@@ -69,14 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", parents=[common], help="revoke a token by its id")
     revoke.add_argument("token_id")
     revoke.set_defaults(func=_tokens_revoke)
-    enrol = tsub.add_parser("enrol", parents=[common],
-                            help="issue a single-use enrolment code for `wardready-agent enroll`")
-    enrol.add_argument("--ward", required=True, help="ward id from the inventory")
-    enrol.add_argument("--host", help="only this host name may enrol with it (default: any)")
-    enrol.add_argument("--hours", type=float, default=DEFAULT_HOURS,
-                       help=f"valid for HOURS hours (default {DEFAULT_HOURS:g}, at most "
-                            f"{MAX_HOURS:g})")
-    enrol.set_defaults(func=_tokens_enrol)
+    enroll = tsub.add_parser("enroll", parents=[common],
+                             help="issue a single-use enrollment code for `wardready-agent "
+                                  "enroll`")
+    enroll.add_argument("--ward", required=True, help="ward id from the inventory")
+    enroll.add_argument("--host", help="only this host name may enroll with it (default: any)")
+    enroll.add_argument("--hours", type=float, default=DEFAULT_HOURS,
+                        help=f"valid for HOURS hours (default {DEFAULT_HOURS:g}, at most "
+                             f"{MAX_HOURS:g})")
+    enroll.set_defaults(func=_tokens_enroll)
 
     assets = sub.add_parser("assets", parents=[common],
                             help="what the agents counted, and what changed")
@@ -192,7 +193,7 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokens_enrol(args: argparse.Namespace) -> int:
+def _tokens_enroll(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
     if args.host is not None and not _is_slug(args.host):
@@ -202,12 +203,12 @@ def _tokens_enrol(args: argparse.Namespace) -> int:
         raise ConfigError("command line", 0, "--hours",
                           f"expected more than 0 and at most {MAX_HOURS:g}, got {args.hours:g}")
     with Store(config.database) as store:
-        code, expires_at = store.issue_enrolment(args.ward, args.host, args.hours)
+        code, expires_at = store.issue_enrollment(args.ward, args.host, args.hours)
     print(code)
     expires = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(expires_at))
     who, host_flag = ((f"host {args.host}", f" --host {args.host}") if args.host
                       else ("any host", ""))
-    print(f"enrolment code for ward {args.ward}, {who}: shown once, single use, valid until "
+    print(f"enrollment code for ward {args.ward}, {who}: shown once, single use, valid until "
           f"{expires}. On the ward PC: wardready-agent enroll --server URL --ward {args.ward}"
           f"{host_flag} --code CODE", file=sys.stderr)
     return 0

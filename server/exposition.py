@@ -1,171 +1,37 @@
 """The server's /metrics: every agent's latest values with ward/host labels, and the
 requirements from the inventory, so Prometheus can compare measured with required.
 
-Only wards still in the inventory and agents whose token is still active are served. The
-text (format 0.0.4) is written here rather than through prometheus_client's registry: each
-agent's lines are rendered once per report and reused by every scrape until its next report,
-so a scrape costs about a join of bytes, not formatting every sample of the fleet again.
-
-A fleet too large for one scrape is split into shards by ward (`?shard=i&shards=n`, a ward's
-series always in one shard, with its requirements and verdicts); `GET /api/v1/metrics-targets`
-lists them for Prometheus's HTTP service discovery (docs/scaling.md).
+Only wards still in the inventory and agents whose token is still active are served. Each
+agent's lines are rendered once per report (`server.textformat`) and reused by every scrape
+until its next report, so a scrape costs about a join of bytes, not formatting every sample
+of the fleet again; a shard's joined body is kept likewise (`server.scrape_body`) until one
+of its agents changes. Shards: `server.sharding`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
-
-from prometheus_client.utils import floatToGoString
 
 from wardready.checks import REGISTRY, devices
-from wardready.core.inventory import Inventory, Ward
-from wardready.core.metrics import (
-    AGENT_INFO,
-    DROPPED_REPORTS,
-    OUTCOME_METRICS,
-    MetricSpec,
-    Sample,
-    outcome_samples,
-)
-from wardready.model.criteria import REQUIREMENTS
+from wardready.core.inventory import Inventory
+from wardready.core.metrics import AGENT_LABELS, MetricSpec, Sample
 from wardready.model.readiness import HostResults
 from wardready.server import assets, readiness, shortfalls
+from wardready.server.catalogue import (
+    AGENT_METRICS,
+    REQUIREMENTS,
+    WARD_INFO,
+    agent_samples,
+    ward_samples,
+)
+from wardready.server.scrape_body import Body
+from wardready.server.sharding import WHOLE, Shard, shard_of
 from wardready.server.store import AgentState
+from wardready.server.textformat import Lines, header, render_samples
 
-WARD_INFO = MetricSpec(
-    "wardready_ward_info", "A ward, commune or special zone in the inventory.",
-    ("ward", "name", "kind", "former_district", "province", "working_group", "profile"))
-
-LAST_REPORT = MetricSpec("wardready_agent_last_report_timestamp_seconds",
-                         "When the server last received a report from this agent.")
-REPORTS = MetricSpec("wardready_agent_reports_total", "Reports received from this agent.",
-                     kind="counter")
-CLOCK_OFFSET = MetricSpec("wardready_agent_clock_offset_seconds",
-                          "Agent clock minus server clock, from the latest fresh report.")
-AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, AGENT_INFO,
-                 *OUTCOME_METRICS)
-
-
-MAX_SHARDS = 1024
-Shard = tuple[int, int]
-"""(index, count): the wards whose `shard_of` is index when split count ways."""
-WHOLE: Shard = (0, 1)
 AgentKey = tuple[str, str]
-Lines = dict[str, str]
-"""A family's name -> its sample lines, rendered."""
-
-
-def shard_of(ward: str, shards: int) -> int:
-    """The shard a ward's series are served in: stable across restarts and servers."""
-    return zlib.crc32(ward.encode()) % shards
-
-
-def shard_count(agents: int, agents_per_shard: int) -> int:
-    """How many shards serve `agents` PCs at most `agents_per_shard` each (on average)."""
-    return max(1, min(MAX_SHARDS, math.ceil(agents / agents_per_shard)))
-
-
-def _escape(value: str) -> str:
-    if "\\" not in value and "\n" not in value and '"' not in value:
-        return value
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _value(value: float) -> str:
-    """`floatToGoString`, with the common case (a finite number that Go prints as Python
-    does) spared its extra calls."""
-    text = repr(float(value))
-    if text[-1] in "fn" or ("." in text and value > 0 and text.index(".") > 6):
-        return floatToGoString(value)  # inf, nan, or one Go writes with an exponent
-    return text
-
-
-def _header(spec: MetricSpec) -> str:
-    name = spec.name  # a counter's too: the 0.0.4 text format keeps its _total
-    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"# HELP {name} {help_text}\n# TYPE {name} {spec.kind}\n"
-
-
-def render_samples(samples: Iterable[tuple[tuple[str, ...], Sample]],
-                   extra_labels: tuple[str, ...] = ()) -> Lines:
-    """Sample lines by family; each sample comes with values for `extra_labels`."""
-    out: dict[str, list[str]] = {}
-    heads: dict[tuple[str, ...], str] = {}
-    """The extra labels' text, worked out once per distinct values (one agent's)."""
-    for extra, sample in samples:
-        spec, labels = sample.spec, sample.labels
-        if len(labels) != len(spec.labels) or len(extra) != len(extra_labels):
-            raise ValueError(f"{spec.name}: label values {extra + labels} do not "
-                             f"match labels {extra_labels + spec.labels}")
-        head = heads.get(extra)
-        if head is None:
-            head = heads[extra] = ",".join(
-                f'{k}="{_escape(v)}"' for k, v in zip(extra_labels, extra, strict=True))
-        if labels:
-            own = ",".join(f'{k}="{_escape(v)}"'
-                           for k, v in zip(spec.labels, labels, strict=True))
-            pairs = f"{head},{own}" if head else own
-        else:
-            pairs = head
-        line = (f"{spec.name}{{{pairs}}} {_value(sample.value)}\n" if pairs
-                else f"{spec.name} {_value(sample.value)}\n")
-        lines = out.get(spec.name)
-        if lines is None:
-            out[spec.name] = [line]
-        else:
-            lines.append(line)
-    return {name: "".join(lines) for name, lines in out.items()}
-
-
-GZIP_LEVEL = 1
-"""zlib's fastest level: a 29 MB shard in about 0.1 s, to 1.3 MB (level 6: 0.4 s, 1.0 MB)."""
 AssetRow = tuple[str, str, str, str, int, float]
-
-
-class Body:
-    """One shard's exposition as last rendered, kept until one of its agents changes: the
-    text, or once a client asked for gzip, only its gzip stream (a 29 MB shard in 1.3 MB),
-    compressed off the event loop."""
-
-    def __init__(self, stamp: object, fleet: bytes) -> None:
-        self.stamp = stamp
-        self._text: bytes | None = fleet
-        """Everything but the server's own metrics (shard 0), which change at any time."""
-        self._gzip: tuple[bytes, Any, bytes] | None = None
-        """The gzip stream of the text so far, the compressor to go on with, and the stream
-        of the text alone."""
-
-    def text(self, own: bytes) -> bytes:
-        fleet = self._text
-        if fleet is None:  # kept compressed only
-            assert self._gzip is not None
-            fleet = zlib.decompress(self._gzip[2], 16 + zlib.MAX_WBITS)
-        return fleet + own if own else fleet
-
-    def gzip_ready(self) -> bool:
-        return self._gzip is not None
-
-    def compress(self) -> None:
-        """Compress the text, and forget it (in any thread: zlib lets go of the GIL)."""
-        text = self._text
-        if self._gzip is None and text is not None:
-            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            head = compressor.compress(text)
-            self._gzip = (head, compressor, head + compressor.copy().flush())
-            self._text = None
-
-    def gzipped(self, own: bytes) -> bytes:
-        """The gzip stream of `text(own)`; `compress` must have run."""
-        assert self._gzip is not None
-        head, compressor, alone = self._gzip
-        if not own:
-            return alone
-        rest = compressor.copy()  # the kept state goes on serving the next scrapes
-        return head + rest.compress(own) + rest.flush()
 
 
 class FleetExposition:
@@ -187,7 +53,8 @@ class FleetExposition:
         """The server's own metrics (speed-test slots, UDP echo), served with shard 0."""
         self._check_specs = [spec for check in REGISTRY.values() for spec in check.metrics]
         self._measured_specs = (*self._check_specs, shortfalls.DEVICE_BELOW_SPEC)
-        self._wards = {ward.id: self._ward_lines(ward) for ward in inventory.wards}
+        self._wards = {ward.id: render_samples(((), s) for s in ward_samples(inventory, ward))
+                       for ward in inventory.wards}
         self._shard_wards: dict[Shard, list[str]] = {}
         self._agent_lines: dict[AgentKey, tuple[int, float, Lines, Lines]] = {}
         """Per agent: (reports_total, last_report_at) it was rendered at, its own lines
@@ -244,25 +111,25 @@ class FleetExposition:
                         if key in fresh_keys]
         out: list[str] = []
         for spec in (WARD_INFO, *(r.spec for r in REQUIREMENTS)):
-            out.append(_header(spec))
+            out.append(header(spec))
             out.extend(self._wards[w].get(spec.name, "") for w in wards)
         for spec in AGENT_METRICS:
-            out.append(_header(spec))
+            out.append(header(spec))
             out.extend(block[2].get(spec.name, "") for block in blocks)
         for spec in self._measured_specs:
-            out.append(_header(spec))
+            out.append(header(spec))
             out.extend(block.get(spec.name, "") for block in fresh_blocks)
         asset_blocks = [self._asset_lines_of(key, assets_by_agent.get(key, ()))
                         for key, _ in fresh]
         for spec in assets.METRICS:
-            out.append(_header(spec))
+            out.append(header(spec))
             out.extend(block.get(spec.name, "") for block in asset_blocks)
         by_ward: dict[str, list[tuple[AgentKey, AgentState]]] = {}
         for key, state in fresh:
             by_ward.setdefault(key[0], []).append((key, state))
         verdicts = [self._verdict_lines(w, by_ward.get(w, [])) for w in wards]
         for spec in readiness.METRICS:
-            out.append(_header(spec))
+            out.append(header(spec))
             out.extend(lines.get(spec.name, "") for lines in verdicts)
         body = self._bodies[shard] = Body(stamp, "".join(out).encode())
         return body
@@ -289,7 +156,7 @@ class FleetExposition:
         out: list[str] = []
         for specs, samples in self.components:
             own = render_samples(((), s) for s in samples())
-            out.extend(_header(spec) + own.get(spec.name, "") for spec in specs)
+            out.extend(header(spec) + own.get(spec.name, "") for spec in specs)
         return "".join(out).encode()
 
     def _wards_of(self, shard: Shard) -> list[str]:
@@ -315,7 +182,7 @@ class FleetExposition:
         cached = self._asset_lines.get(key)
         if cached is None or cached[0] != rows:
             cached = self._asset_lines[key] = (
-                rows, render_samples(self._asset_samples(rows), ("ward", "host")))
+                rows, render_samples(self._asset_samples(rows), AGENT_LABELS))
         return cached[1]
 
     def _verdict_lines(self, ward: str, hosts: list[tuple[AgentKey, AgentState]]) -> Lines:
@@ -338,8 +205,8 @@ class FleetExposition:
             self.renders += 1
             cached = self._agent_lines[key] = (
                 state.reports_total, state.last_report_at,
-                render_samples(self._agent_samples(key, state), ("ward", "host")),
-                render_samples(self._measured_samples(key, state), ("ward", "host")))
+                render_samples(((key, s) for s in agent_samples(state)), AGENT_LABELS),
+                render_samples(self._measured_samples(key, state), AGENT_LABELS))
         return cached
 
     def _measured_samples(self, key: AgentKey, state: AgentState
@@ -366,33 +233,7 @@ class FleetExposition:
         ward, host = rows[0][:2]
         yield (ward, host), Sample(assets.LAST_CHANGE, (), max(row[5] for row in rows))
 
-    def _ward_lines(self, ward: Ward) -> Lines:
-        inv = self.inventory
-        profile_id = ward.profile or inv.defaults.profile
-        profile = inv.profiles[profile_id]
-        samples = [Sample(WARD_INFO, (ward.id, ward.name, ward.kind, ward.former_district,
-                                      ward.province, ward.working_group, profile_id), 1)]
-        for requirement in REQUIREMENTS:
-            required = requirement.of(profile)
-            if required is not None:
-                samples.append(Sample(requirement.spec, (ward.id,), required))
-        return render_samples(((), s) for s in samples)
-
     def _served_agents(self, wards: set[str]) -> list[tuple[AgentKey, AgentState]]:
         active = self.active()
         return sorted(((key, state) for key, state in self.agents().items()
                        if key in active and key[0] in wards), key=lambda item: item[0])
-
-    @staticmethod
-    def _agent_samples(key: AgentKey, state: AgentState
-                       ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        yield key, Sample(LAST_REPORT, (), state.last_report_at)
-        yield key, Sample(REPORTS, (), state.reports_total)
-        yield key, Sample(DROPPED_REPORTS, (), state.dropped_reports_total)
-        if state.clock_offset_seconds is not None:
-            yield key, Sample(CLOCK_OFFSET, (), state.clock_offset_seconds)
-        if state.agent_version is not None:
-            yield key, Sample(AGENT_INFO, (state.agent_version,), 1)
-        for name, o in sorted(state.outcomes.items()):
-            for sample in outcome_samples(name, o.ok, o.duration_seconds, o.started_at):
-                yield key, sample

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import time
-from typing import Any
 
-import pydantic_core
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 
-from wardready.core.configfile import dotted
 from wardready.model.report import SCHEMA_VERSION, Report, schema_version_of
 from wardready.server.auth import authenticate, fail
+from wardready.server.bodies import parse_json, validated
 from wardready.server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
-from wardready.server.exposition import MAX_SHARDS, WHOLE, shard_count
+from wardready.server.sharding import MAX_SHARDS, WHOLE, shard_count
 
 log = logging.getLogger(__name__)
-
-
-def parse_json(body: bytes) -> Any:
-    """A request body as JSON; 400 for anything that is not plain, finite JSON."""
-    try:
-        return pydantic_core.from_json(body, allow_inf_nan=False)  # twice as fast as json
-    except ValueError:
-        pass  # the standard library's parser says what is wrong more plainly
-    def no_constants(name: str) -> None:
-        raise ValueError(f"{name} is not a JSON number")
-    try:
-        return json.loads(body, parse_constant=no_constants)
-    except RecursionError:
-        raise fail(web.HTTPBadRequest, "body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail(web.HTTPBadRequest, f"body is not JSON ({exc})"[:300]) from None
 
 
 async def ingest_report(request: web.Request) -> web.Response:
@@ -46,12 +26,7 @@ async def ingest_report(request: web.Request) -> web.Response:
     if version != SCHEMA_VERSION:
         raise fail(web.HTTPUnprocessableEntity,
                    f"unsupported schema_version {version!r}; this server accepts {SCHEMA_VERSION}")
-    try:
-        report = Report.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise fail(web.HTTPUnprocessableEntity,
-                   f"{dotted(first['loc']) or 'report'}: {first['msg']}") from None
+    report = validated(Report, payload, "report")
     if (report.ward, report.host) != (identity.ward, identity.host):
         raise fail(web.HTTPForbidden,
                    f"this token is for ward {identity.ward!r} host {identity.host!r}, "

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from wardready.core.metrics import MetricSpec, Sample
+from wardready.core.speedtest import SLOT_HEADER, SLOTS_PATH
 from wardready.server.auth import authenticate, fail
 from wardready.server.config import SpeedtestConfig
 from wardready.server.store import Identity
 
 log = logging.getLogger(__name__)
 
-SLOT_HEADER = "X-Wardready-Slot"
 CHUNK_BYTES = 64 << 10
 PAYLOAD = os.urandom(1 << 20)
 """Random, so no compression anywhere on the path can inflate the figures."""
@@ -131,14 +131,9 @@ METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
 
 
 def setup(app: web.Application, config: SpeedtestConfig) -> Slots:
-    """Add the speed-test routes and their scheduler to the app."""
+    """Give the app its slot scheduler."""
     slots = Slots(config)
     app[SLOTS] = slots
-    app.router.add_post("/api/v1/speedtest/slots", acquire_slot)
-    app.router.add_get("/api/v1/speedtest/slots/{slot_id}", slot_state)
-    app.router.add_delete("/api/v1/speedtest/slots/{slot_id}", release_slot)
-    app.router.add_get("/api/v1/speedtest/download", download)
-    app.router.add_post("/api/v1/speedtest/upload", upload)
     return slots
 
 
@@ -185,7 +180,7 @@ async def _slot_for(request: web.Request) -> Slot:
                                    time.monotonic())
     if slot is None:
         raise fail(web.HTTPConflict, f"a throughput test needs a live slot in {SLOT_HEADER}; "
-                                     "ask POST /api/v1/speedtest/slots first")
+                                     f"ask POST {SLOTS_PATH} first")
     if slot.bytes_left <= 0:
         raise fail(web.HTTPTooManyRequests, "this slot's byte budget is spent")
     if slot.streams >= request.app[SLOTS].config.max_streams:

@@ -8,8 +8,8 @@ counted. A session is bound to the token's (ward, host), one per agent, and to t
 source address of its first probe, so a key seen on the wire cannot be used from elsewhere
 to reflect traffic at someone else.
 
-Wiring: `setup(app, EchoConfig(...))` after `create_app`; the caps are `EchoConfig`, the
-`udp_echo` section of the server config.
+`setup(app, EchoConfig(...))` gives the app the service, whose UDP endpoint lives as long as
+the app; the caps are `EchoConfig`, the `udp_echo` section of the server config.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from wardready.core.echo import ECHO, HEADER, KEY_BYTES, MAGIC, PROBE, VERSION
 from wardready.core.errors import SessionsFull
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
+from wardready.server.bodies import parse_json, validated
 from wardready.server.config import EchoConfig
-from wardready.server.handlers import parse_json
+from wardready.server.context import CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,6 @@ class EchoService(asyncio.DatagramProtocol):
         """Cleanup context: the UDP endpoint lives as long as the app."""
         host = self.config.listen_host
         if host is None:
-            from wardready.server.context import (
-                CONFIG,  # not at import time: see the module docstring
-            )
             host = app[CONFIG].listen_host if CONFIG in app else "127.0.0.1"
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
@@ -295,12 +293,7 @@ async def create_session(request: web.Request) -> web.Response:
     """`POST /api/v1/udp-sessions`: a new session for the token's agent."""
     identity = await authenticate(request, "agent")
     body = await request.read()
-    try:
-        wish = SessionRequest.model_validate(parse_json(body) if body.strip() else {})
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise fail(web.HTTPUnprocessableEntity, f"{where}: {first['msg']}") from None
+    wish = validated(SessionRequest, parse_json(body) if body.strip() else {})
     service = request.app[ECHO_SERVICE]
     try:
         session = service.open((identity.ward, identity.host), wish)
@@ -329,5 +322,3 @@ def setup(app: web.Application, config: EchoConfig) -> None:
     service = EchoService(config)
     app[ECHO_SERVICE] = service
     app.cleanup_ctx.append(service.serve)
-    app.router.add_post("/api/v1/udp-sessions", create_session)
-    app.router.add_get("/api/v1/udp-sessions/current", current_session)

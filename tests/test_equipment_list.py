@@ -278,7 +278,7 @@ def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:
                                  readiness_max_age=DAY)
     from prometheus_client.parser import text_string_to_metric_families
 
-    from wardready.server.exposition import AGENT_METRICS
+    from wardready.server.catalogue import AGENT_METRICS
 
     names: dict[str, set[str]] = defaultdict(set)
     for family in text_string_to_metric_families(exposition.render(time.time()).decode()):

@@ -28,8 +28,9 @@ from wardready.model.report import Report
 from wardready.server.app import create_app
 from wardready.server.config import ServerConfig
 from wardready.server.context import FLEET, IO, TOKENS, WRITER, Fleet
-from wardready.server.exposition import FleetExposition, shard_count, shard_of
+from wardready.server.exposition import FleetExposition
 from wardready.server.handlers import accepts_gzip
+from wardready.server.sharding import shard_count, shard_of
 from wardready.server.store import Store
 from wardready.server.writer import STREAM_SECONDS, ReportWriter
 

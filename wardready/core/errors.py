@@ -81,17 +81,17 @@ class ChildError(WardreadyError, RuntimeError):
 
 
 class EnrollError(WardreadyError):
-    """Enrolment failed: the server refused, or could not be reached or trusted."""
+    """Enrollment failed: the server refused, or could not be reached or trusted."""
 
 
 # -- server --
 
 RefusalReason = Literal["unknown", "used", "expired", "ward", "host"]
-"""Why an enrolment code is refused; each is answered with its own HTTP status."""
+"""Why an enrollment code is refused; each is answered with its own HTTP status."""
 
 
-class EnrolmentRefused(WardreadyError):
-    """An enrolment code that cannot be redeemed; nothing was changed."""
+class EnrollmentRefused(WardreadyError):
+    """An enrollment code that cannot be redeemed; nothing was changed."""
 
     def __init__(self, reason: RefusalReason, message: str) -> None:
         super().__init__(message)

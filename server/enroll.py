@@ -1,7 +1,7 @@
-"""Enrolment: single-use codes an operator issues, which an agent redeems for its token.
+"""Enrollment: single-use codes an operator issues, which an agent redeems for its token.
 
-`POST /admin/v1/enrolments` (admin token) issues a code for a ward (and optionally a host);
-`POST /api/v1/enrol` (no bearer token: the code is the credential) redeems it once;
+`POST /admin/v1/enrollments` (admin token) issues a code for a ward (and optionally a host);
+`POST /api/v1/enroll` (no bearer token: the code is the credential) redeems it once;
 `GET /api/v1/whoami` (agent token) tells an agent whom its token names, storing nothing.
 Codes are stored only hashed and never logged; failed redeems are bounded per client address.
 """
@@ -12,17 +12,15 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from wardready.core.configfile import dotted
-from wardready.core.errors import EnrolmentRefused, RefusalReason
+from wardready.core.errors import EnrollmentRefused, RefusalReason
 from wardready.core.inventory import Slug
 from wardready.server.auth import authenticate, fail
+from wardready.server.bodies import parse_json, validated
 from wardready.server.context import INVENTORY, IO, STORE
-from wardready.server.handlers import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +90,10 @@ class FailureGuard:
         self._by_address.pop(address, None)
 
 
-ENROL_GUARD = web.AppKey("enrol_guard", FailureGuard)
-M = TypeVar("M", bound=BaseModel)
+ENROLL_GUARD = web.AppKey("enroll_guard", FailureGuard)
 
 
-class EnrolmentRequest(BaseModel):
+class EnrollmentRequest(BaseModel):
     """What an operator asks for: a code for a ward, optionally one host, valid `hours`."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -118,64 +115,52 @@ class RedeemRequest(BaseModel):
 
 
 def setup(app: web.Application) -> None:
-    """Register the enrolment routes and the failure guard."""
-    app[ENROL_GUARD] = FailureGuard()
-    app.router.add_post("/admin/v1/enrolments", issue_enrolment)
-    app.router.add_post("/api/v1/enrol", redeem)
-    app.router.add_get("/api/v1/whoami", whoami)
+    """Give the app its guard against guessed codes."""
+    app[ENROLL_GUARD] = FailureGuard()
 
 
-def _validate(model: type[M], body: bytes) -> M:
-    try:
-        return model.model_validate(parse_json(body))
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        raise fail(web.HTTPUnprocessableEntity, f"{dotted(first['loc'])}: {first['msg']}"
-                   ) from None
-
-
-async def issue_enrolment(request: web.Request) -> web.Response:
-    """POST /admin/v1/enrolments {"ward", "host"?, "hours"?}: a code, shown once."""
+async def issue_enrollment(request: web.Request) -> web.Response:
+    """POST /admin/v1/enrollments {"ward", "host"?, "hours"?}: a code, shown once."""
     admin = await authenticate(request, "admin")
-    wanted = _validate(EnrolmentRequest, await request.read())
+    wanted = validated(EnrollmentRequest, parse_json(await request.read()))
     app = request.app
     if app[INVENTORY].ward(wanted.ward) is None:
         raise fail(web.HTTPUnprocessableEntity, f"ward: unknown ward {wanted.ward!r}")
-    code, expires_at = await app[IO].call(app[STORE].issue_enrolment, wanted.ward, wanted.host,
+    code, expires_at = await app[IO].call(app[STORE].issue_enrollment, wanted.ward, wanted.host,
                                           wanted.hours)
     code_id = code.split("-")[1]
-    log.info("admin %s issued enrolment %s for %s/%s, expires in %g h", admin.name, code_id,
+    log.info("admin %s issued enrollment %s for %s/%s, expires in %g h", admin.name, code_id,
              wanted.ward, wanted.host or "any host", wanted.hours)
     return web.json_response({"id": code_id, "code": code, "ward": wanted.ward,
                               "host": wanted.host, "expires_at": expires_at}, status=201)
 
 
 async def redeem(request: web.Request) -> web.Response:
-    """POST /api/v1/enrol {"code", "host", "ward"?}: the agent token for the code's ward."""
+    """POST /api/v1/enroll {"code", "host", "ward"?}: the agent token for the code's ward."""
     app, address = request.app, request.remote or "unknown"
-    guard = app[ENROL_GUARD]
+    guard = app[ENROLL_GUARD]
     wait = guard.locked_for(address, time.monotonic())
     if wait > 0:
         raise fail(web.HTTPTooManyRequests,
-                   f"too many failed enrolment attempts; retry in {wait:.0f} s",
+                   f"too many failed enrollment attempts; retry in {wait:.0f} s",
                    **{"Retry-After": f"{wait:.0f}"})
-    wanted = _validate(RedeemRequest, await request.read())
+    wanted = validated(RedeemRequest, parse_json(await request.read()))
     inventory = app[INVENTORY]
     roles = [r.id for r in inventory.roles]
     if wanted.role is not None and wanted.role not in roles:
         raise fail(web.HTTPBadRequest, f"unknown role {wanted.role!r} (the inventory's roles: "
                                        f"{', '.join(roles) or 'none'})")
     try:
-        enrolled = await app[IO].call(app[STORE].redeem_enrolment, wanted.code, wanted.host,
+        enrolled = await app[IO].call(app[STORE].redeem_enrollment, wanted.code, wanted.host,
                                       wanted.ward, lambda w: inventory.ward(w) is not None)
-    except EnrolmentRefused as exc:
+    except EnrollmentRefused as exc:
         if exc.reason == "unknown":  # only a wrong code can be a guess
             guard.failed(address, time.monotonic())
-        log.warning("enrolment refused for %s (host %s): %s", address, wanted.host, exc)
+        log.warning("enrollment refused for %s (host %s): %s", address, wanted.host, exc)
         raise fail(STATUS[exc.reason], str(exc)) from None
     guard.succeeded(address)
     token_id = enrolled.token.split(".")[0].removeprefix("wrt_")
-    log.info("enrolment %s redeemed by %s: token %s for %s/%s", enrolled.code_id, address,
+    log.info("enrollment %s redeemed by %s: token %s for %s/%s", enrolled.code_id, address,
              token_id, enrolled.ward, enrolled.host)
     return web.json_response({"token": enrolled.token, "ward": enrolled.ward,
                               "host": enrolled.host})

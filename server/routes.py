@@ -1,0 +1,40 @@
+"""Every HTTP route of the server, in one table: method, path, handler."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from wardready.core.echo import CURRENT_PATH, SESSIONS_PATH
+from wardready.core.speedtest import DOWNLOAD_PATH, SLOTS_PATH, UPLOAD_PATH
+from wardready.server import admin, enroll, handlers, speedtest, udp_echo
+
+ROUTES: tuple[web.RouteDef, ...] = (
+    # agents (and Prometheus)
+    web.post("/api/v1/reports", handlers.ingest_report),
+    web.get("/api/v1/profile", handlers.ward_profile),
+    web.get("/metrics", handlers.metrics),
+    web.get("/api/v1/metrics-targets", handlers.metrics_targets),
+    web.get("/healthz", handlers.health),
+    # administrators
+    web.get("/admin/v1/tokens", admin.list_tokens),
+    web.post("/admin/v1/tokens", admin.issue_token),
+    web.delete("/admin/v1/tokens/{token_id}", admin.revoke_token),
+    web.get("/api/v1/assets", admin.list_assets),
+    web.get("/api/v1/assets/changes", admin.list_changes),
+    web.get("/api/v1/readiness", admin.ward_readiness),
+    web.get("/api/v1/equipment-list", admin.equipment_list),
+    # throughput tests (checks.bandwidth)
+    web.post(SLOTS_PATH, speedtest.acquire_slot),
+    web.get(SLOTS_PATH + "/{slot_id}", speedtest.slot_state),
+    web.delete(SLOTS_PATH + "/{slot_id}", speedtest.release_slot),
+    web.get(DOWNLOAD_PATH, speedtest.download),
+    web.post(UPLOAD_PATH, speedtest.upload),
+    # UDP echo sessions (checks.media)
+    web.post(SESSIONS_PATH, udp_echo.create_session),
+    web.get(CURRENT_PATH, udp_echo.current_session),
+    # enrollment (`wardready-agent enroll`)
+    web.post("/admin/v1/enrollments", enroll.issue_enrollment),
+    web.post("/api/v1/enroll", enroll.redeem),
+    web.get("/api/v1/whoami", enroll.whoami),
+)
+"""In the order the router tries them; a GET route answers HEAD too."""
