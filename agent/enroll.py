@@ -116,7 +116,7 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
     say("next steps:")
     say(f"  wardready-agent check-config --config {opts.config}")
     say(f"  wardready-agent check --config {opts.config}    (the verdict for this PC, now)")
-    say("  systemctl enable --now wardready-agent    (Windows: see README, 'Install on a ward PC')")
+    say("  systemctl enable --now wardready-agent    (Windows: docs/install.md)")
 
 
 def _server_url(raw: str) -> str:
@@ -265,7 +265,7 @@ def _config_text(server: str, ward: str, host: str, role: str | None, token_path
     config["spool_path"] = str(STATE_DIR / "spool") if in_etc else "spool"
     stamp = time.strftime("%Y-%m-%d %H:%M")
     return (f"# Written by `wardready-agent enroll` on {stamp}; every other key has its default\n"
-            "# (README, 'agent.yml'). The token is in token_file, mode 600.\n"
+            "# (docs/configuration.md, 'agent.yml'). The token is in token_file, mode 600.\n"
             + yaml.safe_dump(config, sort_keys=False))
 
 

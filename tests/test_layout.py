@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -208,15 +209,22 @@ def test_the_wheel_installed_in_a_clean_environment_runs_agent_and_server(
                              "server.yml"], cwd=work, capture_output=True, text=True,
                             timeout=120)
     assert server.returncode == 0, server.stderr
-    where = subprocess.run([python, "-c", "import wardready.agent.child as c; print(c.__file__)"],
-                           cwd=work, capture_output=True, text=True, check=True).stdout
-    assert Path(where.strip()).is_relative_to(site)
-    # `check` runs the host and peripherals checks itself and the LAN check in a child
-    # process (python -m wardready.agent.child, from the installed package); the server is
-    # a closed loopback port, so the verdict is judged against the local inventory.
+    # An isolated check as the agent runs it: a child `python -m wardready.agent.child`,
+    # which must come from the installed package.
+    request = json.dumps({"check": "neighbours", "config": {"method": "neighbour-table"},
+                          "context": {"server": None, "platforms": [], "devices": []}})
+    child = subprocess.run([python, "-c", "import runpy, sys, wardready.agent.child as c; "
+                            "print(c.__file__, file=sys.stderr); "
+                            "runpy.run_module('wardready.agent.child', run_name='__main__')"],
+                           input=request, cwd=work, capture_output=True, text=True,
+                           timeout=120)
+    assert Path(child.stderr.splitlines()[0]).is_relative_to(site), child.stderr
+    assert "networks" in json.loads(child.stdout)["result"], child.stdout
+    # `check` runs the host and peripherals checks (the link checks are off here); the
+    # server is a closed loopback port, so the verdict is judged against the local inventory.
     agent = subprocess.run([env_dir / "bin" / "wardready-agent", "check", "--json",
                             "--config", "agent.yml"], cwd=work, capture_output=True,
                            text=True, timeout=300)
     assert agent.returncode in (0, 1), agent.stderr
-    assert "neighbours: ok" in agent.stderr and "host: ok" in agent.stderr, agent.stderr
-    assert "from " in agent.stdout and "server unreachable" in agent.stdout
+    assert "host: ok" in agent.stderr and "peripherals: ok" in agent.stderr, agent.stderr
+    assert "server unreachable" in json.loads(agent.stdout)["profile_source"]

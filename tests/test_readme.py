@@ -28,12 +28,6 @@ CODE_FOLDERS = ("agent", "server", "checks", "wardready", "wardready/core", "war
 """Layout rows that name every module (`x.py`, `x.sh`) and subpackage (`x/`) in their folder."""
 NOT_CODE = ("tests",)
 """Packages whose modules the table does not list one by one."""
-PENDING_RENAMES = {"/api/v1/enrol": "/api/v1/enroll",
-                   "/admin/v1/enrolments": "/admin/v1/enrollments"}
-"""Routes the docs already give in their new spelling while the server still has the old
-one; once the server is renamed these keys match nothing and the entry can go."""
-
-
 IGNORED = re.compile(r"\..*|__pycache__|.*\.egg-info|build")
 """Outside git: the folders .gitignore leaves out, roughly (and dot-folders)."""
 
@@ -256,7 +250,7 @@ def server_routes() -> set[str]:
         if route.method == "HEAD":
             continue
         path = re.sub(r"\{[^}]+\}", "ID", route.resource.canonical if route.resource else "")
-        routes.add(f"{route.method} {PENDING_RENAMES.get(path, path)}")
+        routes.add(f"{route.method} {path}")
     return routes
 
 
@@ -330,9 +324,9 @@ def test_the_layout_checks_catch_a_drifted_table() -> None:
     ghost = {**rows, "checks/": rows["checks/"] + "; `ghost.py` and `gone/`"}
     assert module_drift(ghost, FILES) == {
         "checks": {"unnamed": [], "not there": ["ghost.py", "gone/"]}}
-    assert module_drift(rows, FILES | {"server/routes.py", "checks/new/__init__.py"}) == {
+    assert module_drift(rows, FILES | {"server/newcomer.py", "checks/new/__init__.py"}) == {
         "checks": {"unnamed": ["new/"], "not there": []},
-        "server": {"unnamed": ["routes.py"], "not there": []}}
+        "server": {"unnamed": ["newcomer.py"], "not there": []}}
     assert unlisted_folders({k: v for k, v in rows.items() if k != "lab/"}, FILES) == ["lab"]
     assert sorted(missing_paths({**rows, "tools/": "`x.py`",
                                  "grafana/": "`dashboards/old.json`"})) == [
