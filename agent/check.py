@@ -23,6 +23,7 @@ from wardready.agent.agent import run_check
 from wardready.agent.config import AgentConfig
 from wardready.checks import REGISTRY
 from wardready.checks.base import ServerLink, server_tls
+from wardready.core.api import PROFILE_PATH
 from wardready.core.errors import ConfigError
 from wardready.core.inventory import CallPreset, Profile, load_inventory
 from wardready.model.readiness import HostResults, Readiness, evaluate, show
@@ -50,7 +51,7 @@ async def fetch_profile(server: ServerLink) -> tuple[Requirement | None, str]:
     try:
         async with aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PROFILE_TIMEOUT_SECONDS)) as http, \
-                http.get(f"{server.url}/api/v1/profile", ssl=tls,
+                http.get(server.url + PROFILE_PATH, ssl=tls,
                          headers={"Authorization": f"Bearer {server.token}"}) as resp:
             if resp.status != 200:
                 return None, f"server answered {resp.status}"

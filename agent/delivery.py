@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from wardready.agent.spool import Spool, Spooled
 from wardready.checks.base import server_tls
+from wardready.core.api import REPORTS_PATH
 from wardready.core.errors import AttemptFailed
 from wardready.core.serial import SerialThread
 
@@ -110,7 +111,7 @@ class Delivery:
 
     def __init__(self, url: str, token: str, timeout: float, spool: Spool, io: SerialThread,
                  ca_file: Path | None = None, backoff_max: float = 60.0) -> None:
-        self.url = url.rstrip("/") + "/api/v1/reports"
+        self.url = url.rstrip("/") + REPORTS_PATH
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         tls = server_tls(ca_file) if self.url.startswith("https:") else None
         self._sender = Sender(self.url, headers, timeout, tls)

@@ -30,6 +30,8 @@ import yaml
 from wardready.agent.config import load_agent_config, read_token
 from wardready.agent.spool import fsync_directory
 from wardready.checks.base import server_tls
+from wardready.core import enrollment
+from wardready.core.api import ENROLL_PATH, WHOAMI_PATH
 from wardready.core.errors import ConfigError, EnrollError
 
 TOKEN_FILE = "agent.token"
@@ -37,8 +39,6 @@ STATE_DIR = Path("/var/lib/wardready")
 """The systemd unit's StateDirectory: the only place the service may write."""
 SERVICE_USER = "wardready"
 TIMEOUT_SECONDS = 30.0
-CODE_CHARS = 30
-CODE_ALPHABET = set("0123456789abcdefghjkmnpqrstvwxyz")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -86,7 +86,7 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
         wanted = {"code": opts.code, "host": host, "ward": opts.ward}
         if opts.role is not None:
             wanted["role"] = opts.role
-        status, answer = _call(server, "/api/v1/enroll", context, wanted)
+        status, answer = _call(server, ENROLL_PATH, context, wanted)
         if status != 200:
             raise EnrollError(f"{server} refused the enrollment ({status}): "
                               f"{answer.get('error', 'no reason given')}")
@@ -146,9 +146,7 @@ def _check_inputs(opts: EnrollOptions) -> str:
             raise ConfigError("command line", 0, "--host", "cannot make a host name of this "
                               f"machine's name {socket.gethostname()!r}; give --host")
     # The server is the judge; this only catches a mistyped code before it counts as a guess.
-    chars = "".join(opts.code.split()).replace("-", "").lower()
-    body = chars.removeprefix("wre").translate(str.maketrans("oil", "011"))
-    if not chars.startswith("wre") or len(body) != CODE_CHARS or not set(body) <= CODE_ALPHABET:
+    if enrollment.normalise_code(opts.code) is None:
         raise ConfigError("command line", 0, "--code", "not an enrollment code (expected "
                           "wre- and six groups of five letters or digits)")
     if opts.role is not None and not _SLUG.match(opts.role):
@@ -279,7 +277,7 @@ def _verify(config_path: Path) -> str:
         status, answer = _call(server, "/healthz", context)
         if status != 200:
             raise EnrollError(f"{server}/healthz answered {status}: {answer.get('error')}")
-        status, answer = _call(server, "/api/v1/whoami", context, token=read_token(config))
+        status, answer = _call(server, WHOAMI_PATH, context, token=read_token(config))
         if status != 200:
             raise EnrollError(f"{server} refused the new token ({status}): "
                               f"{answer.get('error')}")

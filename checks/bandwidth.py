@@ -31,8 +31,8 @@ from wardready.checks.base import (
     ResultModel,
     server_tls,
 )
+from wardready.core.api import DOWNLOAD_PATH, SLOT_HEADER, SLOTS_PATH, UPLOAD_PATH
 from wardready.core.metrics import MetricSpec, Sample
-from wardready.core.speedtest import SLOT_HEADER
 
 if TYPE_CHECKING:
     import aiohttp
@@ -296,7 +296,7 @@ class Test:
         return fit.estimate(), fit.measured_seconds
 
     async def _download(self, share: int, moved: list[int], stop: asyncio.Event) -> None:
-        url = f"{self.base}/api/v1/speedtest/download"
+        url = self.base + DOWNLOAD_PATH
         async with self.session.get(url, params={"bytes": str(share)},
                                     headers={SLOT_HEADER: self.slot}) as resp:
             await _raise_for_status(resp)
@@ -309,7 +309,7 @@ class Test:
     async def _upload_timeline(self) -> tuple[list[tuple[float, int]], int]:
         """The slot's upload as the server received it: (server time, bytes so far), and
         the bytes that arrived."""
-        async with self.session.get(f"{self.base}/api/v1/speedtest/slots/{self.slot}") as resp:
+        async with self.session.get(f"{self.base}{SLOTS_PATH}/{self.slot}") as resp:
             await _raise_for_status(resp)
             body = await resp.json()
         return [(float(t), int(b)) for t, b in body["upload_timeline"]], int(body["uploaded"])
@@ -323,7 +323,7 @@ class Test:
                 sent += len(chunk)
                 moved[0] += len(chunk)
 
-        url = f"{self.base}/api/v1/speedtest/upload"
+        url = self.base + UPLOAD_PATH
         async with self.session.post(url, data=body(), headers={
                 SLOT_HEADER: self.slot, "Content-Type": "application/octet-stream"}) as resp:
             await _raise_for_status(resp)
@@ -356,7 +356,7 @@ async def _acquire(session: aiohttp.ClientSession, base: str,
     """A test slot from the server: (id, streams allowed, seconds waited)."""
     t0, poll = time.monotonic(), 1.0
     for _ in range(1000):  # bounded; the wait budget ends it long before
-        async with session.post(f"{base}/api/v1/speedtest/slots") as resp:
+        async with session.post(base + SLOTS_PATH) as resp:
             if resp.status == 201:
                 body = await resp.json()
                 return body["slot"], int(body["max_streams"]), time.monotonic() - t0
@@ -392,7 +392,7 @@ async def run(config: Config, context: Context) -> Result:
                                                    timeout=2.0, port=test.port) if r is not None]
             directions = [await test.run(d) for d in config.directions]
         finally:
-            async with session.delete(f"{base}/api/v1/speedtest/slots/{slot}"):
+            async with session.delete(f"{base}{SLOTS_PATH}/{slot}"):
                 pass
     return Result(server=base, idle_rtt_median_seconds=quantile(idle, 0.5),
                   slot_wait_seconds=waited, directions=directions)

@@ -34,14 +34,13 @@ from wardready.checks.base import (
     server_tls,
 )
 from wardready.core import emodel
+from wardready.core.api import CURRENT_PATH, SESSIONS_PATH
 from wardready.core.echo import (
-    CURRENT_PATH,
     ECHO,
     HEADER,
     KEY_BYTES,
     MAGIC,
     PROBE,
-    SESSIONS_PATH,
     VERSION,
     Packet,
     decode,

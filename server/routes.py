@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from wardready.core.echo import CURRENT_PATH, SESSIONS_PATH
-from wardready.core.speedtest import DOWNLOAD_PATH, SLOTS_PATH, UPLOAD_PATH
+from wardready.core.api import (
+    CURRENT_PATH,
+    DOWNLOAD_PATH,
+    ENROLL_PATH,
+    PROFILE_PATH,
+    REPORTS_PATH,
+    SESSIONS_PATH,
+    SLOTS_PATH,
+    UPLOAD_PATH,
+    WHOAMI_PATH,
+)
 from wardready.server import admin, enroll, handlers, speedtest, udp_echo
 
 ROUTES: tuple[web.RouteDef, ...] = (
     # agents (and Prometheus)
-    web.post("/api/v1/reports", handlers.ingest_report),
-    web.get("/api/v1/profile", handlers.ward_profile),
+    web.post(REPORTS_PATH, handlers.ingest_report),
+    web.get(PROFILE_PATH, handlers.ward_profile),
     web.get("/metrics", handlers.metrics),
     web.get("/api/v1/metrics-targets", handlers.metrics_targets),
     web.get("/healthz", handlers.health),
@@ -34,7 +43,7 @@ ROUTES: tuple[web.RouteDef, ...] = (
     web.get(CURRENT_PATH, udp_echo.current_session),
     # enrollment (`wardready-agent enroll`)
     web.post("/admin/v1/enrollments", enroll.issue_enrollment),
-    web.post("/api/v1/enroll", enroll.redeem),
-    web.get("/api/v1/whoami", enroll.whoami),
+    web.post(ENROLL_PATH, enroll.redeem),
+    web.get(WHOAMI_PATH, enroll.whoami),
 )
 """In the order the router tries them; a GET route answers HEAD too."""

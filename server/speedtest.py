@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from wardready.core.api import SLOT_HEADER, SLOTS_PATH
 from wardready.core.metrics import MetricSpec, Sample
-from wardready.core.speedtest import SLOT_HEADER, SLOTS_PATH
 from wardready.server.auth import authenticate, fail
 from wardready.server.config import SpeedtestConfig
 from wardready.server.store import Identity

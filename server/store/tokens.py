@@ -12,16 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from wardready.core import enrollment
 from wardready.core.errors import EnrollmentRefused
 
 Role = Literal["agent", "admin"]
 TOKEN_PREFIX = "wrt_"
-ENROLL_PREFIX = "wre"
-CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-"""Crockford's base32: no i, l, o or u, so a code read off paper is typed right."""
-CODE_ID_CHARS, CODE_SECRET_CHARS = 5, 25
-"""A code is `wre-` and six groups of five: the first group is its id (not secret, shown in
-logs like a token id), the other five its 125-bit secret."""
 
 
 @dataclass(frozen=True)
@@ -56,24 +51,12 @@ class Enrolled:
     host: str
 
 
-def normalise_code(code: str) -> tuple[str, str] | None:
-    """(id, secret) of a code as typed (any case, dashes or spaces, o for 0, i or l for 1);
-    None if it cannot be one."""
-    chars = "".join(code.split()).replace("-", "").lower()
-    if not chars.startswith(ENROLL_PREFIX):
-        return None
-    chars = chars[len(ENROLL_PREFIX):].translate(str.maketrans("oil", "011"))
-    if len(chars) != CODE_ID_CHARS + CODE_SECRET_CHARS or not set(chars) <= set(CODE_ALPHABET):
-        return None
-    return chars[:CODE_ID_CHARS], chars[CODE_ID_CHARS:]
-
-
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _random_chars(n: int) -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(n))
+    return "".join(secrets.choice(enrollment.ALPHABET) for _ in range(n))
 
 
 def _authenticate(db: sqlite3.Connection, token: str) -> Identity | None:
@@ -160,11 +143,11 @@ class TokenStore:
     def issue_enrollment(self, ward: str, host: str | None, hours: float) -> tuple[str, float]:
         """A single-use code for one agent of `ward` (and `host`, if given) valid for `hours`;
         returns the code (shown once, stored only hashed) and when it expires."""
-        secret = _random_chars(CODE_SECRET_CHARS)
+        secret = _random_chars(enrollment.SECRET_CHARS)
         now = time.time()
         expires_at = now + hours * 3600
         while True:  # ids are short so they can be typed; retry the rare collision
-            code_id = _random_chars(CODE_ID_CHARS)
+            code_id = _random_chars(enrollment.ID_CHARS)
             try:
                 self.db.execute(
                     "INSERT INTO enrollments (id, ward, host, secret_sha256, created_at,"
@@ -173,9 +156,7 @@ class TokenStore:
             except sqlite3.IntegrityError:
                 continue
             break
-        body = code_id + secret
-        groups = [body[i:i + CODE_ID_CHARS] for i in range(0, len(body), CODE_ID_CHARS)]
-        return "-".join([ENROLL_PREFIX, *groups]), expires_at
+        return enrollment.format_code(code_id, secret), expires_at
 
     def redeem_enrollment(self, code: str, host: str, ward: str | None,
                           ward_exists: Callable[[str], bool]) -> Enrolled:
@@ -183,7 +164,7 @@ class TokenStore:
         two concurrent redeems (even from two processes) exactly one wins. Raises
         EnrollmentRefused, changing nothing, for an unknown, used or expired code, a ward gone
         from the inventory, or a `ward`/`host` other than the code's."""
-        parts = normalise_code(code)
+        parts = enrollment.normalise_code(code)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             row = None

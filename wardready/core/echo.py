@@ -20,8 +20,6 @@ HEADER = struct.Struct("!2sBB16sIQQI")
 """magic, version, kind, session key, sequence number, client send time (ns, client clock),
 server receive time (ns, server clock; 0 in a probe), server count (packets the server accepted
 in this session including this one; 0 in a probe). Network byte order; padding follows."""
-SESSIONS_PATH = "/api/v1/udp-sessions"
-CURRENT_PATH = "/api/v1/udp-sessions/current"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,27 @@
+"""The server's HTTP paths that agents and checks call, and the headers they carry: defined
+once, below both ends (`wardready.server.routes` serves them)."""
+
+from __future__ import annotations
+
+REPORTS_PATH = "/api/v1/reports"
+"""POST a round's report (`wardready.agent.delivery`)."""
+PROFILE_PATH = "/api/v1/profile"
+"""GET the ward's requirement profile (`wardready-agent check`)."""
+ENROLL_PATH = "/api/v1/enroll"
+"""POST an enrollment code for a token (`wardready-agent enroll`)."""
+WHOAMI_PATH = "/api/v1/whoami"
+"""GET who a token is (`wardready-agent enroll`, re-enrolling)."""
+
+SLOTS_PATH = "/api/v1/speedtest/slots"
+"""POST asks for a throughput-test slot; GET and DELETE on `SLOTS_PATH/<slot id>` read and
+release it (`wardready.checks.bandwidth`)."""
+DOWNLOAD_PATH = "/api/v1/speedtest/download"
+UPLOAD_PATH = "/api/v1/speedtest/upload"
+SLOT_HEADER = "X-Wardready-Slot"
+"""Names the slot a download or upload belongs to."""
+
+SESSIONS_PATH = "/api/v1/udp-sessions"
+"""POST opens a UDP echo session (`wardready.checks.media`; the wire format is
+`wardready.core.echo`)."""
+CURRENT_PATH = "/api/v1/udp-sessions/current"
+"""GET what the server saw of the agent's session."""
