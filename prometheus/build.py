@@ -66,7 +66,7 @@ def link_groups() -> list[dict[str, Any]]:
     def comment(c: LinkCriterion) -> str:
         if c is LINK[0]:
             return "The ward's link as its best PC measured it, labelled with its working group."
-        if len(c.sources) > 1 and len(LINK[LINK.index(c) - 1].sources) == 1:
+        if c is next(x for x in LINK if len(x.sources) > 1):
             return ("Round-trip time, jitter and loss on the UDP media path; from the latency "
                     "probes (ICMP or TCP) for a PC whose UDP is blocked or not measured.")
         return ""
