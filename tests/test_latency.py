@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import REPO, exposition, promtool_check_metrics, require_binary
+from tests.conftest import REPO, as_nobody, exposition, promtool_check_metrics, require_binary
 from wardready.checks import latency
 from wardready.checks.base import Context, ServerLink
 
@@ -370,14 +370,12 @@ def listening_in(ns: str, address: str, port: int) -> Iterator[None]:
             server.kill()
 
 
-def check_in(ns: str, config: dict[str, Any], *, user: int | None = None,
+def check_in(ns: str, config: dict[str, Any], *, unprivileged: bool = False,
              timeout: float = 60) -> dict[str, Any]:
-    """Run the latency check in namespace `ns` (optionally as an unprivileged uid)."""
-    cmd = ["ip", "netns", "exec", ns]
-    if user is not None:
-        cmd += [require_binary("setpriv"), f"--reuid={user}", f"--regid={user}",
-                "--clear-groups", "--inh-caps=-all"]
-    out = subprocess.run([*cmd, sys.executable, "-c", NS_SCRIPT, json.dumps(config)],
+    """Run the latency check in namespace `ns` (as nobody, without capabilities, if asked)."""
+    argv = [sys.executable, "-c", NS_SCRIPT, json.dumps(config)]
+    out = subprocess.run(["ip", "netns", "exec", ns, *(as_nobody(argv) if unprivileged
+                                                       else argv)],
                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
                          check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert out.returncode == 0, out.stderr
@@ -394,14 +392,13 @@ def test_icmp_dgram_on_loopback_in_a_namespace_that_allows_it() -> None:
 
 
 def test_auto_falls_back_to_dgram_then_tcp_without_privileges() -> None:
-    nobody = 65534
     config = {"targets": ["127.0.0.1"], "count": 3, "probe_interval_seconds": 0.02,
               "probe_timeout_seconds": 0.5, "tcp_port": 9}
     with namespaces(1) as (ns,):
         run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")
-        allowed = check_in(ns, config, user=nobody)
+        allowed = check_in(ns, config, unprivileged=True)
         run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ping_group_range=1 0")
-        forbidden = check_in(ns, config, user=nobody)
+        forbidden = check_in(ns, config, unprivileged=True)
     assert allowed["auto"] == "icmp-dgram"
     assert allowed["result"]["targets"][0]["method"] == "icmp-dgram"
     assert forbidden["auto"] == "tcp"
