@@ -175,9 +175,20 @@ async def test_clean_loopback_has_no_loss_a_small_rtt_and_no_reordering(
     assert result.loss_ratio == result.forward_loss_ratio == result.return_loss_ratio == 0
     assert result.server_dropped_packets == 0
     assert result.rtt_min_seconds is not None and result.rtt_max_seconds is not None
-    assert 0 < result.rtt_min_seconds <= result.rtt_max_seconds < 0.05
-    assert result.jitter_forward_seconds is not None and result.jitter_forward_seconds < 0.01
-    assert result.jitter_return_seconds is not None and result.jitter_return_seconds < 0.01
+    assert 0 < result.rtt_min_seconds <= result.rtt_median_seconds  # type: ignore[operator]
+    assert result.rtt_median_seconds <= result.rtt_p95_seconds <= result.rtt_max_seconds  # type: ignore[operator]
+    # Bounds on what the check times, not on the machine's speed. An echo paired with
+    # another probe, or timed from the schedule rather than the send, is a packet interval
+    # (10 ms here) or more off; on loopback an echo takes well under 1 ms, also with three
+    # busy loops on two cores.
+    assert result.rtt_p95_seconds < 1 / result.packet_rate  # type: ignore[operator]
+    # Server and agent share this process's monotonic clock, so each echo's forward and
+    # return transit lies between 0 and its RTT; RFC 3550's J, a running mean of the
+    # differences between consecutive transits, cannot exceed the largest RTT.
+    assert result.jitter_forward_seconds is not None
+    assert 0 <= result.jitter_forward_seconds <= result.rtt_max_seconds
+    assert result.jitter_return_seconds is not None
+    assert 0 <= result.jitter_return_seconds <= result.rtt_max_seconds
     assert (result.reordered_packets, result.forward_reordered_packets,
             result.return_reordered_packets) == (0, 0, 0)
     assert result.duplicate_packets == 0

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from lab.lanlab import Host, Lan, require_lanlab
-from tests.conftest import DATA, REPO, exposition, promtool_check_metrics, require_binary
+from tests.conftest import DATA, REPO, as_nobody, exposition, promtool_check_metrics
 from wardready.checks import neighbours
 from wardready.checks.base import Context
 from wardready.core.errors import QueryFailed
@@ -379,10 +379,9 @@ def lan() -> Iterator[Lan]:
 def in_agent(lan: Lan, config: dict[str, Any], *, unprivileged: bool = False
              ) -> dict[str, Any]:
     """Run the check in the agent's namespace (as nobody, without capabilities, if asked)."""
-    drop = ([require_binary("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups",
-             "--inh-caps=-all"] if unprivileged else [])
-    out = lan.run(lan.agent_ns, [*drop, sys.executable, "-c", NS_SCRIPT, json.dumps(config)],
-                  timeout=60, cwd=REPO)
+    argv = [sys.executable, "-c", NS_SCRIPT, json.dumps(config)]
+    out = lan.run(lan.agent_ns, as_nobody(argv) if unprivileged else argv, timeout=60,
+                  cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     answer: dict[str, Any] = json.loads(out.stdout)
     return answer

@@ -4,6 +4,7 @@ a local CA (trustme), a closed port, a silent listener, and a resolver-less netw
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -88,13 +89,19 @@ class Servers:
     http: str
     requests: list[tuple[str, str, str]]
     """(method, path with query, Host header) of every request the servers answered."""
+    arrived: collections.defaultdict[str, asyncio.Event]
+    """Set once a request for that path arrived; `/after<path>` is answered only then."""
 
 
 @pytest.fixture
 async def servers(pki: Pki) -> AsyncIterator[Servers]:
     requests: list[tuple[str, str, str]] = []
+    arrived: collections.defaultdict[str, asyncio.Event] = collections.defaultdict(asyncio.Event)
 
     async def handle(request: web.Request) -> web.Response:
+        arrived[request.path].set()
+        if request.path.startswith("/after/"):
+            await arrived[request.path.removeprefix("/after")].wait()
         requests.append((request.method, request.path_qs, request.headers.get("Host", "")))
         if request.path == "/fail":
             return web.Response(status=500, text="broken")
@@ -113,7 +120,7 @@ async def servers(pki: Pki) -> AsyncIterator[Servers]:
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             urls.append(f"{'https' if tls else 'http'}://localhost:{port}")
-        yield Servers(urls[0], urls[1], urls[2], requests)
+        yield Servers(urls[0], urls[1], urls[2], requests, arrived)
     finally:
         await runner.cleanup()
 
@@ -200,7 +207,11 @@ async def test_a_server_that_never_answers_times_out_within_the_deadline(
                                 target_timeout_seconds=0.5)))["dms"]
     assert not p.up and p.failed_phase == "timeout"
     assert p.error == f"no answer within 0.5 s (during {during})"
-    assert 0.5 <= p.duration_seconds < 1.0
+    # The code controls that it gives up at its deadline (the phase and message above say
+    # it did) and never before; how much later a loaded machine lets it run is the machine's.
+    # The upper bound is an order of magnitude, not a timing: a deadline ignored, read in the
+    # wrong unit or replaced by the default (10 s) would break it.
+    assert 0.5 <= p.duration_seconds < 10 * 0.5
     assert p.connect_seconds is not None and p.first_byte_seconds is None
 
 
@@ -229,14 +240,15 @@ async def test_a_plain_http_platform_has_no_tls_phase(servers: Servers) -> None:
 
 async def test_failing_platforms_do_not_spoil_the_others(
         pki: Pki, servers: Servers, closed_port: str, silent_port: int) -> None:
+    """The platforms are probed concurrently, not one after another: dms, third in the list,
+    is answered only once plain's request, fifth, has arrived, while silent, first, never
+    answers (an event, not a stopwatch: probed in turn, dms would time out)."""
     cfg = config(("silent", f"http://127.0.0.1:{silent_port}/"), ("closed", closed_port),
-                 ("dms", servers.https), ("broken", f"{servers.https}/fail"),
-                 ("plain", servers.http), ("bad-ca", servers.https_chain.replace(
+                 ("dms", f"{servers.https}/after/plain"), ("broken", f"{servers.https}/fail"),
+                 ("plain", f"{servers.http}/plain"), ("bad-ca", servers.https_chain.replace(
                      "localhost", "127.0.0.1")),  # the certificate names localhost only
                  ca_file=str(pki.ca_file), target_timeout_seconds=1.0)
-    started = time.perf_counter()
     result = await platforms.run(cfg, Context())
-    elapsed = time.perf_counter() - started
     assert [p.id for p in result.platforms] == ["silent", "closed", "dms", "broken", "plain",
                                                 "bad-ca"]
     outcome = {p.id: (p.up, p.failed_phase) for p in result.platforms}
@@ -244,7 +256,7 @@ async def test_failing_platforms_do_not_spoil_the_others(
                        "dms": (True, None), "broken": (False, "http"), "plain": (True, None),
                        "bad-ca": (False, "tls")}
     assert "IP address mismatch" in (result.platforms[-1].error or "")
-    assert elapsed < 1.5  # concurrent: the silent one's deadline, not the sum
+    assert sorted(r[1] for r in servers.requests) == ["/after/plain", "/fail", "/plain"]
 
 
 async def test_the_inventory_platforms_are_probed_unless_targets_replace_them(
@@ -367,6 +379,14 @@ config = platforms.Config.model_validate_json(sys.argv[1])
 print(asyncio.run(platforms.run(config, Context())).model_dump_json())
 """
 
+RESOLVER_SAYS = """
+import socket, sys
+try:
+    socket.getaddrinfo(sys.argv[1], 443, type=socket.SOCK_STREAM)
+except socket.gaierror as exc:
+    print(exc.strerror)
+"""
+
 
 def test_a_name_that_does_not_resolve_fails_in_dns(resolverless_netns: str) -> None:
     cfg = config(("dms", "https://dms.hcmc.example/"), ("direct", "http://127.0.0.1:1/"),
@@ -379,7 +399,13 @@ def test_a_name_that_does_not_resolve_fails_in_dns(resolverless_netns: str) -> N
     dms, direct = result.platforms
     assert not dms.up and dms.failed_phase == "dns", dms
     assert dms.dns_seconds is None and dms.address is None and dms.error
-    assert dms.duration_seconds < 5.0  # the resolver gave up; our deadline did not fire
+    # The resolver gave up, our deadline did not fire: the error is the resolver's own words,
+    # as it gives them to a plain lookup of the same name in the same namespace.
+    lookup = subprocess.run(["ip", "netns", "exec", resolverless_netns, sys.executable, "-c",
+                             RESOLVER_SAYS, "dms.hcmc.example"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert lookup.returncode == 0, lookup.stderr
+    assert dms.error == lookup.stdout.strip() != ""
     assert direct.failed_phase == "connect"  # an IP literal needs no resolver
 
 

@@ -10,6 +10,7 @@ import gzip
 import json
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -360,17 +361,43 @@ async def test_reports_streaming_in_share_commits_and_a_lone_one_waits_for_none(
         assert await asyncio.wait_for(writer.add(lone[1], time.time(), {}), 10)
         assert writer.transactions == 2
 
-        # Reports one after another, a millisecond apart, as at 1,000 reports/s.
-        monkeypatch.setattr("wardready.server.writer.COMMIT_DELAY_SECONDS", 0.02)
+        # Reports streaming in faster than the disk commits them, as at 1,000 reports/s: each
+        # transaction is written while the next `group` reports arrive. Paced by events, not
+        # by the clock: the store's thread holds each commit until they are in the writer's
+        # queue, as a slower disk would. Whatever the machine's speed, the writer must then
+        # put all the reports that arrived during one commit into the next.
+        monkeypatch.setattr("wardready.server.writer.COMMIT_DELAY_SECONDS", 0.02)  # not 60
         stream = list(reports(4))
+        group = 4
+        loop = asyncio.get_running_loop()
+        writing: asyncio.Queue[None] = asyncio.Queue()
+        disk_may_go_on, stream_over = threading.Semaphore(0), threading.Event()
+        batches: list[list[str]] = []
+        commit = store.add_reports
 
-        async def arrive(i: int, report: Report) -> bool:
-            await asyncio.sleep(i * 0.001)
-            return await writer.add(report, time.time(), {})
+        def slow_disk(batch: list[tuple[Report, float, dict[str, float | None]]]) -> list[bool]:
+            batches.append([str(report.id) for report, _, _ in batch])
+            if not stream_over.is_set():
+                loop.call_soon_threadsafe(writing.put_nowait, None)
+                assert disk_may_go_on.acquire(timeout=60), "the stream never came"
+            return commit(batch)
 
-        stored = await asyncio.gather(*(arrive(i, r) for i, r in enumerate(stream)))
+        monkeypatch.setattr(store, "add_reports", slow_disk)
+        added = [asyncio.create_task(writer.add(stream[0], time.time(), {}))]
+        rest = stream[1:]
+        while rest:
+            await asyncio.wait_for(writing.get(), 60)  # a transaction is being written...
+            arriving, rest = rest[:group], rest[group:]
+            added += [asyncio.create_task(writer.add(r, time.time(), {})) for r in arriving]
+            await asyncio.sleep(0)  # ...and these reach the writer's queue (one loop turn)
+            if not rest:
+                stream_over.set()
+            disk_may_go_on.release()
+        stored = await asyncio.wait_for(asyncio.gather(*added), 60)
         assert stored == [True] * len(stream)
-        assert writer.transactions - 2 < len(stream) / 3
+        ids = [str(r.id) for r in stream]
+        assert batches == [ids[:1], *(ids[i:i + group] for i in range(1, len(ids), group))]
+        assert writer.transactions - 2 == len(batches) < len(stream) / 3
         count = await io.call(lambda: store.db.execute("SELECT count(*) FROM reports")
                               .fetchone()[0])
         assert count == len(stream) + 2

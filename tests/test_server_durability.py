@@ -5,7 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -85,9 +87,17 @@ def test_graceful_stop_finishes_a_request_already_in_flight(tmp_path: Path) -> N
         # Another writer holds the database, so the server's commit has to wait for it.
         blocker = sqlite3.connect(tmp_path / "server.db", isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        sender = threading.Thread(target=lambda: replies.append(post(port, token, body)))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.connect()
+        ours = conn.sock.getsockname()[1]
+        sent = threading.Event()
+        sender = threading.Thread(
+            target=lambda: replies.append(post(port, token, body, conn, sent)))
         sender.start()
-        time.sleep(0.5)
+        # SIGTERM only once the request is in flight: the server has read all of it.
+        stack.wait_until("the server to read the whole request",
+                         lambda: sent.is_set() and read_by_server(ours, port), 20, server,
+                         interval=0.01)
         server.popen.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert server.alive(), "the server quit with a request still in flight"
@@ -102,11 +112,31 @@ def test_graceful_stop_finishes_a_request_already_in_flight(tmp_path: Path) -> N
     assert fleet.stored_ids(tmp_path / "server.db") == [body["id"]]
 
 
-def post(port: int, token: str, body: dict[str, object]) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+def post(port: int, token: str, body: dict[str, object],
+         conn: http.client.HTTPConnection | None = None,
+         sent: threading.Event | None = None) -> int:
+    """POST a report; `sent` is set once the whole request is handed to the kernel."""
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=20)
     try:
         conn.request("POST", "/api/v1/reports", json.dumps(body).encode(),
                      {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        if sent is not None:
+            sent.set()
         return conn.getresponse().status
     finally:
         conn.close()
+
+
+def read_by_server(client_port: int, server_port: int) -> bool:
+    """Whether the server has read everything sent on this loopback TCP connection: the
+    client's send queue is empty (the server's kernel acknowledged every byte) and so is
+    the server's receive queue (the server's process read them). From /proc/net/tcp."""
+    loopback = f"{int.from_bytes(socket.inet_aton('127.0.0.1'), sys.byteorder):08X}"
+    queues = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        tx, rx = (int(q, 16) for q in fields[4].split(":"))
+        queues[fields[1], fields[2]] = tx, rx
+    client = queues.get((f"{loopback}:{client_port:04X}", f"{loopback}:{server_port:04X}"))
+    server = queues.get((f"{loopback}:{server_port:04X}", f"{loopback}:{client_port:04X}"))
+    return client is not None and server is not None and client[0] == 0 and server[1] == 0
