@@ -35,8 +35,9 @@ from zoneinfo import ZoneInfo
 from lab import city
 from lab.results import link, udp
 from wardready.core.inventory import Inventory, load_inventory
+from wardready.model import criteria
 from wardready.model.report import Outcome, Report
-from wardready.server import equipment, shortfalls
+from wardready.server import equipment
 from wardready.server.context import Fleet
 from wardready.server.equipment_formats import FORMATS
 from wardready.server.store import Store
@@ -110,11 +111,11 @@ def ward_reports(ward: str, kind: city.Shortfall, hosts: int, now: float,
     rng = templates.rng
     events: list[tuple[float, str, str, str]] = []  # (at, host, role, what)
     for pc, role in pcs(kind, hosts):
-        start = now - shortfalls.WINDOW_SECONDS + rng.uniform(0, MEDIA_EVERY)
+        start = now - criteria.WINDOW_SECONDS + rng.uniform(0, MEDIA_EVERY)
         events.append((start, pc, role, "full"))
-        for k in range(1, round(shortfalls.WINDOW_SECONDS / MEDIA_EVERY)):
+        for k in range(1, round(criteria.WINDOW_SECONDS / MEDIA_EVERY)):
             events.append((start + k * MEDIA_EVERY, pc, role, "media"))
-        for k in range(1, round(shortfalls.WINDOW_SECONDS / BANDWIDTH_EVERY)):
+        for k in range(1, round(criteria.WINDOW_SECONDS / BANDWIDTH_EVERY)):
             events.append((start + k * BANDWIDTH_EVERY + 30, pc, role, "bandwidth"))
     for at, pc, role, what in sorted(events):
         template = templates.report(kind, pc, role)
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         store = stored(fleet, points, Path(tmp))
         setup_db = time.perf_counter() - t0
         try:
-            since = now - shortfalls.WINDOW_SECONDS
+            since = now - criteria.WINDOW_SECONDS
             seconds, read = timed(lambda: store.ward_link_points(since), args.runs)
             rows.append(("`Store.ward_link_points()` (HTTP endpoint and CLI)", seconds))
             seconds, _ = timed(store.agent_states, args.runs)

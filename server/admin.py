@@ -13,7 +13,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from wardready.core.inventory import Slug
-from wardready.server import assets, equipment, readiness, shortfalls
+from wardready.model import criteria
+from wardready.server import assets, equipment, readiness
 from wardready.server.auth import authenticate, fail
 from wardready.server.bodies import parse_json, validated
 from wardready.server.context import CONFIG, FLEET, INVENTORY, IO, STORE
@@ -134,7 +135,7 @@ async def equipment_list(request: web.Request) -> web.StreamResponse:
                                      f"{', '.join(groups)})")
     fleet, now = app[FLEET], time.time()
     fleet.active = await app[IO].call(app[STORE].active_agents)
-    points = await app[IO].call(app[STORE].ward_link_points, now - shortfalls.WINDOW_SECONDS)
+    points = await app[IO].call(app[STORE].ward_link_points, now - criteria.WINDOW_SECONDS)
     found = equipment.build(inventory, equipment.Evidence(fleet.agents, fleet.active, points),
                             now, app[CONFIG].readiness_max_age_seconds)
     if group is not None:

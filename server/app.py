@@ -13,7 +13,8 @@ from aiohttp import web
 
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
-from wardready.server import enroll, shortfalls, speedtest, udp_echo
+from wardready.model import criteria
+from wardready.server import enroll, speedtest, udp_echo
 from wardready.server.config import ServerConfig
 from wardready.server.context import (
     CONFIG,
@@ -110,7 +111,7 @@ async def _prune_ward_link(io: SerialThread, store: Store) -> None:
     """Keep the ward link history to twice the rules' window, once an hour."""
     while True:
         dropped = await io.call(store.prune_ward_link,
-                                time.time() - 2 * shortfalls.WINDOW_SECONDS)
+                                time.time() - 2 * criteria.WINDOW_SECONDS)
         if dropped:
             log.info("forgot %d ward link figures older than the window", dropped)
         await asyncio.sleep(3600)

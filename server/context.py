@@ -9,11 +9,11 @@ from aiohttp import web
 
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
+from wardready.model.criteria import LINK_BY_ID, LINK_CHECKS, LinkId
 from wardready.model.report import Outcome, Report
 from wardready.server import shortfalls
 from wardready.server.config import ServerConfig
 from wardready.server.exposition import FleetExposition
-from wardready.server.shortfalls import LinkCriterion
 from wardready.server.store import AgentState, Store, TokenReader
 from wardready.server.writer import ReportWriter
 
@@ -33,12 +33,12 @@ class Fleet:
         self.hosts: dict[str, set[str]] = defaultdict(set)
         for ward, host in agents:
             self.hosts[ward].add(host)
-        self._check_figures: dict[tuple[str, str, str], tuple[Outcome, dict[LinkCriterion,
+        self._check_figures: dict[tuple[str, str, str], tuple[Outcome, dict[LinkId,
                                                                           float]]] = {}
         """Each PC's figures per link check, for the outcome they came from, worked out when
         a PC of its ward next reports a link check (not at start): a report is judged by
         working out only the checks it brings."""
-        self._host_figures: dict[tuple[str, str], dict[LinkCriterion, float]] = {}
+        self._host_figures: dict[tuple[str, str], dict[LinkId, float]] = {}
         """Each PC's figures as `shortfalls.host_figures` combines them, until it reports
         again: a report is compared with the other PCs of its ward without combining theirs
         anew."""
@@ -50,7 +50,7 @@ class Fleet:
 
     def ward_link_change(self, report: Report, now: float) -> dict[str, float | None]:
         """The ward's best link figures that `report` changes (None: no PC has it now)."""
-        if not any(o.check in shortfalls.LINK_SOURCES for o in report.outcomes):
+        if not any(o.check in LINK_CHECKS for o in report.outcomes):
             return {}
         ward, key = report.ward, (report.ward, report.host)
         state = self.agents.get(key, AgentState())
@@ -61,7 +61,7 @@ class Fleet:
                   and now - self.agents[ward, h].last_report_at <= self.max_age)
         best = shortfalls.ward_figures([mine, *others])
         last = self.ward_link.get(ward, {})
-        return {c: best.get(c) for c in shortfalls.LINK_CRITERIA
+        return {c: best.get(c) for c in LINK_BY_ID
                 if best.get(c) != last.get(c) and (c in best or last.get(c) is not None)}
 
     def apply(self, report: Report, received_at: float,
@@ -76,7 +76,7 @@ class Fleet:
         self.hosts[report.ward].add(report.host)
         self.ward_link.setdefault(report.ward, {}).update(ward_link)
 
-    def _figures_of(self, key: tuple[str, str]) -> dict[LinkCriterion, float]:
+    def _figures_of(self, key: tuple[str, str]) -> dict[LinkId, float]:
         figures = self._host_figures.get(key)
         if figures is None:
             figures = self._host_figures[key] = shortfalls.host_figures(
@@ -84,7 +84,7 @@ class Fleet:
         return figures
 
     def _of_check(self, key: tuple[str, str], check: str, outcome: Outcome
-                  ) -> dict[LinkCriterion, float]:
+                  ) -> dict[LinkId, float]:
         cached = self._check_figures.get((*key, check))
         if cached is not None and cached[0] is outcome:
             return cached[1]

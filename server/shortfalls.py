@@ -21,6 +21,7 @@ from wardready.model.criteria import (
     EVALUATION_SECONDS,
     LINK,
     LINK_BY_ID,
+    LINK_CHECKS,
     WINDOW_SECONDS,
     Aggregation,
     LinkId,
@@ -28,10 +29,6 @@ from wardready.model.criteria import (
 )
 from wardready.model.report import Outcome
 
-LinkCriterion = LinkId
-LINK_CRITERIA: tuple[LinkCriterion, ...] = tuple(c.id for c in LINK)
-LINK_SOURCES: frozenset[str] = frozenset(s.check for c in LINK for s in c.sources)
-"""The checks whose results give link figures."""
 _AGGREGATE: dict[Aggregation, Callable[[Iterable[float]], float]] = {
     "max": max, "min": min, "sum": sum}
 
@@ -50,10 +47,10 @@ def source_value(source: Source, samples: Iterable[Sample]) -> float | None:
     return aggregate(source.per_pc, values) if values else None
 
 
-def check_figures(check: str, result: CheckResult) -> dict[LinkCriterion, float]:
+def check_figures(check: str, result: CheckResult) -> dict[LinkId, float]:
     """The link figures one check's result offers, from its metric samples."""
     samples = list(REGISTRY[check].samples(result))
-    figures: dict[LinkCriterion, float] = {}
+    figures: dict[LinkId, float] = {}
     for c in LINK:
         for source in c.sources:
             if source.check == check and (value := source_value(source, samples)) is not None:
@@ -62,19 +59,19 @@ def check_figures(check: str, result: CheckResult) -> dict[LinkCriterion, float]
 
 
 def host_figures(outcomes: Mapping[str, Outcome],
-                 figures_of: Callable[[str, Outcome], Mapping[LinkCriterion, float]] | None
-                 = None) -> dict[LinkCriterion, float]:
+                 figures_of: Callable[[str, Outcome], Mapping[LinkId, float]] | None
+                 = None) -> dict[LinkId, float]:
     """One PC's link figures as the rules take them from its metrics: each criterion from
     the first of its sources the PC has (`or on (ward, host)`): delay, jitter and loss from
     the UDP media path, else from the latency probes. A figure the PC has not measured is
     left out. `figures_of(check, outcome)` may stand in for `check_figures` (a cache)."""
-    per_check: dict[str, Mapping[LinkCriterion, float]] = {}
-    for check in LINK_SOURCES:
+    per_check: dict[str, Mapping[LinkId, float]] = {}
+    for check in LINK_CHECKS:
         o = outcomes.get(check)
         if o is not None and o.result is not None:
             per_check[check] = (figures_of(check, o) if figures_of
                                 else check_figures(check, o.result))
-    figures: dict[LinkCriterion, float] = {}
+    figures: dict[LinkId, float] = {}
     for c in LINK:
         for source in c.sources:
             if c.id in per_check.get(source.check, {}):
@@ -83,10 +80,10 @@ def host_figures(outcomes: Mapping[str, Outcome],
     return figures
 
 
-def ward_figures(hosts: Iterable[Mapping[LinkCriterion, float]]
-                 ) -> dict[LinkCriterion, float]:
+def ward_figures(hosts: Iterable[Mapping[LinkId, float]]
+                 ) -> dict[LinkId, float]:
     """The ward's link: the best figure any of its PCs measured."""
-    best: dict[LinkCriterion, float] = {}
+    best: dict[LinkId, float] = {}
     for figures in hosts:
         for c, value in figures.items():
             best[c] = value if c not in best else aggregate(LINK_BY_ID[c].ward_aggregation,
@@ -133,14 +130,14 @@ def window_quantile(points: Sequence[tuple[float, float | None]], q: float, end:
     return nth(lower) + (nth(min(lower + 1, n - 1)) - nth(lower)) * (rank - lower)
 
 
-def required(profile: Profile, criterion: LinkCriterion) -> float:
+def required(profile: Profile, criterion: LinkId) -> float:
     """The profile's figure in the units of the metrics (bytes/s, seconds, ratio)."""
     need = LINK_BY_ID[criterion].requirement.of(profile)
     assert need is not None  # every profile sets its link figures
     return need
 
 
-def shortfall_ratio(criterion: LinkCriterion, measured: float, need: float) -> float:
+def shortfall_ratio(criterion: LinkId, measured: float, need: float) -> float:
     """How far short, as a ratio of the requirement (`ward_criterion:wardready_shortfall:ratio`)."""
     if LINK_BY_ID[criterion].higher_is_better:
         return max(1 - measured / need, 0.0)

@@ -194,6 +194,8 @@ LINK: tuple[LinkCriterion, ...] = (
 """A PC's media figures are its worst direction (`max`); its latency figures its best target
 (`min`): the probes go to several targets and the nearest says most about the link."""
 LINK_BY_ID: dict[LinkId, LinkCriterion] = {c.id: c for c in LINK}
+LINK_CHECKS = frozenset(s.check for c in LINK for s in c.sources)
+"""The checks whose results give link figures."""
 
 
 # -- equipment ------------------------------------------------------------------------------
