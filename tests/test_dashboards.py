@@ -4,7 +4,6 @@ template variables are replaced by a value."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_binary
+from tests.conftest import REPO, load_file, require_binary
 
 GRAFANA = REPO / "grafana"
 DS_UID = "wardready-prometheus"
@@ -25,12 +24,7 @@ PANEL_TYPES = {"stat", "timeseries", "table", "state-timeline", "bargauge", "row
 
 
 def _load_build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wardready_grafana_build",
-                                                  GRAFANA / "build.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(GRAFANA / "build.py", "wardready_grafana_build")
 
 
 build = _load_build()

@@ -4,7 +4,6 @@ carries wardready and nothing else."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import itertools
 import json
 import os
@@ -15,11 +14,11 @@ import sysconfig
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from lab import REPO
+from tests.conftest import load_file
 
 LAYERS = ("wardready.core", "wardready.checks", "wardready.model",
           "wardready.agent", "wardready.server")
@@ -30,15 +29,8 @@ NOT_SHIPPED = ("lab", "tests", "bench", "agent", "server", "checks")
 import them."""
 
 
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FOLDERS: dict[str, Path] = load_script("typecheck").package_folders()
+FOLDERS: dict[str, Path] = load_file(REPO / "scripts" / "typecheck.py",
+                                     "typecheck").package_folders()
 """Each shipped package and its folder, as setuptools maps them (pyproject.toml)."""
 
 

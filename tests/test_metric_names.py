@@ -5,28 +5,16 @@ definitions and is current."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
-from types import ModuleType
 
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_file
 
-
-def load(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-DOCS = load(REPO / "docs" / "build.py", "docs_build")
+DOCS = load_file(REPO / "docs" / "build.py", "docs_build")
 RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"
 USERS = (sorted((REPO / "prometheus").rglob("*.yml")) + sorted((REPO / "tests" / "rules").glob(
     "*.yml")) + sorted((REPO / "grafana").rglob("*.json")) + [REPO / "README.md"]

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, require_binary
+from tests.conftest import REPO, load_file, require_binary
 from wardready.model import criteria
 
 RULES = REPO / "prometheus" / "rules" / "wardready.rules.yml"
@@ -88,10 +87,7 @@ def test_the_rules_file_is_what_the_criteria_table_generates(tmp_path: Path) -> 
 
 def test_the_rules_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """A window's quantile and the silence limit are the table's, not the generator's."""
-    spec = importlib.util.spec_from_file_location("rules_build", REPO / "prometheus" / "build.py")
-    assert spec is not None and spec.loader is not None
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+    build = load_file(REPO / "prometheus" / "build.py", "rules_build")
     download = criteria.LINK_BY_ID["download"]
     monkeypatch.setattr(build, "LINK", (dataclasses.replace(download, quantile=0.1),
                                         *criteria.LINK[1:]))
