@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from lab import REPO
 from lab.stack import (
-    REPO,
     SERVER_PORT,
     Process,
     StackError,

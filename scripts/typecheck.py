@@ -45,7 +45,7 @@ def link_tree() -> None:
             target.mkdir(parents=True)
             for module in source.glob("*.py"):
                 (target / module.name).symlink_to(os.path.relpath(module, target))
-        elif not target.parent.resolve().joinpath(target.name).exists():
+        elif not target.exists():  # else inside its parent's link already (server/store)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(os.path.relpath(source, target.parent), target_is_directory=True)
 
