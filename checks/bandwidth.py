@@ -6,11 +6,19 @@ budget in seconds or bytes, whichever comes first. So a 100 Mbit/s link is not f
 long and a 1 Mbit/s commune link is not tied up for minutes. While the transfer runs, TCP
 connect times to the server measure latency under load: what decides whether a video call
 survives someone uploading a scan.
+
+The test is polite: the server's measurement plan may refuse its slot (a quiet window, the
+ward's byte budget spent, another PC of the ward carrying a call); with a slot, it still
+does not start while this PC moves traffic of its own or while the RTT to the server stands
+above the ward's idle baseline (other PCs' traffic, which it cannot see); and it stops early
+when its own load pushes the RTT past the bound of the ward's call preset. A test that does
+not run returns a result that says why (`deferred`), and measures nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -71,8 +79,19 @@ class Config(CheckConfig):
     tolerance: float = Field(default=0.02, gt=0, lt=1)
     """Stop once the estimate moved less than this (relative) over the last second."""
     slot_wait_seconds: float = Field(default=120.0, ge=0)
-    """How long to wait for the server to grant a test slot (ward or city busy)."""
+    """How long to wait for the server to grant a test slot (ward or city busy, or a plan's
+    hold that ends within this wait)."""
     load_probe_interval_seconds: float = Field(default=0.2, gt=0)
+    override: bool = False
+    """Test now, whatever the plan and the link say (a technician's `--now`)."""
+    busy_own_bits_per_second: float = Field(default=1e6, gt=0)
+    """This PC's own traffic (both directions, loopback excluded) above which it is busy."""
+    busy_sample_seconds: float = Field(default=1.0, gt=0, le=10)
+    busy_rtt_ratio: float = Field(default=0.5, ge=0)
+    busy_rtt_margin_seconds: float = Field(default=0.005, ge=0)
+    """The link is in use when the idle RTT exceeds baseline * (1 + ratio) + margin."""
+    rtt_bound_probes: int = Field(default=3, ge=1)
+    """Consecutive load probes above the call preset's RTT bound that stop the test."""
 
 
 class DirectionResult(ResultModel):
@@ -84,7 +103,8 @@ class DirectionResult(ResultModel):
     seconds: float
     warmup_seconds: float
     measured_seconds: float
-    stop_reason: Literal["converged", "time_budget", "byte_budget", "server_cap"]
+    stop_reason: Literal["converged", "time_budget", "byte_budget", "server_cap", "rtt_bound"]
+    """rtt_bound: the test's load pushed the RTT past the ward's call preset's bound."""
     streams: int
     rtt_under_load_median_seconds: float | None
     rtt_under_load_p95_seconds: float | None
@@ -92,11 +112,29 @@ class DirectionResult(ResultModel):
     load_probes_lost: int
 
 
+DeferReason = Literal["quiet_window", "budget", "ward_in_use", "ward_busy", "city_busy",
+                      "own_traffic", "rtt_inflation"]
+
+
+class Deferral(ResultModel):
+    """Why the test did not run, and when it may."""
+
+    reason: DeferReason
+    retry_after_seconds: float = Field(ge=0)
+    detail: str
+
+
 class Result(CheckResult):
     server: str
     idle_rtt_median_seconds: float | None
     slot_wait_seconds: float
     directions: list[DirectionResult] = Field(max_length=2)
+    deferred: Deferral | None = None
+    """Set when the test did not run (then `directions` is empty)."""
+    own_bits_per_second: float | None = None
+    """This PC's own traffic just before the test."""
+    baseline_rtt_seconds: float | None = None
+    """The ward's idle RTT baseline the server gave, which the idle RTT was compared with."""
 
 
 @dataclass
@@ -207,9 +245,12 @@ class Test:
     """One throughput test: a granted slot, an HTTP session, the server's address."""
 
     def __init__(self, config: Config, context: Context, session: aiohttp.ClientSession,
-                 base: str, slot: str, max_streams: int) -> None:
+                 base: str, slot: str, max_streams: int,
+                 rtt_bound: float | None = None) -> None:
         self.config, self.context, self.session = config, context, session
         self.base, self.slot = base, slot
+        self.rtt_bound = rtt_bound
+        """Stop when the load keeps the RTT above this (None: never)."""
         self.streams = min(config.streams, max_streams)
         parts = urlsplit(base)
         self.host = parts.hostname or "127.0.0.1"
@@ -241,6 +282,9 @@ class Test:
                     break
                 if all(t.done() for t in tasks):
                     reason = "server_cap"  # the server ended every stream: its caps
+                    break
+                if self._past_bound(rtts):
+                    reason = "rtt_bound"
                     break
         finally:
             stop.set()
@@ -278,6 +322,13 @@ class Test:
             streams=self.streams, rtt_under_load_median_seconds=quantile(answered, 0.5),
             rtt_under_load_p95_seconds=quantile(answered, 0.95), load_probes=len(rtts),
             load_probes_lost=len(rtts) - len(answered))
+
+    def _past_bound(self, rtts: list[float | None]) -> bool:
+        """The last few load probes all above the bound (a lost one counts as above)."""
+        n = self.config.rtt_bound_probes
+        if self.rtt_bound is None or len(rtts) < n:
+            return False
+        return all(r is None or r > self.rtt_bound for r in rtts[-n:])
 
     @staticmethod
     def _server_rate(merged: list[tuple[float, int]], warmup: float,
@@ -329,10 +380,20 @@ class Test:
             await _raise_for_status(resp)
 
     async def _probe_load(self, rtts: list[float | None], stop: asyncio.Event) -> None:
+        """One TCP connect probe per interval, each appended as it ends, so the transfer
+        loop sees the RTT while the test runs."""
         interval = self.config.load_probe_interval_seconds
-        rtts.extend(await latency.probe(
-            self.host, "tcp", count=int(self.config.max_seconds / interval) + 1,
-            interval=interval, timeout=2.0, port=self.port, stop=stop))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(int(self.config.max_seconds / interval) + 1):
+            delay = start + i * interval - loop.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
+            rtts.extend(await latency.probe(self.host, "tcp", count=1, interval=interval,
+                                            timeout=2.0, port=self.port, stop=stop))
 
 
 def _socket(addr: Any) -> socket.socket:
@@ -351,30 +412,66 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
                            f"{resp.url.path}: {text}")
 
 
-async def _acquire(session: aiohttp.ClientSession, base: str,
-                   wait: float) -> tuple[str, int, float]:
-    """A test slot from the server: (id, streams allowed, seconds waited)."""
+@dataclass(frozen=True)
+class Grant:
+    """A slot the server granted, and what it said about the ward."""
+
+    slot: str
+    max_streams: int
+    waited: float
+    baseline_rtt: float | None
+    rtt_bound: float | None
+
+
+HELD = ("quiet_window", "budget", "ward_in_use")
+"""Refusals by the plan: waited for only when they end within the slot wait."""
+
+
+async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
+                   override: bool = False) -> Grant | Deferral:
+    """A test slot from the server, or why the plan holds the test back."""
     t0, poll = time.monotonic(), 1.0
+    params = {"override": "1"} if override else {}
     for _ in range(1000):  # bounded; the wait budget ends it long before
-        async with session.post(base + SLOTS_PATH) as resp:
+        async with session.post(base + SLOTS_PATH, params=params) as resp:
             if resp.status == 201:
                 body = await resp.json()
-                return body["slot"], int(body["max_streams"]), time.monotonic() - t0
+                return Grant(body["slot"], int(body["max_streams"]), time.monotonic() - t0,
+                             body.get("baseline_rtt_seconds"), body.get("rtt_bound_seconds"))
             if resp.status != 429:
                 await _raise_for_status(resp)
             retry = float(resp.headers.get("Retry-After", "5"))
-            reason = (await resp.json()).get("error", "busy")
+            answer = await resp.json()
+            reason, text = answer.get("reason", "city_busy"), answer.get("error", "busy")
         left = wait - (time.monotonic() - t0)
+        if reason in HELD and retry > left:
+            return Deferral(reason=reason, retry_after_seconds=retry, detail=text)
         if left <= 0:
-            raise RuntimeError(f"no test slot within {wait:g} s ({reason})")
+            raise RuntimeError(f"no test slot within {wait:g} s ({text})")
         # Retry-After is when the slot expires at the latest; its holder usually ends sooner.
         await asyncio.sleep(min(left, retry, poll) * random.uniform(0.5, 1.0))
         poll *= 2
     raise RuntimeError("no test slot")
 
 
+async def own_traffic(seconds: float) -> float:
+    """This PC's traffic in bits per second over `seconds`, both directions, every
+    interface but loopback (the kernel's counters, through psutil)."""
+    import psutil
+
+    def total() -> int:
+        return sum(c.bytes_sent + c.bytes_recv
+                   for nic, c in psutil.net_io_counters(pernic=True).items()
+                   if not nic.startswith("lo"))
+
+    before, t0 = total(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return 8 * (total() - before) / (time.monotonic() - t0)
+
+
 async def run(config: Config, context: Context) -> Result:
-    """Measure download and upload goodput against the agent's server."""
+    """Measure download and upload goodput against the agent's server, unless the plan or
+    the link says not now."""
     if context.server is None:
         raise ValueError("the bandwidth check needs the agent's server (server_url)")
     import aiohttp  # here: ~13 MiB, for a check the agent runs in a child process
@@ -385,17 +482,54 @@ async def run(config: Config, context: Context) -> Result:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
     async with aiohttp.ClientSession(base_url=None, headers=headers, connector=connector,
                                      timeout=timeout, auto_decompress=False) as session:
-        slot, max_streams, waited = await _acquire(session, base, config.slot_wait_seconds)
+        grant = await _acquire(session, base, config.slot_wait_seconds, config.override)
+        if isinstance(grant, Deferral):
+            return Result(server=base, idle_rtt_median_seconds=None, slot_wait_seconds=0.0,
+                          directions=[], deferred=grant)
+        deferred: Deferral | None = None
         try:
-            test = Test(config, context, session, base, slot, max_streams)
-            idle = [r for r in await latency.probe(test.host, "tcp", count=5, interval=0.1,
-                                                   timeout=2.0, port=test.port) if r is not None]
-            directions = [await test.run(d) for d in config.directions]
+            test = Test(config, context, session, base, grant.slot, grant.max_streams)
+            idle_probes = latency.probe(test.host, "tcp", count=5, interval=0.1, timeout=2.0,
+                                        port=test.port)
+            own, probes = await asyncio.gather(own_traffic(config.busy_sample_seconds),
+                                               idle_probes)
+            idle = quantile([r for r in probes if r is not None], 0.5)
+            deferred = None if config.override else _busy(config, own, idle, grant.baseline_rtt)
+            if idle is not None and grant.rtt_bound is not None and idle < grant.rtt_bound:
+                test.rtt_bound = grant.rtt_bound  # above it already, a call suffers anyway
+            directions = [] if deferred else await _directions(test, config)
         finally:
-            async with session.delete(f"{base}{SLOTS_PATH}/{slot}"):
+            params = {"deferred": deferred.reason} if deferred else {}
+            async with session.delete(f"{base}{SLOTS_PATH}/{grant.slot}", params=params):
                 pass
-    return Result(server=base, idle_rtt_median_seconds=quantile(idle, 0.5),
-                  slot_wait_seconds=waited, directions=directions)
+    return Result(server=base, idle_rtt_median_seconds=idle, slot_wait_seconds=grant.waited,
+                  directions=directions, deferred=deferred, own_bits_per_second=own,
+                  baseline_rtt_seconds=grant.baseline_rtt)
+
+
+async def _directions(test: Test, config: Config) -> list[DirectionResult]:
+    done = []
+    for direction in config.directions:
+        done.append(await test.run(direction))
+        if done[-1].stop_reason == "rtt_bound":
+            break  # the link cannot take the test without harming a call: not the rest
+    return done
+
+
+def _busy(config: Config, own: float, idle: float | None,
+          baseline: float | None) -> Deferral | None:
+    """Whether the link is in use: this PC's own traffic, or the RTT above the baseline."""
+    if own > config.busy_own_bits_per_second:
+        return Deferral(reason="own_traffic", retry_after_seconds=600.0, detail=(
+            f"this PC moves {own / 1e6:.1f} Mbit/s of its own (a call?), above "
+            f"{config.busy_own_bits_per_second / 1e6:g}"))
+    if idle is not None and baseline is not None:
+        limit = baseline * (1 + config.busy_rtt_ratio) + config.busy_rtt_margin_seconds
+        if idle > limit:
+            return Deferral(reason="rtt_inflation", retry_after_seconds=600.0, detail=(
+                f"RTT to the server {idle * 1e3:.1f} ms, above the ward's idle "
+                f"{baseline * 1e3:.1f} ms (limit {limit * 1e3:.1f} ms): the link is in use"))
+    return None
 
 
 RATE = MetricSpec("wardready_bandwidth_bytes_per_second",

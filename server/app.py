@@ -14,7 +14,7 @@ from aiohttp import web
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
 from wardready.model import criteria
-from wardready.server import enroll, speedtest, udp_echo
+from wardready.server import enroll, plan, speedtest, udp_echo
 from wardready.server.config import ServerConfig
 from wardready.server.context import (
     CONFIG,
@@ -28,6 +28,7 @@ from wardready.server.context import (
     Fleet,
 )
 from wardready.server.exposition import FleetExposition
+from wardready.server.plan import PLANNER, PlanBook, Planner
 from wardready.server.routes import ROUTES
 from wardready.server.store import Store, TokenReader
 from wardready.server.writer import ReportWriter
@@ -43,7 +44,9 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     app[INVENTORY] = inventory
     app.cleanup_ctx.append(_database)
     app.add_routes(ROUTES)
-    speedtest.setup(app, config.speedtest)
+    planner = Planner(PlanBook(config.inventory, inventory))
+    app[PLANNER] = planner
+    speedtest.setup(app, config.speedtest, planner)
     udp_echo.setup(app, config.udp_echo)
     enroll.setup(app)
     return app
@@ -58,8 +61,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[INVENTORY], lambda: fleet.agents, lambda: fleet.active, lambda: fleet.asset_changes,
         app[CONFIG].readiness_max_age_seconds,
         components=((speedtest.METRICS, app[speedtest.SLOTS].samples),
+                    (plan.METRICS, app[PLANNER].samples),
                     (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples)))
     app[IO], app[STORE], app[FLEET], app[EXPOSITION] = io, store, fleet, exposition
+    for (ward, _), state in fleet.agents.items():
+        app[PLANNER].note_outcomes(ward, state.outcomes.values())
     app[TOKENS] = TokenReader(app[CONFIG].database)
     app[WRITER] = ReportWriter(store, io)
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))

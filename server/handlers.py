@@ -13,6 +13,7 @@ from wardready.model.report import SCHEMA_VERSION, Report, schema_version_of
 from wardready.server.auth import authenticate, fail
 from wardready.server.bodies import parse_json, validated
 from wardready.server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
+from wardready.server.plan import PLANNER
 from wardready.server.sharding import MAX_SHARDS, WHOLE, shard_count
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ async def ingest_report(request: web.Request) -> web.Response:
                    **{"Retry-After": "5"}) from None
     if stored:
         fleet.apply(report, received_at, ward_link)
+        app[PLANNER].note_outcomes(report.ward, report.outcomes)
     return web.json_response({"id": str(report.id), "stored": stored},
                              status=201 if stored else 200)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from wardready.core.api import (
+    BUSY_PATH,
     CURRENT_PATH,
     DOWNLOAD_PATH,
     ENROLL_PATH,
+    PLAN_PATH,
     PROFILE_PATH,
     REPORTS_PATH,
     SESSIONS_PATH,
@@ -15,7 +17,7 @@ from wardready.core.api import (
     UPLOAD_PATH,
     WHOAMI_PATH,
 )
-from wardready.server import admin, enroll, handlers, speedtest, udp_echo
+from wardready.server import admin, enroll, handlers, plan, speedtest, udp_echo
 
 ROUTES: tuple[web.RouteDef, ...] = (
     # agents (and Prometheus)
@@ -32,6 +34,9 @@ ROUTES: tuple[web.RouteDef, ...] = (
     web.get("/api/v1/assets/changes", admin.list_changes),
     web.get("/api/v1/readiness", admin.ward_readiness),
     web.get("/api/v1/equipment-list", admin.equipment_list),
+    # the measurement plan (agent.plan)
+    web.get(PLAN_PATH, plan.get_plan),
+    web.post(BUSY_PATH, plan.mark_busy),
     # throughput tests (checks.bandwidth)
     web.post(SLOTS_PATH, speedtest.acquire_slot),
     web.get(SLOTS_PATH + "/{slot_id}", speedtest.slot_state),

@@ -1,14 +1,18 @@
 """Throughput-test endpoints and the scheduler that grants their slots.
 
-An agent asks for a slot first (`POST /api/v1/speedtest/slots`). At most one test per ward
-runs at a time, since machines sharing a ward's uplink would each measure a fraction of it,
-and at most `max_concurrent_tests` city-wide, so the central uplink is not the bottleneck.
-A slot is a lease: it expires after `slot_seconds` and carries a byte budget shared by all its
-streams. Download and upload requests name their slot in the `X-Wardready-Slot` header.
+An agent asks for a slot first (`POST /api/v1/speedtest/slots`). The measurement plan
+(`server.plan`) may refuse it: inside a quiet window, past the ward's daily byte budget, or
+while another PC of the ward carries a call. At most one test per ward runs at a time, since
+machines sharing a ward's uplink would each measure a fraction of it, and at most
+`max_concurrent_tests` city-wide, so the central uplink is not the bottleneck. A slot is a
+lease: it expires after `slot_seconds` and carries a byte budget shared by all its streams
+(one test's, within what is left of the ward's day). Download and upload requests name
+their slot in the `X-Wardready-Slot` header.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -23,6 +27,7 @@ from wardready.core.api import SLOT_HEADER, SLOTS_PATH
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
 from wardready.server.config import SpeedtestConfig
+from wardready.server.plan import DEFERRALS, PLANNER, Planner
 from wardready.server.store import Identity
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,7 @@ class Slot:
     host: str
     expires_at: float
     bytes_left: int
+    granted_bytes: int = 0
     streams: int = 0
     uploaded: int = 0
     upload_timeline: list[tuple[float, int]] = field(default_factory=list)
@@ -60,6 +66,7 @@ class Slots:
     """The scheduler: grants, refuses and expires slots (in memory; slots are short leases)."""
 
     config: SpeedtestConfig
+    planner: Planner | None = None
     by_ward: dict[str, Slot] = field(default_factory=dict)
     refusals: Counter[str] = field(default_factory=Counter)
     bytes_moved: Counter[str] = field(default_factory=Counter)
@@ -67,23 +74,31 @@ class Slots:
 
     def _expire(self, now: float) -> None:
         for ward in [w for w, s in self.by_ward.items() if s.expires_at <= now]:
-            del self.by_ward[ward]
+            self._end(self.by_ward.pop(ward))
 
-    def acquire(self, identity: Identity, now: float) -> Slot | str:
+    def _end(self, slot: Slot) -> None:
+        """Charge what the slot moved to its ward's daily budget."""
+        if self.planner is not None:
+            self.planner.spend(slot.ward, slot.granted_bytes - slot.bytes_left, time.time())
+
+    def acquire(self, identity: Identity, now: float,
+                max_bytes: int | None = None) -> Slot | str:
         """A new slot for this agent, or why there is none now."""
         self._expire(now)
         ward = identity.ward or ""
         held = self.by_ward.get(ward)
         if held is not None and held.host == identity.host:
-            del self.by_ward[ward]  # the agent starts over (e.g. after a crash): replace it
+            self._end(self.by_ward.pop(ward))  # the agent starts over (after a crash)
         elif held is not None:
             self.refusals["ward_busy"] += 1
             return f"ward {ward!r} has a test running (host {held.host!r})"
         if len(self.by_ward) >= self.config.max_concurrent_tests:
             self.refusals["city_busy"] += 1
             return f"{len(self.by_ward)} tests are running city-wide (the cap)"
+        size = min(self.config.max_bytes_per_slot,
+                   self.config.max_bytes_per_slot if max_bytes is None else max_bytes)
         slot = Slot(secrets.token_hex(16), ward, identity.host or "",
-                    now + self.config.slot_seconds, self.config.max_bytes_per_slot)
+                    now + self.config.slot_seconds, size, granted_bytes=size)
         self.by_ward[ward] = slot
         self.granted += 1
         return slot
@@ -98,7 +113,7 @@ class Slots:
 
     def release(self, slot: Slot) -> None:
         if self.by_ward.get(slot.ward) is slot:
-            del self.by_ward[slot.ward]
+            self._end(self.by_ward.pop(slot.ward))
 
     def samples(self) -> Iterator[Sample]:
         """The scheduler's own figures for the server's /metrics."""
@@ -130,27 +145,50 @@ MOVED = MetricSpec("wardready_server_speedtest_bytes_total",
 METRICS = (ACTIVE, GRANTED, REFUSED, MOVED)
 
 
-def setup(app: web.Application, config: SpeedtestConfig) -> Slots:
+def setup(app: web.Application, config: SpeedtestConfig, planner: Planner | None) -> Slots:
     """Give the app its slot scheduler."""
-    slots = Slots(config)
+    slots = Slots(config, planner)
     app[SLOTS] = slots
     return slots
 
 
+def _not_now(why: str, reason: str, wait: float) -> web.HTTPException:
+    """429 with Retry-After, and the reason as a word the agent counts its deferral by."""
+    body = {"error": f"no slot: {why}; retry in {wait:.0f} s", "reason": reason,
+            "retry_after": wait}
+    return web.HTTPTooManyRequests(text=json.dumps(body), content_type="application/json",
+                                   headers={"Retry-After": str(int(wait + 0.999))})
+
+
 async def acquire_slot(request: web.Request) -> web.Response:
-    """201 with a slot, or 429 with Retry-After when the ward or the city is busy."""
+    """201 with a slot; 429 with Retry-After and a `reason` when the plan holds the ward's
+    tests back (`quiet_window`, `budget`, `ward_in_use`) or the ward or the city is busy
+    (`ward_busy`, `city_busy`). `?override=1` (a technician's `--now`) passes quiet windows
+    and the budget."""
     identity = await authenticate(request, "agent")
     slots, now = request.app[SLOTS], time.monotonic()
-    slot = slots.acquire(identity, now)
+    planner, ward, wall = request.app[PLANNER], identity.ward or "", time.time()
+    override = request.query.get("override") == "1"
+    refused = planner.refusal(ward, wall, override)
+    if refused is not None:
+        reason, wait, text = refused
+        planner.defer(ward, reason)
+        raise _not_now(text, reason, wait)
+    slot = slots.acquire(identity, now, planner.slot_bytes(ward, wall, override))
     if isinstance(slot, str):
         wait = slots.retry_after(now)
-        raise fail(web.HTTPTooManyRequests, f"no slot: {slot}; retry in {wait:.0f} s",
-                   **{"Retry-After": str(int(wait + 0.999))})
+        busy = "ward_busy" if slot.startswith("ward") else "city_busy"
+        raise _not_now(slot, busy, wait)
+    if override:
+        planner.overrides += 1
+        log.warning("speed-test slot for %s/%s overrides the plan (--now)", slot.ward, slot.host)
     log.info("speed-test slot for %s/%s (%d running)", slot.ward, slot.host,
              len(slots.by_ward))
     return web.json_response({"slot": slot.id, "expires_in": slots.config.slot_seconds,
                               "max_bytes": slot.bytes_left,
-                              "max_streams": slots.config.max_streams}, status=201)
+                              "max_streams": slots.config.max_streams,
+                              "baseline_rtt_seconds": planner.baseline(ward, wall),
+                              "rtt_bound_seconds": planner.rtt_bound(ward)}, status=201)
 
 
 async def _own_slot(request: web.Request) -> Slot:
@@ -169,8 +207,15 @@ async def slot_state(request: web.Request) -> web.Response:
 
 
 async def release_slot(request: web.Request) -> web.Response:
+    """End the slot; `?deferred=REASON` says the agent found the link in use and did not
+    test (counted with the plan's deferrals)."""
     slot = await _own_slot(request)
+    deferred = request.query.get("deferred")
+    if deferred is not None and deferred not in DEFERRALS:
+        raise fail(web.HTTPBadRequest, f"deferred: unknown reason {deferred!r}")
     request.app[SLOTS].release(slot)
+    if deferred is not None:
+        request.app[PLANNER].defer(slot.ward, deferred)
     return web.Response(status=204)
 
 

@@ -12,6 +12,11 @@ ENROLL_PATH = "/api/v1/enroll"
 WHOAMI_PATH = "/api/v1/whoami"
 """GET who a token is (`wardready-agent enroll`, re-enrolling)."""
 
+PLAN_PATH = "/api/v1/plan"
+"""GET the agent's part of the city measurement plan (`wardready.agent.plan`)."""
+BUSY_PATH = "/api/v1/busy"
+"""POST: this PC carries a call for the next few seconds; its ward's tests wait."""
+
 SLOTS_PATH = "/api/v1/speedtest/slots"
 """POST asks for a throughput-test slot; GET and DELETE on `SLOTS_PATH/<slot id>` read and
 release it (`wardready.checks.bandwidth`)."""

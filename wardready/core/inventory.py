@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from wardready.core.configfile import load
+from wardready.core.plan import MeasurementPlan, plan_errors
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 """An identifier used as a Prometheus label value: lower case, digits and dashes."""
@@ -211,6 +212,7 @@ class Inventory(Strict):
     catalogue: list[CatalogueItem] = []
     end_of_support: list[EndOfSupport] = []
     wards: list[Ward]
+    measurement_plan: MeasurementPlan = MeasurementPlan()
     _wards_by_id: dict[str, Ward] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: object, /) -> None:
@@ -262,6 +264,8 @@ def _reference_errors(inv: Inventory) -> Iterator[tuple[tuple[str | int, ...], s
             yield ("wards", i, "profile"), _unknown("profile", ward.profile, inv.profiles)
         for where, message in _duplicates("devices", [d.name for d in ward.devices], "device"):
             yield ("wards", i, *where), message
+    yield from plan_errors(inv.measurement_plan, {w.id: w.working_group for w in inv.wards},
+                           groups, {r.id for r in inv.roles})
 
 
 def _duplicates(
