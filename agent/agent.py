@@ -1,10 +1,16 @@
-"""The agent: runs checks on schedule, keeps their results as metrics, delivers each round."""
+"""The agent: runs checks on schedule, keeps their results as metrics, delivers each round.
+
+The throughput test is the exception: it follows the city measurement plan the agent fetches
+from the server (`agent.plan`), unless the config says `follow_plan: false`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import logging
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -19,9 +25,10 @@ from wardready.agent.child import ChildError, run_isolated
 from wardready.agent.config import AgentConfig
 from wardready.agent.delivery import FAILURE_REASONS, Delivery
 from wardready.agent.endpoint import MetricsEndpoint
+from wardready.agent.plan import LinkUse, TestSchedule, fetch_plan, mark_busy
 from wardready.agent.scheduler import Scheduler
 from wardready.agent.spool import Spool
-from wardready.checks import REGISTRY
+from wardready.checks import REGISTRY, bandwidth
 from wardready.checks.base import CheckConfig, CheckSpec, Context, ServerLink
 from wardready.core.metrics import (
     AGENT_INFO,
@@ -59,8 +66,32 @@ SPOOL_ERRORS = MetricSpec("wardready_agent_spool_write_errors_total",
 CLOCK_JUMPS = MetricSpec("wardready_agent_clock_jumps_total",
                          "Times the wall clock moved against the monotonic clock by over "
                          f"{CLOCK_JUMP_SECONDS:g} s.", kind="counter")
+TESTER = MetricSpec("wardready_agent_plan_tester",
+                    "1 if the plan makes this PC one of its ward's throughput testers.")
+NEXT_TEST = MetricSpec("wardready_agent_next_throughput_test_timestamp_seconds",
+                       "When this PC's next scheduled throughput test falls due.")
+PLAN_FETCHED = MetricSpec("wardready_agent_plan_fetched_timestamp_seconds",
+                          "When the agent last fetched its measurement plan.")
+DEFERRALS = MetricSpec("wardready_agent_throughput_deferrals_total",
+                       "Scheduled throughput tests that did not run when due, by reason.",
+                       ("reason",), kind="counter")
+PLAN_INTERVAL = MetricSpec("wardready_agent_plan_mean_interval_seconds",
+                           "The plan's mean time between this ward's throughput tests.")
+PLAN_BUDGET = MetricSpec("wardready_agent_plan_daily_budget_bytes",
+                         "The plan's daily byte budget for this ward's throughput tests.")
+NEXT_QUIET = MetricSpec("wardready_agent_next_quiet_window_start_timestamp_seconds",
+                        "When the next quiet window of this PC's ward begins (none: absent).")
+BUSY_MARKS = MetricSpec("wardready_agent_busy_marks_total",
+                        "Times this PC told the server it carries traffic (its ward's tests "
+                        "wait).", kind="counter")
 AGENT_METRICS = (GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, PENDING,
-                 SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS)
+                 SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS,
+                 TESTER, NEXT_TEST, PLAN_FETCHED, PLAN_INTERVAL, PLAN_BUDGET, NEXT_QUIET,
+                 DEFERRALS, BUSY_MARKS)
+PLAN_RETRY_SECONDS = 60.0
+"""After a failed plan fetch; the last plan fetched stays in force meanwhile."""
+LINK_SAMPLE_SECONDS = 5.0
+"""How often the agent reads its own interface counters to tell the server it is busy."""
 
 
 async def run_check(spec: CheckSpec, config: CheckConfig, context: Context | None = None,
@@ -99,8 +130,15 @@ class Agent(Collector):
         self.delivery = Delivery(str(config.server_url), token, config.delivery_timeout_seconds,
                                  self.spool, self.io, config.ca_file,
                                  config.delivery_backoff_max_seconds)
-        self.context = config.context(
-            ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file))
+        self.server = ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file)
+        self.context = config.context(self.server)
+        self.planned = config.follow_plan and "bandwidth" in self.checks
+        """The throughput test follows the server's plan, not an interval."""
+        self.schedule = TestSchedule()
+        self.plan_fetched_at: float | None = None
+        self.testing = False
+        self.tests_run = 0
+        self.busy_marks = 0
         self.latest: dict[str, Outcome] = {}
         self.generated = 0
         self.clock_jumps = 0
@@ -112,13 +150,17 @@ class Agent(Collector):
         """Run the named checks concurrently and queue their report for delivery."""
         outcomes = await asyncio.gather(*(run_check(REGISTRY[n], self.checks[n], self.context,
                                                     isolate=True) for n in names))
+        return await self._deliver(list(outcomes))
+
+    async def _deliver(self, outcomes: list[Outcome]) -> Report:
+        """Keep the outcomes as the latest and queue their report for delivery."""
         for outcome in outcomes:
             self.latest[outcome.check] = outcome
         self._watch_clock()
         report = Report(ward=self.config.ward, host=self.config.host, role=self.config.role,
                         agent_version=wardready.__version__, generated_at=time.time(),
                         dropped_reports_total=self.delivery.dropped_total,
-                        outcomes=list(outcomes))
+                        outcomes=outcomes)
         await self.delivery.submit(str(report.id), report.model_dump_json().encode())
         self.generated += 1
         log.info("report %s spooled: %s", report.id,
@@ -150,10 +192,14 @@ class Agent(Collector):
         log.info("metrics on http://%s:%d/metrics, reporting to %s as %s/%s",
                  self.config.listen_host, self.config.listen_port, self.config.server_url,
                  self.config.ward, self.config.host)
-        scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()},
+        scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()
+                               if not (self.planned and n == "bandwidth")},
                               jitter=self.config.start_jitter_seconds)
-        delivery = asyncio.create_task(self.delivery.run(), name="delivery")
         stop = asyncio.Event()
+        tasks = [asyncio.create_task(self.delivery.run(), name="delivery")]
+        if self.planned:
+            tasks += [asyncio.create_task(self._follow_plan(stop), name="plan"),
+                      asyncio.create_task(self._watch_link(stop), name="link-use")]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -167,10 +213,80 @@ class Agent(Collector):
                     await self.run_round(names)
             log.info("stopping; %d reports wait in the spool", self.delivery.pending)
         finally:
-            delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             endpoint.close()
             self.close()
+
+    async def _follow_plan(self, stop: asyncio.Event) -> None:
+        """Fetch the plan every `pull_seconds`; run the throughput test when it falls due."""
+        next_pull = 0.0
+        while not stop.is_set():
+            now = time.time()
+            if now >= next_pull:
+                try:
+                    plan = await asyncio.to_thread(fetch_plan, self.server)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
+                    log.warning("cannot fetch the measurement plan (the last one stays): %s",
+                                exc)
+                    next_pull = now + PLAN_RETRY_SECONDS
+                else:
+                    if plan.get("version") != (self.schedule.plan or {}).get("version"):
+                        log.info("measurement plan %s: %s", plan.get("version"),
+                                 "this PC tests its ward's uplink"
+                                 if plan["throughput"]["tester"] else "no throughput tests here")
+                    self.schedule.update(plan, now)
+                    self.plan_fetched_at = now
+                    next_pull = now + float(plan.get("pull_seconds", PLAN_RETRY_SECONDS))
+            due = self.schedule.next_at
+            if due is not None and due <= now:
+                await self._throughput_test()
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(next_pull, due or math.inf) - now)
+
+    async def _throughput_test(self) -> None:
+        """Run the test as the plan asks; a deferred one is tried again later, unreported."""
+        name = "bandwidth"
+        self.testing = True
+        try:
+            outcome = await run_check(REGISTRY[name], self.checks[name], self.context,
+                                      isolate=True)
+        finally:
+            self.testing = False
+            self.tests_run += 1
+        deferred = getattr(outcome.result, "deferred", None)
+        if deferred is not None:
+            log.info("throughput test deferred (%s): %s", deferred.reason, deferred.detail)
+            self.schedule.deferred(deferred.reason, deferred.retry_after_seconds, time.time())
+            return
+        self.schedule.ran(time.time())
+        await self._deliver([outcome])
+
+    async def _watch_link(self, stop: asyncio.Event) -> None:
+        """Tell the server while this PC moves traffic of its own (a call): its ward's
+        throughput tests wait. Its own test is not such traffic."""
+        config = self.checks["bandwidth"]
+        assert isinstance(config, bandwidth.Config)
+        use, marked_at, tests = LinkUse(), -math.inf, self.tests_run
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LINK_SAMPLE_SECONDS)
+            rate = use.rate()
+            if self.testing or self.tests_run != tests:  # the sample holds the test's bytes
+                tests = self.tests_run
+                continue
+            if rate is None or rate <= config.busy_own_bits_per_second:
+                continue
+            if time.monotonic() - marked_at >= LINK_SAMPLE_SECONDS * 2:
+                try:
+                    await asyncio.to_thread(mark_busy, self.server, rate)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
+                    log.warning("cannot tell the server this PC is busy: %s", exc)
+                else:
+                    marked_at = time.monotonic()
+                    self.busy_marks += 1
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery
@@ -185,6 +301,21 @@ class Agent(Collector):
                Sample(SPOOL_ERRORS, (), d.spool_errors), Sample(CLOCK_JUMPS, (), self.clock_jumps)]
         if d.stats.oldest_created_at is not None:
             own.append(Sample(SPOOL_OLDEST, (), d.stats.oldest_created_at))
+        if self.planned:
+            own += [Sample(TESTER, (), 1 if self.schedule.next_at is not None else 0),
+                    Sample(BUSY_MARKS, (), self.busy_marks),
+                    *(Sample(DEFERRALS, (r,), n) for r, n in self.schedule.deferrals.items())]
+            if self.schedule.next_at is not None:
+                own.append(Sample(NEXT_TEST, (), self.schedule.next_at))
+            if self.plan_fetched_at is not None:
+                own.append(Sample(PLAN_FETCHED, (), self.plan_fetched_at))
+            plan = self.schedule.plan or {}
+            if plan:
+                own += [Sample(PLAN_INTERVAL, (), plan["throughput"]["mean_interval_seconds"]),
+                        Sample(PLAN_BUDGET, (), plan["throughput"]["daily_budget_bytes"])]
+                ahead = [w["start"] for w in plan["quiet_windows"] if w["end"] > time.time()]
+                if ahead:
+                    own.append(Sample(NEXT_QUIET, (), min(ahead)))
         yield from families(AGENT_METRICS, (((), s) for s in own))
         latest = list(self.latest.values())  # scrapes run on the endpoint's threads
         runs = [s for o in latest

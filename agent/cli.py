@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="run every check once now and print the readiness verdict "
                                 "(exit 0 ready, 1 not ready, 2 configuration error)")
     ready.add_argument("--json", action="store_true", help="machine-readable output")
+    ready.add_argument("--now", action="store_true", help="run the throughput test even in a "
+                       "quiet window, past the ward's budget or on a busy link")
     ready.set_defaults(func=_check)
     enroll = sub.add_parser("enroll", parents=[common],
                             help="redeem a one-time enrollment code: write the token and config")
@@ -80,7 +82,7 @@ def _check(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     config = load_agent_config(args.config)
-    return check.main(config, read_token(config), args.json)
+    return check.main(config, read_token(config), args.json, args.now)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -49,6 +49,9 @@ class AgentConfig(BaseModel):
     spool_path: FilePath = Path("spool")
     spool_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
     spool_max_age_seconds: float = Field(default=14 * 86400, gt=0)
+    follow_plan: bool = Field(default=True, description=(
+        "Run the throughput test when the server's measurement plan says (false: every "
+        "checks.bandwidth.interval_seconds, as before the plan)."))
     checks: ChecksConfig = ChecksConfig()
 
     def check_configs(self) -> dict[str, CheckConfig]:

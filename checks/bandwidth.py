@@ -454,19 +454,21 @@ async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
     raise RuntimeError("no test slot")
 
 
-async def own_traffic(seconds: float) -> float:
-    """This PC's traffic in bits per second over `seconds`, both directions, every
-    interface but loopback (the kernel's counters, through psutil)."""
+def own_bytes() -> int:
+    """Bytes this PC has sent and received, every interface but loopback (the kernel's
+    counters, through psutil)."""
     import psutil
 
-    def total() -> int:
-        return sum(c.bytes_sent + c.bytes_recv
-                   for nic, c in psutil.net_io_counters(pernic=True).items()
-                   if not nic.startswith("lo"))
+    return sum(c.bytes_sent + c.bytes_recv
+               for nic, c in psutil.net_io_counters(pernic=True).items()
+               if not nic.startswith("lo"))
 
-    before, t0 = total(), time.monotonic()
+
+async def own_traffic(seconds: float) -> float:
+    """This PC's traffic in bits per second over `seconds`, both directions."""
+    before, t0 = own_bytes(), time.monotonic()
     await asyncio.sleep(seconds)
-    return 8 * (total() - before) / (time.monotonic() - t0)
+    return 8 * (own_bytes() - before) / (time.monotonic() - t0)
 
 
 async def run(config: Config, context: Context) -> Result:

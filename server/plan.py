@@ -230,7 +230,7 @@ class Planner:
         return (call.max_rtt_ms if call else profile.link.max_rtt_ms) / 1e3
 
     def agent_plan(self, ward: str, host: str, candidates: list[Candidate],
-                   now: float) -> dict[str, object]:
+                   now: float, last_test_at: float | None = None) -> dict[str, object]:
         """What `GET /api/v1/plan` answers one agent."""
         settings, windows, inv = self.settings(ward)
         testers, why = elect(settings, candidates)
@@ -253,6 +253,7 @@ class Planner:
             "quiet_windows": [{"name": q.name, "start": q.start, "end": q.end} for q in ahead],
         }
         version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        body["throughput"]["last_test_at"] = last_test_at  # type: ignore[index]
         body.update(version=version, ward=ward, host=host,
                     budget_used_bytes=self.spent_today(ward, now),
                     quiet_now=None if quiet is None else {"name": quiet.name, "end": quiet.end})
@@ -305,6 +306,14 @@ QUIET = MetricSpec("wardready_plan_quiet_window_active",
 METRICS = (PLAN_LOADED, PLAN_RELOAD_ERRORS, DEFERRED, OVERRIDES, BUDGET, SPENT, MAX_AGE, QUIET)
 
 
+def last_test_at(fleet: Fleet, ward: str) -> float | None:
+    """When the ward's latest throughput test that measured something started."""
+    times = [o.started_at for h in fleet.hosts.get(ward, ())
+             if (o := fleet.agents[ward, h].outcomes.get("bandwidth")) is not None
+             and o.result is not None and getattr(o.result, "directions", None)]
+    return max(times, default=None)
+
+
 def candidates(fleet: Fleet, ward: str, now: float) -> list[Candidate]:
     """The ward's PCs that reported lately, with what the election weighs."""
     found = []
@@ -327,8 +336,9 @@ async def get_plan(request: web.Request) -> web.Response:
     identity = await authenticate(request, "agent")
     ward, host, now = identity.ward or "", identity.host or "", time.time()
     planner = request.app[PLANNER]
+    fleet = request.app[FLEET]
     return web.json_response(planner.agent_plan(
-        ward, host, candidates(request.app[FLEET], ward, now), now))
+        ward, host, candidates(fleet, ward, now), now, last_test_at(fleet, ward)))
 
 
 class BusyMark(BaseModel):

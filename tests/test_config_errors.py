@@ -45,6 +45,31 @@ INVENTORY_CASES = [
      "conference-room, counter)"),
     ("duplicate role", "  - {id: counter,", "  - {id: conference-room,", "Reception",
      "roles[1]: duplicate role id 'conference-room' (also roles[0])"),
+    ("inverted quiet window", 'start: "08:00", end: "10:00"', 'start: "10:00", end: "08:00"',
+     "Past conference", "measurement_plan.quiet_windows[0].end: Value error, the window ends "
+     "(08:00) before it starts (10:00); a window across midnight is written as two windows, "
+     "got '08:00'"),
+    ("overlapping quiet windows", 'working_group: wg-01, dates: [2020-01-07], start: "14:00"',
+     'dates: [2020-01-06], start: "09:00"', "Past review",
+     "measurement_plan.quiet_windows[1]: overlaps quiet_windows[0] ('Past conference', "
+     "08:00-10:00) for the same city: merge them"),
+    ("quiet window of an unknown working group", "working_group: wg-01, dates",
+     "working_group: wg-09, dates", "Past review",
+     "measurement_plan.quiet_windows[1].working_group: unknown working group 'wg-09' "
+     "(expected one of: wg-01, wg-02)"),
+    ("override of an unknown ward", "{working_group: wg-01, throughput",
+     "{ward: tan-dinh, throughput", "tan-dinh",
+     "measurement_plan.overrides[0].ward: unknown ward 'tan-dinh' (not in the inventory's "
+     "wards)"),
+    ("budget below one test", "daily_budget_mb: 1000000", "daily_budget_mb: 100",
+     "daily_budget_mb", "measurement_plan.throughput.daily_budget_mb: 100 MB is below one "
+     "test (test_max_mb: 1000 MB)"),
+    ("plan time zone", "timezone: Asia/Ho_Chi_Minh", "timezone: Asia/Saigon_City",
+     "timezone", "measurement_plan.timezone: Value error, unknown time zone "
+     "'Asia/Saigon_City' (an IANA name such as Asia/Ho_Chi_Minh), got 'Asia/Saigon_City'"),
+    ("time of day without quotes", 'start: "08:00"', "start: 10:00", "Past conference",
+     'measurement_plan.quiet_windows[0].start: Value error, write times of day in quotes, '
+     'e.g. "10:00" (unquoted, YAML reads them as numbers), got 600'),
     ("yaml syntax", "    name: Nha Be Commune", "    name: [Nha Be", "kind: commune",
      "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 37)"),
 ]

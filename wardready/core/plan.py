@@ -26,7 +26,7 @@ def _clock_text(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 10:00 as the sexagesimal number 600.
         raise ValueError('write times of day in quotes, e.g. "10:00" (unquoted, YAML reads '
-                         f"them as numbers: got {value})")
+                         "them as numbers)")
     return value
 
 
@@ -120,10 +120,15 @@ class Throughput(Strict):
         return None
 
     def next_interval(self, rng: random.Random) -> float:
-        """Seconds to the next test: exponential around the mean, clamped (as ndt7's
-        unattended clients draw theirs), so tests fall at random times, not on the hour."""
-        hours = rng.expovariate(1 / self.mean_interval_hours)
-        return 3600 * min(self.max_interval_hours, max(self.min_interval_hours, hours))
+        """Seconds to the next test (`draw_interval` on these figures)."""
+        return draw_interval(rng, 3600 * self.mean_interval_hours,
+                             3600 * self.min_interval_hours, 3600 * self.max_interval_hours)
+
+
+def draw_interval(rng: random.Random, mean: float, low: float, high: float) -> float:
+    """Time to the next test: exponential around `mean`, clamped to [low, high], as ndt7's
+    unattended clients draw theirs, so tests fall at random times, not on the hour."""
+    return min(high, max(low, rng.expovariate(1 / mean)))
 
 
 class ThroughputOverride(Strict):
@@ -291,18 +296,22 @@ def _throughput_errors(t: Throughput, where: tuple[str | int, ...], roles: set[s
     problem = t.problem
     if problem is not None:
         field, why = problem
-        at = field if given is None or field in given else next(iter(sorted(given)), field)
-        yield (*where, at), f"{field}: {why}"
+        if given is None or field in given:
+            yield (*where, field), why
+        else:  # the inherited figure is wrong only with what this override sets
+            yield (*where, sorted(given)[0]), f"makes {field} wrong: {why}"
 
 
 def _scope_errors(ward: str | None, group: str | None, wards: dict[str, str],
                   groups: set[str], where: tuple[str | int, ...]
                   ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if ward is not None and ward not in wards:
-        yield (*where, "ward"), f"unknown ward {ward!r}"
+        yield (*where, "ward"), f"unknown ward {ward!r} (not in the inventory's wards)"
     if group is not None and group not in groups:
+        shown = sorted(groups)
+        known = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
         yield (*where, "working_group"), f"unknown working group {group!r} (expected one " \
-                                         f"of: {', '.join(sorted(groups)[:8])}...)"
+                                         f"of: {known})"
 
 
 def _scope_text(ward: str | None, group: str | None) -> str:
