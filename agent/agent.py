@@ -25,7 +25,7 @@ from wardready.agent.child import ChildError, run_isolated
 from wardready.agent.config import AgentConfig
 from wardready.agent.delivery import FAILURE_REASONS, Delivery
 from wardready.agent.endpoint import MetricsEndpoint
-from wardready.agent.plan import LinkUse, TestSchedule, fetch_plan, mark_busy
+from wardready.agent.plan import LinkUse, ThroughputSchedule, fetch_plan, mark_busy
 from wardready.agent.scheduler import Scheduler
 from wardready.agent.spool import Spool
 from wardready.checks import REGISTRY, bandwidth
@@ -134,7 +134,7 @@ class Agent(Collector):
         self.context = config.context(self.server)
         self.planned = config.follow_plan and "bandwidth" in self.checks
         """The throughput test follows the server's plan, not an interval."""
-        self.schedule = TestSchedule()
+        self.schedule = ThroughputSchedule()
         self.plan_fetched_at: float | None = None
         self.testing = False
         self.tests_run = 0

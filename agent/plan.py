@@ -2,7 +2,7 @@
 
 The agent fetches its plan from the server (`GET /api/v1/plan`) at start and every
 `pull_seconds` after, so an operator's change reaches it without a restart. The plan says
-whether this PC runs the ward's scheduled throughput tests; if it does, `TestSchedule` draws
+whether this PC runs the ward's scheduled throughput tests; if it does, `ThroughputSchedule` draws
 their times at random (exponential intervals, clamped) and moves a deferred test to a later
 time. Whatever its part, the agent tells the server while this PC itself carries traffic (a
 call, `LinkUse`), so no other PC of its ward starts a test meanwhile.
@@ -82,7 +82,7 @@ def mark_busy(server: ServerLink, bits_per_second: float) -> None:
 
 
 @dataclass
-class TestSchedule:
+class ThroughputSchedule:
     """When this PC's next scheduled throughput test falls due (wall-clock time), by the
     plan: None while it is not one of its ward's testers."""
 
