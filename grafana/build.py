@@ -475,12 +475,61 @@ def fleet() -> Json:
             target(f"count by (version) (wardready_agent_info{{{A}}})", table=True)],
             rename={"version": "Version", "Value": "Agents"}, w=10,
             description="How many agents run each version (from their latest reports)."),
+        row("Measurement plan: throughput tests", plan_panels(), collapsed=False),
     ]
     return dashboard("wardready-fleet", "wardready: agent fleet",
                      "Are the agents reporting, which versions run, and are their checks "
                      "working?", panels,
                      [query_var("ward", "label_values(wardready_agent_last_report_timestamp"
                                 "_seconds, ward)", "Ward", multi=True)])
+
+
+def plan_panels() -> list[Json]:
+    """What the city measurement plan does: tests held back and why, bytes spent, and how
+    old each ward's uplink figure is against the plan's target (docs/measurement-plan.md)."""
+    age = f"time() - wardready_ward_uplink_measured_timestamp_seconds{{{A}}}"
+    lines = {"lineWidth": 1, "fillOpacity": 0, "spanNulls": True, "showPoints": "auto"}
+    return [
+        stat("Wards with a stale uplink figure",
+             _count(f"({age}) > on (ward) wardready_plan_max_age_seconds"), color="red", w=6,
+             description="Wards whose latest throughput test is older than the plan allows "
+             "(alert WardUplinkFigureStale)."),
+        stat("Wards in a quiet window", _count(f"wardready_plan_quiet_window_active{{{A}}} == 1"),
+             color="blue", w=6, description="No throughput test may start in these now."),
+        stat("Tests deferred (24 h)",
+             f"sum(increase(wardready_throughput_tests_deferred_total{{{A}}}[24h]))",
+             color="text", w=6),
+        stat("Technician overrides (24 h)",
+             "sum(increase(wardready_throughput_test_overrides_total[24h]))", color="orange",
+             w=6, description="Tests run inside a quiet window or past the budget (--now)."),
+        timeseries("Tests deferred, by reason", [
+            target(f"sum by (reason) (increase(wardready_throughput_tests_deferred_total"
+                   f"{{{A}}}[1h]))", "{{reason}}")], custom=lines, w=12,
+            description="Per hour. quiet_window, budget, ward_in_use (a PC of the ward "
+            "carries a call): the server held the test back; own_traffic, rtt_inflation: "
+            "the tester found the link in use; ward_busy, city_busy: slots taken."),
+        panel("bargauge", "Daily test budget used", [
+            target(f"wardready_plan_budget_used_bytes{{{A}}} / wardready_plan_daily_budget_bytes"
+                   f"{{{A}}}", "{{ward}}", table=False)], unit="percentunit", minmax=(0, 1),
+            steps=((None, "green"), (0.8, "yellow"), (1, "red")), w=12,
+            description="Bytes the ward's tests moved today (the plan's local day) against its "
+            "daily budget; at 100 % the ward's next test waits for the next day.",
+            options={"orientation": "horizontal", "displayMode": "basic",
+                     "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                       "values": False}}),
+        table("Uplink figure age per ward", [
+            target(age, table=True),
+            target(f"wardready_plan_max_age_seconds{{{A}}}", table=True, ref="B")],
+            join="ward", rename={"ward": "Ward", "Value #A": "Age",
+                                 "Value #B": "Plan allows"},
+            overrides=[override("Age", unit="s", custom__cellOptions={"type": "color-text"},
+                                thresholds=thresholds((None, "green"), (12 * 3600, "yellow"),
+                                                      (24 * 3600, "red"))),
+                       override("Plan allows", unit="s")],
+            sort="Age", w=24, h=10,
+            description="How old each ward's latest throughput test that measured anything "
+            "is: the freshness of its download and upload figures."),
+    ]
 
 
 # --- output ------------------------------------------------------------------------------

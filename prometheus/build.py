@@ -213,6 +213,17 @@ def alert_group() -> dict[str, Any]:
               "cannot reach the server (its spool keeps the reports until it can).",
               comment=f"{rounds} rounds of the host check (every 300 s by default) without a "
                       "report."),
+        alert("WardUplinkFigureStale",
+              "(time() - wardready_ward_uplink_measured_timestamp_seconds\n"
+              " > on (ward) wardready_plan_max_age_seconds)\n" + WORKING_GROUP, "15m",
+              "warning", "{{ $labels.ward }}: uplink figure {{ $value | humanizeDuration }} old",
+              "The latest throughput test of ward {{ $labels.ward }} "
+              "({{ $labels.working_group }}) that measured anything is "
+              "{{ $value | humanizeDuration }} old, older than the measurement plan allows: "
+              "its tests were deferred (wardready_throughput_tests_deferred_total says why), "
+              "failed, or its tester PC is off. Its link figures may no longer hold.",
+              comment="The plan's freshness target (measurement_plan.throughput.max_age_hours), "
+                      "per ward, as the server exposes it."),
         alert("WardWithoutAgent",
               "wardready_ward_info unless on (ward) wardready_agent_last_report_timestamp_seconds",
               "1h", "info", "{{ $labels.ward }}: no agent reports",

@@ -137,6 +137,8 @@ class Planner:
     deferrals: Counter[tuple[str, str]] = field(default_factory=Counter)
     overrides: int = 0
     idle_rtts: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    measured_at: dict[str, float] = field(default_factory=dict)
+    """When each ward's latest throughput test that measured something started."""
 
     def settings(self, ward: str) -> tuple[Throughput, list[QuietWindow], Inventory]:
         inv = self.book.current()
@@ -207,10 +209,14 @@ class Planner:
         series.append((at, rtt))
 
     def note_outcomes(self, ward: str, outcomes: Iterable[Outcome]) -> None:
-        """Learn the ward's RTT baseline from the idle RTT its throughput tests measured."""
+        """Learn from a ward's throughput tests: when it was last measured, and its RTT
+        baseline (the idle RTT each test measured before it started)."""
         for o in outcomes:
-            rtt = getattr(o.result, "idle_rtt_median_seconds", None) if o.check == "bandwidth" \
-                else None
+            if o.check != "bandwidth" or o.result is None:
+                continue
+            if getattr(o.result, "directions", None):
+                self.measured_at[ward] = max(self.measured_at.get(ward, 0.0), o.started_at)
+            rtt = getattr(o.result, "idle_rtt_median_seconds", None)
             if rtt is not None and not getattr(o.result, "deferred", None):
                 self.note_idle_rtt(ward, o.started_at, rtt)
 
@@ -230,7 +236,7 @@ class Planner:
         return (call.max_rtt_ms if call else profile.link.max_rtt_ms) / 1e3
 
     def agent_plan(self, ward: str, host: str, candidates: list[Candidate],
-                   now: float, last_test_at: float | None = None) -> dict[str, object]:
+                   now: float) -> dict[str, object]:
         """What `GET /api/v1/plan` answers one agent."""
         settings, windows, inv = self.settings(ward)
         testers, why = elect(settings, candidates)
@@ -238,22 +244,23 @@ class Planner:
             testers, why = [host], "the first PC of the ward to ask, until one has reported"
         zone = inv.measurement_plan.zone
         ahead = occurrences(windows, zone, now, now + WINDOWS_AHEAD_SECONDS)
+        throughput: dict[str, object] = {
+            "tester": host in testers, "testers": testers, "elected": why,
+            "mean_interval_seconds": settings.mean_interval_hours * 3600,
+            "min_interval_seconds": settings.min_interval_hours * 3600,
+            "max_interval_seconds": settings.max_interval_hours * 3600,
+            "daily_budget_bytes": int(settings.daily_budget_mb * MB),
+            "test_max_bytes": int(settings.test_max_mb * MB),
+            "max_age_seconds": settings.max_age_hours * 3600}
         quiet: Quiet | None = quiet_at(windows, zone, now)
         body: dict[str, object] = {
             "timezone": inv.measurement_plan.timezone,
             "pull_seconds": inv.measurement_plan.pull_seconds,
-            "throughput": {
-                "tester": host in testers, "testers": testers, "elected": why,
-                "mean_interval_seconds": settings.mean_interval_hours * 3600,
-                "min_interval_seconds": settings.min_interval_hours * 3600,
-                "max_interval_seconds": settings.max_interval_hours * 3600,
-                "daily_budget_bytes": int(settings.daily_budget_mb * MB),
-                "test_max_bytes": int(settings.test_max_mb * MB),
-                "max_age_seconds": settings.max_age_hours * 3600},
+            "throughput": throughput,
             "quiet_windows": [{"name": q.name, "start": q.start, "end": q.end} for q in ahead],
         }
         version = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-        body["throughput"]["last_test_at"] = last_test_at  # type: ignore[index]
+        throughput["last_test_at"] = self.measured_at.get(ward)  # not in the version
         body.update(version=version, ward=ward, host=host,
                     budget_used_bytes=self.spent_today(ward, now),
                     quiet_now=None if quiet is None else {"name": quiet.name, "end": quiet.end})
@@ -278,6 +285,8 @@ class Planner:
             quiet = quiet_at(inv.measurement_plan.windows_for(entry.id, entry.working_group),
                              zone, now)
             yield Sample(QUIET, (entry.id,), 0 if quiet is None else 1)
+            if entry.id in self.measured_at:
+                yield Sample(MEASURED, (entry.id,), self.measured_at[entry.id])
 
 
 PLANNER = web.AppKey("planner", Planner)
@@ -303,15 +312,11 @@ MAX_AGE = MetricSpec("wardready_plan_max_age_seconds",
                      ("ward",))
 QUIET = MetricSpec("wardready_plan_quiet_window_active",
                    "1 while a quiet window holds the ward's throughput tests back.", ("ward",))
-METRICS = (PLAN_LOADED, PLAN_RELOAD_ERRORS, DEFERRED, OVERRIDES, BUDGET, SPENT, MAX_AGE, QUIET)
-
-
-def last_test_at(fleet: Fleet, ward: str) -> float | None:
-    """When the ward's latest throughput test that measured something started."""
-    times = [o.started_at for h in fleet.hosts.get(ward, ())
-             if (o := fleet.agents[ward, h].outcomes.get("bandwidth")) is not None
-             and o.result is not None and getattr(o.result, "directions", None)]
-    return max(times, default=None)
+MEASURED = MetricSpec("wardready_ward_uplink_measured_timestamp_seconds",
+                      "When the ward's latest throughput test that measured something started "
+                      "(any of its PCs).", ("ward",))
+METRICS = (PLAN_LOADED, PLAN_RELOAD_ERRORS, DEFERRED, OVERRIDES, BUDGET, SPENT, MAX_AGE, QUIET,
+           MEASURED)
 
 
 def candidates(fleet: Fleet, ward: str, now: float) -> list[Candidate]:
@@ -336,9 +341,8 @@ async def get_plan(request: web.Request) -> web.Response:
     identity = await authenticate(request, "agent")
     ward, host, now = identity.ward or "", identity.host or "", time.time()
     planner = request.app[PLANNER]
-    fleet = request.app[FLEET]
     return web.json_response(planner.agent_plan(
-        ward, host, candidates(fleet, ward, now), now, last_test_at(fleet, ward)))
+        ward, host, candidates(request.app[FLEET], ward, now), now))
 
 
 class BusyMark(BaseModel):
