@@ -135,6 +135,8 @@ class Agent(Collector):
         self.planned = config.follow_plan and "bandwidth" in self.checks
         """The throughput test follows the server's plan, not an interval."""
         self.schedule = ThroughputSchedule()
+        if config.start_jitter_seconds is not None:
+            self.schedule.first_spread = config.start_jitter_seconds
         self.plan_fetched_at: float | None = None
         self.testing = False
         self.tests_run = 0

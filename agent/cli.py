@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import logging
 import sys
 from pathlib import Path
 
 from wardready.agent.config import load_agent_config, read_token
+from wardready.checks.base import ServerLink
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
 
 EXIT_CONFIG = 2
@@ -51,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     ready.add_argument("--now", action="store_true", help="run the throughput test even in a "
                        "quiet window, past the ward's budget or on a busy link")
     ready.set_defaults(func=_check)
+    plan = sub.add_parser("plan", parents=[common],
+                          help="show this PC's part of the city measurement plan: whether it "
+                               "tests the uplink, when, the ward's budget and quiet windows")
+    plan.set_defaults(func=_plan)
     enroll = sub.add_parser("enroll", parents=[common],
                             help="redeem a one-time enrollment code: write the token and config")
     enroll.add_argument("--server", required=True, metavar="URL",
@@ -83,6 +89,21 @@ def _check(args: argparse.Namespace) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     config = load_agent_config(args.config)
     return check.main(config, read_token(config), args.json, args.now)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from wardready.agent import plan
+
+    config = load_agent_config(args.config)
+    server = ServerLink(str(config.server_url).rstrip("/"), read_token(config), config.ca_file)
+    try:
+        body = plan.fetch_plan(server)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        print(f"wardready-agent: cannot fetch the plan from {config.server_url}: {exc}",
+              file=sys.stderr)
+        return 1
+    print(plan.describe(body, plan.next_test(config.listen_host, config.listen_port)))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -18,8 +18,10 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from wardready.checks.bandwidth import own_bytes
 from wardready.checks.base import ServerLink, server_tls
@@ -87,6 +89,7 @@ class ThroughputSchedule:
     plan: None while it is not one of its ward's testers."""
 
     rng: random.Random = field(default_factory=random.Random)
+    first_spread: float = FIRST_TEST_SPREAD_SECONDS
     plan: dict[str, Any] | None = None
     next_at: float | None = None
     deferrals: dict[str, int] = field(default_factory=dict)
@@ -109,7 +112,7 @@ class ThroughputSchedule:
             return
         last = after.get("last_test_at")
         if last is None or now - last >= after["min_interval_seconds"]:
-            self.next_at = now + self.rng.uniform(0, FIRST_TEST_SPREAD_SECONDS)
+            self.next_at = now + self.rng.uniform(0, self.first_spread)
         else:
             self.next_at = max(now, last + self.draw())
 
@@ -150,3 +153,52 @@ class LinkUse:
             return None
         return 8 * (total - last[1]) / (now - last[0])
 
+
+
+def next_test(host: str, port: int) -> float | None:
+    """When the running agent on this PC schedules its next test (from its /metrics), if it
+    runs and tests."""
+    name = b"wardready_agent_next_throughput_test_timestamp_seconds "
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    line = next((x for x in text.splitlines() if x.startswith(name)), None)
+    return float(line.split()[1]) if line else None
+
+
+def describe(plan: dict[str, Any], next_test: float | None = None) -> str:
+    """The plan as a person reads it, times in the plan's (the city's) time zone."""
+    zone = ZoneInfo(plan["timezone"])
+
+    def at(t: float) -> str:
+        return datetime.fromtimestamp(t, zone).strftime("%a %d %b %H:%M")
+
+    t = plan["throughput"]
+    hours = {k: t[f"{k}_interval_seconds"] / 3600 for k in ("mean", "min", "max")}
+    lines = [f"Measurement plan {plan['version']} for ward {plan['ward']}, PC {plan['host']} "
+             f"(times in {plan['timezone']}):"]
+    testers = ", ".join(t["testers"]) or "none"
+    lines.append(f"  throughput tests: {'run by this PC' if t['tester'] else 'not on this PC'}"
+                 f" (testers: {testers}; {t['elected']})")
+    lines.append(f"  how often: every {hours['mean']:g} h on average, at random, "
+                 f"{hours['min']:g}-{hours['max']:g} h apart")
+    if next_test is not None:
+        lines.append(f"  next test: {at(next_test)}")
+    lines.append(f"  budget: {plan['budget_used_bytes'] / 1e6:.0f} of "
+                 f"{t['daily_budget_bytes'] / 1e6:.0f} MB used today; one test moves at most "
+                 f"{t['test_max_bytes'] / 1e6:.0f} MB")
+    last = t.get("last_test_at")
+    lines.append(f"  uplink figure: {'never measured' if last is None else 'from ' + at(last)}"
+                 f", may be {t['max_age_seconds'] / 3600:g} h old at most")
+    if plan.get("quiet_now"):
+        lines.append(f"  quiet now: {plan['quiet_now']['name']} until "
+                     f"{at(plan['quiet_now']['end'])}")
+    windows = plan["quiet_windows"]
+    lines.append("  quiet windows, next 7 days:" + ("" if windows else " none"))
+    lines += [f"    {at(w['start'])}-{datetime.fromtimestamp(w['end'], zone):%H:%M}  {w['name']}"
+              for w in windows]
+    return "\n".join(lines)

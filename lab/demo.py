@@ -28,6 +28,8 @@ from lab.stack import (
     start_server,
     wait_until,
 )
+from wardready.agent.plan import describe, fetch_plan, next_test
+from wardready.checks.base import ServerLink
 from wardready.core.errors import WardreadyError
 from wardready.model.readiness import STATE_VALUE
 
@@ -107,12 +109,21 @@ def run(args: argparse.Namespace, procs: list[Process]) -> None:
     step("waiting for the first report to reach Prometheus", "")
     wait_until("the agent's first report in Prometheus", lambda: prometheus_query(
         args.prometheus_port, f"wardready_media_udp_reachable{{{selector}}}"), 90, agent)
+    # The throughput test follows the plan: the only PC of its ward, the demo's tests it first.
+    wait_until("the first throughput test in Prometheus", lambda: prometheus_query(
+        args.prometheus_port, f"wardready_bandwidth_bytes_per_second{{{selector}}}"), 90, agent)
     print_state(args.prometheus_port)
+    print()
+    wait_until("the agent's plan", lambda: next_test("127.0.0.1", args.agent_port), 30, agent)
+    print(describe(fetch_plan(ServerLink(f"http://127.0.0.1:{SERVER_PORT}",
+                                         token_file.read_text().strip())),
+                   next_test("127.0.0.1", args.agent_port)))
     print(f"""
 Where to look:
   Prometheus    http://127.0.0.1:{args.prometheus_port}/graph?g0.expr=wardready_agent_last_report_timestamp_seconds
   server        http://127.0.0.1:{SERVER_PORT}/metrics
   agent         http://127.0.0.1:{args.agent_port}/metrics
+  the plan      inventory.yml (measurement_plan); wardready-agent plan --config {agent_config}
   logs, data    {work}""", flush=True)
 
 
