@@ -649,20 +649,30 @@ def require_netlab() -> str | None:
     return None
 
 
+LAB_PLAN: dict[str, Any] = {"throughput": {"daily_budget_mb": 1_000_000, "test_max_mb": 1000}}
+"""The measurement plan of a lab server: no quiet window, no budget to speak of, so a test
+that measures a link's accuracy runs whenever it is asked to (the plan's own behaviour on
+emulated links has tests of its own)."""
+
+
 def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
-                      echo_port: int = 8471, inventory: Path | None = None) -> Path:
+                      echo_port: int = 8471, inventory: Path | None = None,
+                      plan: dict[str, Any] | None = None) -> Path:
     """A real wardready server in the city namespace (stopped with the link); returns the
     path of an agent token for ward sai-gon, host bench-pc. `inventory`: the server's
-    inventory file, the repository's inventory.yml by default."""
+    inventory file, the repository's inventory.yml by default, with `plan` (LAB_PLAN by
+    default) as its measurement plan."""
     import yaml
 
     from wardready.server.store import Store
 
+    doc = yaml.safe_load((inventory or REPO / "inventory.yml").read_text())
+    doc["measurement_plan"] = LAB_PLAN if plan is None else plan
+    (workdir / "inventory.yml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     config = workdir / "server.yml"
     config.write_text(yaml.safe_dump({
         "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
-        "inventory": str(inventory or REPO / "inventory.yml"),
-        "udp_echo": {"listen_port": echo_port}}))
+        "inventory": "inventory.yml", "udp_echo": {"listen_port": echo_port}}))
     store = Store(workdir / "city.db")
     token = workdir / "agent.token"
     token.write_text(store.issue_token("sai-gon", "bench-pc"))
