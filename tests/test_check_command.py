@@ -9,8 +9,10 @@ import shlex
 import subprocess
 import threading
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -132,3 +134,32 @@ def hold_test_slot(server: str, token: str, seconds: float) -> threading.Thread:
     thread = threading.Thread(target=release)
     thread.start()
     return thread
+
+
+def test_check_says_why_the_speed_test_waits_and_now_overrides_it(tmp_path: Path) -> None:
+    """Inside a quiet window of the plan the technician's test does not run: the progress
+    line says why and for how long; `--now` runs it, with a warning."""
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text((DATA / "inventory-small.yml").read_text()
+                         + f'    - {{name: Ward meeting, ward: {WARD}, dates: [{today}], '
+                           'start: "00:00", end: "24:00"}\n')
+    port = stack.free_port()
+    server_config = fleet.write_server_config(tmp_path, port, inventory=str(inventory))
+    [token] = fleet.issue_tokens(server_config, [(WARD, HOST)])
+    server = stack.start_server(server_config, tmp_path)
+    try:
+        stack.wait_until("server", lambda: stack.http_get(
+            f"http://127.0.0.1:{port}/healthz"), 20, server)
+        config = agent_config(tmp_path, port, token, "linux-office")
+        held = check(config, "--json")
+        line = next(x for x in held.stderr.splitlines() if "bandwidth:" in x)
+        assert "not run: no slot: quiet window 'Ward meeting'" in line, held.stderr
+        assert re.search(r"it may run in \d+ (min|h \d\d min) \(--now runs it anyway\)", line)
+        assert json.loads(held.stdout)["criteria"][0]["verdict"] == "unknown"  # no figure
+        forced = check(config, "--json", "--now")
+        assert "--now: the throughput test runs whatever the plan" in forced.stderr
+        assert re.search(r"bandwidth: ok \(", forced.stderr), forced.stderr
+        assert json.loads(forced.stdout)["criteria"][0]["verdict"] == "pass"
+    finally:
+        server.stop()

@@ -17,7 +17,8 @@ from lab import fleet, results, stack
 from tests.conftest import DATA
 from tests.test_server import Client, MakeClient, auth
 from wardready.agent.plan import BUSY_RETRY_SECONDS, RETRY_SPREAD, ThroughputSchedule
-from wardready.checks import REGISTRY
+from wardready.checks import REGISTRY, bandwidth
+from wardready.checks.base import Context, ServerLink
 from wardready.core.inventory import load_inventory
 from wardready.core.plan import QuietWindow, Throughput, occurrences, quiet_at
 from wardready.model.report import Outcome, Report
@@ -373,3 +374,65 @@ def test_a_plan_change_reaches_running_agents_without_a_restart(tmp_path: Path) 
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+# -- the check's own politeness -------------------------------------------------------------
+
+def check_link(client: Client, token: str) -> Context:
+    return Context(server=ServerLink(str(client.make_url("")).rstrip("/"), token))
+
+
+async def test_a_test_inside_a_window_is_deferred_unless_overridden(
+        aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    today = datetime.now(HCM).date().isoformat()
+    client, tokens = await start(aiohttp_client, tmp_path, f"""measurement_plan:
+  throughput: {{daily_budget_mb: 1000000, test_max_mb: 1000}}
+  quiet_windows:
+    - {{name: All-day conference, dates: [{today}], start: "00:00", end: "24:00"}}
+""")
+    config = bandwidth.Config(max_bytes=1 << 20, max_seconds=2)
+    held = await bandwidth.run(config, check_link(client, tokens["sai-gon", "pc-1"]))
+    assert held.directions == [] and held.deferred is not None
+    assert held.deferred.reason == "quiet_window"
+    assert held.deferred.retry_after_seconds == pytest.approx(
+        seconds_to_midnight(time.time()), abs=5)
+    forced = await bandwidth.run(config.model_copy(update={"override": True}),
+                                 check_link(client, tokens["sai-gon", "pc-1"]))
+    assert forced.deferred is None and len(forced.directions) == 2
+
+
+async def test_an_idle_rtt_above_the_wards_baseline_defers_the_test(
+        aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    client, tokens = await start(aiohttp_client, tmp_path)
+    token = tokens["sai-gon", "pc-1"]
+    # The ward's earlier test found 1 µs to the server, idle: loopback's own ~50 µs is far
+    # above 1.5 times that, so without a margin the link reads as in use.
+    earlier = results.link(90, 40).model_copy(update={"idle_rtt_median_seconds": 1e-6})
+    report = Report(ward="sai-gon", host="pc-1", agent_version="test", generated_at=time.time(),
+                    outcomes=[Outcome(check="bandwidth", started_at=time.time() - 600,
+                                      duration_seconds=9, ok=True, result=earlier)])
+    resp = await client.post("/api/v1/reports", data=report.model_dump_json(),
+                             headers={**auth(token), "Content-Type": "application/json"})
+    assert resp.status == 201
+    strict = bandwidth.Config(max_bytes=1 << 20, max_seconds=2, busy_rtt_margin_seconds=0)
+    held = await bandwidth.run(strict, check_link(client, token))
+    assert held.deferred is not None and held.deferred.reason == "rtt_inflation"
+    assert held.baseline_rtt_seconds == 1e-6 and held.directions == []
+    metrics = fleet.metric_values(await (await client.get("/metrics")).read())
+    assert metrics['wardready_throughput_tests_deferred_total{reason="rtt_inflation",'
+                   'ward="sai-gon"}'] == 1
+    # The default 5 ms margin absorbs loopback's microseconds: the test runs.
+    ran = await bandwidth.run(strict.model_copy(update={"busy_rtt_margin_seconds": 0.005}),
+                              check_link(client, token))
+    assert ran.deferred is None and len(ran.directions) == 2
+
+
+def test_the_pcs_own_traffic_or_an_inflated_rtt_make_the_link_busy() -> None:
+    config = bandwidth.Config()  # 1 Mbit/s of its own; 1.5 x baseline + 5 ms
+    assert bandwidth._busy(config, 0.5e6, 0.020, 0.020) is None
+    own = bandwidth._busy(config, 2.6e6, 0.020, 0.020)
+    assert own is not None and own.reason == "own_traffic" and "2.6 Mbit/s" in own.detail
+    assert bandwidth._busy(config, 0, 0.0349, 0.020) is None  # limit: 30 + 5 = 35 ms
+    inflated = bandwidth._busy(config, 0, 0.0351, 0.020)
+    assert inflated is not None and inflated.reason == "rtt_inflation"
+    assert bandwidth._busy(config, 0, 0.500, None) is None  # no baseline yet: nothing to say
