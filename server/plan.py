@@ -174,7 +174,7 @@ class Planner:
     def refusal(self, ward: str, now: float, override: bool
                 ) -> tuple[Refusal, float, str] | None:
         """Why no test of this ward may start now (reason, seconds to wait, text), or None.
-        An override (a technician's `--now`) passes quiet windows and the budget."""
+        An override (a technician's `--now`) passes quiet windows, the budget and calls."""
         settings, windows, inv = self.settings(ward)
         zone = inv.measurement_plan.zone
         if not override:
@@ -275,16 +275,20 @@ class Planner:
         yield Sample(OVERRIDES, (), self.overrides)
         for (ward, reason), count in sorted(self.deferrals.items()):
             yield Sample(DEFERRED, (ward, reason), count)
-        zone = inv.measurement_plan.zone
+        plan = inv.measurement_plan
+        zone = plan.zone
         today = day_start(now, zone)
+        quiet: dict[tuple[int, ...], bool] = {}  # most wards share the city's windows
         for entry in inv.wards:
-            settings = inv.measurement_plan.throughput_for(entry.id, entry.working_group)
+            settings = plan.throughput_for(entry.id, entry.working_group)
             yield Sample(BUDGET, (entry.id,), settings.daily_budget_mb * MB)
             yield Sample(SPENT, (entry.id,), self.spent.get((entry.id, today), 0))
             yield Sample(MAX_AGE, (entry.id,), settings.max_age_hours * 3600)
-            quiet = quiet_at(inv.measurement_plan.windows_for(entry.id, entry.working_group),
-                             zone, now)
-            yield Sample(QUIET, (entry.id,), 0 if quiet is None else 1)
+            windows = plan.windows_for(entry.id, entry.working_group)
+            key = tuple(id(w) for w in windows)
+            if key not in quiet:
+                quiet[key] = quiet_at(windows, zone, now) is not None
+            yield Sample(QUIET, (entry.id,), 1 if quiet[key] else 0)
             if entry.id in self.measured_at:
                 yield Sample(MEASURED, (entry.id,), self.measured_at[entry.id])
 
