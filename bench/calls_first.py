@@ -279,9 +279,39 @@ def timeline(arm: ArmResult) -> list[str]:
     return lines
 
 
-def verdicts(results: dict[str, ArmResult]) -> list[str]:
+def call_wire_mbit(settings: Settings) -> float:
+    """What the call puts through the shaper each way: tbf counts whole frames (the datagram
+    plus 8 bytes of UDP, 20 of IP and 14 of Ethernet header)."""
+    shape = settings.shape
+    return shape.rate_mbit * (shape.datagram_bytes + 42) / shape.datagram_bytes
+
+
+def verdicts(results: dict[str, ArmResult], settings: Settings) -> list[str]:
     lines = []
     base, now = results.get("baseline"), results.get("today")
+    if now is not None and now.tests:
+        call = call_wire_mbit(settings)
+        share = settings.ceiling_mbit * (settings.rate_mbit - call) / settings.rate_mbit
+        read = [m for t in now.tests for d in DIRECTIONS if (m := t.mbit(d)) is not None]
+        rtts = [r for t in now.tests if (r := t.rtt_under_load_ms()) is not None]
+        lines.append(
+            f"- The test read {min(read):.2f}-{max(read):.2f} Mbit/s during the call, "
+            f"{100 * (1 - max(read) / settings.ceiling_mbit):.0f}-"
+            f"{100 * (1 - min(read) / settings.ceiling_mbit):.0f} % below the link's "
+            f"{settings.ceiling_mbit:.2f}: the call's {call:.2f} Mbit/s of frames each way "
+            f"(UDP does not back off) read as missing capacity; TCP's share of what the call "
+            f"leaves is {settings.ceiling_mbit:.2f} x ({settings.rate_mbit:g} - {call:.2f}) / "
+            f"{settings.rate_mbit:g} = {share:.2f}.")
+        idle = [1000 * t.result["idle_rtt_median_seconds"] for t in now.tests
+                if t.result.get("idle_rtt_median_seconds") is not None]
+        if rtts and idle:
+            lines.append(
+                f"- The test's own RTT under load, {min(rtts):.0f}-{max(rtts):.0f} ms (idle "
+                f"before it: {max(idle):.1f} ms or less), is the queueing the call's datagrams "
+                "waited through too: close to the shaper's full 50 ms. iperf3's jitter rises "
+                "less (RFC 3550 follows the change in transit time from one datagram to the "
+                "next, and the queue fills and drains over tens of milliseconds), so loss is "
+                "the clearer sign of the damage.")
     if base is not None and now is not None and now.tests:
         for direction in DIRECTIONS:
             b, t = base.call.trace(direction), now.call.trace(direction)
@@ -323,7 +353,13 @@ def section(results: dict[str, ArmResult], pending: dict[str, str], settings: Se
         "call while host B runs today's throughput test (`python -m wardready.checks "
         "bandwidth`, defaults: 4 TCP streams, download then upload, at most 10 s each) "
         f"{', '.join(f'{o:g}' for o in settings.test_offsets)} s into the call, as it would "
-        "whenever it falls due, then once more after the call; *plan*, issue 21's plan.\n",
+        "whenever it falls due, then once more after the call; *plan*, issue 21's plan: "
+        "host A's agent reports the call, host B's test falls due during it and must be "
+        "deferred (each deferral and its reason listed), the call's figures must equal the "
+        "baseline's within noise, and the test must run once the call is over. A second "
+        "counts as one with a test running when it shares at least 0.25 s with the test; "
+        "*tbf drops* are the kernel's count of what the router's shaper dropped during the "
+        "call (all traffic: the test's and the call's).\n",
         "| arm | call direction | datagrams | loss, whole call | worst second loss | "
         "jitter ms, whole call | worst second jitter ms | seconds with a test running | "
         "loss in those seconds | worst jitter ms in those seconds | loss in the other "
@@ -350,7 +386,7 @@ def section(results: dict[str, ArmResult], pending: dict[str, str], settings: Se
         name, arm = with_tests[0]
         out += ["", f"Second by second around *{name}*'s first test (each second's loss and "
                 "the jitter reading at its end):\n", *timeline(arm)]
-    found = verdicts(results)
+    found = verdicts(results, settings)
     if found:
         out += ["", *found]
     return "\n".join(out) + "\n"
