@@ -2,12 +2,13 @@
 
     .venv/bin/python -m bench                      # agent, server, speed test (about 30 min)
     .venv/bin/python -m bench speedtest --quick    # one benchmark, a short smoke run
+    sudo .venv/bin/python -m bench calls_first     # one outside the default suite (root)
 
 Each benchmark runs in a process of its own (`python -m bench.NAME`), so one's memory or
 threads never weigh on the next, and prints one or more Markdown sections, each starting
 with a `## ` heading. Those sections replace the ones of the same heading in
 docs/benchmarks.md; the others (the link accuracy and equipment list benchmarks, which have
-their own commands) are kept as they are.
+their own commands) are kept as they are. EXTRA benchmarks run only when named.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
 SUITE = ("agent_footprint", "server_scale", "speedtest")
 """Side by side with node-exporter, the Pushgateway and iperf3 (issue 9)."""
+EXTRA = ("calls_first",)
+"""Need root (network namespaces): a call and the throughput test on one ward link (issue 21)."""
 
 
 def sections(markdown: str) -> dict[str, str]:
@@ -45,13 +48,15 @@ def splice(document: str, new: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: {' '.join(SUITE)})")
+                        help=f"benchmarks to run (default: {' '.join(SUITE)}; also "
+                             f"{' '.join(EXTRA)})")
     parser.add_argument("--quick", action="store_true", help="short smoke runs")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.names) - set(SUITE))
+    unknown = sorted(set(args.names) - set(SUITE) - set(EXTRA))
     if unknown:
-        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(SUITE)}")
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
+                     f"{', '.join(SUITE + EXTRA)}")
     found: dict[str, str] = {}
     for name in args.names or SUITE:
         command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]

@@ -1,8 +1,9 @@
 """The lab: what tests, benchmarks and the demo share, and what never ships to a ward PC.
 
 A local stack of real processes (`stack`, `demo`, `fleet`), emulated ward links and office
-LANs in network namespaces (`netlab`, `delayer`, `lanlab`), SSH peers (`sshpeers`), a
-simulated city (`city`) and typed check results built from chosen figures (`results`).
+LANs in network namespaces (`netlab`, `delayer`, `lanlab`), a call-shaped UDP stream across
+them (`callstream`), SSH peers (`sshpeers`), a simulated city (`city`) and typed check
+results built from chosen figures (`results`).
 """
 
 from pathlib import Path

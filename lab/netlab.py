@@ -16,6 +16,9 @@ The kernel here has no netem (see /work/shared/TESTBENCH.md), so the link is bui
 Offloads (gro/gso/tso) are off on every veth end so that loss and tbf see real
 wire-sized packets instead of 64 KB aggregates.
 
+`TwoHostWardLink` puts two ward hosts (A, B) on a bridged ward LAN behind the same router,
+so both share one shaped uplink: a call on A and a speed test on B meet in its queues.
+
 Needs root and iproute2, nftables, iptables, ethtool (scripts/setup.sh installs them).
 """
 
@@ -47,6 +50,7 @@ DELAYER = Path(__file__).with_name("delayer.py")
 # The router's interfaces; each endpoint's interface is called eth0.
 TOWARD_WARD = "toward"
 TOWARD_CITY = "tocity"
+LAN_BRIDGE = "br0"  # TwoHostWardLink's ward switch
 NFT_TABLE = "wardlink"
 QUEUE_NUM = 0
 # TCP over Ethernet with timestamps: 1448 payload bytes in a 1514-byte frame (tbf counts
@@ -277,8 +281,13 @@ class WardLink(Namespaces):
         self._queue_rule = False
 
     @property
-    def namespaces(self) -> tuple[str, str, str]:
+    def namespaces(self) -> tuple[str, ...]:
         return (self.ward_ns, self.router_ns, self.city_ns)
+
+    @property
+    def ward_host_namespaces(self) -> tuple[str, ...]:
+        """The namespaces of the ward's hosts (the PCs), which route through the router."""
+        return (self.ward_ns,)
 
     # -- running things ------------------------------------------------------------------
 
@@ -307,27 +316,22 @@ class WardLink(Namespaces):
             self._sh(None, ["ip", "netns", "add", ns])
             self._created.append(ns)
         r = self.router_ns
+        self._build_ward_side()
         # Created straight inside the namespaces: no interface name ever appears in the
         # root namespace, where parallel instances would collide.
-        self._sh(None, ["ip", "-n", r, "link", "add", TOWARD_WARD, "type", "veth",
-                        "peer", "name", "eth0", "netns", self.ward_ns])
         self._sh(None, ["ip", "-n", r, "link", "add", TOWARD_CITY, "type", "veth",
                         "peer", "name", "eth0", "netns", self.city_ns])
-        for ns, dev, addr in ((self.ward_ns, "eth0", self.ward_ip),
-                              (r, TOWARD_WARD, self.router_ward_ip),
-                              (r, TOWARD_CITY, self.router_city_ip),
-                              (self.city_ns, "eth0", self.city_ip)):
-            self._sh(None, ["ip", "-n", ns, "addr", "add", f"{addr}/30", "dev", dev])
-            self._sh(ns, ["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off"])
-            self._sh(None, ["ip", "-n", ns, "link", "set", dev, "up"])
+        self._interface_up(r, TOWARD_CITY, f"{self.router_city_ip}/30")
+        self._interface_up(self.city_ns, "eth0", f"{self.city_ip}/30")
         for ns in self.namespaces:
             self._sh(None, ["ip", "-n", ns, "link", "set", "lo", "up"])
             # No IPv6: no router solicitations or DAD packets mixed into measurements.
             for conf in ("all", "default"):
                 self._sysctl(ns, f"net/ipv6/conf/{conf}/disable_ipv6", "1")
         self._sysctl(r, "net/ipv4/ip_forward", "1")
-        self._sh(None, ["ip", "-n", self.ward_ns, "route", "add", "default",
-                        "via", self.router_ward_ip])
+        for ns in self.ward_host_namespaces:
+            self._sh(None, ["ip", "-n", ns, "route", "add", "default",
+                            "via", self.router_ward_ip])
         self._sh(None, ["ip", "-n", self.city_ns, "route", "add", "default",
                         "via", self.router_city_ip])
         # Before the iptables (priority 0) NFQUEUE rule, so dropped packets cost the
@@ -335,6 +339,20 @@ class WardLink(Namespaces):
         self._sh(r, ["nft", "-f", "-"], input=(
             f"table inet {NFT_TABLE} {{\n  chain forward {{\n"
             "    type filter hook forward priority -10; policy accept;\n  }\n}\n"))
+
+    def _build_ward_side(self) -> None:
+        """The router's `toward` interface and what it reaches: here the ward host itself."""
+        self._sh(None, ["ip", "-n", self.router_ns, "link", "add", TOWARD_WARD, "type", "veth",
+                        "peer", "name", "eth0", "netns", self.ward_ns])
+        self._interface_up(self.ward_ns, "eth0", f"{self.ward_ip}/30")
+        self._interface_up(self.router_ns, TOWARD_WARD, f"{self.router_ward_ip}/30")
+
+    def _interface_up(self, ns: str, dev: str, address: str | None = None) -> None:
+        """Offloads off (loss and tbf see wire-sized packets), the address if any, up."""
+        if address is not None:
+            self._sh(None, ["ip", "-n", ns, "addr", "add", address, "dev", dev])
+        self._sh(ns, ["ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off"])
+        self._sh(None, ["ip", "-n", ns, "link", "set", dev, "up"])
 
     def close(self) -> None:
         """Stop every process started here and delete the namespaces (idempotent)."""
@@ -481,6 +499,75 @@ class WardLink(Namespaces):
         for dev, packets in re.findall(r'oifname "(\w+)".*counter packets (\d+)', out):
             drops["download" if dev == TOWARD_WARD else "upload"] = int(packets)
         return drops
+
+    def shaper_drops(self) -> dict[str, int]:
+        """Packets each direction's rate limiter (tbf) dropped because its queue was full
+        (the bottleneck's tail drop), counted since that tbf was installed."""
+        drops = {}
+        for direction, dev in (("download", TOWARD_WARD), ("upload", TOWARD_CITY)):
+            out = self._sh(None, ["tc", "-n", self.router_ns, "-s", "qdisc", "show", "dev", dev])
+            found = re.search(r"dropped (\d+)", out)
+            drops[direction] = int(found.group(1)) if found else 0
+        return drops
+
+
+class TwoHostWardLink(WardLink):
+    """Context manager: two ward hosts, A and B, on one ward LAN behind one shaped uplink.
+
+        host A (ward_ns) --+
+                           +-- br0 (switch_ns) -- uplink | toward -- router -- city
+        host B (host_b_ns) +
+
+    The ward LAN is a bridge in a namespace of its own (the ward's switch); the router's
+    `toward` interface is its uplink port, so the router is exactly WardLink's: the tbf
+    on `toward` and `tocity`, the nftables loss rules and the delayer's queue apply to the
+    ward's traffic as a whole, both hosts sharing them. Traffic between A and B stays on
+    the switch, unshaped, as on a real office LAN. Host A keeps WardLink's names
+    (`ward_ns`, `ward_ip`; also `host_a_ns`, `host_a_ip`), so every helper that measures
+    from the ward measures from A; host B is `host_b_ns`, `host_b_ip`. The ward LAN is
+    10.a.b.8/29: router .9, A .10, B .11 (the city side stays 10.a.b.4/30).
+    """
+
+    def __init__(self, spec: LinkSpec | None = None, *, delayer_seed: int | None = None,
+                 delayer_args: Sequence[str] = ()) -> None:
+        super().__init__(spec, delayer_seed=delayer_seed, delayer_args=delayer_args)
+        prefix = self.ward_ns.removesuffix("-ward")
+        self.host_b_ns, self.switch_ns = f"{prefix}-wardb", f"{prefix}-lan"
+        net = self.ward_ip.rsplit(".", 1)[0]
+        self.router_ward_ip, self.ward_ip, self.host_b_ip = (f"{net}.{n}" for n in (9, 10, 11))
+
+    @property
+    def host_a_ns(self) -> str:
+        return self.ward_ns
+
+    @property
+    def host_a_ip(self) -> str:
+        return self.ward_ip
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ward_ns, self.host_b_ns, self.switch_ns, self.router_ns, self.city_ns)
+
+    @property
+    def ward_host_namespaces(self) -> tuple[str, ...]:
+        return (self.ward_ns, self.host_b_ns)
+
+    def _build_ward_side(self) -> None:
+        s = self.switch_ns
+        self._sh(None, ["ip", "-n", s, "link", "add", LAN_BRIDGE, "type", "bridge",
+                        "stp_state", "0"])  # no STP: ports forward at once
+        self._sh(None, ["ip", "-n", self.router_ns, "link", "add", TOWARD_WARD, "type", "veth",
+                        "peer", "name", "uplink", "netns", s])
+        self._interface_up(self.router_ns, TOWARD_WARD, f"{self.router_ward_ip}/29")
+        for port, ns, ip in (("pa", self.ward_ns, self.ward_ip),
+                             ("pb", self.host_b_ns, self.host_b_ip)):
+            self._sh(None, ["ip", "-n", s, "link", "add", port, "type", "veth",
+                            "peer", "name", "eth0", "netns", ns])
+            self._interface_up(ns, "eth0", f"{ip}/29")
+        for port in ("uplink", "pa", "pb"):
+            self._sh(None, ["ip", "-n", s, "link", "set", port, "master", LAN_BRIDGE])
+            self._interface_up(s, port)
+        self._sh(None, ["ip", "-n", s, "link", "set", LAN_BRIDGE, "up"])
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -685,12 +772,12 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
 
 
 def run_check(link: WardLink, name: str, config: dict[str, Any], token: Path,
-              timeout: float, port: int = 8470) -> dict[str, Any]:
+              timeout: float, port: int = 8470, ns: str | None = None) -> dict[str, Any]:
     """Run one wardready check in the ward (`python -m wardready.checks`) against the city's
-    server."""
+    server; `ns`: on that ward host (a TwoHostWardLink's `host_b_ns`), the ward's by default."""
     argv = [sys.executable, "-m", "wardready.checks", name, "--config", json.dumps(config),
             "--server", f"http://{link.city_ip}:{port}", "--token-file", str(token)]
-    out = link.run(link.ward_ns, argv, timeout=timeout, cwd=REPO)
+    out = link.run(ns or link.ward_ns, argv, timeout=timeout, cwd=REPO)
     if out.returncode:
         raise RuntimeError(f"python -m wardready.checks {name} failed: {out.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(out.stdout)

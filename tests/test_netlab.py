@@ -8,15 +8,18 @@ mean of uniform delays), at 4 standard deviations: a correct link fails about on
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import statistics
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from lab.netlab import (
     LinkSpec,
+    TwoHostWardLink,
     WardLink,
     goodput_ceiling_mbit,
     iperf3_goodput,
@@ -27,6 +30,7 @@ from lab.netlab import (
     simulate_delays,
     truth,
     uniform_jitter_ms,
+    wait_listening,
 )
 
 
@@ -158,3 +162,36 @@ def test_everything_is_torn_down_when_the_body_raises(netlab: None) -> None:
         assert sleeper.poll() is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.integration
+def test_two_ward_hosts_share_one_shaped_uplink(netlab: None) -> None:
+    """Hosts A and B each reach the city and each other; downloading at once, they share the
+    one 20 Mbit/s uplink: together they get its ceiling."""
+    spec = LinkSpec(rate_mbit=20)
+    ceiling = truth(spec).goodput_mbit
+    assert ceiling is not None
+    with TwoHostWardLink(spec) as link:
+        namespaces = link.namespaces
+        assert (link.host_a_ns, link.host_a_ip) == (link.ward_ns, link.ward_ip)
+        assert len({link.ward_ip, link.host_b_ip, link.router_ward_ip, link.city_ip}) == 4
+        for ns, peer in ((link.ward_ns, link.city_ip), (link.host_b_ns, link.city_ip),
+                         (link.ward_ns, link.host_b_ip)):
+            out = link.run(ns, ["ping", "-c", "1", "-W", "2", peer], timeout=10)
+            assert out.returncode == 0, (ns, peer, out.stdout, out.stderr)
+        hosts = (link.ward_ns, link.host_b_ns)
+        for port in (5201, 5202):
+            link.popen(link.city_ns, ["iperf3", "-s", "-1", "-B", link.city_ip, "-p", str(port)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_listening(link, link.city_ns, port)
+        clients = [link.popen(ns, ["iperf3", "-c", link.city_ip, "-p", str(port), "-R", "-t",
+                                   "5", "-O", "1", "-J"], stdout=subprocess.PIPE, text=True)
+                   for ns, port in zip(hosts, (5201, 5202), strict=True)]
+        mbit = [json.loads(c.communicate(timeout=30)[0])["end"]["sum_received"]
+                ["bits_per_second"] / 1e6 for c in clients]
+        drops = link.shaper_drops()
+    # Started within milliseconds of each other, 4 measured seconds each: together they get
+    # the one link's ceiling (within the 5 % the single-host rate test allows), not twice it.
+    assert sum(mbit) == pytest.approx(ceiling, rel=0.05), mbit
+    assert drops["download"] > 0, drops  # both hosts' traffic met in the one tbf
+    assert not any(Path("/run/netns", ns).exists() for ns in namespaces)
