@@ -132,8 +132,9 @@ class Agent(Collector):
                                  config.delivery_backoff_max_seconds)
         self.server = ServerLink(str(config.server_url).rstrip("/"), token, config.ca_file)
         self.context = config.context(self.server)
-        self.planned = config.follow_plan and "bandwidth" in self.checks
-        """The throughput test follows the server's plan, not an interval."""
+        self.planned = config.follow_plan
+        """The throughput test follows the server's plan, not an interval, and the server
+        hears when this PC carries a call (even where it never tests)."""
         self.schedule = ThroughputSchedule()
         if config.start_jitter_seconds is not None:
             self.schedule.first_spread = config.start_jitter_seconds
@@ -241,7 +242,7 @@ class Agent(Collector):
                     self.schedule.update(plan, now)
                     self.plan_fetched_at = now
                     next_pull = now + float(plan.get("pull_seconds", PLAN_RETRY_SECONDS))
-            due = self.schedule.next_at
+            due = self.schedule.next_at if "bandwidth" in self.checks else None
             if due is not None and due <= now:
                 await self._throughput_test()
                 continue
@@ -251,10 +252,10 @@ class Agent(Collector):
     async def _throughput_test(self) -> None:
         """Run the test as the plan asks; a deferred one is tried again later, unreported."""
         name = "bandwidth"
+        config = self.checks[name].model_copy(update={"wait_for_holds": False})
         self.testing = True
         try:
-            outcome = await run_check(REGISTRY[name], self.checks[name], self.context,
-                                      isolate=True)
+            outcome = await run_check(REGISTRY[name], config, self.context, isolate=True)
         finally:
             self.testing = False
             self.tests_run += 1
@@ -269,7 +270,7 @@ class Agent(Collector):
     async def _watch_link(self, stop: asyncio.Event) -> None:
         """Tell the server while this PC moves traffic of its own (a call): its ward's
         throughput tests wait. Its own test is not such traffic."""
-        config = self.checks["bandwidth"]
+        config = self.checks.get("bandwidth") or bandwidth.Config()
         assert isinstance(config, bandwidth.Config)
         use, marked_at, tests = LinkUse(), -math.inf, self.tests_run
         while not stop.is_set():
@@ -304,10 +305,11 @@ class Agent(Collector):
         if d.stats.oldest_created_at is not None:
             own.append(Sample(SPOOL_OLDEST, (), d.stats.oldest_created_at))
         if self.planned:
-            own += [Sample(TESTER, (), 1 if self.schedule.next_at is not None else 0),
+            tests = self.schedule.next_at is not None and "bandwidth" in self.checks
+            own += [Sample(TESTER, (), 1 if tests else 0),
                     Sample(BUSY_MARKS, (), self.busy_marks),
                     *(Sample(DEFERRALS, (r,), n) for r, n in self.schedule.deferrals.items())]
-            if self.schedule.next_at is not None:
+            if tests and self.schedule.next_at is not None:
                 own.append(Sample(NEXT_TEST, (), self.schedule.next_at))
             if self.plan_fetched_at is not None:
                 own.append(Sample(PLAN_FETCHED, (), self.plan_fetched_at))

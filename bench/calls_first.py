@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shlex
 import sys
 import tempfile
@@ -173,21 +174,82 @@ def today(lab: Lab) -> ArmResult:
 
 
 def plan(lab: Lab) -> ArmResult:
-    """Issue 21's plan, end to end, on the same link and call as the other arms.
+    """Issue 21's plan, end to end, on the same link and call as the other arms: host B is
+    its ward's tester (named in the plan), host A carries the call, both run a real
+    `wardready-agent run`. A's agent tells the server while the call runs; B's first test
+    falls due then (its agent starts during the call) and the server holds it back. After
+    the call, once A's marks lapse, the same test runs on the quiet link."""
+    link, port = lab.link, lab.server_port
+    name_tester(lab, "bench-pc")
+    agents = [netlab.start_ward_agent(link, link.ward_ns, lab.workdir, "call-pc", lab.token_a,
+                                      port, role="conference-room")]
+    before = link.shaper_drops()
+    call = Call.start(link, lab.settings.call_seconds, lab.settings.shape)
+    deferrals = []
+    try:
+        wait_for(lambda: in_call(lab) >= 1, "host A's agent to say it carries the call", 30)
+        # B's test falls due the moment its agent starts (start_jitter_seconds: 0).
+        sleep_until(call.started + lab.settings.test_offsets[0])
+        agents.append(netlab.start_ward_agent(link, link.host_b_ns, lab.workdir, "bench-pc",
+                                              lab.token_b, port, role="counter"))
+        wait_for(lambda: deferred(lab, "ward_in_use") >= 1, "B's test to be held back", 60)
+        deferrals.append(Deferral(time.time(), "ward_in_use (host A carries a call), "
+                                               "held back by the server"))
+        result = call.finish()
+    finally:
+        call.stop()
+    drops = drops_since(lab, before)
+    # A test B ran anyway would be on the server, with when it ran (none should be).
+    metrics = netlab.server_metrics(link, port)
+    key = '{check="bandwidth",host="bench-pc",ward="sai-gon"}'
+    tests = []
+    if f"wardready_agent_check_timestamp_seconds{key}" in metrics:
+        start = metrics[f"wardready_agent_check_timestamp_seconds{key}"]
+        tests.append(TestRun(start, start + metrics[f"wardready_agent_check_duration_seconds"
+                                                    f"{key}"], {"directions": []}))
+    wait_for(lambda: in_call(lab) == 0, "host A's marks to lapse after the call", 60)
+    for agent in agents:  # B's agent would try again 10-20 min later; the same test, now:
+        agent.terminate()
+        agent.wait(timeout=30)
+    alone = run_test(lab)
+    return ArmResult(result, tests=tests, deferrals=deferrals, alone=alone, shaper_drops=drops)
 
-    To be written with the plan (the server-held test plan, the call signal, the deferral):
-    - host A (`lab.link.ward_ns`, token `lab.token_a`) runs a real `wardready-agent run`
-      too, which tells the server it carries a call while the call (`Call.start`) runs;
-    - host B (`lab.link.host_b_ns`, token `lab.token_b`) runs a real `wardready-agent run`
-      whose bandwidth check falls due during the call (at `lab.settings.test_offsets`);
-    - the server defers B's test: each deferral and its reason, as the server or B's report
-      records it, goes into `ArmResult.deferrals`, and no test runs during the call
-      (`ArmResult.tests` stays empty, or holds any that did run: the table shows them);
-    - after the call, with no call on the link, B's deferred test runs: `ArmResult.alone`;
-    - `shaper_drops` as the other arms take them.
-    The section then sets the call's loss and jitter beside `baseline`'s.
-    """
-    raise NotImplementedError("needs the plan from issue 21")
+
+def name_tester(lab: Lab, host: str) -> None:
+    """Make `host` its ward's only tester in the server's plan (an operator's edit of the
+    inventory), and wait until the server has read it again."""
+    import yaml
+
+    inventory = lab.workdir / "inventory.yml"
+    doc = yaml.safe_load(inventory.read_text())
+    doc["measurement_plan"] = {**netlab.LAB_PLAN, "overrides": [
+        {"ward": "sai-gon", "throughput": {"hosts": [host]}}]}
+    inventory.write_text(yaml.safe_dump(doc, allow_unicode=True))
+
+    def named() -> bool:
+        body = netlab.fetch(lab.link, lab.link.host_b_ns,
+                            f"http://{lab.link.city_ip}:{lab.server_port}/api/v1/plan",
+                            lab.token_b)
+        return bool(json.loads(body)["throughput"]["testers"] == [host])
+    wait_for(named, f"the server to name {host} its ward's tester", 30)
+
+
+def in_call(lab: Lab) -> float:
+    return netlab.server_metrics(lab.link, lab.server_port).get(
+        'wardready_plan_pcs_in_call{ward="sai-gon"}', 0.0)
+
+
+def deferred(lab: Lab, reason: str) -> float:
+    return netlab.server_metrics(lab.link, lab.server_port).get(
+        f'wardready_throughput_tests_deferred_total{{reason="{reason}",ward="sai-gon"}}', 0.0)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.5)
 
 
 Arm = Callable[[Lab], ArmResult]
@@ -312,6 +374,24 @@ def verdicts(results: dict[str, ArmResult], settings: Settings) -> list[str]:
                 "less (RFC 3550 follows the change in transit time from one datagram to the "
                 "next, and the queue fills and drains over tens of milliseconds), so loss is "
                 "the clearer sign of the damage.")
+    planned = results.get("plan")
+    if base is not None and planned is not None:
+        for direction in DIRECTIONS:
+            b, p = base.call.trace(direction), planned.call.trace(direction)
+            lines.append(
+                f"- {direction}, with the plan: the call lost {pct(p.loss)} (worst second "
+                f"{pct(p.worst('loss'))}) against {pct(b.loss)} alone; jitter "
+                f"{ms(p.jitter_ms)} ms (worst second {ms(p.worst('jitter_ms'))}) against "
+                f"{ms(b.jitter_ms)} ms ({ms(b.worst('jitter_ms'))}) alone; the shaper dropped "
+                f"{planned.shaper_drops.get(direction, 0):,} packets.")
+        held = ", ".join(d.reason.split()[0] for d in planned.deferrals) or "none"
+        after = planned.alone
+        lines.append(
+            f"- The plan held host B's test back ({held}) and {len(planned.tests)} test ran "
+            "during the call"
+            + ("." if after is None else
+               f"; with the call over, the same test read {after.mbit('download'):.2f} down "
+               f"and {after.mbit('upload'):.2f} Mbit/s up."))
     if base is not None and now is not None and now.tests:
         for direction in DIRECTIONS:
             b, t = base.call.trace(direction), now.call.trace(direction)

@@ -84,6 +84,9 @@ class Config(CheckConfig):
     load_probe_interval_seconds: float = Field(default=0.2, gt=0)
     override: bool = False
     """Test now, whatever the plan and the link say (a technician's `--now`)."""
+    wait_for_holds: bool = True
+    """Wait out a hold of the plan that ends within `slot_wait_seconds` (a technician on
+    site); the agent's scheduled tests set it false and try again later instead."""
     busy_own_bits_per_second: float = Field(default=1e6, gt=0)
     """This PC's own traffic (both directions, loopback excluded) above which it is busy."""
     busy_sample_seconds: float = Field(default=1.0, gt=0, le=10)
@@ -428,7 +431,7 @@ HELD = ("quiet_window", "budget", "ward_in_use")
 
 
 async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
-                   override: bool = False) -> Grant | Deferral:
+                   override: bool = False, wait_for_holds: bool = True) -> Grant | Deferral:
     """A test slot from the server, or why the plan holds the test back."""
     t0, poll = time.monotonic(), 1.0
     params = {"override": "1"} if override else {}
@@ -444,7 +447,7 @@ async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
             answer = await resp.json()
             reason, text = answer.get("reason", "city_busy"), answer.get("error", "busy")
         left = wait - (time.monotonic() - t0)
-        if reason in HELD and retry > left:
+        if reason in HELD and (retry > left or not wait_for_holds):
             return Deferral(reason=reason, retry_after_seconds=retry, detail=text)
         if left <= 0:
             raise RuntimeError(f"no test slot within {wait:g} s ({text})")
@@ -484,7 +487,8 @@ async def run(config: Config, context: Context) -> Result:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
     async with aiohttp.ClientSession(base_url=None, headers=headers, connector=connector,
                                      timeout=timeout, auto_decompress=False) as session:
-        grant = await _acquire(session, base, config.slot_wait_seconds, config.override)
+        grant = await _acquire(session, base, config.slot_wait_seconds, config.override,
+                               config.wait_for_holds)
         if isinstance(grant, Deferral):
             return Result(server=base, idle_rtt_median_seconds=None, slot_wait_seconds=0.0,
                           directions=[], deferred=grant)

@@ -782,3 +782,50 @@ def run_check(link: WardLink, name: str, config: dict[str, Any], token: Path,
         raise RuntimeError(f"python -m wardready.checks {name} failed: {out.stderr.strip()[-500:]}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def fetch(link: WardLink, ns: str, url: str, token: Path | None = None,
+          timeout: float = 10.0) -> bytes:
+    """GET `url` from inside namespace `ns` (the server listens in the city's)."""
+    script = ("import sys, urllib.request\n"
+              "headers = {'Authorization': 'Bearer ' + open(sys.argv[2]).read().strip()} "
+              "if len(sys.argv) > 2 else {}\n"
+              "request = urllib.request.Request(sys.argv[1], headers=headers)\n"
+              "sys.stdout.buffer.write(urllib.request.urlopen(request, timeout=10).read())\n")
+    argv = [sys.executable, "-c", script, url, *([str(token)] if token else [])]
+    out = link.run(ns, argv, timeout=timeout, text=False)
+    if out.returncode:
+        raise RuntimeError(f"GET {url} in {ns} failed: {out.stderr.decode()[-300:]}")
+    body: bytes = out.stdout
+    return body
+
+
+def server_metrics(link: WardLink, port: int = 8470) -> dict[str, float]:
+    """The city server's /metrics, as `name{labels}` -> value."""
+    from lab.fleet import metric_values
+
+    return metric_values(fetch(link, link.city_ns, f"http://{link.city_ip}:{port}/metrics"))
+
+
+def start_ward_agent(link: WardLink, ns: str, workdir: Path, host: str, token: Path,
+                     port: int = 8470, role: str | None = None,
+                     checks: dict[str, Any] | None = None) -> subprocess.Popen[Any]:
+    """A real `wardready-agent run` on a ward host (ward sai-gon), following the server's
+    plan; only the host check and the throughput test (unless `checks` says otherwise), so
+    the link carries what the test is about. Its log is `workdir/<host>/agent.log`."""
+    import yaml
+
+    from wardready.checks import REGISTRY
+
+    home = workdir / host
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "agent.yml"
+    config.write_text(yaml.safe_dump({
+        "server_url": f"http://{link.city_ip}:{port}", "ward": "sai-gon", "host": host,
+        "role": role, "token_file": str(token), "start_jitter_seconds": 0,
+        "checks": {**{n: {"enabled": False} for n in REGISTRY},
+                   "host": {"interval_seconds": 600}, "bandwidth": {}, **(checks or {})}}))
+    with (home / "agent.log").open("ab") as log:  # the agent keeps its own copy of the file
+        return link.popen(ns, [str(Path(sys.executable).parent / "wardready-agent"), "run",
+                               "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                          cwd=home)

@@ -275,6 +275,7 @@ class Planner:
         yield Sample(OVERRIDES, (), self.overrides)
         for (ward, reason), count in sorted(self.deferrals.items()):
             yield Sample(DEFERRED, (ward, reason), count)
+        in_call: Counter[str] = Counter(w for (w, _), until in self.busy.items() if until > now)
         plan = inv.measurement_plan
         zone = plan.zone
         today = day_start(now, zone)
@@ -289,6 +290,7 @@ class Planner:
             if key not in quiet:
                 quiet[key] = quiet_at(windows, zone, now) is not None
             yield Sample(QUIET, (entry.id,), 1 if quiet[key] else 0)
+            yield Sample(IN_CALL, (entry.id,), in_call[entry.id])
             if entry.id in self.measured_at:
                 yield Sample(MEASURED, (entry.id,), self.measured_at[entry.id])
 
@@ -316,11 +318,14 @@ MAX_AGE = MetricSpec("wardready_plan_max_age_seconds",
                      ("ward",))
 QUIET = MetricSpec("wardready_plan_quiet_window_active",
                    "1 while a quiet window holds the ward's throughput tests back.", ("ward",))
+IN_CALL = MetricSpec("wardready_plan_pcs_in_call",
+                     "PCs of the ward that say they carry a call now (its tests wait).",
+                     ("ward",))
 MEASURED = MetricSpec("wardready_ward_uplink_measured_timestamp_seconds",
                       "When the ward's latest throughput test that measured something started "
                       "(any of its PCs).", ("ward",))
 METRICS = (PLAN_LOADED, PLAN_RELOAD_ERRORS, DEFERRED, OVERRIDES, BUDGET, SPENT, MAX_AGE, QUIET,
-           MEASURED)
+           IN_CALL, MEASURED)
 
 
 def candidates(fleet: Fleet, ward: str, now: float) -> list[Candidate]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.calls_first import Settings, lab_for
+from bench.calls_first import plan as plan_arm
 from lab import netlab
 from lab.callstream import DIRECTIONS, Call, CallShape, loss_of
 
@@ -90,3 +92,28 @@ def test_todays_throughput_test_damages_a_call_on_the_same_uplink(
     read = {d["direction"]: d["bytes_per_second"] * 8 / 1e6 for d in test["directions"]}
     assert read["download"] < 0.95 * ceiling, (read, ceiling)
     assert read["upload"] < 0.95 * ceiling, (read, ceiling)
+
+
+def test_with_the_plan_the_test_waits_for_the_call_and_runs_after_it() -> None:
+    """The fix: host A's agent tells the server it carries the call, so host B's test, due
+    during it, is held back with its reason; the call keeps its baseline (nothing lost, the
+    shaper drops nothing); with the call over, the test runs and reads the link."""
+    problem = netlab.require_netlab()
+    if problem:
+        pytest.skip(f"emulated links: {problem}")
+    settings = Settings(call_seconds=20, test_offsets=(3.0,))
+    with lab_for(settings) as lab:
+        arm = plan_arm(lab)
+        tester_log = (lab.workdir / "bench-pc" / "agent.log").read_text()
+    assert "throughput test deferred (ward_in_use)" in tester_log, tester_log[-2000:]
+    assert [d.reason.split()[0] for d in arm.deferrals] == ["ward_in_use"]
+    assert arm.tests == []  # the server has no test of host B from the call's time
+    for direction in DIRECTIONS:
+        trace = arm.call.trace(direction)
+        assert trace.packets >= 0.9 * 20 * CallShape().datagrams_per_second, trace
+        assert trace.loss <= 0.005, (direction, trace.loss, trace.seconds)  # as baseline
+        assert arm.shaper_drops[direction] == 0, arm.shaper_drops  # no test's queue overflow
+    assert arm.alone is not None
+    ceiling = netlab.goodput_ceiling_mbit(RATE_MBIT)
+    for direction in DIRECTIONS:
+        assert arm.alone.mbit(direction) == pytest.approx(ceiling, rel=0.05), arm.alone
