@@ -59,7 +59,11 @@ class EchoConfig(Strict):
     """Largest UDP payload echoed (1472 fills a 1500-byte Ethernet frame over IPv4)."""
     session_seconds: float = Field(default=60.0, gt=0, le=3600)
     max_sessions: int = Field(default=1000, ge=1)
-    """Sessions open at once over all agents; a request beyond it gets 503."""
+    """Media-test sessions open at once over all agents; a request beyond it gets 503."""
+    max_probe_sessions: int = Field(default=25_000, ge=1)
+    """Continuous probe sessions (`checks.probe`) open at once over all agents: each PC
+    holds one all the time, so this is sized for the fleet (a session takes well under
+    1 KiB here; each PC sends 1 probe a second by default)."""
 
 
 class ServerConfig(Strict):
