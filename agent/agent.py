@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ from wardready.model.report import MAX_ERROR_CHARS, Outcome, Report
 
 log = logging.getLogger(__name__)
 CLOCK_JUMP_SECONDS = 5.0
+CONTINUOUS_BACKOFF_SECONDS = 5.0
+CONTINUOUS_BACKOFF_MAX_SECONDS = 300.0
+"""A continuous check that keeps failing (the server away) reports at most this often."""
 
 GENERATED = MetricSpec("wardready_agent_reports_generated_total",
                        "Reports this agent process produced.", kind="counter")
@@ -85,6 +89,14 @@ async def run_check(spec: CheckSpec, config: CheckConfig, context: Context | Non
     return Outcome(check=spec.name, started_at=started_at,
                    duration_seconds=time.perf_counter() - t0, ok=result is not None,
                    error=error, result=result)
+
+
+def continuous_backoff(failures: int) -> float:
+    """Seconds a continuous check waits after its `failures`th failed run in a row: doubling
+    from CONTINUOUS_BACKOFF_SECONDS up to CONTINUOUS_BACKOFF_MAX_SECONDS, times a random
+    0.5-1 so that agents failing together (the server away) do not retry together."""
+    bound = CONTINUOUS_BACKOFF_SECONDS * 2 ** min(failures - 1, 30)
+    return random.uniform(0.5, 1.0) * min(bound, CONTINUOUS_BACKOFF_MAX_SECONDS)
 
 
 class Agent(Collector):
@@ -150,9 +162,12 @@ class Agent(Collector):
         log.info("metrics on http://%s:%d/metrics, reporting to %s as %s/%s",
                  self.config.listen_host, self.config.listen_port, self.config.server_url,
                  self.config.ward, self.config.host)
-        scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()},
+        scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()
+                               if not REGISTRY[n].continuous},
                               jitter=self.config.start_jitter_seconds)
         delivery = asyncio.create_task(self.delivery.run(), name="delivery")
+        continuous = [asyncio.create_task(self._run_continuous(n), name=n)
+                      for n in self.checks if REGISTRY[n].continuous]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,10 +182,37 @@ class Agent(Collector):
                     await self.run_round(names)
             log.info("stopping; %d reports wait in the spool", self.delivery.pending)
         finally:
-            delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            for task in (*continuous, delivery):
+                task.cancel()
+            await asyncio.gather(*continuous, delivery, return_exceptions=True)
             endpoint.close()
             self.close()
+
+    # -- continuous checks (CheckSpec.continuous): not in rounds, one task each --
+
+    async def _run_continuous(self, name: str) -> None:
+        """Run a continuous check interval after interval, back to back, each outcome a
+        report of its own on the rounds' way (spooled, then delivered); after a failed run
+        the next waits `continuous_backoff`."""
+        spec, config = REGISTRY[name], self.checks[name]
+        jitter = self.config.start_jitter_seconds
+        await asyncio.sleep(random.uniform(0, config.interval_seconds if jitter is None
+                                           else min(jitter, config.interval_seconds)))
+        failures = 0
+        while True:
+            outcome = await run_check(spec, config, self.context, isolate=True)
+            self.latest[name] = outcome
+            report = Report(ward=self.config.ward, host=self.config.host, role=self.config.role,
+                            agent_version=wardready.__version__, generated_at=time.time(),
+                            dropped_reports_total=self.delivery.dropped_total,
+                            outcomes=[outcome])
+            await self.delivery.submit(str(report.id), report.model_dump_json().encode())
+            self.generated += 1
+            log.info("report %s spooled (continuous %s: %s)", report.id, name,
+                     "ok" if outcome.ok else "failed")
+            failures = 0 if outcome.ok else failures + 1
+            if failures:
+                await asyncio.sleep(continuous_backoff(failures))
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery
