@@ -53,6 +53,10 @@ SERVER_FIELDS = struct.Struct("!QI")
 """The server's part of the header, its last 12 bytes: receive time (ns, monotonic clock) and
 count."""
 SERVER_FIELDS_OFFSET = HEADER.size - SERVER_FIELDS.size
+MIN_BUCKET_PACKETS = 10.0
+"""The rate cap's bucket holds at least this many probes: at the continuous probe's 1 a
+second, a bucket of `burst_seconds` (one probe) refused every probe that came a little early
+after one that came a little late, about half of them on loopback: loss the path never had."""
 SWEEP_SECONDS = 1.0
 """Expired sessions are looked for at most this often (or when a cap is reached): with a
 probe session per PC, a look at every session on every request would cost O(PCs) each."""
@@ -182,7 +186,7 @@ class EchoService(asyncio.DatagramProtocol):
         c = self.config
         max_packets = min(wish.packets or c.max_packets, c.max_packets)
         rate = min(wish.packet_rate or c.max_packet_rate, c.max_packet_rate)
-        bucket = max(1.0, rate * c.burst_seconds)
+        bucket = max(MIN_BUCKET_PACKETS, rate * c.burst_seconds)
         session = Session(
             key=secrets.token_bytes(KEY_BYTES), agent=agent, purpose=wish.purpose,
             max_packets=max_packets, packet_rate=rate,

@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import sqlite3
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+import trustme
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
@@ -298,6 +300,19 @@ async def test_an_agent_holds_a_probe_session_and_a_media_session_at_once(
 
 # -- the check on loopback -------------------------------------------------------------------
 
+async def test_at_one_probe_a_second_the_echo_refuses_none(client: Client, token: str) -> None:
+    """The echo's rate cap at 1 probe a second: a bucket of one probe refused about half of
+    them, every one that came a little early after one that came a little late."""
+    link = ServerLink(str(client.server.make_url("/")).rstrip("/"), token)
+    cfg = probe.Config(interval_seconds=4, packet_rate=1, timeout_seconds=30)
+    result = await probe.run(cfg, Context(server=link))
+    assert (result.packets_sent, result.packets_received) == (4, 4)
+    session = client.server.app[ECHO_SERVICE].by_purpose["probe"][(WARD, HOST)]
+    assert session.dropped["over_rate"] == 0
+    # Its bucket holds 10 probes, however low the rate: a queue that held several and
+    # released them together costs nothing either.
+    assert session.bucket_size == 10
+
 async def test_on_loopback_nothing_is_lost_and_the_connection_is_kept(
         client: Client, token: str) -> None:
     link = ServerLink(str(client.server.make_url("/")).rstrip("/"), token)
@@ -317,6 +332,25 @@ async def test_on_loopback_nothing_is_lost_and_the_connection_is_kept(
     # One TCP connection for both intervals' four session requests.
     assert probe._channels[link].connections == 1
     assert client.server.app[ECHO_SERVICE].packets["echoed"] == 100
+
+
+async def test_the_session_requests_verify_tls_with_the_ca_file(
+        aiohttp_server: Callable[..., Awaitable[TestServer]], config: ServerConfig, token: str,
+        tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ssl)
+    server = await aiohttp_server(create_app(config, load_inventory(config.inventory)),
+                                  ssl=server_ssl)
+    url = str(server.make_url("/")).rstrip("/")
+    assert url.startswith("https://")
+    cfg = probe.Config(interval_seconds=0.2, packet_rate=20, timeout_seconds=30)
+    result = await probe.run(cfg, Context(server=ServerLink(url, token, tmp_path / "ca.pem")))
+    assert result.loss_ratio == 0 and result.http_sent_bytes > 0
+    with pytest.raises(MediaError, match="CERTIFICATE_VERIFY_FAILED"):
+        await probe.run(cfg, Context(server=ServerLink(url, token, tmp_path / "other.pem")))
 
 
 async def test_the_probe_needs_a_server_and_a_valid_token(client: Client) -> None:
