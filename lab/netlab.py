@@ -676,11 +676,12 @@ def require_netlab() -> str | None:
 
 def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
                       echo_port: int = 8471, inventory: Path | None = None,
-                      echo: dict[str, Any] | None = None) -> Path:
+                      echo: dict[str, Any] | None = None,
+                      settings: dict[str, Any] | None = None) -> Path:
     """A real wardready server in the city namespace (stopped with the link); returns the
     path of an agent token for ward sai-gon, host bench-pc. `inventory`: the server's
     inventory file, the repository's inventory.yml by default; `echo`: settings of its
-    `udp_echo` section (caps) besides the port."""
+    `udp_echo` section (caps) besides the port; `settings`: more of server.yml (`tls`)."""
     import yaml
 
     from wardready.server.store import Store
@@ -689,7 +690,7 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
     config.write_text(yaml.safe_dump({
         "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
         "inventory": str(inventory or REPO / "inventory.yml"),
-        "udp_echo": {"listen_port": echo_port, **(echo or {})}}))
+        "udp_echo": {"listen_port": echo_port, **(echo or {})}, **(settings or {})}))
     store = Store(workdir / "city.db")
     token = workdir / "agent.token"
     token.write_text(store.issue_token("sai-gon", "bench-pc"))
