@@ -358,7 +358,7 @@ async def current_session(request: web.Request) -> web.Response:
     sessions = request.app[ECHO_SERVICE].by_purpose[purpose]
     session = sessions.get((identity.ward, identity.host))
     if session is None:
-        raise fail(web.HTTPNotFound, f"no UDP echo session ({purpose}) for this agent")
+        raise fail(web.HTTPNotFound, "no UDP echo session for this agent")
     return web.json_response(session.summary(time.monotonic()))
 
 
