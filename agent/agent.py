@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import logging
 import math
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -45,6 +46,9 @@ from wardready.model.report import MAX_ERROR_CHARS, Outcome, Report
 
 log = logging.getLogger(__name__)
 CLOCK_JUMP_SECONDS = 5.0
+CONTINUOUS_BACKOFF_SECONDS = 5.0
+CONTINUOUS_BACKOFF_MAX_SECONDS = 300.0
+"""A continuous check that keeps failing (the server away) reports at most this often."""
 
 GENERATED = MetricSpec("wardready_agent_reports_generated_total",
                        "Reports this agent process produced.", kind="counter")
@@ -116,6 +120,14 @@ async def run_check(spec: CheckSpec, config: CheckConfig, context: Context | Non
     return Outcome(check=spec.name, started_at=started_at,
                    duration_seconds=time.perf_counter() - t0, ok=result is not None,
                    error=error, result=result)
+
+
+def continuous_backoff(failures: int) -> float:
+    """Seconds a continuous check waits after its `failures`th failed run in a row: doubling
+    from CONTINUOUS_BACKOFF_SECONDS up to CONTINUOUS_BACKOFF_MAX_SECONDS, times a random
+    0.5-1 so that agents failing together (the server away) do not retry together."""
+    bound = CONTINUOUS_BACKOFF_SECONDS * 2 ** min(failures - 1, 30)
+    return random.uniform(0.5, 1.0) * min(bound, CONTINUOUS_BACKOFF_MAX_SECONDS)
 
 
 class Agent(Collector):
@@ -196,10 +208,13 @@ class Agent(Collector):
                  self.config.listen_host, self.config.listen_port, self.config.server_url,
                  self.config.ward, self.config.host)
         scheduler = Scheduler({n: c.interval_seconds for n, c in self.checks.items()
-                               if not (self.planned and n == "bandwidth")},
+                               if not REGISTRY[n].continuous
+                               and not (self.planned and n == "bandwidth")},
                               jitter=self.config.start_jitter_seconds)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(self.delivery.run(), name="delivery")]
+        tasks = [asyncio.create_task(self.delivery.run(), name="delivery"),
+                 *(asyncio.create_task(self._run_continuous(n), name=n)
+                   for n in self.checks if REGISTRY[n].continuous)]
         if self.planned:
             tasks += [asyncio.create_task(self._follow_plan(stop), name="plan"),
                       asyncio.create_task(self._watch_link(stop), name="link-use")]
@@ -290,6 +305,24 @@ class Agent(Collector):
                 else:
                     marked_at = time.monotonic()
                     self.busy_marks += 1
+
+    # -- continuous checks (CheckSpec.continuous): not in rounds, one task each --
+
+    async def _run_continuous(self, name: str) -> None:
+        """Run a continuous check interval after interval, back to back, each outcome a
+        report of its own on the rounds' way (spooled, then delivered); after a failed run
+        the next waits `continuous_backoff`."""
+        spec, config = REGISTRY[name], self.checks[name]
+        jitter = self.config.start_jitter_seconds
+        await asyncio.sleep(random.uniform(0, config.interval_seconds if jitter is None
+                                           else min(jitter, config.interval_seconds)))
+        failures = 0
+        while True:
+            outcome = await run_check(spec, config, self.context, isolate=True)
+            await self._deliver([outcome])
+            failures = 0 if outcome.ok else failures + 1
+            if failures:
+                await asyncio.sleep(continuous_backoff(failures))
 
     def collect(self) -> Iterator[Metric]:
         d = self.delivery

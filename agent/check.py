@@ -91,7 +91,9 @@ async def run_once(config: AgentConfig, token: str,
         raise ConfigError("agent config", 0, "role", f"unknown role {config.role!r} (the "
                           f"ward's inventory has: {', '.join(required.roles) or 'none'})")
     context = config.context(server)
-    enabled = config.check_configs()
+    # Continuous checks (the probe) measure over hours; the verdict on the spot does not use
+    # them, and one interval would keep the technician waiting a minute for nothing.
+    enabled = {n: c for n, c in config.check_configs().items() if not REGISTRY[n].continuous}
     if now and "bandwidth" in enabled:
         enabled["bandwidth"] = enabled["bandwidth"].model_copy(update={"override": True})
         progress("--now: the throughput test runs whatever the plan and the link say (quiet "

@@ -167,9 +167,10 @@ def running(workdir: Path, fast: bool) -> Iterator[Stack]:
             f"http://127.0.0.1:{exporter_port}/metrics"), 20, exporter)
         stack.wait_until("the agent", lambda: stack.http_get(
             f"http://127.0.0.1:{agent_port}/healthz"), 30, agent)
-        stack.wait_until("the agent's first report delivered", lambda: (
-            (h := running.health()).get("generated", 0) >= 1 and h.get("pending") == 0),
-            60, agent)
+        # Its first round's report, not the continuous probe's (which may come first: a
+        # failed interval, while the server was still starting).
+        stack.wait_until("the agent's first round delivered", lambda: (
+            running.rounds() >= 1 and running.health().get("pending") == 0), 60, agent)
         yield running
 
 
@@ -440,8 +441,9 @@ def render(idles: list[Idle], rounds: Rounds, inside: InProcess, idle_seconds: f
         "which reads the neighbour table instead of sweeping, and the speed and media tests, "
         "against the server on short budgets (2 s, 16 MiB a way; 2 s of UDP); latency by "
         f"{', '.join(methods)}. The agent runs bandwidth, media, devices and neighbours in a "
-        "child process each. *RSS after start*: VmRSS once the agent's first report (every "
-        "check, the speed and media tests included) is delivered and node-exporter has "
+        "child process each, and the continuous probe beside its rounds. *RSS after start*: "
+        "VmRSS once the agent's first round (every scheduled check, the speed and media "
+        "tests included) is delivered and node-exporter has "
         "answered its first scrape (median of "
         f"{starts}). *CPU between rounds*: user + system time over {idle_seconds:g} s at the "
         f"default intervals (no round falls in them), both scraped every {SCRAPE_SECONDS:g} "

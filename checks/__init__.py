@@ -14,6 +14,7 @@ from wardready.checks import (
     neighbours,
     peripherals,
     platforms,
+    probe,
 )
 from wardready.checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink, Target
 
@@ -35,6 +36,7 @@ register(media.CHECK)
 register(neighbours.CHECK)
 register(peripherals.CHECK)
 register(devices.CHECK)
+register(probe.CHECK)
 
 __all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
            "Target", "register"]

@@ -129,6 +129,15 @@ class CheckSpec:
     isolated: bool = False
     """Run by the agent in a short-lived child process: what the check imports (aiohttp,
     scapy, netmiko: tens of MiB) would otherwise stay resident in the agent for good."""
+    continuous: bool = False
+    """Run by the agent interval after interval, back to back, in a task of its own rather
+    than in the scheduled rounds; each run's outcome is a report of its own."""
+    totals: tuple[MetricSpec, ...] = ()
+    """Counters and histograms that `counts` feeds: whoever receives every run (the server)
+    adds each run's counts to running totals and serves those."""
+    counts: Callable[[Any], Iterable[Sample]] | None = None
+    """For checks whose runs add up (continuous ones): what one result counted, as samples
+    of `totals` whose values are that run's increase."""
 
 
 T = TypeVar("T")

@@ -344,12 +344,18 @@ async def open_session(http: aiohttp.ClientSession, server: ServerLink, config: 
             raise MediaError(f"UDP session refused: HTTP {resp.status}: "
                              f"{await _error_text(resp)}")
         grant = Grant.from_json(await resp.json())
+    return grant, echo_address(peer, grant.port, server.url)
+
+
+def echo_address(peer: Any, port: int, url: str) -> tuple[Any, ...]:
+    """Where to send probes: the address the session request reached (`peer`, a socket's
+    peer name, if known), at the echo's `port`, else the server URL's host."""
     if peer:
-        return grant, (peer[0], grant.port, *peer[2:])  # IPv6 keeps flow info and scope
-    host = urlsplit(server.url).hostname
+        return (peer[0], port, *peer[2:])  # IPv6 keeps flow info and scope
+    host = urlsplit(url).hostname
     if host is None:
-        raise MediaError(f"server URL {server.url!r} has no host")
-    return grant, (host, grant.port)
+        raise MediaError(f"server URL {url!r} has no host")
+    return (host, port)
 
 
 async def server_counts(http: aiohttp.ClientSession, server: ServerLink,

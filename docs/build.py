@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from wardready.checks import REGISTRY
 from wardready.core.metrics import AGENT_LABELS, MetricSpec
 
 OUT = Path(__file__).resolve().parent / "metrics.md"
@@ -61,7 +62,10 @@ def specs_in(values: Iterable[object]) -> Iterator[MetricSpec]:
 
 def served_by(d: Declared) -> str:
     """Where a metric is served, and with which labels before its own."""
-    agent_and_server = f"agent, and server with `{'`, `'.join(AGENT_LABELS)}` first"
+    labels = f"`{'`, `'.join(AGENT_LABELS)}` first"
+    agent_and_server = f"agent, and server with {labels}"
+    if any(d.spec in check.totals for check in REGISTRY.values()):
+        return f"server with {labels}, added up over every run the PC reported"
     if d.module.startswith(("wardready.checks", "wardready.core")):
         return agent_and_server
     if d.module.startswith("wardready.agent"):

@@ -492,6 +492,31 @@ class WardLink(Namespaces):
             self._delayer_log = None
         self._queue_rule = False
 
+    def add_counter(self, name: str, match: str, after_loss: bool = False) -> None:
+        """Count the forwarded packets that `match` (an nftables expression such as
+        `udp dport 8471` or `oifname "tocity" meta l4proto tcp`) as they reach the router, or
+        with `after_loss` those the loss rules let through. Read them with `counters()`;
+        `reconfigure` removes them."""
+        verb = "add" if after_loss else "insert"  # insert: ahead of every rule that drops
+        self._sh(self.router_ns, ["nft", "-f", "-"], input=(
+            f'{verb} rule inet {NFT_TABLE} forward {match} counter comment "{name}"\n'))
+
+    def counters(self) -> dict[str, tuple[int, int]]:
+        """(packets, bytes) of each `add_counter` counter by name; bytes are whole IP packets
+        (headers included, no Ethernet header)."""
+        out = json.loads(self._sh(self.router_ns, ["nft", "-j", "list", "chain", "inet",
+                                                   NFT_TABLE, "forward"]))
+        found = {}
+        for item in out["nftables"]:
+            rule = item.get("rule")
+            if rule is None or "comment" not in rule:
+                continue
+            for expr in rule["expr"]:
+                if "counter" in expr:
+                    found[rule["comment"]] = (int(expr["counter"]["packets"]),
+                                              int(expr["counter"]["bytes"]))
+        return found
+
     def loss_drops(self) -> dict[str, int]:
         """Packets dropped by the loss rules since the last reconfigure, by direction."""
         out = self._sh(self.router_ns, ["nft", "list", "chain", "inet", NFT_TABLE, "forward"])
@@ -744,11 +769,14 @@ emulated links has tests of its own)."""
 
 def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
                       echo_port: int = 8471, inventory: Path | None = None,
-                      plan: dict[str, Any] | None = None) -> Path:
+                      plan: dict[str, Any] | None = None,
+                      echo: dict[str, Any] | None = None,
+                      settings: dict[str, Any] | None = None) -> Path:
     """A real wardready server in the city namespace (stopped with the link); returns the
     path of an agent token for ward sai-gon, host bench-pc. `inventory`: the server's
     inventory file, the repository's inventory.yml by default, with `plan` (LAB_PLAN by
-    default) as its measurement plan."""
+    default) as its measurement plan; `echo`: settings of its `udp_echo` section (caps)
+    besides the port; `settings`: more of server.yml (`tls`)."""
     import yaml
 
     from wardready.server.store import Store
@@ -759,7 +787,8 @@ def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
     config = workdir / "server.yml"
     config.write_text(yaml.safe_dump({
         "listen_host": link.city_ip, "listen_port": port, "database": "city.db",
-        "inventory": "inventory.yml", "udp_echo": {"listen_port": echo_port}}))
+        "inventory": "inventory.yml",
+        "udp_echo": {"listen_port": echo_port, **(echo or {})}, **(settings or {})}))
     store = Store(workdir / "city.db")
     token = workdir / "agent.token"
     token.write_text(store.issue_token("sai-gon", "bench-pc"))

@@ -53,13 +53,17 @@ class EchoConfig(Strict):
     max_packet_rate: float = Field(default=100.0, gt=0, le=100_000)
     """Probes per second per session; more are dropped (a token bucket)."""
     burst_seconds: float = Field(default=1.0, gt=0, le=60)
-    """The bucket holds this many seconds of probes, so a queue on the path that releases
-    a burst does not read as loss."""
+    """The bucket holds this many seconds of probes (and at least 10), so a queue on the
+    path that releases a burst does not read as loss."""
     max_packet_bytes: int = Field(default=1472, ge=HEADER.size, le=65507)
     """Largest UDP payload echoed (1472 fills a 1500-byte Ethernet frame over IPv4)."""
     session_seconds: float = Field(default=60.0, gt=0, le=3600)
     max_sessions: int = Field(default=1000, ge=1)
-    """Sessions open at once over all agents; a request beyond it gets 503."""
+    """Media-test sessions open at once over all agents; a request beyond it gets 503."""
+    max_probe_sessions: int = Field(default=25_000, ge=1)
+    """Continuous probe sessions (`checks.probe`) open at once over all agents: each PC
+    holds one all the time, so this is sized for the fleet (a session takes well under
+    1 KiB here; each PC sends 1 probe a second by default)."""
 
 
 class ServerConfig(Strict):

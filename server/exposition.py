@@ -51,7 +51,8 @@ class FleetExposition:
         self.readiness_max_age = readiness_max_age
         self.components = components
         """The server's own metrics (speed-test slots, UDP echo), served with shard 0."""
-        self._check_specs = [spec for check in REGISTRY.values() for spec in check.metrics]
+        self._check_specs = [spec for check in REGISTRY.values()
+                             for spec in (*check.metrics, *check.totals)]
         self._measured_specs = (*self._check_specs, shortfalls.DEVICE_BELOW_SPEC)
         self._wards = {ward.id: render_samples(((), s) for s in ward_samples(inventory, ward))
                        for ward in inventory.wards}
@@ -216,6 +217,9 @@ class FleetExposition:
             if check is not None and outcome.result is not None:
                 for sample in check.samples(outcome.result):
                     yield key, sample
+        for totals in state.totals.values():  # continuous checks' running totals
+            for sample in totals.samples():
+                yield key, sample
         polled = state.outcomes.get("devices")
         ward = self.inventory.ward(key[0])
         if ward and polled and isinstance(polled.result, devices.Result):

@@ -38,27 +38,29 @@ def header(spec: MetricSpec) -> str:
 
 def render_samples(samples: Iterable[tuple[tuple[str, ...], Sample]],
                    extra_labels: tuple[str, ...] = ()) -> Lines:
-    """Sample lines by family; each sample comes with values for `extra_labels`."""
+    """Sample lines by family (a histogram's `_bucket`, `_sum` and `_count` lines under its
+    own name); each sample comes with values for `extra_labels`."""
     out: dict[str, list[str]] = {}
     heads: dict[tuple[str, ...], str] = {}
     """The extra labels' text, worked out once per distinct values (one agent's)."""
     for extra, sample in samples:
-        spec, labels = sample.spec, sample.labels
-        if len(labels) != len(spec.labels) or len(extra) != len(extra_labels):
-            raise ValueError(f"{spec.name}: label values {extra + labels} do not "
-                             f"match labels {extra_labels + spec.labels}")
+        spec, labels, suffix = sample.spec, sample.labels, sample.suffix
+        names = spec.label_names(suffix) if suffix else spec.labels
+        if (len(labels) != len(names) or len(extra) != len(extra_labels)
+                or (spec.kind == "histogram") != bool(suffix)):
+            raise ValueError(f"{spec.name}{suffix}: label values {extra + labels} do not "
+                             f"match labels {extra_labels + names}")
         head = heads.get(extra)
         if head is None:
             head = heads[extra] = ",".join(
                 f'{k}="{_escape(v)}"' for k, v in zip(extra_labels, extra, strict=True))
         if labels:
-            own = ",".join(f'{k}="{_escape(v)}"'
-                           for k, v in zip(spec.labels, labels, strict=True))
+            own = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(names, labels, strict=True))
             pairs = f"{head},{own}" if head else own
         else:
             pairs = head
-        line = (f"{spec.name}{{{pairs}}} {_value(sample.value)}\n" if pairs
-                else f"{spec.name} {_value(sample.value)}\n")
+        line = (f"{spec.name}{suffix}{{{pairs}}} {_value(sample.value)}\n" if pairs
+                else f"{spec.name}{suffix} {_value(sample.value)}\n")
         lines = out.get(spec.name)
         if lines is None:
             out[spec.name] = [line]

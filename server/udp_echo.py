@@ -4,9 +4,10 @@ An agent asks over HTTPS for a session (`POST /api/v1/udp-sessions`), then sends
 carrying the session key to the port named in the reply. The server echoes each probe of a
 live session within its caps, exactly as long as it came (never larger: no amplification),
 with its own receive time and count written in. Anything else is dropped silently and
-counted. A session is bound to the token's (ward, host), one per agent, and to the UDP
-source address of its first probe, so a key seen on the wire cannot be used from elsewhere
-to reflect traffic at someone else.
+counted. A session is bound to the token's (ward, host), one per agent and purpose (the
+media test's, and the continuous probe's, `checks.probe`, so that neither ends the other),
+and to the UDP source address of its first probe, so a key seen on the wire cannot be used
+from elsewhere to reflect traffic at someone else.
 
 `setup(app, EchoConfig(...))` gives the app the service, whose UDP endpoint lives as long as
 the app; the caps are `EchoConfig`, the `udp_echo` section of the server config.
@@ -20,9 +21,10 @@ import secrets
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +53,15 @@ SERVER_FIELDS = struct.Struct("!QI")
 """The server's part of the header, its last 12 bytes: receive time (ns, monotonic clock) and
 count."""
 SERVER_FIELDS_OFFSET = HEADER.size - SERVER_FIELDS.size
+MIN_BUCKET_PACKETS = 10.0
+"""The rate cap's bucket holds at least this many probes: at the continuous probe's 1 a
+second, a bucket of `burst_seconds` (one probe) refused every probe that came a little early
+after one that came a little late, about half of them on loopback: loss the path never had."""
+SWEEP_SECONDS = 1.0
+"""Expired sessions are looked for at most this often (or when a cap is reached): with a
+probe session per PC, a look at every session on every request would cost O(PCs) each."""
+Purpose = Literal["media", "probe"]
+PURPOSES: tuple[Purpose, ...] = ("media", "probe")
 
 
 class SessionRequest(BaseModel):
@@ -61,6 +72,8 @@ class SessionRequest(BaseModel):
     packets: int | None = Field(default=None, ge=1)
     packet_rate: float | None = Field(default=None, gt=0)
     packet_bytes: int | None = Field(default=None, ge=HEADER.size)
+    purpose: Purpose = "media"
+    """An agent holds one session per purpose: a media test does not end its probe's."""
 
 
 @dataclass
@@ -69,6 +82,7 @@ class Session:
 
     key: bytes
     agent: tuple[str, str]
+    purpose: Purpose
     max_packets: int
     packet_rate: float
     max_packet_bytes: int
@@ -114,7 +128,8 @@ class Session:
 
     def summary(self, now: float) -> dict[str, Any]:
         """The session as `GET /api/v1/udp-sessions/current` shows it."""
-        return {"session": self.key.hex(), "expired": now >= self.expires,
+        return {"session": self.key.hex(), "purpose": self.purpose,
+                "expired": now >= self.expires,
                 "expires_in": round(max(0.0, self.expires - now), 3),
                 "max_packets": self.max_packets, "packet_rate": self.packet_rate,
                 "max_packet_bytes": self.max_packet_bytes,
@@ -135,7 +150,12 @@ class EchoService(asyncio.DatagramProtocol):
         """Set while echoes wait in user space for a full socket buffer: then new probes are
         dropped, so the backlog stays bounded."""
         self.by_key: dict[bytes, Session] = {}
-        self.by_agent: dict[tuple[str, str], Session] = {}
+        """Sessions that may still be live (expired ones go at the next sweep)."""
+        self.keyed = Counter[str]()
+        """Sessions in `by_key`, by purpose."""
+        self.by_purpose: dict[str, dict[tuple[str, str], Session]] = {p: {} for p in PURPOSES}
+        """Each agent's latest session of each purpose, kept RETAIN_SECONDS past its end."""
+        self._next_sweep = 0.0
         self.packets = dict.fromkeys(OUTCOMES, 0)
         self.received_bytes = 0
         self.sent_bytes = 0
@@ -143,39 +163,59 @@ class EchoService(asyncio.DatagramProtocol):
 
     # -- sessions --
 
+    @property
+    def by_agent(self) -> dict[tuple[str, str], Session]:
+        """Each agent's latest media session."""
+        return self.by_purpose["media"]
+
     def open(self, agent: tuple[str, str], wish: SessionRequest) -> Session:
-        """A new session for the agent, replacing (and ending) its previous one."""
+        """A new session for the agent, replacing (and ending) its previous one of the same
+        purpose."""
         now = time.monotonic()
         self._sweep(now)
-        old = self.by_agent.pop(agent, None)
+        sessions = self.by_purpose[wish.purpose]
+        old = sessions.pop(agent, None)
         if old is not None:
-            self.by_key.pop(old.key, None)
-        if self.open_sessions(now) >= self.config.max_sessions:
-            raise SessionsFull
+            self._unkey(old)
+        cap = (self.config.max_probe_sessions if wish.purpose == "probe"
+               else self.config.max_sessions)
+        if self.keyed[wish.purpose] >= cap:
+            self._sweep(now, force=True)
+            if self.keyed[wish.purpose] >= cap:
+                raise SessionsFull
         c = self.config
         max_packets = min(wish.packets or c.max_packets, c.max_packets)
         rate = min(wish.packet_rate or c.max_packet_rate, c.max_packet_rate)
-        bucket = max(1.0, rate * c.burst_seconds)
+        bucket = max(MIN_BUCKET_PACKETS, rate * c.burst_seconds)
         session = Session(
-            key=secrets.token_bytes(KEY_BYTES), agent=agent, max_packets=max_packets,
-            packet_rate=rate,
+            key=secrets.token_bytes(KEY_BYTES), agent=agent, purpose=wish.purpose,
+            max_packets=max_packets, packet_rate=rate,
             max_packet_bytes=min(wish.packet_bytes or c.max_packet_bytes, c.max_packet_bytes),
             expires=now + c.session_seconds, bucket_size=bucket, tokens=bucket, refilled=now,
             seen=bytearray((max_packets + 7) // 8))
         self.by_key[session.key] = session
-        self.by_agent[agent] = session
+        self.keyed[session.purpose] += 1
+        sessions[agent] = session
         self.sessions_opened += 1
         return session
 
     def open_sessions(self, now: float) -> int:
         return sum(1 for s in self.by_key.values() if now < s.expires)
 
-    def _sweep(self, now: float) -> None:
-        for agent, session in list(self.by_agent.items()):
-            if now >= session.expires:
-                self.by_key.pop(session.key, None)  # its probes now count as unknown
-                if now >= session.expires + RETAIN_SECONDS:
-                    del self.by_agent[agent]
+    def _unkey(self, session: Session) -> None:
+        if self.by_key.pop(session.key, None) is not None:
+            self.keyed[session.purpose] -= 1
+
+    def _sweep(self, now: float, force: bool = False) -> None:
+        if now < self._next_sweep and not force:
+            return
+        self._next_sweep = now + SWEEP_SECONDS
+        for sessions in self.by_purpose.values():
+            for agent, session in list(sessions.items()):
+                if now >= session.expires:
+                    self._unkey(session)  # its probes now count as unknown
+                    if now >= session.expires + RETAIN_SECONDS:
+                        del sessions[agent]
 
     # -- UDP --
 
@@ -309,9 +349,14 @@ async def create_session(request: web.Request) -> web.Response:
 
 
 async def current_session(request: web.Request) -> web.Response:
-    """`GET /api/v1/udp-sessions/current`: what the server saw of the agent's session."""
+    """`GET /api/v1/udp-sessions/current[?purpose=probe]`: what the server saw of the
+    agent's session (of that purpose; media by default)."""
     identity = await authenticate(request, "agent")
-    session = request.app[ECHO_SERVICE].by_agent.get((identity.ward, identity.host))
+    purpose = request.query.get("purpose", "media")
+    if purpose not in PURPOSES:
+        raise fail(web.HTTPBadRequest, f"purpose={purpose!r}: one of {', '.join(PURPOSES)}")
+    sessions = request.app[ECHO_SERVICE].by_purpose[purpose]
+    session = sessions.get((identity.ward, identity.host))
     if session is None:
         raise fail(web.HTTPNotFound, "no UDP echo session for this agent")
     return web.json_response(session.summary(time.monotonic()))

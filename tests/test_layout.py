@@ -195,7 +195,7 @@ def test_the_wheel_installed_in_a_clean_environment_runs_agent_and_server(
         "server_url: http://127.0.0.1:9\nward: sai-gon\nhost: counter-01\n"
         f"token_file: agent.token\ninventory: {REPO / 'inventory.yml'}\n"
         "checks:\n  latency: {enabled: false}\n  bandwidth: {enabled: false}\n"
-        "  media: {enabled: false}\n  platforms: {enabled: false}\n"
+        "  media: {enabled: false}\n  probe: {enabled: false}\n  platforms: {enabled: false}\n"
         "  neighbours: {method: neighbour-table}\n")
     server = subprocess.run([env_dir / "bin" / "wardready-server", "check-config", "--config",
                              "server.yml"], cwd=work, capture_output=True, text=True,

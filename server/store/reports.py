@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wardready.checks import REGISTRY
+from wardready.core.metrics import Totals
 from wardready.model.report import Outcome, Report
 from wardready.server import assets
 from wardready.server.store.asset_history import record_assets
@@ -32,6 +33,10 @@ class AgentState:
     """The PC's role, as its latest report gave it."""
     agent_version: str | None = None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    totals: dict[str, Totals] = field(default_factory=dict)
+    """Per continuous check (`CheckSpec.counts`), its runs' counts added up over every report
+    stored since the server started. In memory only: a restart resets them, which
+    Prometheus's `rate()` and `increase()` take as a counter reset."""
 
     def newer_outcomes(self, report: Report) -> dict[str, Outcome]:
         """Each check's latest outcome once `report` is applied (a late replay of an older
@@ -55,6 +60,10 @@ class AgentState:
             # Only a report sent as soon as it was made tells how far the agent's clock is off.
             self.clock_offset_seconds = report.generated_at - received_at
         self.outcomes = self.newer_outcomes(report)
+        for outcome in report.outcomes:
+            spec = REGISTRY.get(outcome.check)
+            if spec is not None and spec.counts is not None and outcome.result is not None:
+                self.totals.setdefault(outcome.check, Totals()).add(spec.counts(outcome.result))
 
 
 class ReportStore:

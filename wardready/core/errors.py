@@ -39,8 +39,8 @@ class ResolutionError(WardreadyError):
 
 
 class MediaError(WardreadyError):
-    """The media check could not run (no server, session refused): a failed run, not a
-    finding."""
+    """A check over the server's UDP echo (media, probe) could not run (no server, session
+    refused): a failed run, not a finding."""
 
 
 class QueryFailed(WardreadyError):

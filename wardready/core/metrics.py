@@ -7,14 +7,19 @@ from the authenticated identity. Families are built at scrape time, never regist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 PREFIX = "wardready_"
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+"""The series of a histogram: cumulative counts per bound (label `le`), the observations'
+sum and their count."""
 
 
 @dataclass(frozen=True)
@@ -24,13 +29,20 @@ class MetricSpec:
     name: str
     help: str
     labels: tuple[str, ...] = ()
-    kind: Literal["gauge", "counter"] = "gauge"
+    kind: Literal["gauge", "counter", "histogram"] = "gauge"
 
     def __post_init__(self) -> None:
         if not self.name.startswith(PREFIX):
             raise ValueError(f"metric {self.name!r} lacks the {PREFIX!r} prefix")
         if (self.kind == "counter") != self.name.endswith("_total"):
             raise ValueError(f"metric {self.name!r}: counters, and only counters, end in _total")
+        if self.name.endswith(HISTOGRAM_SUFFIXES) or "le" in self.labels:
+            raise ValueError(f"metric {self.name!r}: a histogram's suffixes and its `le` label "
+                             "are reserved")
+
+    def label_names(self, suffix: str = "") -> tuple[str, ...]:
+        """The labels of one series: a histogram's `_bucket` series end with `le`."""
+        return (*self.labels, "le") if suffix == "_bucket" else self.labels
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,56 @@ class Sample:
     spec: MetricSpec
     labels: tuple[str, ...]
     value: float
+    suffix: str = ""
+    """A histogram's series: `_bucket` (its labels end with the bound, `le`), `_sum` or
+    `_count`; empty for gauges and counters."""
+
+
+def _check_labels(sample: Sample, extra: tuple[str, ...], extra_labels: tuple[str, ...]
+                  ) -> tuple[str, ...]:
+    """The sample's label names (after `extra_labels`); raises if they do not fit."""
+    spec = sample.spec
+    names = spec.label_names(sample.suffix)
+    if ((spec.kind == "histogram") != (sample.suffix in HISTOGRAM_SUFFIXES)
+            or len(sample.labels) != len(names) or len(extra) != len(extra_labels)):
+        raise ValueError(f"{spec.name}{sample.suffix}: label values {extra + sample.labels} "
+                         f"do not match labels {extra_labels + names}")
+    return names
+
+
+def histogram_samples(spec: MetricSpec, labels: tuple[str, ...], bounds: Sequence[float],
+                      counts: Sequence[float], total: float) -> list[Sample]:
+    """A histogram's series from the observations counted in each bucket (not cumulative:
+    one count per bound, then one above the last bound) and their sum."""
+    if len(counts) != len(bounds) + 1:
+        raise ValueError(f"{spec.name}: {len(counts)} bucket counts for {len(bounds)} bounds")
+    out, running = [], 0.0
+    for bound, count in zip((*bounds, math.inf), counts, strict=True):
+        running += count
+        out.append(Sample(spec, (*labels, floatToGoString(bound)), running, "_bucket"))
+    out.append(Sample(spec, labels, total, "_sum"))
+    out.append(Sample(spec, labels, running, "_count"))
+    return out
+
+
+class Totals:
+    """Running totals of samples that each count one run's events (a counter's increase,
+    a histogram's buckets, sum and count): what a continuous check's intervals add up to."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[MetricSpec, str, tuple[str, ...]], float] = {}
+
+    def add(self, samples: Iterable[Sample]) -> None:
+        for s in samples:
+            key = (s.spec, s.suffix, s.labels)
+            self._values[key] = self._values.get(key, 0.0) + s.value
+
+    def samples(self) -> Iterator[Sample]:
+        """The totals so far, in the order their series first came."""
+        for (spec, suffix, labels), value in self._values.items():
+            yield Sample(spec, labels, value, suffix)
 
 
 def families(
@@ -53,15 +115,21 @@ def families(
     """
     built: dict[str, Metric] = {}
     for spec in specs:
+        if spec.kind == "histogram":
+            built[spec.name] = Metric(spec.name, spec.help, "histogram")
+            continue
         cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
         name = spec.name.removesuffix("_total") if spec.kind == "counter" else spec.name
         built[spec.name] = cls(name, spec.help, labels=(*extra_labels, *spec.labels))
     for extra, sample in samples:
         family = built[sample.spec.name]
-        if len(sample.labels) != len(sample.spec.labels) or len(extra) != len(extra_labels):
-            raise ValueError(f"{sample.spec.name}: label values {extra + sample.labels} do not "
-                             f"match labels {extra_labels + sample.spec.labels}")
-        family.add_metric((*extra, *sample.labels), sample.value)  # type: ignore[attr-defined]
+        names = _check_labels(sample, extra, extra_labels)
+        if sample.suffix:
+            family.add_sample(sample.spec.name + sample.suffix,
+                              dict(zip((*extra_labels, *names), (*extra, *sample.labels),
+                                       strict=True)), sample.value)
+        else:
+            family.add_metric((*extra, *sample.labels), sample.value)  # type: ignore[attr-defined]
     return list(built.values())
 
 
