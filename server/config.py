@@ -5,11 +5,11 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from wardready.core.configfile import load
+from wardready.core.configfile import TimeZoneName, load
 from wardready.core.echo import HEADER
 
 FilePath = Annotated[Path, Field(strict=False)]
@@ -79,21 +79,11 @@ class ServerConfig(Strict):
         "ward's readiness and the equipment list."))
     metrics_agents_per_shard: int = Field(default=2000, ge=1, description=(
         "PCs per /metrics shard that GET /api/v1/metrics-targets aims for (docs/scaling.md)."))
-    timezone: str = Field(default="Asia/Ho_Chi_Minh", description=(
+    timezone: TimeZoneName = Field(default="Asia/Ho_Chi_Minh", description=(
         "Times in the equipment list are shown in this IANA time zone."))
     tls: TlsConfig | None = None
     speedtest: SpeedtestConfig = SpeedtestConfig()
     udp_echo: EchoConfig = EchoConfig()
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
-                             "Asia/Ho_Chi_Minh)") from None
-        return name
 
     @property
     def zone(self) -> ZoneInfo:

@@ -13,9 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from wardready.core.configfile import TimeZoneName
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -156,22 +158,12 @@ class Override(Strict):
 class MeasurementPlan(Strict):
     """The whole `measurement_plan:` section."""
 
-    timezone: str = Field(default="Asia/Ho_Chi_Minh", description="An IANA time zone.")
+    timezone: TimeZoneName = Field(default="Asia/Ho_Chi_Minh", description="An IANA time zone.")
     pull_seconds: float = Field(default=300.0, ge=10, le=86400, description=(
         "How often agents fetch their plan: how soon a change reaches them."))
     throughput: Throughput = Throughput()
     overrides: list[Override] = []
     quiet_windows: list[QuietWindow] = []
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {name!r} (an IANA name such as "
-                             "Asia/Ho_Chi_Minh)") from None
-        return name
 
     @property
     def zone(self) -> ZoneInfo:
