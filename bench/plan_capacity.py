@@ -263,8 +263,9 @@ class Simulation:
                  policy: Policy, seed: int, day: date = DAY,
                  config: SpeedtestConfig | None = None) -> None:
         """`pcs`: how many PCs each ward has (one the conference-room PC), or each ward's
-        (host, role) pairs."""
-        self.policy, self.rng = policy, random.Random(seed)
+        (host, role) pairs. Each agent draws from its own generator, seeded by `seed` and
+        its name, so one agent's draws do not depend on the order of the others' events."""
+        self.policy = policy
         self.now = local_midnight(day - timedelta(days=1), inventory)
         self.config = config or SpeedtestConfig()
         self.planner = Planner(PlanBook(None, inventory)) if policy == "plan" else None
@@ -466,12 +467,6 @@ class Simulation:
             b_lo = self.day.start + b * BIN_SECONDS
             overlap = min(hi, b_lo + BIN_SECONDS) - max(lo, b_lo)
             self.day.bins[b] += rate * overlap
-
-
-def simulate(inventory: Inventory, pcs: int, policy: Policy, seed: int = 1,
-             day: date = DAY) -> Day:
-    """One day of `policy` on every ward of `inventory` with `pcs` PCs each."""
-    return Simulation(inventory, pcs, policy, seed, day).run()
 
 
 # -- the report ------------------------------------------------------------------------------
