@@ -1,7 +1,8 @@
 """Run the performance benchmarks and write their sections of docs/benchmarks.md.
 
-    .venv/bin/python -m bench                      # agent, server, speed test (about 30 min)
+    .venv/bin/python -m bench                      # agent, server, speed test, plan (~30 min)
     .venv/bin/python -m bench speedtest --quick    # one benchmark, a short smoke run
+    .venv/bin/python -m bench plan_capacity        # the measurement plan's capacity (~2 min)
     sudo .venv/bin/python -m bench calls_first     # one outside the default suite (root)
 
 Each benchmark runs in a process of its own (`python -m bench.NAME`), so one's memory or
@@ -22,8 +23,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
-SUITE = ("agent_footprint", "server_scale", "speedtest")
-"""Side by side with node-exporter, the Pushgateway and iperf3 (issue 9)."""
+SUITE = ("agent_footprint", "server_scale", "speedtest", "plan_capacity")
+"""Side by side with node-exporter, the Pushgateway and iperf3 (issue 9); the measurement
+plan against hourly tests, simulated (issue 21)."""
 EXTRA = ("calls_first",)
 """Need root (network namespaces): a call and the throughput test on one ward link (issue 21)."""
 

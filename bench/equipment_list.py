@@ -6,10 +6,11 @@ N wards x H PCs the way report ingest does: every report goes through
 `Fleet.ward_link_change` and `Fleet.apply` (server/handlers.py), the ward's link points are
 collected as the store would record them. Each PC sends one full report six hours ago, then a
 bandwidth result every hour and a media result every 15 minutes with slightly varying figures,
-so the 6 h link window has real work. It then times `server.equipment.build`, each renderer
-of `server.equipment_formats`, and reading the link points back from a real Store (SQLite),
-which the HTTP endpoint and the CLI do on every request, and the whole CLI path
-(`equipment.from_store`: every agent's state from SQLite, then the list). Setup is timed apart.
+so the 6 h delay window has real work (the 24 h throughput window holds those 6 h). It then
+times `server.equipment.build`, each renderer of `server.equipment_formats`, and reading the
+link points back from a real Store (SQLite), which the HTTP endpoint and the CLI do on every
+request, and the whole CLI path (`equipment.from_store`: every agent's state from SQLite, then
+the list). Setup is timed apart.
 
     .venv/bin/python -m bench.equipment_list              # 3,300 wards x 10 PCs, about 6 minutes
     .venv/bin/python -m bench.equipment_list --wards 168 --hosts 6 --runs 3
@@ -111,11 +112,11 @@ def ward_reports(ward: str, kind: city.Shortfall, hosts: int, now: float,
     rng = templates.rng
     events: list[tuple[float, str, str, str]] = []  # (at, host, role, what)
     for pc, role in pcs(kind, hosts):
-        start = now - criteria.WINDOW_SECONDS + rng.uniform(0, MEDIA_EVERY)
+        start = now - criteria.DELAY_WINDOW_SECONDS + rng.uniform(0, MEDIA_EVERY)
         events.append((start, pc, role, "full"))
-        for k in range(1, round(criteria.WINDOW_SECONDS / MEDIA_EVERY)):
+        for k in range(1, round(criteria.DELAY_WINDOW_SECONDS / MEDIA_EVERY)):
             events.append((start + k * MEDIA_EVERY, pc, role, "media"))
-        for k in range(1, round(criteria.WINDOW_SECONDS / BANDWIDTH_EVERY)):
+        for k in range(1, round(criteria.DELAY_WINDOW_SECONDS / BANDWIDTH_EVERY)):
             events.append((start + k * BANDWIDTH_EVERY + 30, pc, role, "bandwidth"))
     for at, pc, role, what in sorted(events):
         template = templates.report(kind, pc, role)
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         store = stored(fleet, points, Path(tmp))
         setup_db = time.perf_counter() - t0
         try:
-            since = now - criteria.WINDOW_SECONDS
+            since = now - criteria.HISTORY_SECONDS
             seconds, read = timed(lambda: store.ward_link_points(since), args.runs)
             rows.append(("`Store.ward_link_points()` (HTTP endpoint and CLI)", seconds))
             seconds, _ = timed(store.agent_states, args.runs)

@@ -69,9 +69,12 @@ def override(name: str, **props: Any) -> Json:
 REQUIREMENT_LINE = override("requirement", color={"mode": "fixed", "fixedColor": "red"},
                             custom__lineStyle={"fill": "dash", "dash": [10, 10]},
                             custom__fillOpacity=0)
-HOURS = f"{criteria.WINDOW_SECONDS / 3600:g}"
-WINDOW_LINE = override(f"ward, {HOURS} h window", color={"mode": "fixed", "fixedColor": "purple"},
-                       custom__lineWidth=3, custom__fillOpacity=0)
+
+
+def window_line(name: str) -> Json:
+    """The ward's window statistic, drawn thick and purple."""
+    return override(name, color={"mode": "fixed", "fixedColor": "purple"},
+                    custom__lineWidth=3, custom__fillOpacity=0)
 
 
 def panel(kind: str, title: str, targets: list[Json], *, w: int = 12, h: int = 8,
@@ -302,7 +305,8 @@ def city() -> Json:
             overrides=[override("Shortfall (ratio of requirement)", unit="percentunit"),
                        ward_link],
             w=14, h=12, description="One row per reason: a link figure short of the "
-            "requirement over 6 h, equipment missing, or a readiness criterion failed."),
+            "requirement over its window, equipment missing, or a readiness criterion "
+            "failed."),
         table("Firing alerts", [
             target('(ALERTS{alertstate="firing"} and on (ward) ' + WARDS + ")"
                    ' or ALERTS{alertstate="firing",ward=""}', table=True),
@@ -345,13 +349,14 @@ def _link_panel(c: criteria.LinkCriterion) -> Json:
     window statistic the rules judge it on (wardready/model/criteria.py)."""
     title, unit, what = LINK_PANELS[c.id]
     stand_in = " (latency probes stand in for a PC without UDP)" if len(c.sources) > 1 else ""
+    window = f"ward, {c.window_hours:g} h window"
     return timeseries(title, [
         target(c.sources[0].pc_expr(W), "{{host}}"),
         target(f"{c.requirement.spec.name}{{{W}}}", "requirement"),
-        target(f"{c.window_record}{{{W}}}", f"ward, {HOURS} h window"),
-    ], unit=unit, overrides=[REQUIREMENT_LINE, WINDOW_LINE], description=(
-        f"{what}; the ward is judged on the {c.statistic} of its best PC over {HOURS} h"
-        f"{stand_in}."))
+        target(f"{c.window_record}{{{W}}}", window),
+    ], unit=unit, overrides=[REQUIREMENT_LINE, window_line(window)], description=(
+        f"{what}; the ward is judged on the {c.statistic} of its best PC over "
+        f"{c.window_hours:g} h{stand_in}."))
 
 
 def ward() -> Json:

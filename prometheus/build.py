@@ -26,7 +26,9 @@ WORKING_GROUP = "* on (ward) group_left (working_group) wardready_ward_info"
 """Every ward-level series carries the ward's working group, for Alertmanager's routing."""
 REPORTING = "count by (ward) (wardready_agent_last_report_timestamp_seconds)"
 """One series per ward with at least one agent reporting."""
-HOURS = f"{criteria.WINDOW_SECONDS / 3600:g}"
+
+WINDOWS = criteria.windows_text().replace("; ", ";\n# ")
+"""Which window each link figure is judged over, a line each."""
 
 HEADER = f"""\
 # wardready: which wards fall short, of what, and by how much.
@@ -38,11 +40,14 @@ HEADER = f"""\
 # requirements from inventory.yml (wardready_requirement_*, label ward), so the thresholds
 # live only in the inventory and these rules only compare. Naming: level:metric:operations.
 #
-# Link figures are judged over a window, not one sample: a ward's speed tests run hourly, so
-# the 25th percentile of the last {HOURS} h is short only when two tests in six were. The
-# ward's link is what its best PC measured (a PC on poor Wi-Fi does not make the uplink
-# slow). Tests: tests/test_rules.py (promtool test rules) and tests/test_flagging.py (a real
-# Prometheus, a simulated city, through the real server).
+# Link figures are judged over a window, not one sample:
+# {WINDOWS}.
+# Under the measurement plan one PC of a ward tests its throughput every 6 h on average and
+# at least once in 24 h, so a day holds four or five tests; the latency probes run every
+# 5 min. The ward's link is what its best PC measured (a PC on poor Wi-Fi does not make the
+# uplink slow). Tests: tests/test_rules.py (promtool test rules), tests/test_flagging.py (a
+# real Prometheus, a simulated city, through the real server) and tests/test_plan_flagging.py
+# (the city's throughput tests under the plan and hourly, flagged alike).
 """
 
 
@@ -75,7 +80,8 @@ def link_groups() -> list[dict[str, Any]]:
               *(rule(comment(c), record=c.ward_record, expr=ward_figure(c)) for c in LINK)),
         group("wardready-ward-windows",
               *(rule(record=c.window_record,
-                     expr=f"quantile_over_time({c.quantile:g}, {c.ward_record}[{HOURS}h])")
+                     expr=f"quantile_over_time({c.quantile:g}, {c.ward_record}"
+                          f"[{c.window_hours:g}h])")
                 for c in LINK)),
     ]
 
@@ -149,17 +155,18 @@ def shortfall_group() -> dict[str, Any]:
 # -- alerts -----------------------------------------------------------------------------------
 
 def window_words() -> str:
-    """Which statistic each link figure is judged at, for the alert's description: `download
-    and upload: 25th percentile of the best PC's tests; RTT, jitter and loss: ...`."""
-    by_statistic: dict[str, list[LinkCriterion]] = {}
+    """Which statistic each link figure is judged at, and over which window, for the alert's
+    description: `download and upload: 25th percentile of the best PC's tests over the last
+    24 h; RTT, jitter and loss: ...`."""
+    by_statistic: dict[tuple[str, float], list[LinkCriterion]] = {}
     for c in LINK:
-        by_statistic.setdefault(c.statistic, []).append(c)
+        by_statistic.setdefault((c.statistic, c.window_hours), []).append(c)
     parts = []
-    for statistic, group_ in by_statistic.items():
+    for (statistic, hours), group_ in by_statistic.items():
         names = ["RTT" if c.id == "rtt" else c.id for c in group_]
         listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
         of = " of the best PC's tests" if group_[0].higher_is_better else ""
-        parts.append(f"{listed}: {statistic}{of}")
+        parts.append(f"{listed}: {statistic}{of} over the last {hours:g} h")
     return "; ".join(parts)
 
 
@@ -171,9 +178,9 @@ def alert_group() -> dict[str, Any]:
         alert("WardLinkBelowRequirement", "ward_criterion:wardready_shortfall:ratio > 0",
               "30m", "warning",
               "{{ $labels.ward }}: link {{ $labels.criterion }} short of its requirement",
-              f"Over the last {HOURS} h the link of ward {{{{ $labels.ward }}}} "
-              "({{ $labels.working_group }}) was {{ $value | humanizePercentage }} short of "
-              "the required {{ $labels.criterion }} figure of its profile "
+              "The link of ward {{ $labels.ward }} ({{ $labels.working_group }}) was "
+              "{{ $value | humanizePercentage }} short of the required "
+              "{{ $labels.criterion }} figure of its profile "
               f"({window_words()})."),
         alert("WardEquipmentMissing", "ward_item:wardready_missing:count > 0", "1h", "warning",
               "{{ $labels.ward }}: {{ $value }} {{ $labels.item }} missing",

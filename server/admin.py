@@ -135,7 +135,7 @@ async def equipment_list(request: web.Request) -> web.StreamResponse:
                                      f"{', '.join(groups)})")
     fleet, now = app[FLEET], time.time()
     fleet.active = await app[IO].call(app[STORE].active_agents)
-    points = await app[IO].call(app[STORE].ward_link_points, now - criteria.WINDOW_SECONDS)
+    points = await app[IO].call(app[STORE].ward_link_points, now - criteria.HISTORY_SECONDS)
     found = equipment.build(inventory, equipment.Evidence(fleet.agents, fleet.active, points),
                             now, app[CONFIG].readiness_max_age_seconds)
     if group is not None:

@@ -114,10 +114,10 @@ async def _render_ahead(fleet: Fleet, exposition: FleetExposition) -> None:
 
 
 async def _prune_ward_link(io: SerialThread, store: Store) -> None:
-    """Keep the ward link history to twice the rules' window, once an hour."""
+    """Keep the ward link history to twice the rules' longest window, once an hour."""
     while True:
         dropped = await io.call(store.prune_ward_link,
-                                time.time() - 2 * criteria.WINDOW_SECONDS)
+                                time.time() - 2 * criteria.HISTORY_SECONDS)
         if dropped:
             log.info("forgot %d ward link figures older than the window", dropped)
         await asyncio.sleep(3600)

@@ -108,8 +108,8 @@ class EquipmentList:
     """Working group id -> name, every group of the inventory in its order."""
     lines: tuple[Line, ...]
     no_data: tuple[NoData, ...]
-    window_seconds: float
-    """The link window the figures are judged over (the rules' window)."""
+    windows: Mapping[LinkId, float]
+    """The window each link figure is judged over (the rules' windows), in seconds."""
     notes: tuple[str, ...] = field(default=())
 
     def only(self, group: str) -> EquipmentList:
@@ -202,12 +202,12 @@ def from_store(inventory: Inventory, store: Store, now: float, max_age: float
                ) -> EquipmentList:
     """The list from the database alone (the server need not run)."""
     evidence = Evidence(store.agent_states(), store.active_agents(),
-                        store.ward_link_points(now - criteria.WINDOW_SECONDS))
+                        store.ward_link_points(now - criteria.HISTORY_SECONDS))
     return build(inventory, evidence, now, max_age)
 
 
-def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
-          window: float = criteria.WINDOW_SECONDS) -> EquipmentList:
+def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float
+          ) -> EquipmentList:
     """The equipment request list of every inventory ward, as of `now`. PCs silent for longer
     than `max_age` (or whose token was revoked) count for nothing, as on /metrics."""
     counted = readiness.counted(evidence.agents, evidence.active, now, max_age)
@@ -228,7 +228,7 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
         states = {h: evidence.agents[ward.id, h] for h in pcs}
         judge = _Ward(inventory, inventory.profile_of(ward), states, pcs)
         judge.link({c.id: shortfalls.window_quantile(
-            evidence.link_points.get((ward.id, c.id), ()), c.quantile, now, window)
+            evidence.link_points.get((ward.id, c.id), ()), c.quantile, now, c.window_seconds)
             for c in criteria.LINK})
         judge.equipment()
         judge.video()
@@ -243,7 +243,7 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float,
     lines.sort(key=lambda x: (order[x.ward.working_group], wards[x.ward.id],
                               PRIORITY_ORDER[x.priority], x.item))
     return EquipmentList(now, {g.id: g.name for g in inventory.working_groups}, tuple(lines),
-                         tuple(no_data), window)
+                         tuple(no_data), {c.id: c.window_seconds for c in criteria.LINK})
 
 
 def _silent(known: int, last: float | None, max_age: float) -> str:
@@ -292,23 +292,25 @@ class _Ward:
         self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags), priority))
 
     def link(self, figures: Mapping[LinkId, float | None]) -> None:
-        short, unmeasured = [], []
+        short: list[tuple[LinkId, str]] = []
+        unmeasured: dict[float, list[str]] = {}
         for c_id, value in figures.items():
             c = criteria.LINK_BY_ID[c_id]
             if value is None:
-                unmeasured.append(c.name)
+                unmeasured.setdefault(c.window_hours, []).append(c.name)
                 continue
             need = shortfalls.required(self.profile, c_id)
             if shortfalls.shortfall_ratio(c_id, value, need) > 0:
                 short.append((c_id, f"{c.name} {_show(c_id, value)} ({c.statistic} of the last "
-                                    f"{WINDOW_HOURS:g} h) against {_show(c_id, need)} "
+                                    f"{c.window_hours:g} h) against {_show(c_id, need)} "
                                     f"{'required' if c.higher_is_better else 'allowed'}"))
         if short:
             self.need("link-upgrade", 1, "; ".join(text for _, text in short),
                       self._when("bandwidth", "media", "latency"), *(c for c, _ in short))
         if unmeasured:
-            self.unknown.append(f"link {', '.join(unmeasured)} not measured in the last "
-                                f"{WINDOW_HOURS:g} h")
+            self.unknown.append("link " + "; ".join(
+                f"{', '.join(names)} not measured in the last {hours:g} h"
+                for hours, names in unmeasured.items()))
 
     def equipment(self) -> None:
         spec = self.profile.hosts
@@ -420,7 +422,6 @@ class _Ward:
                       self._when("devices"), role)
 
 
-WINDOW_HOURS = criteria.WINDOW_SECONDS / 3600
 _NOUNS: dict[str, tuple[str, str]] = {"ups": ("UPS", "UPS units")}
 """An item's name in a sentence, one and several, where it is not `item` and `items`."""
 

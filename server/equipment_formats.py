@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, tzinfo
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from wardready.model import criteria
 from wardready.server.equipment import EquipmentList, Line, NoData
 
 if TYPE_CHECKING:
@@ -46,15 +47,6 @@ def _when(t: float | None, tz: tzinfo, never: str = "") -> str:
     minutes = round((dt.utcoffset() or timedelta(0)).total_seconds() / 60)
     sign = "-" if minutes < 0 else "+"
     return f"{dt:%Y-%m-%d %H:%M} {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s and s % 3600 == 0:
-        return f"{s // 3600} h"
-    if s and s % 60 == 0:
-        return f"{s // 60} min"
-    return f"{s} s"
 
 
 def _vnd(amount: int) -> str:
@@ -115,7 +107,7 @@ def to_json(lst: EquipmentList, tz: tzinfo) -> str:
     totals, the city-wide total. Times are ISO 8601 with the offset, in `tz`."""
     doc = {
         "generated_at": _iso(lst.generated_at, tz),
-        "window_seconds": lst.window_seconds,
+        "link_windows_seconds": dict(lst.windows),
         "notes": list(lst.notes),
         "working_groups": [{"id": g, "name": name} for g, name in lst.working_groups.items()],
         "lines": [_line_record(line, tz) for line in lst.lines],
@@ -166,7 +158,7 @@ def to_markdown(lst: EquipmentList, tz: tzinfo) -> str:
     working group's lines, then the wards without data (GitHub-flavoured tables)."""
     out = [f"# {TITLE}", "",
            f"Generated {_when(lst.generated_at, tz)}. "
-           f"Link figures: over the last {_duration(lst.window_seconds)}.", ""]
+           f"Link figures: {criteria.windows_text(lst.windows)}.", ""]
     for note in lst.notes:
         # A prefix, not a list item: a note cannot then start a heading or a list of its own.
         out += [f"Note: {_md(note)}", ""]
@@ -408,7 +400,7 @@ def _write_summary(ws: Worksheet, lst: EquipmentList, titles: Mapping[str, str],
     _set(ws, 2, 1, "Generated", bold=True)
     _set(ws, 2, 2, _when(lst.generated_at, tz))
     _set(ws, 3, 1, "Link figures", bold=True)
-    _set(ws, 3, 2, f"over the last {_duration(lst.window_seconds)}")
+    _set(ws, 3, 2, criteria.windows_text(lst.windows))
     _set(ws, 4, 1, "City-wide total (VND)", bold=True)
     # B4 is filled once the city total row is known.
     _set(ws, 5, 1, "Lines needing a quote", bold=True)

@@ -22,7 +22,6 @@ from wardready.model.criteria import (
     LINK,
     LINK_BY_ID,
     LINK_CHECKS,
-    WINDOW_SECONDS,
     Aggregation,
     LinkId,
     Source,
@@ -92,8 +91,7 @@ def ward_figures(hosts: Iterable[Mapping[LinkId, float]]
 
 
 def window_quantile(points: Sequence[tuple[float, float | None]], q: float, end: float,
-                    window: float = WINDOW_SECONDS, step: float = EVALUATION_SECONDS
-                    ) -> float | None:
+                    window: float, step: float = EVALUATION_SECONDS) -> float | None:
     """`quantile_over_time(q, series[window])` at `end` for a series that holds each
     point's value from its time until the next point (None: no series then), sampled at
     evaluation instants `end - k*step` as the rules' recorded series is. None when the

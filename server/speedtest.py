@@ -18,7 +18,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -71,6 +71,8 @@ class Slots:
     refusals: Counter[str] = field(default_factory=Counter)
     bytes_moved: Counter[str] = field(default_factory=Counter)
     granted: int = 0
+    clock: Callable[[], float] = time.time
+    """Wall-clock time, for the day a slot's bytes are charged to (a simulation's own)."""
 
     def _expire(self, now: float) -> None:
         for ward in [w for w, s in self.by_ward.items() if s.expires_at <= now]:
@@ -79,7 +81,7 @@ class Slots:
     def _end(self, slot: Slot) -> None:
         """Charge what the slot moved to its ward's daily budget."""
         if self.planner is not None:
-            self.planner.spend(slot.ward, slot.granted_bytes - slot.bytes_left, time.time())
+            self.planner.spend(slot.ward, slot.granted_bytes - slot.bytes_left, self.clock())
 
     def acquire(self, identity: Identity, now: float,
                 max_bytes: int | None = None) -> Slot | str:

@@ -68,7 +68,8 @@ LIST = EquipmentList(
     ),
     no_data=(NoData(BINH_TRUNG, "no PC has reported in the last 24 h", T0 - 3 * 86400),
              NoData(CAT_LAI, "no PC enrolled", None)),
-    window_seconds=6 * 3600,
+    windows={"download": 24 * 3600, "upload": 24 * 3600, "rtt": 6 * 3600, "jitter": 6 * 3600,
+             "loss": 6 * 3600},
     notes=("Prices from the 2025 catalogue | VAT included",),
 )
 
@@ -300,7 +301,7 @@ def test_xlsx_awkward_group_ids_still_make_valid_sheets_and_references() -> None
     lst = EquipmentList(T0, {ward.working_group: "odd", clash.working_group: "clash"},
                         (line(ward, "ups", "UPS", 2, 100, "none"),
                          line(clash, "ups", "UPS", 1, 100, "none")),
-                        (), 3600)
+                        (), LIST.windows)
     wb = workbook(lst)
     assert len(wb.sheetnames) == 4 and len({n.casefold() for n in wb.sheetnames}) == 4
     assert all(len(n) <= 31 and not set(n) & set("[]:*?/\\") for n in wb.sheetnames)
@@ -387,7 +388,8 @@ def test_markdown_renders_a_table_per_group_with_a_row_per_line() -> None:
 def test_markdown_summary_shows_the_totals() -> None:
     doc, html = rendered()
     assert "Generated 2025-07-01 09:30 +07:00" in html
-    assert "Link figures: over the last 6 h" in html
+    assert ("Link figures: download and upload over the last 24 h; round-trip time, jitter and "
+            "packet loss over the last 6 h") in html
     assert "Prices from the 2025 catalogue | VAT included" in html
     assert "City-wide total: <strong>48,500,000 VND</strong>" in html
     assert "Lines needing a quote (not in the total): 1." in html
@@ -447,7 +449,7 @@ def test_formats_registry(name: str) -> None:
 
 
 def test_empty_list_renders_everywhere() -> None:
-    empty = EquipmentList(T0, {"wg-01": "one"}, (), (), 3600)
+    empty = EquipmentList(T0, {"wg-01": "one"}, (), (), LIST.windows)
     for fmt in FORMATS.values():
         assert fmt.render(empty, HCMC)
     wb = workbook(empty)

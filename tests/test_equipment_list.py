@@ -13,6 +13,7 @@ import pytest
 
 from lab import city
 from wardready.core.inventory import Inventory, Profile, load_inventory
+from wardready.model import criteria
 from wardready.model.report import Report
 from wardready.server import equipment, shortfalls
 from wardready.server.context import Fleet
@@ -145,7 +146,7 @@ def test_reasons_carry_the_measured_evidence(generated: City) -> None:
                     if x.item == item)
 
     assert reason("thin-link", "link-upgrade") == (
-        "download 20.0 Mbit/s (25th percentile of the last 6 h) against 50.0 Mbit/s required")
+        "download 20.0 Mbit/s (25th percentile of the last 24 h) against 50.0 Mbit/s required")
     assert reason("lossy", "link-upgrade").startswith(
         "packet loss 5.00 % (75th percentile of the last 6 h) against 1.00 % allowed; "
         "video meetings: room-pc fails packet loss 5.00 % against 1.00 %")
@@ -205,7 +206,8 @@ def test_what_no_pc_could_count_is_unknown_not_missing(generated: City) -> None:
     for unknown in ("webcams unknown: could not be read on room-pc",
                     "printers unknown: no PC could count them",
                     "UPS units unknown: no PC could read its power supplies",
-                    "link download, upload, round-trip time, jitter, packet loss not measured"):
+                    "link download, upload not measured in the last 24 h; round-trip time, "
+                    "jitter, packet loss not measured in the last 6 h"):
         assert unknown in entry.reason
 
 
@@ -235,17 +237,19 @@ def test_a_ward_link_follows_each_pcs_newest_speed_test() -> None:
     assert fleet.ward_link["sai-gon"]["download"] == thin
 
 
-def test_one_bad_speed_test_in_six_hours_is_not_a_link_upgrade() -> None:
-    """Hourly tests over 6 h, judged as the rules do (25th percentile): one bad hour is
-    weather, two are a line to upgrade."""
+def test_one_bad_speed_test_in_six_is_not_a_link_upgrade() -> None:
+    """Six tests evenly over the throughput window, judged as the rules do (25th percentile):
+    one bad test is weather, two are a line to upgrade."""
     end = 1_800_000_000.0
-    hourly = [end - 6 * 3600 + 3600 * i for i in range(6)]
+    download = criteria.LINK_BY_ID["download"]
+    window = download.window_seconds
+    tests = [end - window + window / 6 * i for i in range(6)]
     good, bad = 95e6 / 8, 8e6 / 8
-    one_bad = list(zip(hourly, [good, good, bad, good, good, good], strict=True))
-    two_bad = list(zip(hourly, [good, bad, good, good, bad, good], strict=True))
+    one_bad = list(zip(tests, [good, good, bad, good, good, good], strict=True))
+    two_bad = list(zip(tests, [good, bad, good, good, bad, good], strict=True))
     need = 50e6 / 8
     for points, short in ((one_bad, False), (two_bad, True)):
-        value = shortfalls.window_quantile(points, 0.25, end)
+        value = shortfalls.window_quantile(points, download.quantile, end, window)
         assert value is not None
         assert (shortfalls.shortfall_ratio("download", value, need) > 0) == short
 
@@ -259,10 +263,10 @@ def test_window_quantile_is_prometheus_quantile_over_time_of_a_step_series() -> 
     # A gap (no series) is no sample: four of 5.0, three of 7.0.
     gap = [(end - 600, 5.0), (end - 300, None), (end - 120, 7.0)]
     assert shortfalls.window_quantile(gap, 0.5, end, 600, 60) == 5.0
-    assert shortfalls.window_quantile([], 0.5, end) is None
-    assert shortfalls.window_quantile([(end - 10 * 3600, None)], 0.5, end) is None
+    assert shortfalls.window_quantile([], 0.5, end, 6 * 3600) is None
+    assert shortfalls.window_quantile([(end - 10 * 3600, None)], 0.5, end, 6 * 3600) is None
     # A value set before the window holds through it.
-    assert shortfalls.window_quantile([(end - 10 * 3600, 4.0)], 0.75, end) == 4.0
+    assert shortfalls.window_quantile([(end - 10 * 3600, 4.0)], 0.75, end, 6 * 3600) == 4.0
 
 
 def test_a_silent_pc_leaves_the_metrics_but_not_the_fleet() -> None:

@@ -86,7 +86,8 @@ def test_the_rules_file_is_what_the_criteria_table_generates(tmp_path: Path) -> 
 
 
 def test_the_rules_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A window's quantile and the silence limit are the table's, not the generator's."""
+    """A window's quantile and length, and the silence limit, are the table's, not the
+    generator's."""
     build = load_file(REPO / "prometheus" / "build.py", "rules_build")
     download = criteria.LINK_BY_ID["download"]
     monkeypatch.setattr(build, "LINK", (dataclasses.replace(download, quantile=0.1),
@@ -94,8 +95,16 @@ def test_the_rules_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(criteria, "AGENT_SILENT_SECONDS", 1800.0)
     rules = {r.get("record") or r["alert"]: r["expr"]
              for g in yaml.safe_load(build.render())["groups"] for r in g["rules"]}
-    assert rules["ward:wardready_download_bytes_per_second:p10_6h"] == (
-        "quantile_over_time(0.1, ward:wardready_download_bytes_per_second:max[6h])")
+    assert rules["ward:wardready_download_bytes_per_second:p10_24h"] == (
+        "quantile_over_time(0.1, ward:wardready_download_bytes_per_second:max[24h])")
+    rtt = criteria.LINK_BY_ID["rtt"]
+    monkeypatch.setattr(build, "LINK", (*criteria.LINK[:2],
+                                        dataclasses.replace(rtt, window_seconds=3 * 3600),
+                                        *criteria.LINK[3:]))
+    rules = {r.get("record") or r["alert"]: r["expr"]
+             for g in yaml.safe_load(build.render())["groups"] for r in g["rules"]}
+    assert rules["ward:wardready_rtt_seconds:p75_3h"] == (
+        "quantile_over_time(0.75, ward:wardready_rtt_seconds:min[3h])")
     assert "> 1800)" in rules["AgentSilent"]
 
 

@@ -26,9 +26,17 @@ from wardready.core.metrics import MetricSpec
 
 Aggregation = Literal["max", "min", "sum"]
 
-WINDOW_SECONDS = 6 * 3600.0
-"""Link figures are judged over the last 6 h, not one test: a ward's speed tests run hourly,
-so a 25th percentile over 6 h is short only when two tests in six were."""
+DELAY_WINDOW_SECONDS = 6 * 3600.0
+"""Round-trip time, jitter and loss are judged over the last 6 h, not one probe: the latency
+probes run every 5 minutes and the media test every 15, so a 75th percentile over 6 h is
+worse than allowed only when a quarter of the six hours was."""
+THROUGHPUT_WINDOW_SECONDS = 24 * 3600.0
+"""Download and upload are judged over the last 24 h: under the city measurement plan one PC
+of the ward tests it every 6 h on average (1 to 12 h apart; later past a quiet window or a
+spent budget), and never less often than the plan's freshness target, 24 h. A day then holds
+four or five tests, as the 6 h window held six hourly ones before the plan, and always at
+least one (docs/readiness.md). A plan whose `max_age_hours` is above this window leaves
+wards unjudged between its tests: raise both together."""
 EVALUATION_SECONDS = 15.0
 """How often Prometheus evaluates the rules (prometheus/prometheus.yml): a window's quantile
 is taken over the recorded values at these instants, as `quantile_over_time` does."""
@@ -144,6 +152,8 @@ class LinkCriterion:
     higher_is_better: bool
     quantile: float
     requirement: Requirement
+    window_seconds: float
+    """How far back the quantile looks."""
 
     @property
     def ward_aggregation(self) -> Aggregation:
@@ -159,7 +169,11 @@ class LinkCriterion:
     def window_record(self) -> str:
         """The recorded series of the ward's figure at its quantile over the window."""
         return (f"ward:wardready_{self.series}:p{round(self.quantile * 100)}"
-                f"_{WINDOW_SECONDS / 3600:g}h")
+                f"_{self.window_hours:g}h")
+
+    @property
+    def window_hours(self) -> float:
+        return self.window_seconds / 3600
 
     @property
     def statistic(self) -> str:
@@ -174,28 +188,48 @@ LINK: tuple[LinkCriterion, ...] = (
     # quarter of the window was worse than allowed.
     LinkCriterion("download", "download", "download_bytes_per_second",
                   (Source("bandwidth", bandwidth.RATE, {"direction": ("download",)}),),
-                  True, 0.25, DOWNLOAD),
+                  True, 0.25, DOWNLOAD, THROUGHPUT_WINDOW_SECONDS),
     LinkCriterion("upload", "upload", "upload_bytes_per_second",
                   (Source("bandwidth", bandwidth.RATE, {"direction": ("upload",)}),),
-                  True, 0.25, UPLOAD),
+                  True, 0.25, UPLOAD, THROUGHPUT_WINDOW_SECONDS),
     LinkCriterion("rtt", "round-trip time", "rtt_seconds",
                   (Source("media", media.RTT, {"statistic": ("median",)}),
                    Source("latency", latency.RTT, {"statistic": ("median",)}, "min")),
-                  False, 0.75, RTT),
+                  False, 0.75, RTT, DELAY_WINDOW_SECONDS),
     LinkCriterion("jitter", "jitter", "jitter_seconds",
                   (Source("media", media.JITTER),
                    Source("latency", latency.JITTER, per_pc="min")),
-                  False, 0.75, JITTER),
+                  False, 0.75, JITTER, DELAY_WINDOW_SECONDS),
     LinkCriterion("loss", "packet loss", "loss_ratio",
                   (Source("media", media.LOSS, {"direction": ("forward", "return")}),
                    Source("latency", latency.LOSS, per_pc="min")),
-                  False, 0.75, LOSS),
+                  False, 0.75, LOSS, DELAY_WINDOW_SECONDS),
 )
 """A PC's media figures are its worst direction (`max`); its latency figures its best target
 (`min`): the probes go to several targets and the nearest says most about the link."""
 LINK_BY_ID: dict[LinkId, LinkCriterion] = {c.id: c for c in LINK}
 LINK_CHECKS = frozenset(s.check for c in LINK for s in c.sources)
 """The checks whose results give link figures."""
+HISTORY_SECONDS = max(c.window_seconds for c in LINK)
+"""How far back the ward link figures are needed: the longest window."""
+
+
+def windows_text(windows: Mapping[LinkId, float] | None = None) -> str:
+    """Which window each link figure is judged over, in words: `download and upload over
+    the last 24 h; round-trip time, jitter and packet loss over the last 6 h`."""
+    by_window: dict[float, list[str]] = {}
+    for c in LINK:
+        seconds = c.window_seconds if windows is None else windows.get(c.id, c.window_seconds)
+        by_window.setdefault(seconds, []).append(c.name)
+    parts = []
+    for seconds, names in by_window.items():
+        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
+        parts.append(f"{listed} over the last {_duration(seconds)}")
+    return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds % 3600 == 0 else f"{seconds / 60:g} min"
 
 
 # -- equipment ------------------------------------------------------------------------------
