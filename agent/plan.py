@@ -33,11 +33,13 @@ log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 10.0
 FIRST_TEST_SPREAD_SECONDS = 600.0
 """A ward with no recent uplink figure gets its first test within this, at random."""
-RETRY_SPREAD = {"quiet_window": 1800.0, "budget": 7200.0}
+RETRY_SPREAD = {"quiet_window": 3 * 3600.0, "budget": 7200.0}
 """After a quiet window or a spent budget, retries spread over this much past its end, so
-the wards do not all ask the moment it ends."""
+the wards do not all ask the moment it ends: the tests a city-wide window holds back take
+over an hour of the 4 slots at 3,300 wards (bench plan_capacity)."""
 BUSY_RETRY_SECONDS = 600.0
-"""A test deferred because the link was in use is tried again 1-2 times this later."""
+"""A test deferred because the link was in use, or no slot was free within the wait, is
+tried again 1-2 times this later."""
 BUSY_MARK_SECONDS = 30.0
 """How long one busy mark holds the ward's tests back; renewed while the traffic lasts."""
 

@@ -281,7 +281,6 @@ class Simulation:
         self.events: list[tuple[float, int, int, Agent, Slot | None]] = []
         self.seq = itertools.count()
         self.level_since, self.level = self.now, 0
-        self.last_test: dict[str, float] = {}
         self.candidates: dict[str, list[Candidate]] = {}
         for i, ward in enumerate(wards):
             self.candidates[ward] = [Candidate(h, role, None) for h, role in hosts[ward]]
@@ -339,8 +338,8 @@ class Simulation:
         if host not in testers:
             return  # what agent_plan would tell it: no scheduled tests on this PC
         agent.schedule = ThroughputSchedule(agent.rng)
-        agent.schedule.update(self.planner.agent_plan(ward, host, candidates, self.now,
-                                                      self.last_test.get(ward)), self.now)
+        agent.schedule.update(self.planner.agent_plan(ward, host, candidates, self.now),
+                              self.now)
         self._next(agent)
 
     def _due_at(self, agent: Agent, when: float) -> None:
@@ -402,7 +401,7 @@ class Simulation:
             heapq.heappush(self.events, (answered + pause, next(self.seq), ASK, agent, None))
             return
         self.now = answered
-        if reason in HELD:
+        if reason in HELD or agent.schedule is not None:  # the plan's tests defer a busy city
             if self.counting():
                 self.day.deferred[reason] += 1
             assert agent.schedule is not None
@@ -431,7 +430,8 @@ class Simulation:
         self._spread(first + cost.down_seconds, start + cost.whole_seconds, up)
         end = start + cost.whole_seconds
         self.day.ran.append(Ran(slot.ward, slot.host, start, end, down + up))
-        self.last_test[slot.ward] = start
+        if self.planner is not None:  # as its report would tell the server
+            self.planner.measured_at[slot.ward] = start
         if self.counting():
             self.day.granted += 1
         self._level_changed()
@@ -581,8 +581,9 @@ def section(runs: Sequence[tuple[Scenario, Day]], inventory: Inventory, seed: in
         "*Tests due*: the agent started its bandwidth check. *Slot requests*: POSTs to the "
         "slot endpoint, retries included. *Tests run*: slots granted (share of the tests "
         "due). *Deferred*: tests the plan put off; the agent tries again after the window "
-        "(spread over 30 min) or the day (over 2 h). *Gave up*: no slot within the wait; the "
-        "check reports an error, so that PC's figure leaves /metrics until its next test. "
+        "(spread over 3 h) or the day (over 2 h), or 10-20 min after finding the city busy. "
+        "*Gave up*: no slot within the wait (today's hourly tests); the check reports an "
+        "error, so that PC's figure leaves /metrics until its next test. "
         "*Slot use*: slot-seconds held over the city's slot-seconds. *Central Mbit/s*: what "
         "all running tests move through the central server, per minute (the busiest) and "
         "over the day. *MB per ward*: both directions, every PC of the ward. *Oldest uplink "

@@ -450,6 +450,8 @@ async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
         if reason in HELD and (retry > left or not wait_for_holds):
             return Deferral(reason=reason, retry_after_seconds=retry, detail=text)
         if left <= 0:
+            if not wait_for_holds:  # a scheduled test: tried again in a few minutes
+                return Deferral(reason=reason, retry_after_seconds=retry, detail=text)
             raise RuntimeError(f"no test slot within {wait:g} s ({text})")
         # Retry-After is when the slot expires at the latest; its holder usually ends sooner.
         await asyncio.sleep(min(left, retry, poll) * random.uniform(0.5, 1.0))

@@ -139,6 +139,7 @@ class Planner:
     idle_rtts: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     measured_at: dict[str, float] = field(default_factory=dict)
     """When each ward's latest throughput test that measured something started."""
+    _today: float = 0.0
 
     def settings(self, ward: str) -> tuple[Throughput, list[QuietWindow], Inventory]:
         inv = self.book.current()
@@ -155,9 +156,10 @@ class Planner:
         """Count bytes a ward's test moved against its day's budget."""
         zone = self.book.current().measurement_plan.zone
         key = (ward, day_start(now, zone))
+        if key[1] > self._today:  # the city's first test of a new day: forget the old ones
+            self._today = key[1]
+            self.spent = {k: v for k, v in self.spent.items() if k[1] >= key[1]}
         self.spent[key] = self.spent.get(key, 0) + size
-        for old in [k for k in self.spent if k[1] < key[1] - 86400]:
-            del self.spent[old]
 
     def mark_busy(self, ward: str, host: str, seconds: float, now: float) -> None:
         self.busy[ward, host] = now + min(seconds, BUSY_MAX_TTL_SECONDS)
