@@ -380,6 +380,18 @@ def ward() -> Json:
         stat("Last report", f"time() - max(wardready_agent_last_report_timestamp_seconds"
              f"{{{W}}})", unit="s", w=6, color="text"),
         *(_link_panel(c) for c in criteria.LINK),
+        timeseries("Continuous probe: loss over the last hour", [
+            target(f"host:wardready_probe_loss:ratio_1h{{{W}}}", "{{host}}")],
+            unit="percentunit", custom=lines, description="Each PC's probes lost over the "
+            "last hour, from the continuous probe's counters (one UDP probe a second to the "
+            "server's echo; an hour's 3,600 tell loss to about half a point)."),
+        timeseries("Continuous probe: RTT and jitter over the last hour", [
+            target(f"host:wardready_probe_rtt_seconds:p50_1h{{{W}}}", "{{host}} median"),
+            target(f"host:wardready_probe_rtt_seconds:p95_1h{{{W}}}", "{{host}} p95", ref="B"),
+            target(f"host:wardready_probe_jitter_seconds:mean_1h{{{W}}}", "{{host}} jitter",
+                   ref="C")],
+            unit="s", custom=lines, description="From the probe's RTT histogram (quantiles "
+            "interpolated within its buckets) and its running sum of RTT differences."),
         timeseries("Predicted MOS", [
             target(f"wardready_media_predicted_mos{{{W}}}", "{{host}}")],
             minmax=(1, 5), custom=lines, description="E-model estimate of call quality, "

@@ -257,8 +257,37 @@ def group(name: str, *rules: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "rules": list(rules)}
 
 
+PROBE_WINDOW = "1h"
+"""The continuous probe's figures per PC: an hour is 3,600 probes, enough to tell loss to
+about half a percentage point (docs/benchmarks.md, "Continuous probe")."""
+
+
+def probe_group() -> dict[str, Any]:
+    """Each PC's loss, RTT quantiles and jitter from the continuous probe's counters and
+    histogram (checks/probe.py), which the server adds up over the PC's reports."""
+    def per_pc(counter: str) -> str:
+        return f"sum by (ward, host) (increase({counter}[{PROBE_WINDOW}]))"
+
+    def quantile(q: float) -> str:
+        return (f"histogram_quantile({q:g}, sum by (ward, host, le) "
+                f"(rate(wardready_probe_rtt_seconds_bucket[{PROBE_WINDOW}])))")
+    return group(
+        "wardready-probe",
+        rule("Shown on the ward dashboard; the link criteria still judge the media and "
+             "latency checks' figures (docs/alerts.md).",
+             record=f"host:wardready_probe_loss:ratio_{PROBE_WINDOW}",
+             expr=f"{per_pc('wardready_probe_lost_total')}\n"
+                  f"  / ({per_pc('wardready_probe_sent_total')} > 0)"),
+        rule(record=f"host:wardready_probe_rtt_seconds:p50_{PROBE_WINDOW}", expr=quantile(0.5)),
+        rule(record=f"host:wardready_probe_rtt_seconds:p95_{PROBE_WINDOW}", expr=quantile(0.95)),
+        rule(record=f"host:wardready_probe_jitter_seconds:mean_{PROBE_WINDOW}",
+             expr=f"{per_pc('wardready_probe_rtt_difference_seconds_total')}\n"
+                  f"  / ({per_pc('wardready_probe_rtt_differences_total')} > 0)"),
+    )
+
+
 def groups() -> list[dict[str, Any]]:
-    return [*link_groups(), shortfall_group(), alert_group()]
+    return [*link_groups(), shortfall_group(), probe_group(), alert_group()]
 
 
 def render() -> str:

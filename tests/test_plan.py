@@ -436,3 +436,16 @@ def test_the_pcs_own_traffic_or_an_inflated_rtt_make_the_link_busy() -> None:
     inflated = bandwidth._busy(config, 0, 0.0351, 0.020)
     assert inflated is not None and inflated.reason == "rtt_inflation"
     assert bandwidth._busy(config, 0, 0.500, None) is None  # no baseline yet: nothing to say
+
+
+async def test_a_scheduled_test_that_finds_the_ward_busy_defers_a_technicians_waits(
+        aiohttp_client: MakeClient, tmp_path: Path) -> None:
+    client, tokens = await start(aiohttp_client, tmp_path)
+    assert (await ask(client, tokens["sai-gon", "pc-2"]))[0] == 201  # pc-2 is testing
+    scheduled = bandwidth.Config(slot_wait_seconds=0.5, wait_for_holds=False)
+    held = await bandwidth.run(scheduled, check_link(client, tokens["sai-gon", "pc-1"]))
+    assert held.deferred is not None and held.deferred.reason == "ward_busy"
+    assert "ward 'sai-gon' has a test running (host 'pc-2')" in held.deferred.detail
+    with pytest.raises(RuntimeError, match=r"no test slot within 0\.5 s"):
+        await bandwidth.run(scheduled.model_copy(update={"wait_for_holds": True}),
+                            check_link(client, tokens["sai-gon", "pc-1"]))
