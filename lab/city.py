@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from lab import REPO
-from lab.results import kit, link, results, udp
+from lab.results import kit, link, probe_interval, results, udp
 from wardready.checks import devices, host, platforms
 from wardready.core.inventory import Inventory
 
@@ -115,6 +115,8 @@ def report(ward: str, pc: str, role: str, shortfall: Shortfall) -> dict[str, Any
         changes["bandwidth"] = link(20, 40)  # the call's 4.2 fits, the ward's 50 does not
     if shortfall == "commune-thin":
         changes["bandwidth"] = link(15, 8)  # a commune needs 20 and 10
+    # The continuous probe's interval, as every agent reports one a minute beside its rounds.
+    changes["probe"] = probe_interval(lost=3 if shortfall == "lossy" else 0)
     if shortfall == "lossy":
         changes["media"] = udp(loss=0.05)
     if shortfall == "udp-blocked":

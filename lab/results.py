@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wardready.checks import bandwidth, host, latency, media, peripherals
+from wardready.checks import bandwidth, host, latency, media, peripherals, probe
 from wardready.core import emodel
 
 
@@ -60,6 +60,25 @@ def kit(webcams: int | None = 1) -> peripherals.Result:
     return peripherals.Result(os="linux", counts={
         "webcam": webcams, "microphone": 1, "speaker": 1, "printer": 0, "scanner": 0,
         "usb": 3})
+
+
+def probe_interval(rtt_ms: float = 20.0, lost: int = 0, sent: int = 58) -> probe.Result:
+    """One interval of the continuous probe: `sent` probes a second apart, the first `lost`
+    of them without an echo, the others back after `rtt_ms` (alternately 1 ms more, so
+    consecutive answers differ by 1 ms)."""
+    second = 10**9
+    sent_ns = [i * second for i in range(sent)]
+    echoes = [media.Echo(seq=i, server_received_ns=i * second, server_count=n,
+                         received_ns=sent_ns[i] + round((rtt_ms + i % 2) * 1e6))
+              for n, i in enumerate(range(lost, sent))]
+    summary = probe.summarise(sent_ns, echoes, timeout=2.5, server_unique=sent - lost)
+    size = 28 + probe.Config().packet_bytes
+    return probe.Result.model_validate({
+        **summary.model_dump(), "udp_port": 8471, "packet_rate": 1.0,
+        "packet_bytes": probe.Config().packet_bytes, "send_late_max_seconds": 0.0,
+        "udp_sent_bytes": sent * size, "udp_received_bytes": (sent - lost) * size,
+        "http_sent_bytes": 300, "http_received_bytes": 200, "socket_errors": 0,
+        "socket_error": None})
 
 
 def results(**changes: Any) -> dict[str, Any]:

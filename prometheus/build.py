@@ -274,15 +274,15 @@ def probe_group() -> dict[str, Any]:
     return group(
         "wardready-probe",
         rule("Shown on the ward dashboard; the link criteria still judge the media and "
-             "latency checks' figures (docs/alerts.md).",
+             "latency checks' figures (docs/alerts.md). No probe in the hour: NaN, unknown.",
              record=f"host:wardready_probe_loss:ratio_{PROBE_WINDOW}",
              expr=f"{per_pc('wardready_probe_lost_total')}\n"
-                  f"  / ({per_pc('wardready_probe_sent_total')} > 0)"),
+                  f"  / {per_pc('wardready_probe_sent_total')}"),
         rule(record=f"host:wardready_probe_rtt_seconds:p50_{PROBE_WINDOW}", expr=quantile(0.5)),
         rule(record=f"host:wardready_probe_rtt_seconds:p95_{PROBE_WINDOW}", expr=quantile(0.95)),
         rule(record=f"host:wardready_probe_jitter_seconds:mean_{PROBE_WINDOW}",
              expr=f"{per_pc('wardready_probe_rtt_difference_seconds_total')}\n"
-                  f"  / ({per_pc('wardready_probe_rtt_differences_total')} > 0)"),
+                  f"  / {per_pc('wardready_probe_rtt_differences_total')}"),
     )
 
 

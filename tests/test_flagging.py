@@ -164,9 +164,12 @@ def test_every_dashboard_panel_and_variable_returns_data(simulated_city: City) -
     ward = next(w for w, kind in plan.items() if kind == "no-webcam")  # reports, and is short
     stack.wait_until("the alerts to fire", lambda: stack.prometheus_query(
         prom, 'ALERTS{alertstate="firing"}'), 60)
-    # rate() and increase() need two scrapes of a counter.
-    stack.wait_until("two scrapes of the counters", lambda: stack.prometheus_query(
-        prom, "rate(wardready_agent_reports_total[15m])"), 60)
+    # rate() and increase() need two scrapes of a counter (of the ward's own shard too), and
+    # the records built on them an evaluation after the second.
+    stack.wait_until("the probe's records over two scrapes of the ward's counters",
+                     lambda: len(stack.prometheus_query(prom, 'count by (__name__) ({__name__=~'
+                                                        f'"host:wardready_probe_.+",ward="{ward}"'
+                                                        '})')) == 4 or None, 60)
     empty = []
     for name in sorted(build.DASHBOARDS):
         dashboard = json.loads((GRAFANA / "dashboards" / name).read_text())
