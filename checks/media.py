@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -468,20 +468,44 @@ METRICS = (REACHABLE, SENT, RECEIVED, LOSS, RTT, JITTER, REORDERED, DUPLICATE, S
            SEND_LATE, R_FACTOR, MOS)
 
 
+class PathFigures(Protocol):
+    """Loss by direction and RTT statistics, as media's and the probe's results hold them."""
+
+    @property
+    def loss_ratio(self) -> float | None: ...
+    @property
+    def forward_loss_ratio(self) -> float | None: ...
+    @property
+    def return_loss_ratio(self) -> float | None: ...
+    @property
+    def rtt_min_seconds(self) -> float | None: ...
+    @property
+    def rtt_median_seconds(self) -> float | None: ...
+    @property
+    def rtt_p95_seconds(self) -> float | None: ...
+    @property
+    def rtt_max_seconds(self) -> float | None: ...
+
+
+def path_samples(r: PathFigures, loss: MetricSpec, rtt: MetricSpec) -> Iterator[Sample]:
+    """A path's loss (label direction) and RTT (label statistic); unknown ones left out."""
+    for direction, ratio in (("round_trip", r.loss_ratio), ("forward", r.forward_loss_ratio),
+                             ("return", r.return_loss_ratio)):
+        if ratio is not None:
+            yield Sample(loss, (direction,), ratio)
+    for stat, seconds in (("min", r.rtt_min_seconds), ("median", r.rtt_median_seconds),
+                          ("p95", r.rtt_p95_seconds), ("max", r.rtt_max_seconds)):
+        if seconds is not None:
+            yield Sample(rtt, (stat,), seconds)
+
+
 def samples(result: Result) -> Iterator[Sample]:
     """The metric samples of one media result; unknown figures are left out, not zeroed."""
     r = result
     yield Sample(REACHABLE, (), 1 if r.udp_reachable else 0)
     yield Sample(SENT, (), r.packets_sent)
     yield Sample(RECEIVED, (), r.packets_received)
-    for direction, loss in (("round_trip", r.loss_ratio), ("forward", r.forward_loss_ratio),
-                            ("return", r.return_loss_ratio)):
-        if loss is not None:
-            yield Sample(LOSS, (direction,), loss)
-    for stat, rtt in (("min", r.rtt_min_seconds), ("median", r.rtt_median_seconds),
-                      ("p95", r.rtt_p95_seconds), ("max", r.rtt_max_seconds)):
-        if rtt is not None:
-            yield Sample(RTT, (stat,), rtt)
+    yield from path_samples(r, LOSS, RTT)
     for direction, j in (("forward", r.jitter_forward_seconds),
                          ("return", r.jitter_return_seconds)):
         if j is not None:

@@ -55,6 +55,7 @@ from wardready.checks.media import (
     analyse,
     echo_address,
     nearest_rank,
+    path_samples,
     stream,
 )
 from wardready.core.api import CURRENT_PATH, SESSIONS_PATH
@@ -457,14 +458,7 @@ def samples(result: Result) -> Iterator[Sample]:
     r = result
     yield Sample(LATEST_SENT, (), r.packets_sent)
     yield Sample(LATEST_LOST, (), r.packets_lost)
-    for direction, loss in (("round_trip", r.loss_ratio), ("forward", r.forward_loss_ratio),
-                            ("return", r.return_loss_ratio)):
-        if loss is not None:
-            yield Sample(LATEST_LOSS, (direction,), loss)
-    for stat, rtt in (("min", r.rtt_min_seconds), ("median", r.rtt_median_seconds),
-                      ("p95", r.rtt_p95_seconds), ("max", r.rtt_max_seconds)):
-        if rtt is not None:
-            yield Sample(LATEST_RTT, (stat,), rtt)
+    yield from path_samples(r, LATEST_LOSS, LATEST_RTT)
     if r.jitter_seconds is not None:
         yield Sample(LATEST_JITTER, (), r.jitter_seconds)
 
