@@ -152,9 +152,12 @@ def test_the_agent_measures_its_link_without_keeping_what_the_checks_imported(
 
     def measured() -> bytes | None:
         body = stack.http_get(f"http://127.0.0.1:{port}/metrics")
-        return body if body and b'wardready_agent_check_success{check="media"}' in body else None
+        checks = (b'wardready_agent_check_success{check="media"}',
+                  b'wardready_agent_check_success{check="bandwidth"}')  # apart: the plan's
+        return body if body and all(c in body for c in checks) else None
 
-    body = stack.wait_until("the first round's link checks", measured, 60, agent)
+    body = stack.wait_until("the first round's media check and the first planned test",
+                            measured, 60, agent)
     lines = body.decode().splitlines()
     assert 'wardready_agent_check_success{check="bandwidth"} 1.0' in lines, agent.tail()
     assert 'wardready_agent_check_success{check="media"} 1.0' in lines, agent.tail()
