@@ -171,6 +171,11 @@ def running(workdir: Path, fast: bool) -> Iterator[Stack]:
         # failed interval, while the server was still starting).
         stack.wait_until("the agent's first round delivered", lambda: (
             running.rounds() >= 1 and running.health().get("pending") == 0), 60, agent)
+        # And the plan's first throughput test (the ward's only PC tests at once): it runs
+        # apart from the rounds, and its child's CPU would land in the idle window.
+        stack.wait_until("the plan's first throughput test delivered", lambda: (
+            b'wardready_agent_check_success{check="bandwidth"}' in running.agent_metrics()
+            and running.health().get("pending") == 0), 120, agent)
         yield running
 
 
