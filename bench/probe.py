@@ -35,26 +35,13 @@ from typing import Any
 import trustme
 import yaml
 
-from lab import REPO, netlab
+from lab import netlab
 from lab.netlab import TOWARD_CITY, TOWARD_WARD, LinkSpec, WardLink
 from wardready.checks import REGISTRY, probe
 
 SERVER_PORT, ECHO_PORT = 8470, 8471
 LOSS_PERCENT = 3.0
 PROBES, RATE, SESSIONS = 3600, 200.0, 4
-
-INTERVALS = r"""
-import asyncio, sys
-from wardready.checks import probe
-from wardready.checks.base import Context, ServerLink
-config = probe.Config.model_validate_json(sys.argv[1])
-server = ServerLink(sys.argv[3], sys.stdin.read().strip())
-async def main():
-    for _ in range(int(sys.argv[2])):
-        print((await probe.run(config, Context(server=server))).model_dump_json(), flush=True)
-asyncio.run(main())
-"""
-
 
 def log(message: str) -> None:
     print(f"[probe {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -223,13 +210,9 @@ def loss_run() -> LossRun:
             link.add_counter(f"{way}-in", match)
             link.add_counter(f"{way}-out", match, after_loss=True)
         t0 = time.monotonic()
-        out = link.run(link.ward_ns, [sys.executable, "-c", INTERVALS, config.model_dump_json(),
-                                      str(SESSIONS), f"http://{link.city_ip}:{SERVER_PORT}"],
-                       timeout=SESSIONS * config.timeout_seconds, input=token.read_text(),
-                       cwd=REPO, check=True)
+        results = netlab.probe_intervals(link, config, SESSIONS, token, SERVER_PORT)
         seconds = time.monotonic() - t0
         kernel = {name: packets for name, (packets, _) in link.counters().items()}
-    results = [probe.Result.model_validate_json(line) for line in out.stdout.splitlines()]
     run = LossRun(sum(r.packets_sent for r in results), sum(r.packets_lost for r in results),
                   kernel["up-in"] - kernel["up-out"], kernel["down-in"] - kernel["down-out"],
                   seconds)

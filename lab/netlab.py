@@ -858,3 +858,31 @@ def start_ward_agent(link: WardLink, ns: str, workdir: Path, host: str, token: P
         return link.popen(ns, [str(Path(sys.executable).parent / "wardready-agent"), "run",
                                "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
                           cwd=home)
+
+
+_PROBE_INTERVALS = r"""
+import asyncio, sys
+from wardready.checks import probe
+from wardready.checks.base import Context, ServerLink
+config = probe.Config.model_validate_json(sys.argv[1])
+server = ServerLink(sys.argv[3], sys.stdin.read().strip())
+async def main():
+    for _ in range(int(sys.argv[2])):
+        print((await probe.run(config, Context(server=server))).model_dump_json(), flush=True)
+asyncio.run(main())
+"""
+
+
+def probe_intervals(link: WardLink, config: Any, count: int, token: Path,
+                    port: int = 8470) -> list[Any]:
+    """`count` intervals of the continuous probe (`checks.probe.Config` `config`), back to
+    back in the ward against the city's server: their results (`checks.probe.Result`)."""
+    from wardready.checks import probe
+
+    out = link.run(link.ward_ns, [sys.executable, "-c", _PROBE_INTERVALS,
+                                  config.model_dump_json(), str(count),
+                                  f"http://{link.city_ip}:{port}"],
+                   timeout=count * config.timeout_seconds, input=token.read_text(), cwd=REPO)
+    if out.returncode:
+        raise RuntimeError(f"probe intervals failed: {out.stderr.strip()[-2000:]}")
+    return [probe.Result.model_validate_json(line) for line in out.stdout.splitlines()]

@@ -6,13 +6,11 @@ real server in the city namespace."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from lab import REPO, netlab
+from lab import netlab
 from lab.netlab import LinkSpec, WardLink
 from wardready.checks import probe
 
@@ -21,19 +19,6 @@ PROBES, RATE, SESSIONS = 3600, 200.0, 4
 ECHO_PORT = 8471
 TOLERANCE = 0.005
 """±0.5 percentage point."""
-
-INTERVALS = r"""
-import asyncio, sys
-from wardready.checks import probe
-from wardready.checks.base import Context, ServerLink
-config = probe.Config.model_validate_json(sys.argv[1])
-server = ServerLink(sys.argv[3], sys.stdin.read().strip())
-async def main():
-    for _ in range(int(sys.argv[2])):
-        print((await probe.run(config, Context(server=server))).model_dump_json(), flush=True)
-asyncio.run(main())
-"""
-
 
 @pytest.fixture
 def netlab_ready() -> None:
@@ -56,15 +41,9 @@ def test_probe_loss_is_what_the_kernel_dropped_over_an_hours_worth_of_probes(
                            ("down", f"udp sport {ECHO_PORT}")):
             link.add_counter(f"{way}-in", match)
             link.add_counter(f"{way}-out", match, after_loss=True)
-        out = link.run(link.ward_ns, [sys.executable, "-c", INTERVALS,
-                                      config.model_dump_json(), str(SESSIONS),
-                                      f"http://{link.city_ip}:8470"],
-                       timeout=SESSIONS * config.timeout_seconds, input=token.read_text(),
-                       cwd=REPO)
-        assert out.returncode == 0, out.stderr[-2000:]
+        results = netlab.probe_intervals(link, config, SESSIONS, token)
         counted = link.counters()
         all_drops = link.loss_drops()  # the loss rules' own counters: TCP included
-    results = [probe.Result.model_validate(json.loads(line)) for line in out.stdout.splitlines()]
     assert len(results) == SESSIONS
     sent = sum(r.packets_sent for r in results)
     lost = sum(r.packets_lost for r in results)
