@@ -13,6 +13,7 @@ from wardready.checks.base import CheckConfig, Context, ServerLink
 from wardready.core.configfile import load
 from wardready.core.errors import ConfigError
 from wardready.core.inventory import HttpURL, Slug, load_inventory
+from wardready.model.report import MAX_REPORT_AGE_SECONDS
 
 FilePath = Annotated[Path, Field(strict=False)]
 TOKEN_ENV = "WARDREADY_TOKEN"
@@ -48,7 +49,10 @@ class AgentConfig(BaseModel):
         default=60.0, gt=0, description="Longest wait between retries while the server is away.")
     spool_path: FilePath = Path("spool")
     spool_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
-    spool_max_age_seconds: float = Field(default=14 * 86400, gt=0)
+    spool_max_age_seconds: float = Field(
+        default=14 * 86400, gt=0, le=MAX_REPORT_AGE_SECONDS, description=(
+            "Reports older than this are dropped undelivered (the server refuses those older "
+            "than 90 days)."))
     follow_plan: bool = Field(default=True, description=(
         "Run the throughput test when the server's measurement plan says (false: every "
         "checks.bandwidth.interval_seconds, as before the plan)."))

@@ -103,7 +103,7 @@ class Summary(ResultModel):
     return_loss_ratio: float | None
     reordered_packets: int = Field(ge=0, le=MAX_PACKETS)
     duplicate_packets: int = Field(ge=0, le=MAX_PACKETS)
-    rtt_bucket_counts: tuple[int, ...]
+    rtt_bucket_counts: list[int]
     """Answered probes by RTT: one count per bound of RTT_BUCKETS_SECONDS (RTT <= bound and
     above the previous bound), then one for those above the last bound."""
     rtt_sum_seconds: float = Field(ge=0)
@@ -166,7 +166,7 @@ def summarise(sent_ns: Sequence[int], echoes: Sequence[Echo], timeout: float,
         server_received_packets=server_unique, loss_ratio=path.loss_ratio,
         forward_loss_ratio=path.forward_loss_ratio, return_loss_ratio=path.return_loss_ratio,
         reordered_packets=path.reordered_packets, duplicate_packets=path.duplicate_packets,
-        rtt_bucket_counts=tuple(buckets), rtt_sum_seconds=math.fsum(ordered),
+        rtt_bucket_counts=list(buckets), rtt_sum_seconds=math.fsum(ordered),
         rtt_min_seconds=ordered[0] if ordered else None,
         rtt_median_seconds=statistics.median(ordered) if ordered else None,
         rtt_p95_seconds=nearest_rank(ordered, 0.95) if ordered else None,

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import time
 
 from aiohttp import web
@@ -16,7 +17,7 @@ from wardready.core.inventory import Slug
 from wardready.model import criteria
 from wardready.server import assets, equipment, readiness
 from wardready.server.auth import authenticate, fail
-from wardready.server.bodies import parse_json, validated
+from wardready.server.bodies import read_json, validated
 from wardready.server.context import CONFIG, FLEET, INVENTORY, IO, STORE
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     admin = await authenticate(request, "admin")
-    wanted = validated(TokenRequest, parse_json(await request.read()))
+    wanted = validated(TokenRequest, await read_json(request))
     app = request.app
     if app[INVENTORY].ward(wanted.ward) is None:
         raise fail(web.HTTPUnprocessableEntity, f"ward: unknown ward {wanted.ward!r}")
@@ -63,10 +64,13 @@ def _epoch(request: web.Request, name: str, default: float) -> float:
     if raw is None:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
         raise fail(web.HTTPBadRequest,
-                   f"{name}: expected seconds since the epoch, got {raw[:40]!r}") from None
+                   f"{name}: expected seconds since the epoch, got {raw[:40]!r}")
+    return value
 
 
 def _ward(request: web.Request) -> str | None:

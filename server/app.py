@@ -10,12 +10,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
 from wardready.model import criteria
 from wardready.server import enroll, plan, speedtest, udp_echo
-from wardready.server.config import ServerConfig
+from wardready.server.auth import SCRAPE_TOKEN
+from wardready.server.config import ServerConfig, scrape_token
 from wardready.server.context import (
     CONFIG,
     EXPOSITION,
@@ -42,6 +44,9 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
                           middlewares=[error_middleware])
     app[CONFIG] = config
     app[INVENTORY] = inventory
+    token = scrape_token(config)
+    if token is not None:
+        app[SCRAPE_TOKEN] = token
     app.cleanup_ctx.append(_database)
     app.add_routes(ROUTES)
     planner = Planner(PlanBook(config.inventory, inventory))
@@ -55,6 +60,10 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     io = SerialThread("sqlite")
     store = await io.call(Store, app[CONFIG].database)
+    future = await io.call(store.forget_future, time.time())
+    if future:
+        log.warning("forgot %d stored results dated in the future (an agent's clock ahead)",
+                    future)
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents),
                   app[CONFIG].readiness_max_age_seconds, await io.call(store.ward_link_latest))
     exposition = FleetExposition(
@@ -127,16 +136,29 @@ async def _prune_ward_link(io: SerialThread, store: Store) -> None:
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error leaves as JSON `{"error": "..."}` with a fitting status."""
+    """Every error leaves as JSON `{"error": "..."}` with a fitting status. A fault of the
+    server is 503 with Retry-After, never 500: an agent keeps its report and tries again."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
+        if exc.headers.get("Connection") == "close":  # the request's bytes cannot be trusted
+            response = web.Response(status=exc.status, body=exc.body, headers=exc.headers)
+            response.force_close()
+            return response
         if exc.content_type == "application/json" or exc.status < 400:
             raise
         reason = exc.reason
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
             reason = f"request larger than {request.app[CONFIG].max_report_bytes} bytes"
         return web.json_response({"error": reason}, status=exc.status)
+    except HttpProcessingError as exc:  # what aiohttp found wrong in the request as it read it
+        return web.json_response({"error": f"bad request: {exc.message}"[:200]},
+                                 status=exc.code if 400 <= exc.code < 500 else 400)
     except Exception:  # a bug: log it whole, answer briefly, keep serving
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        return web.json_response({"error": "internal error"}, status=500)
+        log.exception("unexpected error serving %s %s", request.method, request.path[:200])
+        return web.json_response({"error": "internal error; retry later"}, status=503,
+                                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+RETRY_AFTER_SECONDS = 30
+"""What a client is told to wait after a fault of the server."""

@@ -74,14 +74,27 @@ class ServerConfig(Strict):
     database: FilePath = Path("wardready.db")
     inventory: FilePath = Path("inventory.yml")
     max_report_bytes: int = Field(default=1 << 20, ge=1024)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600, description=(
+        "A request body (a report, an enrolment) must arrive within this time, else 408 and "
+        "the connection is closed: 1 MiB in 30 s needs 280 kbit/s."))
     readiness_max_age_seconds: float = Field(default=86400.0, gt=0, description=(
         "A PC silent for longer counts for nothing: its measurements leave /metrics, its "
         "ward's readiness and the equipment list."))
     metrics_agents_per_shard: int = Field(default=2000, ge=1, description=(
         "PCs per /metrics shard that GET /api/v1/metrics-targets aims for (docs/scaling.md)."))
+    public_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]{1,253}:\d{1,5}$",
+                                       description=(
+        "HOST:PORT at which Prometheus reaches this server (with TLS, a name in its "
+        "certificate), for GET /api/v1/metrics-targets; default: the address the request "
+        "arrived on. The client's Host header is never echoed."))
     timezone: TimeZoneName = Field(default="Asia/Ho_Chi_Minh", description=(
         "Times in the equipment list are shown in this IANA time zone."))
     tls: TlsConfig | None = None
+    scrape_token_file: FilePath | None = Field(default=None, description=(
+        "A file holding the bearer token Prometheus must send for /metrics and "
+        "/api/v1/metrics-targets (its `authorization: {credentials_file: ...}`); without it "
+        "they are open, as suits a Prometheus on the same host or a closed network "
+        "(docs/reliability.md)."))
     speedtest: SpeedtestConfig = SpeedtestConfig()
     udp_echo: EchoConfig = EchoConfig()
 
@@ -99,13 +112,35 @@ def load_server_config(path: Path | None) -> ServerConfig:
     base = path.parent
     tls = config.tls and TlsConfig(cert_file=base / config.tls.cert_file,
                                    key_file=base / config.tls.key_file)
+    scrape = config.scrape_token_file and base / config.scrape_token_file
     config = config.model_copy(update={"database": base / config.database,
-                                       "inventory": base / config.inventory, "tls": tls})
+                                       "inventory": base / config.inventory, "tls": tls,
+                                       "scrape_token_file": scrape})
+    try:
+        scrape_token(config)
+    except (OSError, ValueError) as exc:
+        raise doc.error(("scrape_token_file",), str(exc)) from None
     try:
         ssl_context(config)
     except (OSError, ssl.SSLError) as exc:
         raise doc.error(("tls", "cert_file"), f"cannot load certificate and key: {exc}") from None
     return config
+
+
+MIN_SCRAPE_TOKEN_CHARS = 16
+
+
+def scrape_token(config: ServerConfig) -> bytes | None:
+    """The token /metrics asks for, or None when it is open. Raises ValueError for a token
+    too short or not printable ASCII, OSError for a file that cannot be read."""
+    if config.scrape_token_file is None:
+        return None
+    token = config.scrape_token_file.read_bytes().strip()
+    if len(token) < MIN_SCRAPE_TOKEN_CHARS or not token.isascii() or not all(
+            33 <= c < 127 for c in token):
+        raise ValueError(f"{config.scrape_token_file}: the token must be at least "
+                         f"{MIN_SCRAPE_TOKEN_CHARS} printable ASCII characters, without spaces")
+    return token
 
 
 def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from wardready.core.errors import EnrollmentRefused, RefusalReason
 from wardready.core.inventory import Slug
 from wardready.server.auth import authenticate, fail
-from wardready.server.bodies import parse_json, validated
+from wardready.server.bodies import read_json, validated
 from wardready.server.context import INVENTORY, IO, STORE
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def setup(app: web.Application) -> None:
 async def issue_enrollment(request: web.Request) -> web.Response:
     """POST /admin/v1/enrollments {"ward", "host"?, "hours"?}: a code, shown once."""
     admin = await authenticate(request, "admin")
-    wanted = validated(EnrollmentRequest, parse_json(await request.read()))
+    wanted = validated(EnrollmentRequest, await read_json(request))
     app = request.app
     if app[INVENTORY].ward(wanted.ward) is None:
         raise fail(web.HTTPUnprocessableEntity, f"ward: unknown ward {wanted.ward!r}")
@@ -144,7 +144,7 @@ async def redeem(request: web.Request) -> web.Response:
         raise fail(web.HTTPTooManyRequests,
                    f"too many failed enrollment attempts; retry in {wait:.0f} s",
                    **{"Retry-After": f"{wait:.0f}"})
-    wanted = validated(RedeemRequest, parse_json(await request.read()))
+    wanted = validated(RedeemRequest, await read_json(request))
     inventory = app[INVENTORY]
     roles = [r.id for r in inventory.roles]
     if wanted.role is not None and wanted.role not in roles:

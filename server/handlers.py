@@ -8,10 +8,11 @@ import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 
-from wardready.model.report import SCHEMA_VERSION, Report, schema_version_of
-from wardready.server.auth import authenticate, fail
-from wardready.server.bodies import parse_json, validated
+from wardready.model.report import SCHEMA_VERSION, clock_error, parse_report, schema_version_of
+from wardready.server.auth import authenticate, authorize_scrape, fail
+from wardready.server.bodies import invalid, parse_json, read_body
 from wardready.server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
 from wardready.server.plan import PLANNER
 from wardready.server.sharding import MAX_SHARDS, WHOLE, shard_count
@@ -22,18 +23,24 @@ log = logging.getLogger(__name__)
 async def ingest_report(request: web.Request) -> web.Response:
     """Store one agent report durably, then reply; a replayed id is acknowledged, not stored."""
     identity = await authenticate(request, "agent")
-    payload = parse_json(await request.read())
-    version = schema_version_of(payload)
-    if version != SCHEMA_VERSION:
-        raise fail(web.HTTPUnprocessableEntity,
-                   f"unsupported schema_version {version!r}; this server accepts {SCHEMA_VERSION}")
-    report = validated(Report, payload, "report")
+    body = await read_body(request)
+    try:
+        report = parse_report(body)
+    except ValidationError as exc:  # say first whether it is JSON at all, and which version
+        version = schema_version_of(parse_json(body))
+        if type(version) is not int or version != SCHEMA_VERSION:
+            raise fail(web.HTTPUnprocessableEntity, f"unsupported schema_version {version!r}; "
+                       f"this server accepts {SCHEMA_VERSION}") from None
+        raise invalid(exc, "report") from None
     if (report.ward, report.host) != (identity.ward, identity.host):
         raise fail(web.HTTPForbidden,
                    f"this token is for ward {identity.ward!r} host {identity.host!r}, "
                    f"not ward {report.ward!r} host {report.host!r}")
     app, fleet = request.app, request.app[FLEET]
     received_at = time.time()
+    wrong_time = clock_error(report, received_at)
+    if wrong_time is not None:
+        raise fail(web.HTTPUnprocessableEntity, wrong_time)
     ward_link = fleet.ward_link_change(report, received_at)
     try:
         stored = await app[WRITER].add(report, received_at, ward_link)
@@ -69,6 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
     `?shard=i&shards=n`, only the wards of shard i of n. Gzip-compressed when the client
     accepts it (Prometheus does), compressed in a worker thread and only when the shard
     changed since the last scrape."""
+    authorize_scrape(request)
     shard = _shard(request)
     app, fleet = request.app, request.app[FLEET]
     # Tokens revoked meanwhile, assets changed: read again only if the database changed.
@@ -112,15 +120,28 @@ def _shard(request: web.Request) -> tuple[int, int]:
 async def metrics_targets(request: web.Request) -> web.Response:
     """The /metrics shards, for Prometheus's HTTP service discovery (`http_sd_configs`):
     enough that none serves more than `metrics_agents_per_shard` PCs on average."""
+    authorize_scrape(request)
     app = request.app
     count = shard_count(len(app[FLEET].active), app[CONFIG].metrics_agents_per_shard)
+    address = app[CONFIG].public_address or _arrived_at(request)
     if count == 1:
-        return web.json_response([{"targets": [request.host], "labels": {}}])
+        return web.json_response([{"targets": [address], "labels": {}}])
     return web.json_response([
-        {"targets": [request.host],
+        {"targets": [address],
          "labels": {"__param_shard": str(i), "__param_shards": str(count),
-                    "instance": f"{request.host}/shard-{i}-of-{count}"}}
+                    "instance": f"{address}/shard-{i}-of-{count}"}}
         for i in range(count)])
+
+
+def _arrived_at(request: web.Request) -> str:
+    """HOST:PORT of the socket the request came in on: what the client reached, which,
+    unlike its Host header, it cannot choose."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not sockname:
+        raise fail(web.HTTPServiceUnavailable, "the server's own address is unknown; "
+                   "set public_address in server.yml", **{"Retry-After": "30"})
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def health(request: web.Request) -> web.Response:

@@ -39,7 +39,7 @@ from wardready.core.plan import (
 )
 from wardready.model.report import Outcome
 from wardready.server.auth import authenticate
-from wardready.server.bodies import parse_json, validated
+from wardready.server.bodies import read_json, validated
 from wardready.server.context import FLEET, Fleet
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ async def mark_busy(request: web.Request) -> web.Response:
     """A PC says it carries traffic (a call) for the next `seconds`: no throughput test of its
     ward starts meanwhile."""
     identity = await authenticate(request, "agent")
-    mark = validated(BusyMark, parse_json(await request.read()))
+    mark = validated(BusyMark, await read_json(request))
     request.app[PLANNER].mark_busy(identity.ward or "", identity.host or "", mark.seconds,
                                    time.time())
     return web.Response(status=204)

@@ -111,7 +111,9 @@ class Slots:
         slot = self.by_ward.get(identity.ward or "")
         if slot is None or slot.host != identity.host:
             return None
-        return slot if secrets.compare_digest(slot.id, slot_id) else None
+        # compare_digest takes only ASCII text: bytes, so any id a client sends compares.
+        same = secrets.compare_digest(slot.id.encode(), slot_id.encode("utf-8", "replace"))
+        return slot if same else None
 
     def release(self, slot: Slot) -> None:
         if self.by_ward.get(slot.ward) is slot:
@@ -273,6 +275,10 @@ async def upload(request: web.Request) -> web.Response:
     and when in the slot (measured here, so the agent's figure does not include its own send
     buffers)."""
     slot = await _slot_for(request)
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        # Bytes that unpack larger than they travelled would count a link faster than it is.
+        raise fail(web.HTTPUnsupportedMediaType, "a throughput test's upload is sent as it is, "
+                   "without Content-Encoding", **{"Accept-Encoding": "identity"})
     slots = request.app[SLOTS]
     slot.streams += 1
     received = 0

@@ -33,7 +33,7 @@ from wardready.core.echo import ECHO, HEADER, KEY_BYTES, MAGIC, PROBE, VERSION
 from wardready.core.errors import SessionsFull
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
-from wardready.server.bodies import parse_json, validated
+from wardready.server.bodies import parse_json, read_body, validated
 from wardready.server.config import EchoConfig
 from wardready.server.context import CONFIG
 
@@ -332,7 +332,7 @@ ECHO_SERVICE = web.AppKey("udp_echo", EchoService)
 async def create_session(request: web.Request) -> web.Response:
     """`POST /api/v1/udp-sessions`: a new session for the token's agent."""
     identity = await authenticate(request, "agent")
-    body = await request.read()
+    body = await read_body(request)
     wish = validated(SessionRequest, parse_json(body) if body.strip() else {})
     service = request.app[ECHO_SERVICE]
     try:

@@ -43,7 +43,8 @@ class ReportWriter:
     async def add(self, report: Report, received_at: float,
                   ward_link: Mapping[str, float | None]) -> bool:
         """Store one report durably; False if its id was already stored. Raises what the
-        store raised for its batch (e.g. sqlite3.Error on a full disk)."""
+        store raised for it (e.g. sqlite3.Error on a full disk). A batch that fails is
+        written again report by report, so a report that cannot be stored fails alone."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append(((report, received_at, ward_link), done))
         if self._flushing is None or self._flushing.done():
@@ -58,13 +59,30 @@ class ReportWriter:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 stored = await self.io.call(self.store.add_reports, [item for item, _ in batch])
-            except Exception as exc:  # the whole batch failed: every waiter hears why
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:
+                    if not batch[0][1].done():
+                        batch[0][1].set_exception(exc)
+                else:  # nothing was stored: each report alone, so only the one at fault fails
+                    await self._one_by_one(batch)
                 continue
-            self.transactions += 1
-            self._last_commit = loop.time()
+            self._committed(loop)
             for (_, done), ok in zip(batch, stored, strict=True):
                 if not done.done():
                     done.set_result(ok)
+
+    async def _one_by_one(self, batch: list[tuple[Item, asyncio.Future[bool]]]) -> None:
+        for item, done in batch:
+            try:
+                (ok,) = await self.io.call(self.store.add_reports, [item])
+            except Exception as exc:
+                if not done.done():
+                    done.set_exception(exc)
+                continue
+            self._committed(asyncio.get_running_loop())
+            if not done.done():
+                done.set_result(ok)
+
+    def _committed(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.transactions += 1
+        self._last_commit = loop.time()

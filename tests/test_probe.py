@@ -90,7 +90,7 @@ def test_an_interval_is_summarised_into_counts_buckets_and_figures() -> None:
     # Bounds 1, 2.5, 5, 10, 25, 50, 75, 100, 150 ... ms; a bucket holds RTT <= its bound:
     # 4 ms in the 5-ms bucket, 10 ms in the 10-ms one (a bound is inclusive), 30 ms in
     # the 50-ms one, 120 ms in the 150-ms one.
-    assert s.rtt_bucket_counts == (0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0)
+    assert s.rtt_bucket_counts == [0, 0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]
     assert s.rtt_sum_seconds == pytest.approx(0.004 + 0.030 + 0.120 + 0.010)
     # Sorted 4, 10, 30, 120 ms: median (10 + 30) / 2; p95 the 4th of 4 (nearest rank).
     assert (s.rtt_min_seconds, s.rtt_median_seconds, s.rtt_p95_seconds, s.rtt_max_seconds) == (
@@ -106,7 +106,7 @@ def test_an_echo_at_the_timeout_counts_one_a_nanosecond_later_is_late() -> None:
     s = probe.summarise(sent, [echo(sent, 0, 1, 2500), Echo(1, 0, 2, sent[1] + 2500 * MS + 1)],
                         timeout=2.5)
     assert (s.packets_sent, s.packets_received, s.packets_lost, s.packets_late) == (3, 1, 2, 1)
-    assert s.rtt_bucket_counts[-2:] == (1, 0)  # in the 2.5-s bucket, not above it
+    assert s.rtt_bucket_counts[-2:] == [1, 0]  # in the 2.5-s bucket, not above it
     assert (s.server_received_packets, s.forward_loss_ratio) == (None, None)
     assert (s.jitter_seconds, s.rtt_differences, s.rtt_difference_sum_seconds) == (None, 0, 0)
 

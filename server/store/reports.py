@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from wardready.checks import REGISTRY
 from wardready.core.metrics import Totals
-from wardready.model.report import Outcome, Report
+from wardready.model.report import CLOCK_AHEAD_SECONDS, Outcome, Report
 from wardready.server import assets
 from wardready.server.store.asset_history import record_assets
 from wardready.server.store.ward_link import record_ward_link
@@ -126,6 +126,24 @@ class ReportStore:
             (ward, host, received_at, state.dropped_reports_total,
              state.clock_offset_seconds, report.role, report.agent_version))
         return True
+
+    def forget_future(self, now: float) -> int:
+        """Drop what a server that did not yet bound agents' clocks stored dated beyond
+        `CLOCK_AHEAD_SECONDS` from `now`: such a latest result would hide every newer one
+        until its date, and such a date cannot be shown. Returns the rows dropped."""
+        horizon = now + CLOCK_AHEAD_SECONDS
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            dropped = self.db.execute("DELETE FROM latest WHERE started_at > ?",
+                                      (horizon,)).rowcount
+            dropped += self.db.execute("DELETE FROM asset_changes WHERE at > ?",
+                                       (horizon,)).rowcount
+            dropped += self.db.execute("DELETE FROM asset_change_counts WHERE last_at > ?",
+                                       (horizon,)).rowcount
+            dropped += self.db.execute(
+                "DELETE FROM assets WHERE max(first_seen, changed_at, last_seen,"
+                " coalesce(removed_at, 0)) > ?", (horizon,)).rowcount
+        return dropped
 
     def report_count(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM reports").fetchone()[0])

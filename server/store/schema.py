@@ -5,7 +5,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA = """
+REPORTS_TABLE = """CREATE TABLE IF NOT EXISTS reports (
+    id TEXT NOT NULL,
+    ward TEXT NOT NULL,
+    host TEXT NOT NULL,
+    generated_at REAL NOT NULL,
+    received_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (ward, host, id)
+)"""
+"""A report id is its agent's own: another agent's report with the same id is not a replay."""
+REPORTS_INDEX = "CREATE INDEX IF NOT EXISTS reports_by_agent ON reports (ward, host, generated_at)"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     role TEXT NOT NULL CHECK (role IN ('agent', 'admin')),
@@ -16,15 +28,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at REAL NOT NULL,
     revoked_at REAL
 );
-CREATE TABLE IF NOT EXISTS reports (
-    id TEXT PRIMARY KEY,
-    ward TEXT NOT NULL,
-    host TEXT NOT NULL,
-    generated_at REAL NOT NULL,
-    received_at REAL NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reports_by_agent ON reports (ward, host, generated_at);
+{REPORTS_TABLE};
+{REPORTS_INDEX};
 CREATE TABLE IF NOT EXISTS latest (
     ward TEXT NOT NULL,
     host TEXT NOT NULL,
@@ -111,6 +116,7 @@ def connect(path: Path) -> sqlite3.Connection:
     # FULL: an acknowledged report survives power loss, not only a killed process.
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA busy_timeout=5000")
+    _scope_report_ids(db)
     db.executescript(SCHEMA)
     columns = {row[1] for row in db.execute("PRAGMA table_info(agents)")}
     for added in ("role", "agent_version"):  # a database from before these columns
@@ -118,6 +124,25 @@ def connect(path: Path) -> sqlite3.Connection:
             db.execute(f"ALTER TABLE agents ADD COLUMN {added} TEXT")
     _move_old_enrollments(db)
     return db
+
+
+def _scope_report_ids(db: sqlite3.Connection) -> None:
+    """A database from before report ids were each agent's own (`id` alone was the key, so
+    an id one agent used made another's report with that id a replay) gets the new key.
+    The table is copied, in one transaction, once."""
+    keys = [row[1] for row in db.execute("PRAGMA table_info(reports)") if row[5]]
+    if keys != ["id"]:
+        return  # new, or upgraded already
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ALTER TABLE reports RENAME TO reports_before_scoped_ids")
+        db.execute("DROP INDEX IF EXISTS reports_by_agent")
+        db.execute(REPORTS_TABLE)
+        db.execute(REPORTS_INDEX)
+        db.execute("INSERT INTO reports (id, ward, host, generated_at, received_at, body)"
+                   " SELECT id, ward, host, generated_at, received_at, body"
+                   " FROM reports_before_scoped_ids")
+        db.execute("DROP TABLE reports_before_scoped_ids")
 
 
 def _has_old_enrollments(db: sqlite3.Connection) -> bool:
