@@ -41,6 +41,20 @@ replayed goes over one connection; a report every few minutes opens its own."""
 MAX_ANSWER_BYTES = 64 << 10
 
 
+MAX_RETRY_AFTER_SECONDS = 3600.0
+"""The longest `Retry-After` heeded: a server asking for more is waited on this long."""
+
+
+def retry_after(header: str | None) -> float | None:
+    """A `Retry-After` header's delay in seconds (RFC 9110: a number of seconds; the HTTP-date
+    form, which this server never sends, is ignored)."""
+    try:
+        seconds = float(header or "")
+    except ValueError:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds >= 0 else None
+
+
 def failure_reason(exc: BaseException, connecting: bool) -> str:
     """Classify a failed attempt into one of FAILURE_REASONS."""
     if isinstance(exc, socket.gaierror):
@@ -65,8 +79,9 @@ class Sender:
         self._conn: http.client.HTTPConnection | None = None
         self._used_at = 0.0
 
-    def post(self, body: bytes) -> tuple[int, str]:
-        """The server's status and answer; raises AttemptFailed if it gave none."""
+    def post(self, body: bytes) -> tuple[int, str, float | None]:
+        """The server's status, answer and `Retry-After` seconds (None without one); raises
+        AttemptFailed if it gave none."""
         if self._conn is None or time.monotonic() - self._used_at > REUSE_SECONDS:
             self.close()
             self._conn = self._connect()
@@ -80,7 +95,7 @@ class Sender:
         self._used_at = time.monotonic()
         if resp.will_close or not resp.isclosed():  # not read to the end: not reusable
             self.close()
-        return resp.status, text
+        return resp.status, text, retry_after(resp.getheader("Retry-After"))
 
     def _connect(self) -> http.client.HTTPConnection:
         conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,
@@ -126,6 +141,8 @@ class Delivery:
         self.spool_errors = 0
         self.memory_dropped = 0
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
+        self._retry_after: float | None = None
+        """The last refusal's `Retry-After`: the next attempt waits at least that long."""
 
     @property
     def pending(self) -> int:
@@ -174,7 +191,10 @@ class Delivery:
                         await self._refresh()
                     backoff = 1.0
                     continue
-                await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
+                wait = random.uniform(0.5, 1.0) * backoff
+                if self._retry_after is not None:  # the server said when; agents spread out
+                    wait = max(wait, self._retry_after * random.uniform(1.0, 1.25))
+                await asyncio.sleep(wait)
                 backoff = min(backoff * 2, self._backoff_max)
         finally:
             # An attempt in flight is cut short and its report stays in the spool (the
@@ -189,8 +209,10 @@ class Delivery:
 
     async def _send(self, item: Spooled) -> bool:
         """True when the report is done with (stored, or refused for good)."""
+        self._retry_after = None
         try:
-            status, text = await self._network.call(self._sender.post, item.body)
+            status, text, self._retry_after = await self._network.call(self._sender.post,
+                                                                       item.body)
         except AttemptFailed as exc:
             self.failures[exc.reason] += 1
             log.warning("cannot deliver report %s to %s (%s): %s", item.id, self.url,

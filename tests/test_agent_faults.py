@@ -170,3 +170,30 @@ async def test_a_wall_clock_jump_is_counted_and_logged(
     assert agent.generated == 2 and agent.latest["host"].ok
     agent.close()
 
+
+
+async def test_a_503_with_retry_after_is_heeded_and_the_report_kept(tmp_path: Path) -> None:
+    """The server's fault answer (503, `Retry-After: 1`): the agent keeps the report and waits
+    at least that long, although its own backoff would retry after 0.1 s."""
+    arrivals: list[float] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            return web.json_response({"error": "internal error; retry later"}, status=503,
+                                     headers={"Retry-After": "1"})
+        return web.json_response({"stored": True}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/reports", flaky)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        delivery = make_delivery(tmp_path, str(server.make_url("/")))
+        await delivery.submit("r1", b"{}")
+        await run_delivery(delivery, lambda: delivery.delivered == 1, 10)
+    finally:
+        await server.close()
+    assert delivery.failures["server_error"] == 1 and delivery.delivered == 1
+    assert delivery.pending == 0
+    assert arrivals[1] - arrivals[0] >= 1.0
