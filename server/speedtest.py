@@ -12,6 +12,7 @@ their slot in the `X-Wardready-Slot` header.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -284,17 +285,21 @@ async def upload(request: web.Request) -> web.Response:
     received = 0
     slot.record_upload(time.monotonic(), 0)
     try:
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                break
-            received += len(chunk)
-            slot.bytes_left -= len(chunk)
-            slots.bytes_moved["upload"] += len(chunk)
-            now = time.monotonic()
-            slot.record_upload(now, len(chunk))
-            if slot.bytes_left <= 0 or now >= slot.expires_at:
-                break  # over budget: stop reading; the reply ends the transfer
+        # An upload that stalls is cut off when its slot ends, not held open for ever.
+        async with asyncio.timeout(max(0.0, slot.expires_at - time.monotonic())):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                received += len(chunk)
+                slot.bytes_left -= len(chunk)
+                slots.bytes_moved["upload"] += len(chunk)
+                now = time.monotonic()
+                slot.record_upload(now, len(chunk))
+                if slot.bytes_left <= 0 or now >= slot.expires_at:
+                    break  # over budget: stop reading; the reply ends the transfer
+    except TimeoutError:
+        pass
     finally:
         slot.streams -= 1
         slot.record_upload(time.monotonic(), 0)

@@ -40,6 +40,7 @@ from wardready.server.writer import ReportWriter
 UNIT = REPO / "packaging" / "wardready-server.service"
 BODY_TIMEOUT_SECONDS = 2.0
 YEAR = 365 * 86400.0
+SLOT_SECONDS = 4.0
 
 
 def unit_file_limit() -> int:
@@ -123,7 +124,7 @@ def start(workdir: Path, **extra: Any) -> Server:
 
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start(tmp_path_factory.mktemp("hostile"))
+    server = start(tmp_path_factory.mktemp("hostile"), speedtest={"slot_seconds": SLOT_SECONDS})
     try:
         yield server
     finally:
@@ -446,6 +447,23 @@ def test_metrics_targets_never_echo_the_host_header(server: Server) -> None:
     assert answer.status == 200
     assert answer.json() == [{"targets": [f"127.0.0.1:{server.port}"], "labels": {}}]
     assert b"evil" not in answer.body
+
+
+def test_a_stalled_speed_test_upload_ends_with_its_slot(server: Server) -> None:
+    agent = {"Authorization": f"Bearer {server.tokens['bystander-2']}"}
+    granted = server.request("POST", SLOTS_PATH + "?override=1", b"", agent)
+    assert granted.status == 201, granted
+    slot = granted.json()["slot"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST {UPLOAD_PATH} HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {server.tokens['bystander-2']}\r\n"
+                     f"{SLOT_HEADER}: {slot}\r\nContent-Length: 10000000\r\n\r\n".encode()
+                     + bytes(1000))
+        answer = b""
+        while chunk := sock.recv(4096):  # the server answers and closes when the slot ends
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert answer.endswith(b'{"bytes": 1000}')
 
 
 def test_a_compressed_speed_test_upload_is_refused_and_not_counted(server: Server) -> None:
