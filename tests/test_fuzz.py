@@ -636,6 +636,18 @@ path_segments = st.one_of(
     st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.binary(max_size=20))
 
+polite_segments = st.one_of(
+    st.sampled_from([VICTIM_ID, SLOT, b"x", b"%00", b"%ff", b"%C5%9B", b"a" * 3000]),
+    st.text(max_size=30).map(_quoted),
+    st.binary(max_size=30).map(lambda b: urllib.parse.quote_from_bytes(b, safe="").encode()))
+"""Path parameters as a careful client sends them: every byte that needs it percent-encoded."""
+
+polite_values = st.one_of(
+    st.sampled_from(ODD_NUMBERS).map(_quoted),
+    st.floats().map(repr).map(str.encode),
+    st.integers().map(str).map(str.encode),
+    st.text(max_size=30).map(_quoted))
+
 query_values = st.one_of(
     st.sampled_from(ODD_NUMBERS).map(str.encode),
     st.sampled_from(ODD_NUMBERS).map(_quoted),
@@ -649,31 +661,36 @@ query_values = st.one_of(
 
 
 @st.composite
-def queries(draw: st.DrawFn) -> bytes:
+def queries(draw: st.DrawFn, polite: bool) -> bytes:
     pairs = draw(st.lists(st.tuples(
         st.sampled_from(QUERY_NAMES).map(str.encode) | st.text(max_size=8).map(_quoted),
-        query_values), max_size=4))
+        polite_values if polite else query_values), max_size=4))
     return b"&".join(name + b"=" + value for name, value in pairs)
 
 
 @st.composite
-def targets(draw: st.DrawFn, path: str) -> bytes:
+def targets(draw: st.DrawFn, path: str, polite: bool) -> bytes:
     raw = path.encode()
     for name in re.findall(r"\{(\w+)\}", path):
-        raw = raw.replace(b"{%s}" % name.encode(), draw(path_segments))
-    raw += draw(st.sampled_from([b""] * 12 + [b"/", b"//x", b"/..", b"%2f", b";x=1", b"#f",
-                                              b"/%00", b"/./"]))
-    if draw(st.integers(0, 20)) == 0:
-        raw = draw(st.sampled_from([b"http://evil.example", b"//evil.example", b"*", b""])) + raw
-    query = draw(queries())
+        raw = raw.replace(b"{%s}" % name.encode(),
+                          draw(polite_segments if polite else path_segments))
+    if not polite:
+        raw += draw(st.sampled_from([b""] * 12 + [b"/", b"//x", b"/..", b"%2f", b";x=1",
+                                                  b"#f", b"/%00", b"/./"]))
+        if draw(st.integers(0, 20)) == 0:
+            raw = draw(st.sampled_from([b"http://evil.example", b"//evil.example", b"*",
+                                        b""])) + raw
+    query = draw(queries(polite))
     return _no_line_breaks(raw + (b"?" + query if query else b""))
 
 
 @st.composite
-def authorizations(draw: st.DrawFn) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
-    """An Authorization header (or none) and the forged token secret it carries, if any."""
+def authorizations(draw: st.DrawFn,
+                   polite: bool) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+    """An Authorization header (or none) and the forged token secret it carries, if any;
+    `polite`: a well-formed header, whatever its token."""
     role = draw(st.sampled_from(["agent", "agent", "admin", "admin", "victim", "none",
-                                 "garbage", "forged"]))
+                                 "forged", *([] if polite else ["garbage"])]))
     if role == "none":
         return (), b""
     forged = b""
@@ -686,6 +703,8 @@ def authorizations(draw: st.DrawFn) -> tuple[tuple[tuple[bytes, bytes], ...], by
         token = b"wrt_" + draw(st.binary(min_size=6, max_size=6)).hex().encode() + b"." + forged
     else:
         token = {"agent": AGENT, "admin": ADMIN, "victim": VICTIM}[role]
+    if polite:
+        return ((b"Authorization", b"Bearer " + token),), forged
     scheme = draw(st.sampled_from([b"Bearer", b"Bearer", b"Bearer", b"bearer", b"BEARER",
                                    b"Basic", b"", b"Bearer\xff"]))
     sep = draw(st.sampled_from([b" ", b" ", b" ", b"  ", b"\t", b""]))
@@ -799,33 +818,43 @@ extra_headers = st.lists(st.tuples(
 
 @st.composite
 def requests(draw: st.DrawFn) -> Case:
+    """A request to one of the routes. Half are polite: well-formed HTTP with the route's
+    method, the server's Host, a well-formed Authorization, percent-encoded parameters and
+    a true Content-Length, so that they reach the handlers with odd values and bodies; the
+    others are hostile anywhere."""
     method, path = draw(st.sampled_from(ROUTE_TABLE))
     method_bytes = method.encode()
-    if method == "GET" and draw(st.integers(0, 8)) == 0:
+    polite = draw(st.booleans())
+    if polite:
+        pass
+    elif method == "GET" and draw(st.integers(0, 8)) == 0:
         method_bytes = b"HEAD"
     elif draw(st.integers(0, 8)) == 0:
         method_bytes = draw(st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH",
                                              b"OPTIONS", b"TRACE", b"get", b"G\x00T", b"PRI",
                                              b"BREW"]))
     headers: list[tuple[bytes, bytes]] = []
-    host = draw(hosts)
+    host = HOST if polite else draw(hosts)
     if host is not None:
         headers.append((b"Host", host))
-    auth, forged = draw(authorizations())
+    auth, forged = draw(authorizations(polite))
     headers += auth
     body_headers, body = draw(bodies(path)) if method_bytes != b"GET" or \
         draw(st.integers(0, 5)) == 0 else ((), b"")
     headers += body_headers
     if "speedtest" in path and draw(st.booleans()):
         headers.append((SLOT_HEADER.encode(), SLOT))
+    if polite:
+        return Case(method_bytes, draw(targets(path, polite)), tuple(headers), body,
+                    "exact", forged)
     headers += draw(extra_headers)
     order = draw(st.permutations(range(len(headers))))
     length = draw(st.sampled_from(
         ["exact"] * 10 + ["missing", "short", "long", "chunked", "chunked-broken", "chunked-cut",
                           "invalid:abc", "invalid:-1", "invalid:1, 1", "invalid:+5",
                           "invalid:99999999999999999999", "invalid:0x10"]))
-    return Case(method_bytes, draw(targets(path)), tuple(headers[i] for i in order), body,
-                length, forged)
+    return Case(method_bytes, draw(targets(path, polite)), tuple(headers[i] for i in order),
+                body, length, forged)
 
 
 @settings(FUZZ, max_examples=3000)
