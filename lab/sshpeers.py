@@ -20,13 +20,16 @@ from pathlib import Path
 from fakenos import FakeNOS
 
 from lab import REPO
-from lab.stack import free_port
+from lab.stack import LOGS, free_port
 
 LOOPBACK = "127.0.0.1"
 DATA = REPO / "tests" / "data" / "devices"
 SSHD = "/usr/sbin/sshd"
 TEST_USER = "wardready-sshtest"
 START_SECONDS = 5.0
+PASSWORDS: set[str] = set()
+"""Every password a peer of this interpreter was given: the test session checks that none
+reached a log (tests/conftest.py)."""
 
 
 def wait_listening(port: int, seconds: float = START_SECONDS) -> bool:
@@ -53,6 +56,9 @@ class FakeDevice:
     username: str
     password: str
     outputs: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        PASSWORDS.add(self.password)
 
 
 @contextlib.contextmanager
@@ -115,6 +121,7 @@ def sshd(workdir: Path) -> Iterator[Sshd]:
         raise RuntimeError("the OpenSSH peer needs root: it creates a test account and runs "
                            "sshd, which reads /etc/shadow to check passwords")
     password = secrets.token_urlsafe(16)
+    PASSWORDS.add(password)
     ensure_test_user(password)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
     key = workdir / "host_ed25519"
@@ -124,6 +131,7 @@ def sshd(workdir: Path) -> Iterator[Sshd]:
     port = free_port()
     config = workdir / "sshd_config"
     log = workdir / "sshd.log"
+    LOGS.append(log)
     config.write_text(
         f"Port {port}\nListenAddress {LOOPBACK}\nHostKey {key}\n"
         f"PidFile {workdir / 'sshd.pid'}\nPasswordAuthentication yes\n"

@@ -77,12 +77,18 @@ def executable(name: str) -> str:
     return found
 
 
+LOGS: list[Path] = []
+"""The log file of every Process started in this interpreter, in order: the test session
+scans them for secrets at its end (tests/conftest.py)."""
+
+
 class Process:
     """A child process whose output goes to a log file; stopped with SIGTERM, then SIGKILL."""
 
     def __init__(self, name: str, argv: list[str], log: Path, cwd: Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.name, self.log = name, log
+        LOGS.append(log)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             self.popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,

@@ -5,18 +5,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from lab import REPO
+from lab import REPO, stack
 from wardready.core.inventory import Inventory, load_inventory
 from wardready.core.metrics import MetricSpec, Sample, SampleCollector
 from wardready.server.config import ServerConfig
@@ -33,6 +35,135 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under CI=true, which must run every test: {reason}"
+
+
+# Secrets in the run's logs. Every log file the session wrote (the server, agents, Prometheus,
+# sshd under pytest's base temporary folder, and every lab.stack.Process log wherever it is)
+# is read at the session's end for a bearer token or an enrollment code with its secret, and
+# for each known secret verbatim: the SSH peers' passwords, the passwords test modules define,
+# and the token secrets the run handed to agents (their token files). A token's or a code's
+# id alone may be logged; its secret may not. Under CI=true a secret found fails the session.
+
+TOKEN_SECRET = re.compile(r"wrt_([0-9A-Za-z]+)\.([A-Za-z0-9_-]{8,})")
+"""A bearer token with its secret: `wrt_` (server.store.tokens.TOKEN_PREFIX), id, dot, secret."""
+_CODE_CHAR = "[0-9a-hjkmnp-tv-z]"  # wardready.core.enrollment.ALPHABET, Crockford's base32
+ENROLLMENT_CODE = re.compile(rf"wre[- ]?({_CODE_CHAR}{{5}})[- ]?((?:{_CODE_CHAR}{{5}}[- ]?){{4}}"
+                             rf"{_CODE_CHAR}{{5}})", re.IGNORECASE)
+"""An enrollment code with its secret: `wre`, the id's five characters, then 25 secret ones,
+grouped by dashes or spaces as shown, or not at all."""
+MIN_KNOWN_SECRET = 8
+"""Shorter known secrets (a unit test's password "a") would be found in any log by chance."""
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A secret found in a log: where, what kind, and the secret redacted."""
+
+    path: Path
+    line: int
+    kind: str
+    shown: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.kind} {self.shown}"
+
+
+def redacted(secret: str) -> str:
+    """A secret as it may be printed: its length and its first two characters at most."""
+    return f"{secret[:2]}<redacted, {len(secret)} chars>" if len(secret) >= 8 else \
+        f"<redacted, {len(secret)} chars>"
+
+
+def find_secrets(files: Iterable[Path], known: Iterable[str] = ()) -> list[Leak]:
+    """Every token or enrollment code with its secret, and every known secret verbatim, in
+    `files` (read as bytes, decoded leniently: a log may hold anything a client sent)."""
+    exact = sorted({k for k in known if len(k) >= MIN_KNOWN_SECRET}, key=len, reverse=True)
+    leaks = []
+    for path in files:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            for m in TOKEN_SECRET.finditer(line):
+                leaks.append(Leak(path, number, "bearer token",
+                                  f"wrt_{m[1]}.{redacted(m[2])}"))
+            for m in ENROLLMENT_CODE.finditer(line):
+                leaks.append(Leak(path, number, "enrollment code",
+                                  f"wre-{m[1]}-{redacted(m[2])}"))
+            for secret in exact:
+                if secret in line:
+                    leaks.append(Leak(path, number, "known secret", redacted(secret)))
+    return leaks
+
+
+def log_files(basetemp: Path | None, started: Iterable[Path]) -> list[Path]:
+    """The run's log files: `*.log` (and rotated `*.log.N`) under `basetemp`, and the logs of
+    the processes started (`started`) that still exist, wherever they are."""
+    found: set[Path] = set()
+    if basetemp is not None and basetemp.is_dir():
+        found.update(p for p in basetemp.rglob("*.log*")
+                     if p.is_file() and re.fullmatch(r".*\.log(\.\d+)?", p.name))
+    found.update(p for p in started if p.is_file())
+    return sorted(found)
+
+
+def known_secrets(basetemp: Path | None) -> set[str]:
+    """The secrets the run used that may be recognised only verbatim: the SSH peers'
+    passwords (lab.sshpeers), the PASSWORD and SECRET constants of the test modules loaded,
+    and the secret half of every token written to an agent's token file under `basetemp`."""
+    known: set[str] = set()
+    peers = sys.modules.get("lab.sshpeers")
+    known.update(getattr(peers, "PASSWORDS", ()))
+    for name, module in list(sys.modules.items()):
+        if name.startswith("tests.") or name.startswith("test_"):
+            known.update(value for attr, value in vars(module).items()
+                         if isinstance(value, str) and re.search(r"PASSWORD|SECRET", attr))
+    if basetemp is not None and basetemp.is_dir():
+        for token_file in basetemp.rglob("token"):
+            if token_file.is_file() and token_file.stat().st_size < 4096:
+                _, dot, secret = token_file.read_text(errors="replace").strip().partition(".")
+                if dot:
+                    known.add(secret)
+    return known
+
+
+_BASETEMP: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remember_basetemp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Where this session's temporary folders are, for the scan at its end."""
+    _BASETEMP.append(tmp_path_factory.getbasetemp())
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No token, enrollment code or password in any log the run wrote (fails under CI=true)."""
+    basetemp = _BASETEMP[0] if _BASETEMP else None
+    files = log_files(basetemp, stack.LOGS)
+    leaks = find_secrets(files, known_secrets(basetemp))
+    problems = [str(leak) for leak in leaks]
+    if stack.LOGS and not any(log in files for log in stack.LOGS):
+        problems.append(f"{len(stack.LOGS)} processes were started but none of their logs "
+                        f"could be read (first: {stack.LOGS[0]}): the scan would pass unseen")
+    _SCAN_LINES[:] = [f"{len(files)} log files ({sum(f.stat().st_size for f in files):,} bytes) "
+                      f"from {len(stack.LOGS)} processes started, {len(problems)} problems",
+                      *problems[:50]]
+    if len(problems) > 50:
+        _SCAN_LINES.append(f"... and {len(problems) - 50} more")
+    if problems and IN_CI:
+        _SCAN_LINES.append("the session fails: a secret in a log, or nothing scanned (CI=true)")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_SCAN_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What the scan at the session's end found (it runs before this summary)."""
+    if _SCAN_LINES:
+        terminalreporter.write_sep("-", "secrets in the run's logs")
+        for line in _SCAN_LINES:
+            terminalreporter.write_line(line)
 
 
 def load_file(path: Path, name: str) -> ModuleType:
