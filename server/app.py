@@ -151,6 +151,11 @@ async def error_middleware(
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
             reason = f"request larger than {request.app[CONFIG].max_report_bytes} bytes"
         return web.json_response({"error": reason}, status=exc.status)
+    except ConnectionResetError:  # the client hung up mid-request: nobody to answer
+        log.debug("%s %s: the client closed the connection", request.method, request.path[:200])
+        response = web.json_response({"error": "connection closed by the client"}, status=400)
+        response.force_close()
+        return response
     except HttpProcessingError as exc:  # what aiohttp found wrong in the request as it read it
         return web.json_response({"error": f"bad request: {exc.message}"[:200]},
                                  status=exc.code if 400 <= exc.code < 500 else 400)
