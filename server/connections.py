@@ -39,12 +39,12 @@ from wardready.server.config import ServerConfig
 
 log = logging.getLogger(__name__)
 
-BACKLOG = 128
-"""Connections the kernel queues for accepting (aiohttp's default)."""
-FILES_RESERVED = 2 * BACKLOG + 64
-"""Open files kept out of the connections' share: asyncio accepts up to BACKLOG sockets in
-one go before the guard sees any of them, as many closed ones may wait a loop turn to be
-released, and SQLite, the logs, the UDP echo and the event loop need their own."""
+MIN_BACKLOG, MAX_BACKLOG = 128, 1024
+"""Connections the kernel queues for accepting: aiohttp's default at least, more when there
+are files for them (after a restart every agent reconnects; a queue that overflows drops
+connection attempts, which retry only after 1 s, 3 s, ...)."""
+OTHER_FILES = 64
+"""Files for SQLite, the logs, the UDP echo and the event loop."""
 MAX_LINE_BYTES = 8190
 """aiohttp's limit on the request line and on each header."""
 
@@ -74,17 +74,31 @@ def open_files_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def backlog_for(files: int) -> int:
+    """The listening socket's backlog for an open-files limit of `files`."""
+    return max(MIN_BACKLOG, min(MAX_BACKLOG, files // 64))
+
+
+def reserved_files(files: int) -> int:
+    """Open files kept out of the connections' share: asyncio accepts up to a backlog of
+    sockets in one go before the guard sees any of them, as many closed ones may wait a loop
+    turn to be released, and OTHER_FILES."""
+    return 2 * backlog_for(files) + OTHER_FILES
+
+
 def capacity_for(max_connections: int, files: int) -> int:
     """Connections to hold: `max_connections`, or fewer when the open-files limit leaves less
-    room after FILES_RESERVED (and at least a few, so that a tiny limit still serves)."""
-    return max(8, min(max_connections, files - FILES_RESERVED))
+    room after the reserved files (and at least a few, so that a tiny limit still serves)."""
+    return max(8, min(max_connections, files - reserved_files(files)))
 
 
 class ConnectionGuard:
     """Counts the open connections and closes the ones past capacity or past their time."""
 
-    def __init__(self, capacity: int, header_timeout: float, keepalive_timeout: float) -> None:
+    def __init__(self, capacity: int, header_timeout: float, keepalive_timeout: float,
+                 backlog: int = MIN_BACKLOG) -> None:
         self.capacity = capacity
+        self.backlog = backlog
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.open = 0
@@ -139,8 +153,10 @@ GUARD = web.AppKey("connection_guard", ConnectionGuard)
 
 def setup(app: web.Application, config: ServerConfig) -> ConnectionGuard:
     """Give the app its connection guard, sized for the open-files limit in force now."""
-    guard = ConnectionGuard(capacity_for(config.max_connections, open_files_limit()),
-                            config.header_timeout_seconds, config.keepalive_timeout_seconds)
+    files = open_files_limit()
+    guard = ConnectionGuard(capacity_for(config.max_connections, files),
+                            config.header_timeout_seconds, config.keepalive_timeout_seconds,
+                            backlog_for(files))
     app[GUARD] = guard
     return guard
 

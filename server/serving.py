@@ -14,14 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from wardready.server.config import ServerConfig, ssl_context
-from wardready.server.connections import BACKLOG, FILES_RESERVED, GUARD, GuardedRunner
+from wardready.server.connections import GUARD, GuardedRunner, reserved_files
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 30.0
-KEEPALIVE_BACKSTOP_SECONDS = 5.0
-"""aiohttp's own keep-alive timer, this much later than the guard's: it only acts should the
-guard ever miss a connection."""
+BACKSTOP_SECONDS = 5.0
+"""aiohttp's own keep-alive timer runs this much later than the guard's deadlines: it acts
+only should the guard ever miss a connection."""
 ACCEPT_ERROR = "socket.accept() out of system resource"
 ACCEPT_LOG_SECONDS = 10.0
 
@@ -42,7 +42,8 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 class AcceptErrors:
     """The event loop's exception handler: asyncio reports a failed accept (no file left)
-    up to BACKLOG times per attempt and retries each a second later, so the log grew by
+    once per socket it could have accepted (up to the backlog) and retries each a second
+    later, so the log grew by
     megabytes a second. One line per ACCEPT_LOG_SECONDS with the count; anything else goes
     to the default handler."""
 
@@ -82,20 +83,20 @@ async def _serve(app: web.Application, config: ServerConfig,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner = GuardedRunner(app, guard, shutdown_timeout=SHUTDOWN_SECONDS,
-                           keepalive_timeout=(config.keepalive_timeout_seconds
-                                              + KEEPALIVE_BACKSTOP_SECONDS),
+                           keepalive_timeout=BACKSTOP_SECONDS + max(
+                               config.keepalive_timeout_seconds, config.header_timeout_seconds),
                            access_log=access_log)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.listen_host, config.listen_port,
-                           ssl_context=ssl_context(config), backlog=BACKLOG)
+                           ssl_context=ssl_context(config), backlog=guard.backlog)
         await site.start()
+        files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         log.info("holding at most %d connections (max_connections %d, open-files limit %d "
-                 "less %d kept for the database, logs and accepts); a request's headers are "
-                 "due within %g s, an idle connection is closed after %g s",
-                 guard.capacity, config.max_connections,
-                 resource.getrlimit(resource.RLIMIT_NOFILE)[0], FILES_RESERVED,
-                 guard.header_timeout, guard.keepalive_timeout)
+                 "less %d kept for the database, logs and accepts; backlog %d); a request's "
+                 "headers are due within %g s, an idle connection is closed after %g s",
+                 guard.capacity, config.max_connections, files, reserved_files(files),
+                 guard.backlog, guard.header_timeout, guard.keepalive_timeout)
         announce(f"======== Running on {site.name} ========")
         await stop.wait()
         log.info("stopping: requests in flight may finish within %g s", SHUTDOWN_SECONDS)

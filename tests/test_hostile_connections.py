@@ -19,10 +19,11 @@ import pytest
 
 from lab import fleet, flood, stack
 from tests.test_server import report
+from tests.test_server_durability import read_by_server
 from wardready.agent.delivery import Sender
 from wardready.core.api import REPORTS_PATH
 from wardready.core.errors import AttemptFailed
-from wardready.server.connections import FILES_RESERVED
+from wardready.server.connections import reserved_files
 from wardready.server.serving import ACCEPT_ERROR, AcceptErrors
 
 FILE_LIMIT = 1024
@@ -163,7 +164,7 @@ def test_agents_get_in_while_more_connections_than_open_files_idle_or_dribble(
     assert growth < LOG_GROWTH_LIMIT, server.tail()
     assert ACCEPT_ERROR not in server.log.read_text()
     shed = {k: v for k, v in figures.items() if "shed_total" in k}
-    assert figures["wardready_server_max_connections"] == FILE_LIMIT - FILES_RESERVED
+    assert figures["wardready_server_max_connections"] == FILE_LIMIT - reserved_files(FILE_LIMIT)
     latencies = sorted(x for r in (*reporters, agent) for x in r.latencies)
     print(f"flood: {stats}; server shed {shed}; {len(generated)} reports, slowest "
           f"{latencies[-1]:.2f} s, median {latencies[len(latencies) // 2]:.3f} s, "
@@ -216,7 +217,59 @@ def test_connections_that_bring_no_request_in_time_are_closed_and_counted(
     assert figures['wardready_server_connections_shed_total{reason="silent"}'] == 1
     assert figures['wardready_server_connections_shed_total{reason="slow_request"}'] == 2
     assert figures['wardready_server_connections_shed_total{reason="capacity"}'] == 0
-    assert figures["wardready_server_max_connections"] == 2048 - FILES_RESERVED
+    assert figures["wardready_server_max_connections"] == 2048 - reserved_files(2048)
+
+
+def server_side_connections(port: int) -> int:
+    """Connections the server's kernel holds on `port`, established or closed by the
+    client only (from /proc/net/tcp; 01 ESTABLISHED, 08 CLOSE_WAIT)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] in ("01", "08"):
+            count += 1
+    return count
+
+
+def test_past_capacity_a_waiting_connection_goes_never_one_mid_request(
+        tmp_path: Path) -> None:
+    """With every connection busy with a request, a new one is refused; once one of them
+    has its answer and waits, a new one takes its place. Every request is answered."""
+    port = stack.free_port()
+    capacity = 16
+    config = fleet.write_server_config(tmp_path, port, max_connections=capacity)
+    tokens = fleet.issue_tokens(config, [("sai-gon", f"pc-{i}") for i in range(capacity)])
+    server = limited_server(tmp_path, port, "1024:1024", max_connections=capacity)
+    bodies = [json.dumps(report("sai-gon", f"pc-{i}")).encode() for i in range(capacity)]
+    busy = []
+    try:
+        for token, body in zip(tokens, bodies, strict=True):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall((f"POST {REPORTS_PATH} HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {token}\r\nContent-Type: application/json"
+                          f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body[:10])
+            busy.append(sock)
+        stack.wait_until("the server to read every request's headers", lambda: all(
+            read_by_server(s.getsockname()[1], port) for s in busy)
+            and server_side_connections(port) == capacity, 10, server, interval=0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as newcomer:
+            assert closed_after(newcomer, 5) < 1.0  # refused: every other one is mid-request
+        busy[0].sendall(bodies[0][10:])
+        assert busy[0].recv(4096).startswith(b"HTTP/1.1 201")
+        # That one now waits for another request: a newcomer takes its place.
+        assert (stack.http_get(f"http://127.0.0.1:{port}/healthz")) == b'{"status": "ok"}'
+        assert closed_after(busy[0], 5) < 1.0
+        for sock, body in zip(busy[1:], bodies[1:], strict=True):
+            sock.sendall(body[10:])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 201")
+        figures = server_metrics(port)
+    finally:
+        for sock in busy:
+            sock.close()
+        server.stop()
+    assert figures['wardready_server_connections_shed_total{reason="refused"}'] == 1
+    assert figures['wardready_server_connections_shed_total{reason="capacity"}'] == 1
+    assert len(fleet.stored_ids(tmp_path / "server.db")) == capacity
 
 
 MALFORMED = {
