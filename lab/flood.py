@@ -45,7 +45,7 @@ class Flood:
     thread of its own; needs about `count` + 20 open files in this process."""
 
     def __init__(self, port: int, count: int, seconds: float, max_opens: int,
-                 connect_timeout: float = 0.5) -> None:
+                 connect_timeout: float = 2.0) -> None:
         self.port, self.count, self.seconds, self.max_opens = port, count, seconds, max_opens
         self.connect_timeout = connect_timeout
         self.stats = FloodStats()

@@ -43,6 +43,8 @@ MIN_BACKLOG, MAX_BACKLOG = 128, 1024
 """Connections the kernel queues for accepting: aiohttp's default at least, more when there
 are files for them (after a restart every agent reconnects; a queue that overflows drops
 connection attempts, which retry only after 1 s, 3 s, ...)."""
+HANDSHAKE_SECONDS = 60.0
+"""asyncio's limit on a TLS handshake."""
 OTHER_FILES = 64
 """Files for SQLite, the logs, the UDP echo and the event loop."""
 MAX_LINE_BYTES = 8190
@@ -81,9 +83,10 @@ def backlog_for(files: int) -> int:
 
 def reserved_files(files: int) -> int:
     """Open files kept out of the connections' share: asyncio accepts up to a backlog of
-    sockets in one go before the guard sees any of them, as many closed ones may wait a loop
-    turn to be released, and OTHER_FILES."""
-    return 2 * backlog_for(files) + OTHER_FILES
+    sockets in one go and the guard sees them a loop turn later, as many it closed to make
+    room for them may wait a loop turn to be released, one more backlog for margin, and
+    OTHER_FILES."""
+    return 3 * backlog_for(files) + OTHER_FILES
 
 
 def capacity_for(max_connections: int, files: int) -> int:
@@ -106,16 +109,35 @@ class ConnectionGuard:
         self.malformed: Counter[str] = Counter()
         self._waiting: dict[GuardedHandler, None] = {}
         """Connections waiting for a request, longest waiting first (dicts keep order)."""
+        self._arriving: dict[GuardedHandler, float] = {}
+        """Connections accepted and not connected yet, with when, oldest first."""
 
-    def opened(self, conn: GuardedHandler) -> None:
-        """A connection was accepted: make room for it, or close it if there is none."""
+    def arriving(self, conn: GuardedHandler, now: float) -> bool:
+        """A connection was accepted (its protocol is being made; it is connected a loop
+        turn later, or after its TLS handshake): make room for it. False if there is none:
+        every other connection is mid-request. Counting it from here, not from when it is
+        connected, keeps a burst of accepts from running out of files."""
+        while self._arriving:  # a failed TLS handshake never connects: forget it
+            oldest, since = next(iter(self._arriving.items()))
+            if now - since < HANDSHAKE_SECONDS:
+                break
+            del self._arriving[oldest]
+        self._arriving[conn] = now
+        if self.open + len(self._arriving) <= self.capacity:
+            return True
+        waiting = next(iter(self._waiting), None)
+        if waiting is None:
+            return False
+        self.close(waiting, "capacity")
+        return True
+
+    def opened(self, conn: GuardedHandler, room: bool) -> None:
+        """The connection is made; closed at once if there was no `room` for it."""
+        self._arriving.pop(conn, None)
         self.open += 1
-        if self.open > self.capacity:
-            oldest = next(iter(self._waiting), None)
-            if oldest is None:
-                self.close(conn, "refused")
-                return
-            self.close(oldest, "capacity")
+        if not room:
+            self.close(conn, "refused")
+            return
         self.waiting(conn)
 
     def waiting(self, conn: GuardedHandler) -> None:
@@ -177,7 +199,7 @@ class GuardedHandler(RequestHandler):
     """aiohttp's protocol for one connection, reporting to the guard: opened, waiting for a
     request, busy with one, closed; and answering a malformed request without echoing it."""
 
-    __slots__ = ("_guard", "_opened", "_served", "_started", "_timer")
+    __slots__ = ("_guard", "_opened", "_room", "_served", "_started", "_timer")
 
     def __init__(self, manager: Server, *, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -187,12 +209,13 @@ class GuardedHandler(RequestHandler):
         """A request's first bytes arrived (its headers are not complete yet)."""
         self._served = False
         self._opened = False
+        self._room = guard.arriving(self, self._loop.time())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._opened = True
         self._wait(self._guard.header_timeout)
-        self._guard.opened(self)
+        self._guard.opened(self, self._room)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._opened:
