@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
 from wardready.model import criteria
-from wardready.server import enroll, plan, speedtest, udp_echo
+from wardready.server import connections, enroll, plan, speedtest, udp_echo
 from wardready.server.auth import SCRAPE_TOKEN
 from wardready.server.config import ServerConfig, scrape_token
 from wardready.server.context import (
@@ -54,6 +54,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
     speedtest.setup(app, config.speedtest, planner)
     udp_echo.setup(app, config.udp_echo)
     enroll.setup(app)
+    connections.setup(app, config)
     return app
 
 
@@ -71,7 +72,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         app[CONFIG].readiness_max_age_seconds,
         components=((speedtest.METRICS, app[speedtest.SLOTS].samples),
                     (plan.METRICS, app[PLANNER].samples),
-                    (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples)))
+                    (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples),
+                    (connections.METRICS, app[connections.GUARD].samples)))
     app[IO], app[STORE], app[FLEET], app[EXPOSITION] = io, store, fleet, exposition
     for (ward, _), state in fleet.agents.items():
         app[PLANNER].note_outcomes(ward, state.outcomes.values())

@@ -9,13 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
 from wardready.core.inventory import Inventory, load_inventory
-from wardready.server import memory
+from wardready.server import memory, serving
 from wardready.server.app import create_app
-from wardready.server.config import ServerConfig, load_server_config, ssl_context
+from wardready.server.config import ServerConfig, load_server_config
 from wardready.server.enroll import DEFAULT_HOURS, MAX_HOURS
 from wardready.server.store import Store
 
@@ -123,17 +121,18 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config, inventory = _load(args)
-    logging.getLogger("server").info("inventory %s: %d wards", config.inventory,
-                                     len(inventory.wards))
+    logger = logging.getLogger("server")
+    logger.info("inventory %s: %d wards", config.inventory, len(inventory.wards))
+    before, after = serving.raise_open_files_limit()
+    if after != before:
+        logger.info("open-files limit raised from %d to %d", before, after)
     app = create_app(config, inventory)
     memory.freeze_long_lived()
     app.cleanup_ctx.append(memory.collecting)
-    # run_app turns SIGTERM/SIGINT into a graceful stop: in-flight requests finish first.
     # No access log unless asked: a line per report is most of a busy server's logging.
-    web.run_app(app, host=config.listen_host, port=config.listen_port,
-                ssl_context=ssl_context(config), shutdown_timeout=30,
-                access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
-                print=lambda msg: print(f"wardready-server: {msg}", flush=True))
+    serving.serve(app, config,
+                  logging.getLogger("aiohttp.access") if args.access_log else None,
+                  lambda msg: print(f"wardready-server: {msg}", flush=True))
     return 0
 
 

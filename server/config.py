@@ -87,6 +87,16 @@ class ServerConfig(Strict):
         "HOST:PORT at which Prometheus reaches this server (with TLS, a name in its "
         "certificate), for GET /api/v1/metrics-targets; default: the address the request "
         "arrived on. The client's Host header is never echoed."))
+    max_connections: int = Field(default=30_000, ge=16, le=1_000_000, description=(
+        "HTTP connections held at once; also kept below the open-files limit. Past it the "
+        "connection waiting longest for a request is closed to let a new one in "
+        "(docs/reliability.md)."))
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300, description=(
+        "A request's line and headers must arrive within this long of the connection "
+        "opening, or of the request's first byte."))
+    keepalive_timeout_seconds: float = Field(default=15.0, gt=0, le=3600, description=(
+        "An idle kept-alive connection is closed after this long (agents reuse one only "
+        "within 10 s)."))
     timezone: TimeZoneName = Field(default="Asia/Ho_Chi_Minh", description=(
         "Times in the equipment list are shown in this IANA time zone."))
     tls: TlsConfig | None = None
