@@ -260,6 +260,16 @@ class GuardedHandler(RequestHandler):
             return resp
         return super().handle_error(request, status, exc, message)
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError | HttpProcessingError):
+            # A body the client sent corrupt, met again as aiohttp drains what the handler
+            # did not read (a 415, a 401 first): the client's fault, already answered.
+            self._guard.malformed["body"] += 1
+            log.debug("dropped the rest of a malformed request body: %s", type(exc).__name__)
+            return
+        super().log_exception(*args, **kw)
+
     def drop(self) -> None:
         """Close at once: abort frees the socket now, even a TLS one mid-shutdown."""
         self._cancel_timer()
