@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 
 from lab import REPO, fleet, stack
@@ -503,6 +504,28 @@ def test_scrape_authentication(tmp_path: Path) -> None:
                                   ).status == 401
             assert server.request("GET", path, b"", {"Authorization": f"Bearer {token}"}
                                   ).status == 200
+        # Prometheus as docs/configuration.md sets it up: with the token file it scrapes,
+        # without it the target is down.
+        (tmp_path / "prom.token").write_text(token)
+        target = f"127.0.0.1:{server.port}"
+        prom_config = tmp_path / "prometheus.yml"
+        prom_config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [
+                {"job_name": "with-token", "static_configs": [{"targets": [target]}],
+                 "authorization": {"credentials_file": str(tmp_path / "prom.token")}},
+                {"job_name": "without", "static_configs": [{"targets": [target]}]}]}))
+        prom_port = stack.free_port()
+        prometheus = stack.start_prometheus(tmp_path, prom_port, prom_config)
+        try:
+            def up() -> dict[str, str] | None:
+                found = {r["metric"]["job"]: r["value"][1]
+                         for r in stack.prometheus_query(prom_port, "up")}
+                return found if len(found) == 2 else None
+            assert stack.wait_until("both targets scraped", up, 30, prometheus) == {
+                "with-token": "1", "without": "0"}
+        finally:
+            prometheus.stop()
         assert token not in server.log()
     finally:
         server.process.stop()
