@@ -153,7 +153,9 @@ def start_agent(config: Path, workdir: Path, env: dict[str, str] | None = None) 
                    workdir / "agent.log", env=env)
 
 
-def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG) -> Process:
+def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
+                     receiver: bool = False) -> Process:
+    """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write)."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise StackError("prometheus not found: install the Debian package 'prometheus' "
@@ -162,9 +164,26 @@ def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG)
         binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
         "--rules.alert.resend-delay=1s", "--log.level=warn",
+        *(["--web.enable-remote-write-receiver"] if receiver else []),
     ], workdir / "prometheus.log")
     wait_until("Prometheus to be ready", lambda: http_get(f"http://127.0.0.1:{port}/-/ready"),
                30, proc)
+    return proc
+
+
+def start_victoria_metrics(workdir: Path, port: int) -> Process:
+    """A VictoriaMetrics single node on loopback: remote write at /api/v1/write, PromQL at
+    /api/v1/query, raw samples at /api/v1/export."""
+    binary = shutil.which("victoria-metrics")
+    if binary is None:
+        raise StackError("victoria-metrics not found: install the Debian package "
+                         "'victoria-metrics' (scripts/setup.sh does, as root)")
+    proc = Process("victoria-metrics", [
+        binary, f"-storageDataPath={workdir / 'vm-data'}", f"-httpListenAddr=127.0.0.1:{port}",
+        "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s"],
+        workdir / "victoria-metrics.log")
+    wait_until("VictoriaMetrics to be ready", lambda: http_get(
+        f"http://127.0.0.1:{port}/health"), 30, proc)
     return proc
 
 

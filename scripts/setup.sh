@@ -10,10 +10,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # openssh-server: a real SSH peer for the network-device check's netmiko `linux` type;
 # tmux: a real terminal for the `wardready-agent check` table test;
 # prometheus-alertmanager: amtool, to check the example routing (prometheus/alertmanager.yml);
-# prometheus-node-exporter, prometheus-pushgateway: what the benchmarks compare with (bench/).
+# prometheus-node-exporter, prometheus-pushgateway: what the benchmarks compare with (bench/);
+# victoria-metrics: a remote-write receiver besides Prometheus's own (docs/remote-write.md).
 DEBIAN_PACKAGES=(prometheus iperf3 iputils-ping iproute2 nftables iptables ethtool
                  libnetfilter-queue-dev build-essential python3-dev openssh-server tmux
-                 prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway)
+                 prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway
+                 victoria-metrics)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
 from wardready.model import criteria
-from wardready.server import connections, enroll, plan, speedtest, udp_echo
+from wardready.server import connections, enroll, plan, remote_write, speedtest, udp_echo
 from wardready.server.auth import SCRAPE_TOKEN
 from wardready.server.config import ServerConfig, scrape_token
 from wardready.server.context import (
@@ -31,6 +31,7 @@ from wardready.server.context import (
 )
 from wardready.server.exposition import FleetExposition
 from wardready.server.plan import PLANNER, PlanBook, Planner
+from wardready.server.remote_write import REMOTE_WRITER, RemoteWriter
 from wardready.server.routes import ROUTES
 from wardready.server.store import Store, TokenReader
 from wardready.server.writer import ReportWriter
@@ -67,13 +68,21 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                     future)
     fleet = Fleet(await io.call(store.agent_states), await io.call(store.active_agents),
                   app[CONFIG].readiness_max_age_seconds, await io.call(store.ward_link_latest))
+    config = app[CONFIG]
+    writer = None
+    if config.remote_write is not None:
+        writer = app[REMOTE_WRITER] = RemoteWriter(config.remote_write, store, io,
+                                                   app[INVENTORY])
+    components = [(speedtest.METRICS, app[speedtest.SLOTS].samples),
+                  (plan.METRICS, app[PLANNER].samples),
+                  (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples),
+                  (connections.METRICS, app[connections.GUARD].samples)]
+    if writer is not None:
+        components.append((remote_write.METRICS, writer.samples))
     exposition = FleetExposition(
         app[INVENTORY], lambda: fleet.agents, lambda: fleet.active, lambda: fleet.asset_changes,
-        app[CONFIG].readiness_max_age_seconds,
-        components=((speedtest.METRICS, app[speedtest.SLOTS].samples),
-                    (plan.METRICS, app[PLANNER].samples),
-                    (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples),
-                    (connections.METRICS, app[connections.GUARD].samples)))
+        app[CONFIG].readiness_max_age_seconds, components=components,
+        measurements=writer is None)
     app[IO], app[STORE], app[FLEET], app[EXPOSITION] = io, store, fleet, exposition
     for (ward, _), state in fleet.agents.items():
         app[PLANNER].note_outcomes(ward, state.outcomes.values())
@@ -82,6 +91,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     log.info("database %s: %d agents known", app[CONFIG].database, len(fleet.agents))
     tasks = [asyncio.create_task(_prune_ward_link(io, store)),
              asyncio.create_task(_render_ahead(fleet, exposition))]
+    if writer is not None:
+        log.info("remote write to %s", writer.config.url)
+        tasks.append(asyncio.create_task(writer.run()))
     yield
     for task in tasks:
         task.cancel()

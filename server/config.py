@@ -66,6 +66,24 @@ class EchoConfig(Strict):
     1 KiB here; each PC sends 1 probe a second by default)."""
 
 
+class RemoteWriteConfig(Strict):
+    """Where the measurements go by Prometheus remote write (server.remote_write)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    """The receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write."""
+    bearer_token_file: FilePath | None = None
+    """A file holding a token sent as `Authorization: Bearer` (Mimir, a proxy)."""
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_reports_per_request: int = Field(default=500, ge=1, le=100_000)
+    """Reports whose samples go in one request (a report brings 20-200 samples)."""
+    max_backlog_reports: int = Field(default=5_000_000, ge=1)
+    """Reports waiting at most; past it the oldest are dropped unsent, and counted
+    (20,000 PCs bring about 30 million a day)."""
+    max_age_hours: float = Field(default=14 * 24, gt=0)
+    """Reports generated longer ago are not sent, and counted: match the receiver's
+    out-of-order window (Prometheus: storage.tsdb.out_of_order_time_window)."""
+
+
 class ServerConfig(Strict):
     """Where the server listens and keeps its data. Relative paths are relative to the file."""
 
@@ -105,6 +123,10 @@ class ServerConfig(Strict):
         "/api/v1/metrics-targets (its `authorization: {credentials_file: ...}`); without it "
         "they are open, as suits a Prometheus on the same host or a closed network "
         "(docs/reliability.md)."))
+    remote_write: RemoteWriteConfig | None = Field(default=None, description=(
+        "Send every report's measurements, at the time they were measured, to this "
+        "Prometheus remote-write receiver; /metrics then serves the rest "
+        "(docs/remote-write.md)."))
     speedtest: SpeedtestConfig = SpeedtestConfig()
     udp_echo: EchoConfig = EchoConfig()
 
@@ -123,9 +145,13 @@ def load_server_config(path: Path | None) -> ServerConfig:
     tls = config.tls and TlsConfig(cert_file=base / config.tls.cert_file,
                                    key_file=base / config.tls.key_file)
     scrape = config.scrape_token_file and base / config.scrape_token_file
+    remote = config.remote_write
+    if remote is not None and remote.bearer_token_file is not None:
+        remote = remote.model_copy(update={"bearer_token_file":
+                                           base / remote.bearer_token_file})
     config = config.model_copy(update={"database": base / config.database,
                                        "inventory": base / config.inventory, "tls": tls,
-                                       "scrape_token_file": scrape})
+                                       "scrape_token_file": scrape, "remote_write": remote})
     try:
         scrape_token(config)
     except (OSError, ValueError) as exc:

@@ -17,6 +17,7 @@ from wardready.checks import REGISTRY, devices
 from wardready.core.inventory import Inventory
 from wardready.core.metrics import AGENT_LABELS, MetricSpec, Sample
 from wardready.model.readiness import HostResults
+from wardready.model.report import Outcome
 from wardready.server import assets, readiness, shortfalls
 from wardready.server.catalogue import (
     AGENT_METRICS,
@@ -34,6 +35,20 @@ AgentKey = tuple[str, str]
 AssetRow = tuple[str, str, str, str, int, float]
 
 
+def outcome_measurements(inventory: Inventory, key: AgentKey, outcome: Outcome
+                         ) -> Iterator[Sample]:
+    """What one outcome measured: its check's samples, and for the devices check, the
+    devices below the ward's profile."""
+    check = REGISTRY.get(outcome.check)
+    if check is None or outcome.result is None:
+        return
+    yield from check.samples(outcome.result)
+    ward = inventory.ward(key[0])
+    if ward and isinstance(outcome.result, devices.Result):
+        yield from shortfalls.device_samples(outcome.result, inventory.profile_of(ward),
+                                             inventory.end_of_support)
+
+
 class FleetExposition:
     """Renders the fleet's /metrics, whole or one shard of it."""
 
@@ -43,13 +58,16 @@ class FleetExposition:
                  asset_changes: Callable[[], list[AssetRow]] = list,
                  readiness_max_age: float = 86400.0,
                  components: Sequence[tuple[Sequence[MetricSpec],
-                                            Callable[[], Iterable[Sample]]]] = ()) -> None:
+                                            Callable[[], Iterable[Sample]]]] = (),
+                 measurements: bool = True) -> None:
         self.inventory = inventory
         self.agents = agents
         self.active = active
         self.asset_changes = asset_changes
         self.readiness_max_age = readiness_max_age
         self.components = components
+        self.measurements = measurements
+        """Serve what the agents measured; False when it goes by remote write."""
         """The server's own metrics (speed-test slots, UDP echo), served with shard 0."""
         self._check_specs = [spec for check in REGISTRY.values()
                              for spec in (*check.metrics, *check.totals)]
@@ -212,20 +230,13 @@ class FleetExposition:
 
     def _measured_samples(self, key: AgentKey, state: AgentState
                           ) -> Iterator[tuple[tuple[str, ...], Sample]]:
-        for name, outcome in state.outcomes.items():
-            check = REGISTRY.get(name)
-            if check is not None and outcome.result is not None:
-                for sample in check.samples(outcome.result):
-                    yield key, sample
+        if not self.measurements:
+            return
+        for outcome in state.outcomes.values():
+            for sample in outcome_measurements(self.inventory, key, outcome):
+                yield key, sample
         for totals in state.totals.values():  # continuous checks' running totals
             for sample in totals.samples():
-                yield key, sample
-        polled = state.outcomes.get("devices")
-        ward = self.inventory.ward(key[0])
-        if ward and polled and isinstance(polled.result, devices.Result):
-            for sample in shortfalls.device_samples(polled.result,
-                                                    self.inventory.profile_of(ward),
-                                                    self.inventory.end_of_support):
                 yield key, sample
 
     @staticmethod

@@ -15,6 +15,7 @@ from wardready.server.auth import authenticate, authorize_scrape, fail
 from wardready.server.bodies import invalid, parse_json, read_body
 from wardready.server.context import CONFIG, EXPOSITION, FLEET, INVENTORY, IO, STORE, WRITER
 from wardready.server.plan import PLANNER
+from wardready.server.remote_write import REMOTE_WRITER
 from wardready.server.sharding import MAX_SHARDS, WHOLE, shard_count
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ async def ingest_report(request: web.Request) -> web.Response:
     if stored:
         fleet.apply(report, received_at, ward_link)
         app[PLANNER].note_outcomes(report.ward, report.outcomes)
+        writer = app.get(REMOTE_WRITER)
+        if writer is not None:
+            writer.stored(report)
     return web.json_response({"id": str(report.id), "stored": stored},
                              status=201 if stored else 200)
 

@@ -91,6 +91,10 @@ CREATE TABLE IF NOT EXISTS ward_link (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS ward_link_by_time ON ward_link (at);
+CREATE TABLE IF NOT EXISTS remote_write (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sent_rowid INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS enrollments (
     id TEXT PRIMARY KEY,
     ward TEXT NOT NULL,
