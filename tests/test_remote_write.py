@@ -4,8 +4,12 @@ receiver, VictoriaMetrics); a receiver away and a server SIGKILLed lose nothing 
 
 from __future__ import annotations
 
+import http.client
 import json
+import signal
 import sqlite3
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 import yaml
 
 from lab import fleet, stack
+from tests.test_server import report
 
 pytestmark = pytest.mark.integration
 SERIES = "wardready_host_memory_total_bytes"
@@ -130,3 +135,88 @@ def test_an_agents_outage_reaches_the_store_at_the_original_times(
             server.stop()
 
 
+
+
+DOWN_SECONDS = 60
+"""How long the receiver is away while reports keep arriving (the server is killed midway)."""
+
+
+def send_reports(port: int, token: str, host: str, acked: list[str], stop: threading.Event
+                 ) -> None:
+    """Post reports, one every 20 ms (so no two of a host share a millisecond), until
+    stopped; record each acknowledged id. A server away is retried."""
+    for _ in range(100_000):  # bounded; stopped long before
+        if stop.is_set():
+            return
+        body = report("sai-gon", host)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("POST", "/api/v1/reports", json.dumps(body).encode(),
+                         {"Authorization": f"Bearer {token}",
+                          "Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status in (200, 201):
+                acked.append(body["id"])
+        except (OSError, http.client.HTTPException):
+            pass  # the server is being killed or restarted: never acknowledged
+        finally:
+            conn.close()
+        time.sleep(0.02)
+
+
+def test_a_receiver_away_and_a_server_killed_lose_nothing_acknowledged(tmp_path: Path) -> None:
+    store = Receiver("victoria-metrics", tmp_path / "vm")
+    store.workdir.mkdir()
+    port = stack.free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_config = fleet.write_server_config(tmp_path, port, remote_write={
+        "url": store.write_url, "timeout_seconds": 5})
+    hosts = [f"pc-{i}" for i in range(4)]
+    tokens = fleet.issue_tokens(server_config, [("sai-gon", h) for h in hosts])
+
+    def start_server() -> stack.Process:
+        proc = stack.start_server(server_config, tmp_path)
+        stack.wait_until("server", lambda: stack.http_get(f"{url}/healthz"), 20, proc)
+        return proc
+
+    server = start_server()
+    acked: list[str] = []
+    stop = threading.Event()
+    senders = [threading.Thread(target=send_reports, args=(port, t, h, acked, stop))
+               for t, h in zip(tokens, hosts, strict=True)]
+    try:
+        for sender in senders:
+            sender.start()
+        started = time.monotonic()
+        stack.wait_until("reports while the receiver is away", lambda: len(acked) > 500, 60,
+                         server)
+        assert server_figures(port)["wardready_server_remote_write_failures_total"
+                                    '{reason="connect"}'] >= 1
+        server.popen.send_signal(signal.SIGKILL)  # in the middle of the load
+        server.popen.wait()
+        server = start_server()
+        stack.wait_until("the receiver's outage to last", lambda: time.monotonic() - started
+                         >= DOWN_SECONDS, DOWN_SECONDS + 5, server, interval=1)
+        stop.set()
+        for sender in senders:
+            sender.join(30)
+        store.start()
+        stored = fleet.stored_ids(tmp_path / "server.db")
+        assert set(acked) <= set(stored), "a report acknowledged to an agent is missing"
+        stack.wait_until("every stored report remote-written", lambda: server_figures(port).get(
+            "wardready_server_remote_write_pending_reports") == 0, 120, server)
+        for host in hosts:
+            measured = stored_started_at(tmp_path / "server.db", "sai-gon", host)
+            selector = f'{SERIES}{{ward="sai-gon",host="{host}"}}'
+            stack.wait_until(f"{host}'s samples readable", lambda s=selector, m=measured:
+                             store.timestamps(s) == m, 30, store.process)
+        figures = server_figures(port)
+        assert sum(v for k, v in figures.items()
+                   if k.startswith("wardready_server_remote_write_dropped_reports_total")) == 0
+        print(f"remote write through an outage: {len(acked)} acknowledged, {len(stored)} "
+              f"stored, every one in VictoriaMetrics at its own time")
+    finally:
+        stop.set()
+        server.stop()
+        store.stop()
