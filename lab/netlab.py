@@ -254,6 +254,50 @@ class Namespaces:
             raise ValueError(f"{ns!r} is not one of this lab's namespaces {self.namespaces}")
 
 
+class CutOffHost(Namespaces):
+    """Context manager: one namespace with only its loopback up, a PC with no network at all.
+
+    `resolv_conf`: the namespace's own /etc/resolv.conf (`ip netns exec` binds
+    /etc/netns/NAME/resolv.conf over /etc/resolv.conf for what it runs), e.g.
+    "nameserver 127.0.0.1" for a resolver that is not there: every lookup fails at once and
+    no packet leaves the namespace. Everything is removed on exit, also when the body raises.
+    Needs root and iproute2.
+    """
+
+    def __init__(self, resolv_conf: str | None = None) -> None:
+        super().__init__()
+        self.ns = f"wr-{secrets.token_hex(4)}-pc"
+        self._resolv_conf = resolv_conf
+        self._etc = Path("/etc/netns") / self.ns
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return (self.ns,)
+
+    def _build(self) -> None:
+        if self._resolv_conf is not None:
+            self._etc.mkdir(parents=True)
+            (self._etc / "resolv.conf").write_text(self._resolv_conf)
+        out = subprocess.run(["ip", "netns", "add", self.ns], capture_output=True, text=True,
+                             timeout=20, check=False)
+        if out.returncode:
+            raise RuntimeError(f"ip netns add {self.ns}: {out.stderr.strip()}")
+        self._created.append(self.ns)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], capture_output=True,
+                       timeout=20, check=True)
+
+    def close(self) -> None:
+        """Stop what runs inside, delete the namespace and its /etc/netns folder."""
+        for proc in self._procs:
+            _stop(proc)
+        self._procs.clear()
+        for ns in list(self._created):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20,
+                           check=False)
+            self._created.remove(ns)
+        shutil.rmtree(self._etc, ignore_errors=True)
+
+
 class WardLink(Namespaces):
     """Context manager: three namespaces ward -- router -- city joined by veth pairs.
 
@@ -813,7 +857,7 @@ def run_check(link: WardLink, name: str, config: dict[str, Any], token: Path,
     return result
 
 
-def fetch(link: WardLink, ns: str, url: str, token: Path | None = None,
+def fetch(link: Namespaces, ns: str, url: str, token: Path | None = None,
           timeout: float = 10.0) -> bytes:
     """GET `url` from inside namespace `ns` (the server listens in the city's)."""
     script = ("import sys, urllib.request\n"

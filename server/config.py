@@ -156,11 +156,37 @@ def load_server_config(path: Path | None) -> ServerConfig:
         scrape_token(config)
     except (OSError, ValueError) as exc:
         raise doc.error(("scrape_token_file",), str(exc)) from None
-    try:
-        ssl_context(config)
-    except (OSError, ssl.SSLError) as exc:
-        raise doc.error(("tls", "cert_file"), f"cannot load certificate and key: {exc}") from None
+    problem = config.tls and tls_problem(config.tls)
+    if problem:
+        raise doc.error(("tls", problem[0]), problem[1])
     return config
+
+
+def tls_problem(tls: TlsConfig) -> tuple[str, str] | None:
+    """Which of the TLS files cannot serve, `cert_file` or `key_file`, and why; None when
+    they load together. OpenSSL alone says only "PEM lib" for either file."""
+    kinds = {"cert_file": (b"-----BEGIN CERTIFICATE-----", "PEM certificate"),
+             "key_file": (b"PRIVATE KEY-----", "PEM private key")}
+    for field, (marker, what) in kinds.items():
+        path: Path = getattr(tls, field)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            return field, f"cannot read {path}: {exc.strerror or exc}"
+        if marker not in text:
+            return field, f"{path} holds no {what}"
+        if field == "key_file" and (b"ENCRYPTED" in text):
+            return field, (f"{path} is encrypted with a passphrase, which the server cannot "
+                           "ask for: give it the key unencrypted, readable only by its user")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return "key_file", f"{tls.key_file} is not the key of the certificate in " \
+                               f"{tls.cert_file}"
+        return "cert_file", f"cannot load {tls.cert_file} with the key {tls.key_file}: {exc}"
+    return None
 
 
 MIN_SCRAPE_TOKEN_CHARS = 16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -254,6 +255,40 @@ def as_nobody(argv: Sequence[str]) -> list[str]:
     if not plan:
         return [*drop, *argv]
     return [sys.executable, "-c", _OPEN_THE_WAY, json.dumps(plan), *drop, *argv]
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (as mount takes it: 256k, 4m) at `mount`: a real disk that can be
+    filled up. Mounting needs root: skipped without it (a failure under CI=true)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if made.returncode != 0:
+        if IN_CI:
+            pytest.fail(f"cannot mount a tmpfs under CI: {made.stderr.decode().strip()}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (see `tmpfs`)."""
+    with tmpfs(tmp_path / "full", "256k") as mount:
+        yield mount
+
+
+def fill_up(disk: Path, limit: int = 64 << 20) -> Path:
+    """Write zeros under `disk` until it is full (`small_disk` fills long before `limit`
+    bytes); returns the file written, whose removal frees the disk again."""
+    filler = disk / "filler"
+    with contextlib.suppress(OSError), filler.open("wb", buffering=0) as out:
+        for _ in range(limit // 4096):
+            out.write(b"\0" * 4096)
+    return filler
 
 
 def promtool_check_metrics(exposition: bytes) -> str:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import DATA, IN_CI
+from tests.conftest import DATA, fill_up
 from wardready.agent.agent import Agent
 from wardready.agent.config import load_agent_config
 from wardready.agent.delivery import Delivery
@@ -113,29 +111,6 @@ async def test_reports_spooled_while_away_are_delivered_in_order(
     await run_delivery(delivery, lambda: len(got) == 5, 5)
     assert got == [f'{{"n": {i}}}'.encode() for i in range(5)]
     assert delivery.pending == 0 and delivery.delivered == 5
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A tiny tmpfs: a real disk that can be filled up (mounting needs root)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                          capture_output=True, check=False)
-    if made.returncode != 0:
-        if IN_CI:
-            pytest.fail(f"cannot mount a tmpfs under CI: {made.stderr.decode().strip()}")
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def fill_up(disk: Path) -> None:
-    with contextlib.suppress(OSError), (disk / "filler").open("wb", buffering=0) as filler:
-        while True:
-            filler.write(b"\0" * 4096)
 
 
 async def test_a_full_disk_under_the_spool_keeps_reports_in_memory_and_delivers_them(

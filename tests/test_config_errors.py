@@ -1,7 +1,9 @@
-"""Bad inventories and agent configs: one line naming file and line, exit code 2, no traceback."""
+"""Bad inventories, server and agent configs, token files: one line naming file and line,
+exit code 2, no traceback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from lab import fleet, stack
 from tests.conftest import DATA
 from wardready.agent.cli import main as agent_main
-from wardready.agent.config import load_agent_config
+from wardready.agent.config import TOKEN_ENV, load_agent_config
+from wardready.agent.spool import Spool
+from wardready.core.errors import ConfigError
 from wardready.core.inventory import load_inventory
 from wardready.server.cli import main as server_main
+from wardready.server.config import load_server_config
 
 # (case, original text, replacement, marker of the offending line,
 #  expected error after "file:line: ")
@@ -180,3 +186,149 @@ def test_paths_in_check_sections_are_relative_to_the_config_file(tmp_path: Path)
                       "token_file: agent.token\nchecks:\n  platforms: {ca_file: city-ca.pem}\n")
     loaded = load_agent_config(config)
     assert loaded.checks.platforms.ca_file == tmp_path / "etc" / "city-ca.pem"
+
+
+# -- server.yml ------------------------------------------------------------------------------
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Path:
+    """In `tmp_path`: a certificate and its key, another certificate's key, the key encrypted
+    with a passphrase, a file that is neither, and a scrape token too short."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    (tmp_path / "locked.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase")))
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    (tmp_path / "short.token").write_text("tooshort\n")
+    shutil.copy(DATA / "inventory-small.yml", tmp_path)
+    return tmp_path
+
+
+# (case, server.yml after its first line `inventory: inventory-small.yml`, marker of the
+#  offending line, expected error after "file:line: "; {dir} is the config's folder)
+SERVER_CASES = [
+    ("unknown key", "listen_prot: 8470\n", "listen_prot", "listen_prot: unknown key"),
+    ("wrong type", "listen_port: eighty\n", "listen_port",
+     "listen_port: Input should be a valid integer, got 'eighty'"),
+    ("wrong type in a section", "udp_echo:\n  max_packets: many\n", "max_packets",
+     "udp_echo.max_packets: Input should be a valid integer, got 'many'"),
+    ("out of range", "max_report_bytes: 10\n", "max_report_bytes",
+     "max_report_bytes: Input should be greater than or equal to 1024, got 10"),
+    ("time zone", "timezone: Asia/Saigon_City\n", "timezone",
+     "timezone: Value error, unknown time zone 'Asia/Saigon_City' (an IANA name such as "
+     "Asia/Ho_Chi_Minh), got 'Asia/Saigon_City'"),
+    ("certificate missing", "tls:\n  cert_file: absent.pem\n  key_file: server.key\n",
+     "cert_file", "tls.cert_file: cannot read {dir}/absent.pem: No such file or directory"),
+    ("key missing", "tls:\n  cert_file: server.pem\n  key_file: absent.key\n", "key_file",
+     "tls.key_file: cannot read {dir}/absent.key: No such file or directory"),
+    ("not a certificate", "tls:\n  cert_file: notes.txt\n  key_file: server.key\n",
+     "cert_file", "tls.cert_file: {dir}/notes.txt holds no PEM certificate"),
+    ("a key given as the certificate", "tls:\n  cert_file: server.key\n  key_file: server.key\n",
+     "cert_file", "tls.cert_file: {dir}/server.key holds no PEM certificate"),
+    ("not a key", "tls:\n  cert_file: server.pem\n  key_file: notes.txt\n", "key_file",
+     "tls.key_file: {dir}/notes.txt holds no PEM private key"),
+    ("another certificate's key", "tls:\n  cert_file: server.pem\n  key_file: other.key\n",
+     "key_file", "tls.key_file: {dir}/other.key is not the key of the certificate in "
+     "{dir}/server.pem"),
+    ("key with a passphrase", "tls:\n  cert_file: server.pem\n  key_file: locked.key\n",
+     "key_file", "tls.key_file: {dir}/locked.key is encrypted with a passphrase, which the "
+     "server cannot ask for: give it the key unencrypted, readable only by its user"),
+    ("key file not given", "tls:\n  cert_file: server.pem\n", "tls:",
+     "tls.key_file: required key is missing"),
+    ("scrape token too short", "scrape_token_file: short.token\n", "scrape_token_file",
+     "scrape_token_file: {dir}/short.token: the token must be at least 16 printable ASCII "
+     "characters, without spaces"),
+    ("scrape token missing", "scrape_token_file: absent.token\n", "scrape_token_file",
+     "scrape_token_file: [Errno 2] No such file or directory: '{dir}/absent.token'"),
+]
+
+
+def _server_yml(folder: Path, rest: str, marker: str) -> tuple[Path, int]:
+    text = "inventory: inventory-small.yml\n" + rest
+    path = folder / "server.yml"
+    path.write_text(text)
+    return path, text[: text.index(marker)].count("\n") + 1
+
+
+@pytest.mark.parametrize(("case", "rest", "marker", "expected"), SERVER_CASES,
+                         ids=[c[0] for c in SERVER_CASES])
+def test_bad_server_config_is_one_line_with_file_line_and_key(
+        tls_files: Path, case: str, rest: str, marker: str, expected: str) -> None:
+    path, line = _server_yml(tls_files, rest, marker)
+    with pytest.raises(ConfigError) as caught:
+        load_server_config(path)
+    assert str(caught.value) == f"{path}:{line}: {expected.format(dir=tls_files)}"
+
+
+def test_the_tls_files_of_the_cases_are_good_together(tls_files: Path) -> None:
+    """The cases above fail for the fault each brings, not for some other."""
+    path, _ = _server_yml(tls_files, "tls:\n  cert_file: server.pem\n  key_file: server.key\n",
+                          "tls")
+    config = load_server_config(path)
+    assert config.tls is not None and config.tls.key_file == tls_files / "server.key"
+
+
+@pytest.mark.parametrize(("command", "rest", "marker", "expected"), [
+    ("check-config", "listen_prot: 8470\n", "listen_prot", "listen_prot: unknown key"),
+    ("serve", "tls:\n  cert_file: server.pem\n  key_file: other.key\n", "key_file",
+     "tls.key_file: {dir}/other.key is not the key of the certificate in {dir}/server.pem"),
+    ("serve", "timezone: Asia/Saigon_City\n", "timezone",
+     "timezone: Value error, unknown time zone 'Asia/Saigon_City' (an IANA name such as "
+     "Asia/Ho_Chi_Minh), got 'Asia/Saigon_City'"),
+    ("serve", "scrape_token_file: short.token\n", "scrape_token_file",
+     "scrape_token_file: {dir}/short.token: the token must be at least 16 printable ASCII "
+     "characters, without spaces"),
+], ids=["check-config unknown key", "serve wrong key", "serve time zone", "serve short token"])
+def test_server_process_with_a_bad_config_exits_2_and_starts_nothing(
+        tls_files: Path, command: str, rest: str, marker: str, expected: str) -> None:
+    """As an operator sees it: the real command, one line on stderr, exit code 2; `serve`
+    opens no database and listens nowhere."""
+    port = stack.free_port()
+    path, line = _server_yml(tls_files, f"listen_port: {port}\ndatabase: w.db\n" + rest,
+                             marker)
+    out = subprocess.run([stack.executable("wardready-server"), command, "--config",
+                          str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"wardready-server: {path}:{line}: {expected.format(dir=tls_files)}"]
+    assert out.stdout == ""
+    assert not (tls_files / "w.db").exists() and stack.port_is_free(port)
+
+
+# -- the agent's token file ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("case", "content", "expected"), [
+    ("missing", None, "cannot read token file: No such file or directory"),
+    ("empty", "", "token file is empty"),
+    ("blank", " \n\n", "token file is empty"),
+], ids=["missing", "empty", "blank"])
+def test_agent_without_a_usable_token_exits_2_and_keeps_its_spool(
+        tmp_path: Path, case: str, content: str | None, expected: str) -> None:
+    """`wardready-agent run` as a real process: one line naming the token file, exit code 2,
+    and the reports already in its spool are still there, untouched."""
+    port = stack.free_port()
+    config = fleet.write_agent_config(tmp_path, "http://127.0.0.1:9", "sai-gon", "pc-1",
+                                      "unused", listen_port=port)
+    token = tmp_path / "token"
+    token.unlink()
+    if content is not None:
+        token.write_text(content)
+    spool = Spool(tmp_path / "spool", 1 << 20, 86400)
+    spool.put("waiting-1", b'{"n": 1}')
+    spool.close()
+    before = sorted((p.name, p.read_bytes()) for p in (tmp_path / "spool").iterdir())
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    out = subprocess.run([stack.executable("wardready-agent"), "run", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"wardready-agent: {token}: {expected}"]
+    assert sorted((p.name, p.read_bytes()) for p in (tmp_path / "spool").iterdir()) == before
+    assert stack.port_is_free(port)  # its /metrics never opened
