@@ -19,6 +19,8 @@ import yaml
 
 from lab import fleet, stack
 from tests.test_server import report
+from wardready.model.report import Report
+from wardready.server.store import Store
 
 pytestmark = pytest.mark.integration
 SERIES = "wardready_host_memory_total_bytes"
@@ -220,3 +222,24 @@ def test_a_receiver_away_and_a_server_killed_lose_nothing_acknowledged(tmp_path:
         stop.set()
         server.stop()
         store.stop()
+
+
+def test_the_queue_drops_past_its_bounds_and_says_how_many(tmp_path: Path) -> None:
+    """Past `max_backlog_reports` the oldest reports are passed over (counted); a report
+    older than `max_age_hours` comes without its body, to be counted as too old."""
+    now = time.time()
+    with Store(tmp_path / "server.db") as store:
+        old = []
+        for i in range(12):
+            body = report("sai-gon", "pc-1")
+            if i in (5, 6):  # delivered late, after an outage: generated two hours ago
+                body["generated_at"] = body["outcomes"][0]["started_at"] = now - 7200
+                old.append(body["id"])
+            store.add_report(Report.model_validate(body), now)
+        pending, skipped, rows = store.remote_write_batch(100, 8, now - 3600)
+        assert (pending, skipped, len(rows)) == (8, 4, 8)
+        assert [r[3] for r in rows if r[4] is None] == old
+        store.remote_write_done(rows[2][0])
+        assert store.remote_write_batch(100, 8, now - 3600)[:2] == (5, 0)
+    with Store(tmp_path / "server.db") as reopened:  # the cursor is on disk
+        assert reopened.remote_write_cursor() == rows[2][0]
