@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,8 +154,9 @@ def start_agent(config: Path, workdir: Path, env: dict[str, str] | None = None) 
 
 
 def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
-                     receiver: bool = False) -> Process:
-    """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write)."""
+                     receiver: bool = False, flags: Sequence[str] = ()) -> Process:
+    """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write);
+    `flags`: more command-line flags."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise StackError("prometheus not found: install the Debian package 'prometheus' "
@@ -164,7 +165,7 @@ def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
         binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
         "--rules.alert.resend-delay=1s", "--log.level=warn",
-        *(["--web.enable-remote-write-receiver"] if receiver else []),
+        *(["--web.enable-remote-write-receiver"] if receiver else []), *flags,
     ], workdir / "prometheus.log")
     wait_until("Prometheus to be ready", lambda: http_get(f"http://127.0.0.1:{port}/-/ready"),
                30, proc)
