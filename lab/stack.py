@@ -172,16 +172,16 @@ def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
     return proc
 
 
-def start_victoria_metrics(workdir: Path, port: int) -> Process:
+def start_victoria_metrics(workdir: Path, port: int, flags: Sequence[str] = ()) -> Process:
     """A VictoriaMetrics single node on loopback: remote write at /api/v1/write, PromQL at
-    /api/v1/query, raw samples at /api/v1/export."""
+    /api/v1/query, raw samples at /api/v1/export; `flags`: more command-line flags."""
     binary = shutil.which("victoria-metrics")
     if binary is None:
         raise StackError("victoria-metrics not found: install the Debian package "
                          "'victoria-metrics' (scripts/setup.sh does, as root)")
     proc = Process("victoria-metrics", [
         binary, f"-storageDataPath={workdir / 'vm-data'}", f"-httpListenAddr=127.0.0.1:{port}",
-        "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s"],
+        "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s", *flags],
         workdir / "victoria-metrics.log")
     wait_until("VictoriaMetrics to be ready", lambda: http_get(
         f"http://127.0.0.1:{port}/health"), 30, proc)

@@ -1,9 +1,9 @@
 """Two wardready servers, one store: the simulated city (lab/city.py) split into two
 provinces, each reporting to its own real server, which remote-writes the measurements to
-one real Prometheus (prometheus/prometheus-store.yml: receiver, out-of-order window); that
-Prometheus scrapes both servers' /metrics for the state and evaluates the shipped rules.
-It must flag exactly the wards one server flags (tests/test_flagging.py), for the same
-reasons.
+one store that scrapes both servers' /metrics for the state and evaluates the shipped rules:
+a real Prometheus (prometheus/prometheus-store.yml), or VictoriaMetrics with vmalert
+(prometheus/victoria-metrics-scrape.yml). It must flag exactly the wards one server flags
+(tests/test_flagging.py), for the same reasons.
 
 A third of the wards come back from an outage: their PCs' reports were measured one to
 three hours ago and arrive now, as an agent's spool delivers them. The store has them at
@@ -35,8 +35,10 @@ from wardready.core.inventory import load_inventory
 from wardready.server.store import Store
 
 pytestmark = pytest.mark.integration
-STORE_FLAGS = ("--query.lookback-delta=1d",)
-"""As prometheus/prometheus-store.yml says to start the store."""
+PROMETHEUS_FLAGS = ("--query.lookback-delta=1d",)
+VICTORIA_METRICS_FLAGS = ("-search.maxStalenessInterval=24h",)
+VMALERT_FLAGS = ("-datasource.queryStep=24h",)
+"""As prometheus/prometheus-store.yml and victoria-metrics-scrape.yml say to start them."""
 LATE_HOURS = (1, 2, 3)
 """How long ago the late wards' reports were measured, by turns."""
 SERIES = "wardready_host_memory_total_bytes"
@@ -51,8 +53,74 @@ class Province:
 
 
 @dataclass
+class CityStore:
+    """Where the measurements go and the rules run: Prometheus, or VictoriaMetrics (whose
+    PromQL API is at `port`) with vmalert at `vmalert`."""
+    kind: str
+    port: int
+    vmalert: int = 0
+
+    @property
+    def write_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1/write"
+
+    def start(self, workdir: Path, servers: list[int]) -> list[stack.Process]:
+        rules = yaml.safe_load(RULES.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                rule.pop("for", None)
+        (workdir / "rules.yml").write_text(yaml.safe_dump(rules))
+        if self.kind == "prometheus":
+            return [stack.start_prometheus(workdir, self.port, prometheus_config(
+                workdir, servers), receiver=True, flags=PROMETHEUS_FLAGS)]
+        binary = require_binary("vmalert")
+        config = yaml.safe_load(
+            (REPO / "prometheus" / "victoria-metrics-scrape.yml").read_text())
+        config["global"].update(scrape_interval="3s")
+        (job,) = config["scrape_configs"]
+        job.update(scrape_interval="3s", scrape_timeout="3s", http_sd_configs=[
+            {"url": f"http://127.0.0.1:{port}/api/v1/metrics-targets"} for port in servers])
+        (workdir / "scrape.yml").write_text(yaml.safe_dump(config))
+        vm = stack.start_victoria_metrics(workdir, self.port, flags=(
+            *VICTORIA_METRICS_FLAGS, f"-promscrape.config={workdir / 'scrape.yml'}",
+            "-promscrape.httpSDCheckInterval=2s"))
+        self.vmalert = stack.free_port()
+        base = f"http://127.0.0.1:{self.port}"
+        # Nothing listens at the notifier's address: the alerts are read off vmalert's API.
+        vmalert = stack.Process("vmalert", [
+            binary, f"-rule={workdir / 'rules.yml'}",
+            f"-datasource.url={base}", f"-remoteWrite.url={base}", f"-remoteRead.url={base}",
+            f"-notifier.url=http://127.0.0.1:{stack.free_port()}", "-evaluationInterval=1s",
+            *VMALERT_FLAGS, f"-httpListenAddr=127.0.0.1:{self.vmalert}", "-loggerLevel=ERROR"],
+            workdir / "vmalert.log")
+        stack.wait_until("vmalert to be ready", lambda: stack.http_get(
+            f"http://127.0.0.1:{self.vmalert}/health"), 30, vmalert)
+        return [vm, vmalert]
+
+    def flagged(self) -> set[tuple[str, str, str]]:
+        """(ward, alert, criterion / item / platform) of every alert the store holds."""
+        if self.kind == "prometheus":
+            return flagged(self.port)
+        body = stack.http_get(f"http://127.0.0.1:{self.vmalert}/api/v1/alerts")
+        found = set()
+        for alert in json.loads(body or b"{}").get("data", {}).get("alerts") or []:
+            labels = alert["labels"]
+            reason = labels.get("criterion") or labels.get("item") or labels.get("platform", "")
+            found.add((labels["ward"], labels["alertname"], reason))
+        return found
+
+    def rules(self) -> list[tuple[str, str]]:
+        """(rule, error of its last evaluation, or "") of every rule the store evaluates."""
+        port = self.port if self.kind == "prometheus" else self.vmalert
+        body = stack.http_get(f"http://127.0.0.1:{port}/api/v1/rules")
+        assert body, f"no rules from {self.kind}"
+        return [(r["name"], r.get("lastError", "")) for g in json.loads(body)["data"]["groups"]
+                for r in g["rules"]]
+
+
+@dataclass
 class RemoteCity:
-    store: int
+    store: CityStore
     plan: dict[str, city.Shortfall]
     provinces: list[Province]
     late: dict[str, float]
@@ -70,14 +138,9 @@ def province_inventories(doc: dict[str, Any]) -> list[dict[str, Any]]:
             for half in halves]
 
 
-def store_config(workdir: Path, servers: list[int]) -> Path:
+def prometheus_config(workdir: Path, servers: list[int]) -> Path:
     """The shipped store configuration, pointed at these servers, quicker, with the rules
     without their `for:`."""
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            rule.pop("for", None)
-    (workdir / "rules.yml").write_text(yaml.safe_dump(rules))
     config = yaml.safe_load((REPO / "prometheus" / "prometheus-store.yml").read_text())
     config["global"].update(scrape_interval="3s", evaluation_interval="1s")
     config["rule_files"] = [str(workdir / "rules.yml")]
@@ -91,14 +154,15 @@ def store_config(workdir: Path, servers: list[int]) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def remote_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteCity]:
-    require_binary("prometheus")
-    workdir = tmp_path_factory.mktemp("remote-city")
+@pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
+def remote_city(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[RemoteCity]:
+    require_binary(request.param)
+    workdir = tmp_path_factory.mktemp(f"remote-city-{request.param}")
     doc = yaml.safe_load(city.inventory_yaml())
     (workdir / "inventory.yml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     plan = city.plan(load_inventory(workdir / "inventory.yml"))
-    store_port = stack.free_port()
+    store = CityStore(request.param, stack.free_port())
     ports = [stack.free_port(), stack.free_port()]
     provinces, configs, agents = [], [], []
     for i, (port, own) in enumerate(zip(ports, province_inventories(doc), strict=True)):
@@ -107,7 +171,7 @@ def remote_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteCity
         (home / "inventory.yml").write_text(yaml.safe_dump(own, allow_unicode=True))
         config = fleet.write_server_config(
             home, port, inventory=str(home / "inventory.yml"),
-            remote_write={"url": f"http://127.0.0.1:{store_port}/api/v1/write"})
+            remote_write={"url": store.write_url})
         wards = [w["id"] for w in own["wards"]]
         mine = [(port, ward, pc, role) for ward in wards for pc, role in city.pcs(plan[ward])]
         tokens = fleet.issue_tokens(config, [(w, pc) for _, w, pc, _ in mine])
@@ -119,12 +183,11 @@ def remote_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteCity
     reporting = [w for w, kind in plan.items() if kind != "no-agent"]
     late = {w: now - 3600 * LATE_HOURS[i // 3 % len(LATE_HOURS)]
             for i, w in enumerate(reporting) if i % 3 == 0}
-    procs = [stack.start_prometheus(workdir, store_port, store_config(workdir, ports),
-                                    receiver=True, flags=STORE_FLAGS)]
+    procs = store.start(workdir, ports)
     try:
-        for config in configs:
-            procs.append(stack.start_server(config, config.parent))
-        for port, proc in zip(ports, procs[1:], strict=True):
+        servers = [stack.start_server(config, config.parent) for config in configs]
+        procs += servers
+        for port, proc in zip(ports, servers, strict=True):
             stack.wait_until("server", lambda port=port: stack.http_get(
                 f"http://127.0.0.1:{port}/healthz"), 20, proc)
 
@@ -134,7 +197,7 @@ def remote_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteCity
                         city.report(ward, pc, role, plan[ward], at=late.get(ward)))
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(send, agents)) == {201}
-        yield RemoteCity(store_port, plan, provinces, late, len(agents))
+        yield RemoteCity(store, plan, provinces, late, len(agents))
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -165,31 +228,32 @@ def test_two_provinces_one_store_flag_what_one_server_flags(remote_city: RemoteC
     expected = expected_flags(plan)
 
     def settled() -> set[tuple[str, str, str]] | None:
-        now = flagged(store)
+        now = store.flagged()
         return now if now == expected else None
     try:
         stack.wait_until("the store to flag the short wards", settled, 90)
     except stack.StackError:
-        now = flagged(store)
+        now = store.flagged()
         pytest.fail(f"flagged but not expected: {sorted(now - expected)}\n"
                     f"expected but not flagged: {sorted(expected - now)}\n"
-                    f"up: {stack.prometheus_query(store, 'up')}")
+                    f"up: {stack.prometheus_query(store.port, 'up')}\n"
+                    f"rules failing: {[r for r in store.rules() if r[1]]}")
     # Both servers scraped; every PC's measurements in the store by remote write alone.
-    targets = stack.prometheus_query(store, 'up{job="wardready-server"}')
+    targets = stack.prometheus_query(store.port, 'up{job="wardready-server"}')
     assert len(targets) == 2 and all(t["value"][1] == "1" for t in targets), targets
-    pcs = stack.prometheus_query(store, f"count({SERIES})")
+    pcs = stack.prometheus_query(store.port, f"count({SERIES})")
     assert float(pcs[0]["value"][1]) == remote_city.pcs
-    assert not stack.prometheus_query(store, f'{SERIES}{{instance!=""}}')
+    assert not stack.prometheus_query(store.port, f'{SERIES}{{instance!=""}}')
     # No rule failed (two servers serving one ward would break the joins, all wards at once).
-    groups = json.loads(stack.http_get(f"http://127.0.0.1:{store}/api/v1/rules") or b"{}")
-    broken = [(r["name"], r.get("lastError")) for g in groups["data"]["groups"]
-              for r in g["rules"] if r.get("health") != "ok"]
-    assert not broken
+    rules = store.rules()
+    shipped = yaml.safe_load(RULES.read_text())["groups"]
+    assert len(rules) == sum(len(g["rules"]) for g in shipped), rules
+    assert not [r for r in rules if r[1]], rules
 
 
 def test_late_reports_are_in_the_store_at_the_time_they_were_measured(
         remote_city: RemoteCity) -> None:
-    store, late = remote_city.store, remote_city.late
+    store, late = remote_city.store.port, remote_city.late
     assert {round((time.time() - at) / 3600) for at in late.values()} == set(LATE_HOURS)
 
     def measured_at() -> dict[str, set[float]]:
@@ -230,6 +294,6 @@ def test_after_an_outage_the_equipment_lists_flag_what_the_store_flags(
     late_short = {w for w, _ in on_list if w in remote_city.late}
     assert len({plan[w] for w in late_short}) >= 5, "the outage hits many kinds of shortfall"
     stack.wait_until("the store's rules to record every shortfall", lambda: prometheus_shortfalls(
-        remote_city.store) == on_list or None, 90)
+        remote_city.store.port) == on_list or None, 90)
     assert {n["ward"] for listed in lists for n in listed["no_data"]} == {
         w for w, kind in plan.items() if kind == "no-agent"}
