@@ -100,8 +100,10 @@ def pcs(shortfall: Shortfall) -> list[tuple[str, str]]:
         (f"counter-{i:02d}", "counter") for i in range(1, count)]
 
 
-def report(ward: str, pc: str, role: str, shortfall: Shortfall) -> dict[str, Any]:
-    """One report of one PC, as its agent would send it."""
+def report(ward: str, pc: str, role: str, shortfall: Shortfall,
+           at: float | None = None) -> dict[str, Any]:
+    """One report of one PC, as its agent would send it; `at`: measured then (default now),
+    as a report from an agent's spool is after an outage."""
     slow = ((shortfall == "slow-pcs" and pc in ("counter-01", "counter-02"))
             or (shortfall == "room-pc-slow" and pc == "room-pc"))
     facts = host.collect().model_copy(update={
@@ -137,7 +139,7 @@ def report(ward: str, pc: str, role: str, shortfall: Shortfall) -> dict[str, Any
         for p in PLATFORMS])
     if pc == "room-pc":  # the one agent per ward that polls the ward's router and switch
         changes["devices"] = network(shortfall == "old-network")
-    body = pc_report(ward, pc, role, changes)
+    body = pc_report(ward, pc, role, changes, at=at)
     if pc == "counter-02":  # a check that failed, as some always have
         body["outcomes"].append({"check": "neighbours", "started_at": body["generated_at"],
                                  "duration_seconds": 0.1, "ok": False,
@@ -169,10 +171,10 @@ def network(old: bool) -> devices.Result:
 
 
 def pc_report(ward: str, pc: str, role: str | None, changes: dict[str, Any],
-              agent_version: str = "0.1.0") -> dict[str, Any]:
+              agent_version: str = "0.1.0", at: float | None = None) -> dict[str, Any]:
     """A report of a clean fast PC with the kit (tests/test_readiness.py), but for
-    `changes` (check name -> result)."""
-    now = time.time()
+    `changes` (check name -> result), generated and measured at `at` (default now)."""
+    now = time.time() if at is None else at
     outcomes = [{"check": name, "started_at": now, "duration_seconds": 1.0, "ok": True,
                  "result": result.model_dump(mode="json")}
                 for name, result in results(**changes).items()]

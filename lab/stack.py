@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -154,8 +154,9 @@ def start_agent(config: Path, workdir: Path, env: dict[str, str] | None = None) 
 
 
 def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
-                     receiver: bool = False) -> Process:
-    """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write)."""
+                     receiver: bool = False, flags: Sequence[str] = ()) -> Process:
+    """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write);
+    `flags`: more command-line flags."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise StackError("prometheus not found: install the Debian package 'prometheus' "
@@ -164,23 +165,23 @@ def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
         binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
         "--rules.alert.resend-delay=1s", "--log.level=warn",
-        *(["--web.enable-remote-write-receiver"] if receiver else []),
+        *(["--web.enable-remote-write-receiver"] if receiver else []), *flags,
     ], workdir / "prometheus.log")
     wait_until("Prometheus to be ready", lambda: http_get(f"http://127.0.0.1:{port}/-/ready"),
                30, proc)
     return proc
 
 
-def start_victoria_metrics(workdir: Path, port: int) -> Process:
+def start_victoria_metrics(workdir: Path, port: int, flags: Sequence[str] = ()) -> Process:
     """A VictoriaMetrics single node on loopback: remote write at /api/v1/write, PromQL at
-    /api/v1/query, raw samples at /api/v1/export."""
+    /api/v1/query, raw samples at /api/v1/export; `flags`: more command-line flags."""
     binary = shutil.which("victoria-metrics")
     if binary is None:
         raise StackError("victoria-metrics not found: install the Debian package "
                          "'victoria-metrics' (scripts/setup.sh does, as root)")
     proc = Process("victoria-metrics", [
         binary, f"-storageDataPath={workdir / 'vm-data'}", f"-httpListenAddr=127.0.0.1:{port}",
-        "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s"],
+        "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s", *flags],
         workdir / "victoria-metrics.log")
     wait_until("VictoriaMetrics to be ready", lambda: http_get(
         f"http://127.0.0.1:{port}/health"), 30, proc)

@@ -17,9 +17,11 @@ pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "itest-pc"
 
 
-def test_shipped_prometheus_config_passes_promtool() -> None:
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-sharded.yml",
+                                  "prometheus-store.yml", "victoria-metrics-scrape.yml"])
+def test_shipped_prometheus_config_passes_promtool(name: str) -> None:
     out = subprocess.run([require_binary("promtool"), "check", "config",
-                          str(stack.PROMETHEUS_CONFIG)], capture_output=True, text=True)
+                          str(REPO / "prometheus" / name)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

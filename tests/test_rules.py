@@ -110,7 +110,7 @@ def test_the_rules_follow_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_prometheus_evaluates_the_rules_at_the_step_the_equipment_list_assumes() -> None:
     """The list emulates `quantile_over_time` over the recorded values at each evaluation."""
-    for name in ("prometheus.yml", "prometheus-sharded.yml"):
+    for name in ("prometheus.yml", "prometheus-sharded.yml", "prometheus-store.yml"):
         config = yaml.safe_load((REPO / "prometheus" / name).read_text())
         assert config["global"]["evaluation_interval"] == (
             f"{criteria.EVALUATION_SECONDS:g}s"), name
