@@ -16,16 +16,15 @@ issued beforehand.
   it, until nothing is pending or `--drain` seconds have passed: the
   `wardready_server_remote_write_*` figures (reports and samples acknowledged, pending,
   failures, drops) and the server's CPU time (/proc) at each read.
-- **Server CPU per report**: during the load (ingest, and the writer as far as it got);
-  with remote write, also what the writer alone cost per report sent while draining the
-  backlog once the load stopped.
+- **Server CPU per report**: from the first report due to the last answered (ingest, and
+  the writer as far as it got then).
 - **Receiver**: CPU seconds and resident memory (now and peak, /proc) over load and drain,
   the data directory's size, and how many of the host check's samples (one a report) it
   answers a PromQL `count_over_time` with.
 - **Scrape**: once the writer is done (or given up on), /metrics timed from here, whole:
   bytes, samples, seconds (the first, then the median of three more).
 
-    .venv/bin/python -m bench.remote_write                 # 20,000 agents, 1,000/s for 40 s, 3 runs
+    .venv/bin/python -m bench.remote_write           # 20,000 agents, 1,000/s, 40 s, 3 runs: ~18 min
     .venv/bin/python -m bench.remote_write --runs 1 --seconds 30
     .venv/bin/python -m bench.remote_write --quick         # 600 agents, 10 s, one run
 """
@@ -134,14 +133,6 @@ class Result:
     @property
     def final(self) -> Poll:
         return self.polls[-1] if self.polls else Poll(0.0, 0.0)
-
-    def writer_cpu_ms(self) -> float:
-        """Server CPU ms per report sent while only the writer worked (after the load)."""
-        end = self.at_drive_end()
-        last = next((p for p in self.polls if self.drained_at is not None
-                     and p.t >= self.drained_at), self.final)
-        sent = last.reports - end.reports
-        return (last.cpu - end.cpu) / sent * 1e3 if sent > 0 else math.nan
 
 
 class Receiver:
@@ -375,7 +366,8 @@ def _each(values: list[float], fmt: str) -> str:
 
 
 def render(results: list[Result], args: argparse.Namespace, argv: list[str] | None) -> str:
-    command = " ".join([".venv/bin/python -m bench.remote_write", *(argv or [])])
+    command = " ".join([".venv/bin/python -m bench.remote_write",
+                        *(sys.argv[1:] if argv is None else argv)])
     by: dict[str, list[Result]] = {}
     for r in results:
         by.setdefault(r.config, []).append(r)
@@ -443,22 +435,18 @@ def render(results: list[Result], args: argparse.Namespace, argv: list[str] | No
                          f"{p.reports + p.pending:,.0f} | {p.reports:,.0f} | "
                          f"{p.pending:,.0f} | {rate:,.0f} |")
     lines += ["", "### Server CPU per report", "",
-              "| configuration | answered | CPU ms/report during load "
-              "| writer alone, CPU ms/report sent after load | p50 ms | p99 ms "
-              "| server RSS MB | CPU ms/report, each run "
-              "| writer alone, each run |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+              "| configuration | answered | CPU ms/report during load | p50 ms | p99 ms "
+              "| server RSS MB | CPU ms/report, each run |", "|---|---:|---:|---:|---:|---:|---|"]
     for config in [c for c in CONFIGS if c in by]:
         rs = by[config]
         cpu = [r.cpu_drive / r.drive.requests * 1e3 if r.drive.requests else math.nan
                for r in rs]
-        writer = [r.writer_cpu_ms() for r in rs] if config != "off" else []
         lines.append("| " + " | ".join([
             name[config], f"{median([r.drive.requests for r in rs]):,.0f}/{rs[0].offered:,}",
-            f"{median(cpu):.2f}", f"{median(writer):.2f}" if writer else "—",
+            f"{median(cpu):.2f}",
             f"{median([loadgen.summary(r.drive)['p50_ms'] for r in rs]):.1f}",
             f"{median([loadgen.summary(r.drive)['p99_ms'] for r in rs]):.1f}",
-            f"{median([r.server_rss / 1e6 for r in rs]):,.0f}", _each(cpu, ".2f"),
-            _each(writer, ".2f") if writer else "—"]) + " |")
+            f"{median([r.server_rss / 1e6 for r in rs]):,.0f}", _each(cpu, ".2f")]) + " |")
     lines += ["", "### Receivers, same samples", "",
               "Over the load and the catching up; the host check's samples counted back "
               "with `sum(count_over_time(" + HOST_SERIES + "[1h]))` against the reports "
