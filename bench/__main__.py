@@ -4,6 +4,7 @@
     .venv/bin/python -m bench speedtest --quick    # one benchmark, a short smoke run
     .venv/bin/python -m bench plan_capacity        # the measurement plan's capacity (~2 min)
     sudo .venv/bin/python -m bench calls_first     # one outside the default suite (root)
+    .venv/bin/python -m bench remote_write         # remote write at the ingest rate (~18 min)
 
 Each benchmark runs in a process of its own (`python -m bench.NAME`), so one's memory or
 threads never weigh on the next, and prints one or more Markdown sections, each starting
@@ -26,8 +27,10 @@ DOC = REPO / "docs" / "benchmarks.md"
 SUITE = ("agent_footprint", "server_scale", "speedtest", "plan_capacity")
 """Side by side with node-exporter, the Pushgateway and iperf3 (issue 9); the measurement
 plan against hourly tests, simulated (issue 21)."""
-EXTRA = ("calls_first",)
-"""Need root (network namespaces): a call and the throughput test on one ward link (issue 21)."""
+EXTRA = ("calls_first", "remote_write")
+"""calls_first needs root (network namespaces): a call and the throughput test on one ward
+link (issue 21). remote_write takes about 18 minutes: the server's remote write at its
+ingest rate, Prometheus's receiver against VictoriaMetrics (issue 23)."""
 
 
 def sections(markdown: str) -> dict[str, str]:

@@ -23,3 +23,11 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces
     # utime, stime (fields 14, 15), cutime, cstime (16, 17)
     return sum(int(f) for f in fields[11:15 if children else 13]) / CLOCK_TICKS
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
