@@ -41,8 +41,9 @@ from wardready.server.store import Store
 
 log = logging.getLogger(__name__)
 
-Series = tuple[tuple[tuple[str, str], ...], float, int]
-"""(sorted labels with `__name__`, value, milliseconds since the epoch)."""
+Series = tuple[tuple[str, str], Sample, int]
+"""(ward and host, a sample, milliseconds since the epoch): labels are put in order only
+as the request is encoded."""
 
 SENT_REPORTS = MetricSpec("wardready_server_remote_write_reports_total",
                           "Reports whose measurements the receiver acknowledged.",
@@ -104,28 +105,40 @@ _WRITE_REQUEST: Any = None
 
 
 def encode(series: Iterable[Series]) -> bytes:
-    """A snappy-compressed remote-write `WriteRequest` of these series, one sample each."""
+    """A snappy-compressed remote-write `WriteRequest` of these series, one sample each,
+    their labels sorted by name as the protocol asks."""
     global _WRITE_REQUEST
     import cramjam
 
     if _WRITE_REQUEST is None:
         _WRITE_REQUEST = _write_request_class()
     request = _WRITE_REQUEST()
-    for labels, value, ms in series:
-        ts = request.timeseries.add()
-        for name, label_value in labels:
-            ts.labels.add(name=name, value=label_value)
-        ts.samples.add(value=value, timestamp=ms)
+    add_series = request.timeseries.add
+    for key, s, ms in series:
+        name = s.spec.name + s.suffix
+        order = _LABEL_ORDER.get(name) or _label_order(name, s)
+        values = (name, *key, *s.labels)
+        if len(values) != len(order[1]):
+            raise ValueError(f"{name}: label values {values[1:]} do not match labels "
+                             f"{order[0]}")
+        ts = add_series()
+        add_label = ts.labels.add
+        for label, place in zip(order[0], order[1], strict=True):
+            add_label(name=label, value=values[place])
+        ts.samples.add(value=s.value, timestamp=ms)
     return bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
 
 
-def _series(key: tuple[str, str], samples: Iterable[Sample], ms: int) -> Iterator[Series]:
-    for s in samples:
-        names = s.spec.label_names(s.suffix)
-        labels = {"__name__": s.spec.name + s.suffix,
-                  **dict(zip(AGENT_LABELS, key, strict=True)),
-                  **dict(zip(names, s.labels, strict=True))}
-        yield tuple(sorted(labels.items())), float(s.value), ms
+_LABEL_ORDER: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+"""Per series name: its label names in sorted order, and where each one's value is in
+(name, ward, host, the metric's own labels)."""
+
+
+def _label_order(name: str, s: Sample) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names = ("__name__", *AGENT_LABELS, *s.spec.label_names(s.suffix))
+    places = tuple(sorted(range(len(names)), key=names.__getitem__))
+    order = _LABEL_ORDER[name] = (tuple(names[i] for i in places), places)
+    return order
 
 
 class ReportSeries:
@@ -144,12 +157,12 @@ class ReportSeries:
             if outcome.result is None:
                 continue
             ms = round(outcome.started_at * 1000)
-            out.extend(_series(key, outcome_measurements(self.inventory, key, outcome), ms))
+            out.extend((key, s, ms) for s in outcome_measurements(self.inventory, key, outcome))
             spec = REGISTRY.get(outcome.check)
             if spec is not None and spec.counts is not None:
                 totals = self.totals.setdefault((*key, outcome.check), Totals())
                 totals.add(spec.counts(outcome.result))
-                out.extend(_series(key, totals.samples(), ms))
+                out.extend((key, s, ms) for s in totals.samples())
         return out
 
 
