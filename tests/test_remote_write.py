@@ -139,13 +139,13 @@ def test_an_agents_outage_reaches_the_store_at_the_original_times(
 
 
 
-DOWN_SECONDS = 60
+DOWN_SECONDS = 180
 """How long the receiver is away while reports keep arriving (the server is killed midway)."""
 
 
 def send_reports(port: int, token: str, host: str, acked: list[str], stop: threading.Event
                  ) -> None:
-    """Post reports, one every 20 ms (so no two of a host share a millisecond), until
+    """Post reports, one every 100 ms (so no two of a host share a millisecond), until
     stopped; record each acknowledged id. A server away is retried."""
     for _ in range(100_000):  # bounded; stopped long before
         if stop.is_set():
@@ -164,7 +164,7 @@ def send_reports(port: int, token: str, host: str, acked: list[str], stop: threa
             pass  # the server is being killed or restarted: never acknowledged
         finally:
             conn.close()
-        time.sleep(0.02)
+        time.sleep(0.1)
 
 
 def test_a_receiver_away_and_a_server_killed_lose_nothing_acknowledged(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_a_receiver_away_and_a_server_killed_lose_nothing_acknowledged(tmp_path:
         for sender in senders:
             sender.start()
         started = time.monotonic()
-        stack.wait_until("reports while the receiver is away", lambda: len(acked) > 500, 60,
+        stack.wait_until("reports while the receiver is away", lambda: len(acked) > 200, 60,
                          server)
         assert server_figures(port)["wardready_server_remote_write_failures_total"
                                     '{reason="connect"}'] >= 1
