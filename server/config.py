@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wardready.core.configfile import TimeZoneName, load
 from wardready.core.echo import HEADER
+from wardready.core.inventory import HttpURL
 
 FilePath = Annotated[Path, Field(strict=False)]
 """A path given as text in YAML."""
@@ -69,7 +70,7 @@ class EchoConfig(Strict):
 class RemoteWriteConfig(Strict):
     """Where the measurements go by Prometheus remote write (server.remote_write)."""
 
-    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    url: HttpURL
     """The receiver's write endpoint, e.g. http://prometheus:9090/api/v1/write."""
     bearer_token_file: FilePath | None = None
     """A file holding a token sent as `Authorization: Bearer` (Mimir, a proxy)."""
