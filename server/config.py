@@ -157,6 +157,12 @@ def load_server_config(path: Path | None) -> ServerConfig:
         scrape_token(config)
     except (OSError, ValueError) as exc:
         raise doc.error(("scrape_token_file",), str(exc)) from None
+    if remote is not None and remote.bearer_token_file is not None:
+        try:
+            if not remote.bearer_token_file.read_text().strip():
+                raise ValueError(f"{remote.bearer_token_file} is empty")
+        except (OSError, ValueError) as exc:
+            raise doc.error(("remote_write", "bearer_token_file"), str(exc)) from None
     problem = config.tls and tls_problem(config.tls)
     if problem:
         raise doc.error(("tls", problem[0]), problem[1])
