@@ -248,6 +248,15 @@ SERVER_CASES = [
      "characters, without spaces"),
     ("scrape token missing", "scrape_token_file: absent.token\n", "scrape_token_file",
      "scrape_token_file: [Errno 2] No such file or directory: '{dir}/absent.token'"),
+    ("remote write to ftp", "remote_write:\n  url: ftp://store/write\n", "url",
+     "remote_write.url: Value error, expected an http:// or https:// URL with a host, got "
+     "'ftp://store/write'"),
+    ("remote write token missing", "remote_write:\n  url: http://store:9090/api/v1/write\n"
+     "  bearer_token_file: absent.token\n", "bearer_token_file",
+     "remote_write.bearer_token_file: [Errno 2] No such file or directory: "
+     "'{dir}/absent.token'"),
+    ("remote write unknown key", "remote_write:\n  url: http://store:9090/api/v1/write\n"
+     "  max_age_days: 3\n", "max_age_days", "remote_write.max_age_days: unknown key"),
 ]
 
 
