@@ -15,7 +15,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from wardready.core.inventory import Inventory
 from wardready.core.serial import SerialThread
 from wardready.model import criteria
-from wardready.server import connections, enroll, plan, remote_write, speedtest, udp_echo
+from wardready.server import (
+    connections,
+    enroll,
+    handlers,
+    plan,
+    remote_write,
+    speedtest,
+    udp_echo,
+)
 from wardready.server.auth import SCRAPE_TOKEN
 from wardready.server.config import ServerConfig, scrape_token
 from wardready.server.context import (
@@ -45,6 +53,7 @@ def create_app(config: ServerConfig, inventory: Inventory) -> web.Application:
                           middlewares=[error_middleware])
     app[CONFIG] = config
     app[INVENTORY] = inventory
+    app[handlers.REFUSALS] = handlers.Refusals()
     token = scrape_token(config)
     if token is not None:
         app[SCRAPE_TOKEN] = token
@@ -73,7 +82,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if config.remote_write is not None:
         writer = app[REMOTE_WRITER] = RemoteWriter(config.remote_write, store, io,
                                                    app[INVENTORY])
-    components = [(speedtest.METRICS, app[speedtest.SLOTS].samples),
+    components = [(handlers.METRICS, app[handlers.REFUSALS].samples),
+                  (speedtest.METRICS, app[speedtest.SLOTS].samples),
                   (plan.METRICS, app[PLANNER].samples),
                   (udp_echo.METRICS, app[udp_echo.ECHO_SERVICE].samples),
                   (connections.METRICS, app[connections.GUARD].samples)]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import time
+from collections import Counter
+from collections.abc import Iterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
+from wardready.core.metrics import MetricSpec, Sample
 from wardready.model.report import SCHEMA_VERSION, clock_error, parse_report, schema_version_of
 from wardready.server.auth import authenticate, authorize_scrape, fail
 from wardready.server.bodies import invalid, parse_json, read_body
@@ -20,28 +24,69 @@ from wardready.server.sharding import MAX_SHARDS, WHOLE, shard_count
 
 log = logging.getLogger(__name__)
 
+REFUSED = MetricSpec("wardready_server_reports_refused_total",
+                     "Reports refused for good, by reason: invalid (not the report schema), "
+                     "clock (a time off the server's clock: that PC's clock is wrong), "
+                     "forbidden (naming another ward or host than its token's).",
+                     ("reason",), kind="counter")
+METRICS = (REFUSED,)
+REFUSAL_REASONS = ("invalid", "clock", "forbidden")
+CLOCK_LOG_SECONDS = 3600.0
+"""A PC whose clock is off is named in the log at most this often."""
+
+
+class Refusals:
+    """Reports refused for good, counted by reason; PCs with a wrong clock named in the log
+    (their reports are lost until the clock is set, so an operator must hear of it)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._clock_logged: dict[tuple[str, str], float] = {}
+
+    def refuse(self, reason: str, status: type[web.HTTPException], message: str,
+               agent: tuple[str, str] | None = None) -> web.HTTPException:
+        self.counts[reason] += 1
+        if reason == "clock" and agent is not None:
+            now = time.monotonic()
+            if now - self._clock_logged.get(agent, -math.inf) >= CLOCK_LOG_SECONDS:
+                self._clock_logged[agent] = now
+                log.warning("refusing the reports of %s/%s until its clock is set: %s",
+                            agent[0], agent[1], message)
+        return fail(status, message)
+
+    def samples(self) -> Iterator[Sample]:
+        for reason in REFUSAL_REASONS:
+            yield Sample(REFUSED, (reason,), self.counts[reason])
+
+
+REFUSALS = web.AppKey("report_refusals", Refusals)
+
 
 async def ingest_report(request: web.Request) -> web.Response:
     """Store one agent report durably, then reply; a replayed id is acknowledged, not stored."""
     identity = await authenticate(request, "agent")
     body = await read_body(request)
+    refusals = request.app[REFUSALS]
     try:
         report = parse_report(body)
     except ValidationError as exc:  # say first whether it is JSON at all, and which version
         version = schema_version_of(parse_json(body))
+        refusals.counts["invalid"] += 1
         if type(version) is not int or version != SCHEMA_VERSION:
             raise fail(web.HTTPUnprocessableEntity, f"unsupported schema_version {version!r}; "
                        f"this server accepts {SCHEMA_VERSION}") from None
         raise invalid(exc, "report") from None
     if (report.ward, report.host) != (identity.ward, identity.host):
-        raise fail(web.HTTPForbidden,
-                   f"this token is for ward {identity.ward!r} host {identity.host!r}, "
-                   f"not ward {report.ward!r} host {report.host!r}")
+        raise refusals.refuse("forbidden", web.HTTPForbidden,
+                              f"this token is for ward {identity.ward!r} host "
+                              f"{identity.host!r}, not ward {report.ward!r} host "
+                              f"{report.host!r}")
     app, fleet = request.app, request.app[FLEET]
     received_at = time.time()
     wrong_time = clock_error(report, received_at)
     if wrong_time is not None:
-        raise fail(web.HTTPUnprocessableEntity, wrong_time)
+        raise refusals.refuse("clock", web.HTTPUnprocessableEntity, wrong_time,
+                              (identity.ward, identity.host))
     ward_link = fleet.ward_link_change(report, received_at)
     try:
         stored = await app[WRITER].add(report, received_at, ward_link)

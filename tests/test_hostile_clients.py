@@ -271,6 +271,24 @@ def test_times_off_the_servers_clock_are_refused(server: Server, where: str, ahe
     assert body["id"] not in server.stored(*AGENTS["victim"])
 
 
+def refused(server: Server, reason: str) -> float:
+    values = fleet.metric_values(server.request("GET", "/metrics").body)
+    return values[f'wardready_server_reports_refused_total{{reason="{reason}"}}']
+
+
+def test_a_pc_with_its_clock_ahead_is_counted_and_named_once(server: Server) -> None:
+    """Its reports are lost until the clock is set: the operators hear of it, once."""
+    before = refused(server, "clock")
+    for _ in range(3):
+        body = report(*AGENTS["other"])
+        body["generated_at"] = body["outcomes"][0]["started_at"] = time.time() + 86400
+        assert server.post_report("other", body).status == 422
+    assert refused(server, "clock") - before == 3
+    named = [line for line in server.log().splitlines()
+             if "refusing the reports of sai-gon/pc-2 until its clock is set" in line]
+    assert len(named) == 1, named
+
+
 def test_a_clock_a_little_ahead_is_accepted(server: Server) -> None:
     body = report(*AGENTS["victim"])
     body["generated_at"] = body["outcomes"][0]["started_at"] = time.time() + 120
