@@ -33,6 +33,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.config import ServerConfig
@@ -296,6 +297,18 @@ class GuardedHandler(RequestHandler):
             self._timer = None
 
 
+def _without_unknown_expect(message: RawRequestMessage) -> RawRequestMessage:
+    """The request without an `Expect` other than 100-continue, which RFC 9110 lets a server
+    ignore: aiohttp's own handling of it, on a path or method no route takes, echoes the
+    value and fails with 500 on bytes it cannot encode."""
+    expect = message.headers.get("Expect")
+    if expect is None or expect.strip().lower() == "100-continue":
+        return message
+    headers = CIMultiDict((k, v) for k, v in message.headers.items() if k.lower() != "expect")
+    raw = tuple((k, v) for k, v in message.raw_headers if k.lower() != b"expect")
+    return message._replace(headers=CIMultiDictProxy(headers), raw_headers=raw)
+
+
 class GuardedServer(Server):
     """aiohttp's connection factory, making GuardedHandlers."""
 
@@ -312,7 +325,7 @@ class GuardedServer(Server):
                task: asyncio.Task[None]) -> BaseRequest:
         if isinstance(protocol, GuardedHandler):
             protocol.begin_request()
-        return self._make(message, payload, protocol, writer, task)
+        return self._make(_without_unknown_expect(message), payload, protocol, writer, task)
 
     def __call__(self) -> RequestHandler:
         return GuardedHandler(self, loop=self._loop, guard=self._guard, **self._handler_kwargs)

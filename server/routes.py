@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from wardready.core.api import (
     BUSY_PATH,
@@ -18,23 +18,8 @@ from wardready.core.api import (
     WHOAMI_PATH,
 )
 from wardready.server import admin, enroll, handlers, plan, speedtest, udp_echo
-from wardready.server.auth import fail
 
-
-async def expect_continue(request: web.Request) -> None:
-    """aiohttp's handling of `Expect`, without echoing the header in the error (a value it
-    cannot encode made aiohttp's own fail with 500)."""
-    if request.version != HttpVersion11:
-        return
-    if request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the body has not begun: as aiohttp does
-        return
-    raise fail(web.HTTPExpectationFailed, "the only Expect understood is 100-continue")
-
-
-ROUTES: tuple[web.RouteDef, ...] = tuple(web.RouteDef(r.method, r.path, r.handler, {
-    **r.kwargs, "expect_handler": expect_continue}) for r in (
+ROUTES: tuple[web.RouteDef, ...] = (
     # agents (and Prometheus)
     web.post(REPORTS_PATH, handlers.ingest_report),
     web.get(PROFILE_PATH, handlers.ward_profile),
@@ -65,5 +50,5 @@ ROUTES: tuple[web.RouteDef, ...] = tuple(web.RouteDef(r.method, r.path, r.handle
     web.post("/admin/v1/enrollments", enroll.issue_enrollment),
     web.post(ENROLL_PATH, enroll.redeem),
     web.get(WHOAMI_PATH, enroll.whoami),
-))
+)
 """In the order the router tries them; a GET route answers HEAD too."""

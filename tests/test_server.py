@@ -118,7 +118,12 @@ async def test_report_naming_another_ward_is_403_and_changes_nothing(
     resp = await client.post("/api/v1/reports", json=forged, headers=auth(tokens["sai-gon"]))
     assert resp.status == 403
     assert "this token is for ward 'sai-gon'" in (await resp.json())["error"]
-    assert await scrape(client) == before
+    after = await scrape(client)
+    refused = "wardready_server_reports_refused_total"
+    assert dict((s[0]["reason"], s[1]) for s in after.pop(refused)) == {
+        reason: value + (reason == "forbidden")
+        for reason, value in ((s[0]["reason"], s[1]) for s in before.pop(refused))}
+    assert after == before  # nothing else: the refusal is counted, and that is all
 
 
 @pytest.mark.parametrize(("body", "status", "error"), [
