@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from wardready.agent.spool import Spool, Spooled
 from wardready.checks.base import server_tls
-from wardready.core.api import REPORTS_PATH
+from wardready.core.api import REPORTS_PATH, retry_after_seconds
 from wardready.core.errors import AttemptFailed
 from wardready.core.serial import SerialThread
 
@@ -39,20 +39,6 @@ REUSE_SECONDS = 10.0
 (aiohttp after 75 s), and a report sent on it would fail for nothing. A backlog being
 replayed goes over one connection; a report every few minutes opens its own."""
 MAX_ANSWER_BYTES = 64 << 10
-
-
-MAX_RETRY_AFTER_SECONDS = 3600.0
-"""The longest `Retry-After` heeded: a server asking for more is waited on this long."""
-
-
-def retry_after(header: str | None) -> float | None:
-    """A `Retry-After` header's delay in seconds (RFC 9110: a number of seconds; the HTTP-date
-    form, which this server never sends, is ignored)."""
-    try:
-        seconds = float(header or "")
-    except ValueError:
-        return None
-    return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds >= 0 else None
 
 
 def failure_reason(exc: BaseException, connecting: bool) -> str:
@@ -95,7 +81,7 @@ class Sender:
         self._used_at = time.monotonic()
         if resp.will_close or not resp.isclosed():  # not read to the end: not reusable
             self.close()
-        return resp.status, text, retry_after(resp.getheader("Retry-After"))
+        return resp.status, text, retry_after_seconds(resp.getheader("Retry-After"))
 
     def _connect(self) -> http.client.HTTPConnection:
         conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,

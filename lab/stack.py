@@ -153,14 +153,20 @@ def start_agent(config: Path, workdir: Path, env: dict[str, str] | None = None) 
                    workdir / "agent.log", env=env)
 
 
+def debian_binary(name: str) -> str:
+    """A program of the Debian package of the same name, on PATH."""
+    binary = shutil.which(name)
+    if binary is None:
+        raise StackError(f"{name} not found: install the Debian package {name!r} "
+                         "(scripts/setup.sh does, as root)")
+    return binary
+
+
 def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
                      receiver: bool = False, flags: Sequence[str] = ()) -> Process:
     """A Prometheus on loopback; `receiver`: it takes remote write too (/api/v1/write);
     `flags`: more command-line flags."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise StackError("prometheus not found: install the Debian package 'prometheus' "
-                         "(scripts/setup.sh does, as root)")
+    binary = debian_binary("prometheus")
     proc = Process("prometheus", [
         binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'prometheus-data'}",
         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
@@ -175,10 +181,7 @@ def start_prometheus(workdir: Path, port: int, config: Path = PROMETHEUS_CONFIG,
 def start_victoria_metrics(workdir: Path, port: int, flags: Sequence[str] = ()) -> Process:
     """A VictoriaMetrics single node on loopback: remote write at /api/v1/write, PromQL at
     /api/v1/query, raw samples at /api/v1/export; `flags`: more command-line flags."""
-    binary = shutil.which("victoria-metrics")
-    if binary is None:
-        raise StackError("victoria-metrics not found: install the Debian package "
-                         "'victoria-metrics' (scripts/setup.sh does, as root)")
+    binary = debian_binary("victoria-metrics")
     proc = Process("victoria-metrics", [
         binary, f"-storageDataPath={workdir / 'vm-data'}", f"-httpListenAddr=127.0.0.1:{port}",
         "-retentionPeriod=1y", "-loggerLevel=WARN", "-search.latencyOffset=0s", *flags],

@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from wardready.checks import REGISTRY
+from wardready.core.api import retry_after_seconds
 from wardready.core.inventory import Inventory
 from wardready.core.metrics import AGENT_LABELS, MetricSpec, Sample, Totals
 from wardready.core.serial import SerialThread
@@ -266,9 +267,8 @@ class RemoteWriter:
         except aiohttp.ClientError as exc:
             raise _Retry("connect", str(exc)) from None
         if status == 429 or status >= 500:
-            seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
             raise _Retry("throttled" if status == 429 else "server_error",
-                         f"{status} {answer}", seconds)
+                         f"{status} {answer}", retry_after_seconds(retry_after))
         if status >= 300:
             log.error("remote write: %s refused a batch for good (%d): %s", self.config.url,
                       status, answer)

@@ -14,7 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from wardready.server.config import ServerConfig, ssl_context
-from wardready.server.connections import GUARD, GuardedRunner, reserved_files
+from wardready.server.connections import (
+    GUARD,
+    GuardedRunner,
+    open_files_limit,
+    reserved_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +96,7 @@ async def _serve(app: web.Application, config: ServerConfig,
         site = web.TCPSite(runner, config.listen_host, config.listen_port,
                            ssl_context=ssl_context(config), backlog=guard.backlog)
         await site.start()
-        files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        files = open_files_limit()
         log.info("holding at most %d connections (max_connections %d, open-files limit %d "
                  "less %d kept for the database, logs and accepts; backlog %d); a request's "
                  "headers are due within %g s, an idle connection is closed after %g s",

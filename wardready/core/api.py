@@ -30,3 +30,17 @@ SESSIONS_PATH = "/api/v1/udp-sessions"
 `wardready.core.echo`)."""
 CURRENT_PATH = "/api/v1/udp-sessions/current"
 """GET what the server saw of the agent's session."""
+
+
+MAX_RETRY_AFTER_SECONDS = 3600.0
+"""The longest `Retry-After` heeded: a server asking for more is waited on this long."""
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """A `Retry-After` header's delay in seconds, at most MAX_RETRY_AFTER_SECONDS (RFC 9110:
+    a number of seconds; the HTTP-date form, which no server here sends, is ignored)."""
+    try:
+        seconds = float(header or "")
+    except ValueError:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds >= 0 else None
