@@ -9,6 +9,7 @@ from wardready.checks import (
     bandwidth,
     devices,
     host,
+    lasthop,
     latency,
     media,
     neighbours,
@@ -37,6 +38,7 @@ register(neighbours.CHECK)
 register(peripherals.CHECK)
 register(devices.CHECK)
 register(probe.CHECK)
+register(lasthop.CHECK)
 
 __all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
            "Target", "register"]
