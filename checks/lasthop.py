@@ -40,7 +40,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import psutil
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from wardready.checks.base import (
     CheckConfig,
@@ -75,6 +75,13 @@ class Config(CheckConfig):
     proc_root: str = "/proc"
     command_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
     """How long `iw` or `netsh` may take."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.command_timeout_seconds >= self.timeout_seconds:
+            raise ValueError(f"command_timeout_seconds ({self.command_timeout_seconds:g}) must "
+                             f"be below timeout_seconds ({self.timeout_seconds:g})")
+        return self
 
 
 class WifiLink(ResultModel):

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
+import pytest
+from pydantic import ValidationError
 
 from tests.conftest import DATA, exposition, promtool_check_metrics, series
 from wardready.checks import REGISTRY
@@ -252,3 +254,9 @@ def test_metrics_of_a_wifi_result() -> None:
 
 def test_registered() -> None:
     assert REGISTRY["lasthop"].config_model().interval_seconds == 300
+
+
+def test_a_command_timeout_beyond_the_checks_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"command_timeout_seconds \(30\) must be below "
+                                              r"timeout_seconds \(20\)"):
+        Config(command_timeout_seconds=30)
