@@ -32,6 +32,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,6 +303,14 @@ def parse_netsh_wlan(text: str) -> list[NetshInterface]:
     return out
 
 
+def netsh_lists(text: str, interface: str) -> bool:
+    """Whether some line of netsh's output has the value `interface` (its "Name" line, in
+    whatever language the keys are): a test that does not depend on the display language."""
+    wanted = interface.strip().casefold()
+    return any((m := _NETSH_LINE.match(line)) is not None
+               and m.group(2).strip().casefold() == wanted for line in text.splitlines())
+
+
 # --- the machine -------------------------------------------------------------------------------
 
 class CommandFailed(Exception):
@@ -322,10 +331,12 @@ def run_command(argv: Sequence[str], timeout: float) -> str:
         raise CommandFailed(f"{argv[0]} took longer than {timeout:g} s") from exc
     except OSError as exc:
         raise CommandFailed(f"{argv[0]}: {exc.strerror or exc}") from exc
-    # netsh writes the console's code page; only ASCII keys and digits are read from it.
-    out = done.stdout.decode("utf-8", errors="replace")
+    # Windows console programs (netsh) write the OEM code page, which Python names "oem";
+    # the interface's name, matched against psutil's, may be Vietnamese.
+    encoding = "oem" if sys.platform == "win32" else "utf-8"
+    out = done.stdout.decode(encoding, errors="replace")
     if done.returncode != 0:
-        err = done.stderr.decode("utf-8", errors="replace").strip() or out.strip()
+        err = done.stderr.decode(encoding, errors="replace").strip() or out.strip()
         raise CommandFailed(f"{' '.join(argv[:3])} exited {done.returncode}: "
                             f"{err.splitlines()[0][:200] if err else 'no output'}")
     return out
@@ -491,6 +502,12 @@ def _windows_wifi(config: Config, interface: str, speed: float | None, src: Sour
             if entry.link is None:
                 notes.append(f"netsh: {interface} is {entry.state or 'not connected'}")
             return "wifi", entry.link
+    if netsh_lists(text, interface):
+        # netsh speaks the display language (Vietnamese on many ward PCs): its keys are
+        # not the English ones parsed, but the interface's own name is there all the same.
+        notes.append(f"netsh lists {interface} in a language other than English: "
+                     "Wi-Fi figures not read")
+        return "wifi", None
     # netsh answered and does not list the interface: not Wi-Fi. With a link speed it is
     # a wired NIC; without one (a VPN adapter, a tunnel) we cannot tell.
     return ("wired" if speed is not None else "unknown"), None

@@ -27,12 +27,14 @@ from wardready.checks.lasthop import (
     channel_of,
     interface_of,
     measure,
+    netsh_lists,
     parse_iw_link,
     parse_netsh_wlan,
     parse_proc_net_wireless,
     proc_level_dbm,
     quality_to_dbm,
     run,
+    run_command,
     samples,
     target_host,
 )
@@ -129,6 +131,12 @@ def test_netsh_2_4ghz_without_a_band_line() -> None:
         signal_dbm=-50, signal_quality_percent=100, tx_bitrate_bits_per_second=150e6,
         rx_bitrate_bits_per_second=150e6, frequency_mhz=2412, band="2.4GHz", channel=1,
         ssid="LUO-PC_Network", source="netsh")
+
+
+def test_netsh_lists_an_interface_by_its_name_whatever_the_language() -> None:
+    text = recorded("netsh-2.4ghz-ar9485.txt")
+    assert netsh_lists(text, "Wi-Fi") and netsh_lists(text, "wi-fi")
+    assert not netsh_lists(text, "Ethernet")
 
 
 def test_windows_quality_to_dbm_as_microsoft_documents_it() -> None:
@@ -235,6 +243,17 @@ def test_loopback_for_real() -> None:
     assert (result.interface, result.local_address, result.medium) == (
         "lo", "127.0.0.1", "unknown")
     assert interface_of("127.0.0.1", psutil.net_if_addrs()) == "lo"
+
+
+def test_the_command_runner_turns_failures_into_one_line() -> None:
+    """Real commands: output, a missing tool, a non-zero exit, a hang cut at the timeout."""
+    assert run_command(["printf", "ok"], 5) == "ok"
+    with pytest.raises(CommandFailed, match=r"^no-such-tool-wr is not installed$"):
+        run_command(["no-such-tool-wr"], 5)
+    with pytest.raises(CommandFailed, match=r"^sh -c .* exited 3: nope$"):
+        run_command(["sh", "-c", "echo nope >&2; exit 3"], 5)
+    with pytest.raises(CommandFailed, match=r"^sleep took longer than 0\.2 s$"):
+        run_command(["sleep", "30"], 0.2)
 
 
 def test_metrics_of_a_wifi_result() -> None:
