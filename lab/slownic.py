@@ -229,8 +229,10 @@ def _sh(argv: list[str], what: str) -> str:
 class SlowNic:
     """Context manager: in namespace `ns`, a TAP `name` at `speed_mbit` and `duplex` carrying
     `address` (CIDR) and, when `gateway` is given, the default route, relayed to the
-    existing veth `veth` of that namespace (see the module's docstring). The TAP, the relay
-    and the veth's settings go on exit, also when the body raises."""
+    existing veth `veth` of that namespace (see the module's docstring). The relay and the
+    TAP go on exit, also when the body raises (and if this process dies, the relay sees its
+    stdin close and goes too); the veth is left as a bare cable end (no address, ARP off),
+    for the namespace's owner to delete with the namespace."""
 
     def __init__(self, ns: str, veth: str, address: str, gateway: str | None = None, *,
                  speed_mbit: int = 10, duplex: Duplex = "half", name: str = "slow0") -> None:
