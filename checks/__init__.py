@@ -13,6 +13,7 @@ from wardready.checks import (
     latency,
     media,
     neighbours,
+    path,
     peripherals,
     platforms,
     probe,
@@ -39,6 +40,7 @@ register(peripherals.CHECK)
 register(devices.CHECK)
 register(probe.CHECK)
 register(lasthop.CHECK)
+register(path.CHECK)
 
 __all__ = ["REGISTRY", "CheckConfig", "CheckResult", "CheckSpec", "Context", "ServerLink",
            "Target", "register"]
