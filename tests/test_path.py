@@ -24,9 +24,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from lab import REPO, segmentlab
+from lab import REPO, netlab, segmentlab
 from lab.segmentlab import SegmentLab, SegmentSpec
-from tests.conftest import as_nobody, series
+from tests.conftest import as_nobody, exposition, promtool_check_metrics, series
 from wardready.checks import REGISTRY, path
 from wardready.checks.path import Config, Hop, Result
 from wardready.core.inventory import load_inventory
@@ -397,6 +397,31 @@ def test_a_server_no_router_can_reach_is_lost_not_answered_by_the_routers(
         assert result.loss_start_hop is None
         assert f"did not reach {nowhere}" in result.note
         assert path.inventory(result) == {}
+
+
+def test_the_metrics_pass_promtool(lab: SegmentLab) -> None:
+    lab.reconfigure(SegmentSpec(core_loss_percent=50, dscp_rewrite=0))
+    result = run_path(lab, {**QUICK, "method": "icmp"})
+    assert promtool_check_metrics(exposition(path.METRICS, path.samples(result))) == ""
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_the_lab_shapes_the_pcs_own_link_both_ways(lab: SegmentLab, download: bool) -> None:
+    """tbf at 10 Mbit/s on the pc's egress and the router's LAN egress: iperf3's TCP goodput
+    reaches the ceiling rate x 1448/1514 (lab/netlab.py, goodput_ceiling_mbit) either way."""
+    rate = 10.0
+    lab.reconfigure(SegmentSpec(pc_rate_mbit=rate))
+    server = lab.popen(lab.city_ns, ["iperf3", "-s", "-1", "-B", lab.city_ip, "-p", "5201"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(250):  # up to 5 s for it to listen
+        if lab.run(lab.city_ns, ["ss", "-Hltn", "sport = :5201"], timeout=5).stdout.strip():
+            break
+        time.sleep(0.02)
+    out = lab.run(lab.pc_ns, ["iperf3", "-c", lab.city_ip, "-p", "5201", "-t", "4", "-O", "1",
+                              "-J", *(["-R"] if download else [])], timeout=40)
+    server.wait(timeout=10)
+    mbit = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    assert mbit == pytest.approx(netlab.goodput_ceiling_mbit(rate), rel=0.05)
 
 
 def test_the_check_is_registered_with_its_inventory() -> None:
