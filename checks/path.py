@@ -550,7 +550,8 @@ async def run(config: Config, context: Context, proc_root: Path = PROC_ROOT) -> 
         if why:
             notes.append(why)
     else:
-        notes.append(f"gateway unknown on {sys.platform}: not supported yet")
+        system = "Windows" if sys.platform == "win32" else sys.platform
+        notes.append(f"gateway unknown on {system}: not supported yet")
     try:
         sock, method, raw = open_socket(config.method)
     except OSError as exc:

@@ -10,6 +10,7 @@ on a real path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import subprocess
@@ -28,6 +29,7 @@ from lab import REPO, netlab, segmentlab
 from lab.segmentlab import SegmentLab, SegmentSpec
 from tests.conftest import as_nobody, exposition, promtool_check_metrics, series
 from wardready.checks import REGISTRY, path
+from wardready.checks.base import Context
 from wardready.checks.path import Config, Hop, Result
 from wardready.core.inventory import load_inventory
 from wardready.server.app import create_app
@@ -169,12 +171,23 @@ def test_bad_settings_are_one_line_naming_the_key() -> None:
 
 
 def test_no_server_and_no_target_is_a_clear_error() -> None:
-    import asyncio
-
-    from wardready.checks.base import Context
-
     with pytest.raises(ValueError, match="no target configured"):
         asyncio.run(path.run(Config(), Context()))
+
+
+async def test_on_windows_the_gateway_is_unknown_and_the_result_says_so(
+        lab_ready: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No route table to read there yet: the gateway is left out as data, the rest runs (here
+    on this Linux machine's loopback, the platform name patched)."""
+    monkeypatch.setattr(path.sys, "platform", "win32")
+    result = await path.run(Config(target="127.0.0.1", method="icmp", count=2, probes_per_hop=1,
+                                   probe_interval_seconds=0.05), Context())
+    assert result.note == "gateway unknown on Windows: not supported yet"
+    assert result.gateway == path.Target(address=None, method=None, sent=0, lost=0,
+                                         loss_ratio=None, rtt_median_seconds=None,
+                                         rtt_p95_seconds=None, jitter_seconds=None)
+    assert (result.server.sent, result.server.lost, result.reached) == (2, 0, True)
+    assert ("wardready_path_loss_ratio", ("gateway",)) not in series(path.samples(result))
 
 
 # -- The lab -------------------------------------------------------------------------------
