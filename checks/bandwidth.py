@@ -39,6 +39,8 @@ from wardready.checks.base import (
     ResultModel,
     server_tls,
 )
+from wardready.core import aim as aimdef
+from wardready.core import responsiveness, tcpinfo
 from wardready.core.api import DOWNLOAD_PATH, SLOT_HEADER, SLOTS_PATH, UPLOAD_PATH
 from wardready.core.metrics import MetricSpec, Sample
 
@@ -113,6 +115,22 @@ class DirectionResult(ResultModel):
     rtt_under_load_p95_seconds: float | None
     load_probes: int
     load_probes_lost: int
+    responsiveness_rpm: float | None = None
+    """Round trips per minute under this direction's load, after draft-ietf-ippm-
+    responsiveness: 60 / trimmed mean of the load probes' connect times (the only probe
+    wardready has stands in for all of the draft's; docs/emodel.md)."""
+    tcp_streams: int = 0
+    """Sending sockets whose TCP_INFO was read (the server's for download, this PC's for
+    upload; 0 off Linux or from a server that does not report it)."""
+    retransmitted_ratio: float | None = None
+    """Retransmitted bytes / bytes sent, all streams (M-Lab ndt7's LossRate)."""
+    rwnd_limited_ratio: float | None = None
+    """Share of the sender's busy time it was held by the receiver's window."""
+    sndbuf_limited_ratio: float | None = None
+    """Share of the sender's busy time it was held by its own send buffer."""
+    limited_by: tcpinfo.Limit | None = None
+    """The sender's limit: receiver-window or send-buffer (the PC or its settings) when it
+    held at least tcpinfo.PC_LIMIT_RATIO of the busy time, else network."""
 
 
 DeferReason = Literal["quiet_window", "budget", "ward_in_use", "ward_busy", "city_busy",
@@ -138,6 +156,10 @@ class Result(CheckResult):
     """This PC's own traffic just before the test."""
     baseline_rtt_seconds: float | None = None
     """The ward's idle RTT baseline the server gave, which the idle RTT was compared with."""
+    idle_jitter_seconds: float | None = None
+    """Mean absolute difference of consecutive idle probes (Cloudflare's jitter)."""
+    aim: list[aimdef.Score] = Field(default_factory=list, max_length=3)
+    """Cloudflare AIM reference scores from this test's figures: shown, never judged."""
 
 
 @dataclass
@@ -249,8 +271,10 @@ class Test:
 
     def __init__(self, config: Config, context: Context, session: aiohttp.ClientSession,
                  base: str, slot: str, max_streams: int,
-                 rtt_bound: float | None = None) -> None:
+                 rtt_bound: float | None = None, sockets: SocketLog | None = None) -> None:
         self.config, self.context, self.session = config, context, session
+        self.sockets = sockets if sockets is not None else SocketLog()
+        """The session's sockets, for the upload's TCP_INFO."""
         self.base, self.slot = base, slot
         self.rtt_bound = rtt_bound
         """Stop when the load keeps the RTT above this (None: never)."""
@@ -269,6 +293,9 @@ class Test:
         transfer = self._download if direction == "download" else self._upload
         share = config.max_bytes // self.streams
         rtts: list[float | None] = []
+        upload = direction == "upload"
+        before = self.sockets.snapshot() if upload else {}
+        latest: dict[int, tcpinfo.TcpInfo] = {}  # kept: a stream ending early closes its socket
         t0 = time.monotonic()  # also when the first upload request leaves, to map clocks
         tasks = [asyncio.create_task(transfer(share, moved, stop)) for _ in range(self.streams)]
         prober = asyncio.create_task(self._probe_load(rtts, stop))
@@ -277,6 +304,8 @@ class Test:
             while time.monotonic() - t0 < config.max_seconds:
                 await asyncio.sleep(SAMPLE_SECONDS)
                 estimator.add(time.monotonic(), moved[0])
+                if upload:
+                    self.sockets.snapshot(latest)
                 if estimator.converged():
                     reason = "converged"
                     break
@@ -292,7 +321,8 @@ class Test:
         finally:
             stop.set()
             stopped_at = time.monotonic()
-            if direction == "upload":
+            if upload:
+                self.sockets.snapshot(latest)  # before the aborts close them
                 # Abort instead of waiting for what is queued to drain: on a thin link that
                 # takes seconds (tail losses, timeouts). The server kept the slot's timeline.
                 for task in tasks:
@@ -308,10 +338,18 @@ class Test:
         warmup, measured = estimator.warmup_seconds, estimator.measured_seconds
         if rate is None:  # the budget ran out before warm-up ended (a very fast link)
             rate, measured = moved[0] / elapsed, elapsed
+        state = await self._slot_state()
+        if direction == "download":
+            infos = [tcpinfo.TcpInfo.from_dict(d) for d in state.get("download_tcp_info", [])]
+        else:  # this PC's own sending sockets; the others (API calls) barely moved
+            sent = self.sockets.grown(latest, before).values()
+            infos = [i for i in sent if (i.bytes_sent or 0) >= len(CHUNK)]
+        tcp = tcpinfo.summarize(infos)
         if direction == "upload":
             # What the server received, by its clock, until the agent stopped: the agent's
             # own send buffers excluded. Its clock runs from when the first stream arrived.
-            timeline, arrived = await self._upload_timeline()
+            timeline = [(float(t), int(b)) for t, b in state["upload_timeline"]]
+            arrived = int(state["uploaded"])
             moved[0] = arrived  # what crossed the link; the rest died in the agent's buffers
             if timeline:
                 offset = timeline[0][0] - t0
@@ -324,7 +362,12 @@ class Test:
             warmup_seconds=warmup, measured_seconds=measured, stop_reason=reason,
             streams=self.streams, rtt_under_load_median_seconds=quantile(answered, 0.5),
             rtt_under_load_p95_seconds=quantile(answered, 0.95), load_probes=len(rtts),
-            load_probes_lost=len(rtts) - len(answered))
+            load_probes_lost=len(rtts) - len(answered),
+            responsiveness_rpm=responsiveness.rpm_from_connects(answered),
+            tcp_streams=tcp.streams if tcp.busy_seconds is not None else 0,
+            retransmitted_ratio=tcp.retransmitted_ratio,
+            rwnd_limited_ratio=tcp.rwnd_limited_ratio,
+            sndbuf_limited_ratio=tcp.sndbuf_limited_ratio, limited_by=tcp.limited_by)
 
     def _past_bound(self, rtts: list[float | None]) -> bool:
         """The last few load probes all above the bound (a lost one counts as above)."""
@@ -360,13 +403,13 @@ class Test:
                     resp.close()  # drop the connection: the server stops sending
                     return
 
-    async def _upload_timeline(self) -> tuple[list[tuple[float, int]], int]:
-        """The slot's upload as the server received it: (server time, bytes so far), and
-        the bytes that arrived."""
+    async def _slot_state(self) -> dict[str, Any]:
+        """The slot as the server saw it: the upload's timeline ((server time, bytes so
+        far) and the bytes that arrived), the download streams' TCP_INFO."""
         async with self.session.get(f"{self.base}{SLOTS_PATH}/{self.slot}") as resp:
             await _raise_for_status(resp)
-            body = await resp.json()
-        return [(float(t), int(b)) for t, b in body["upload_timeline"]], int(body["uploaded"])
+            body: dict[str, Any] = await resp.json()
+        return body
 
     async def _upload(self, share: int, moved: list[int], stop: asyncio.Event) -> None:
         async def body() -> AsyncIterator[bytes]:
@@ -399,13 +442,41 @@ class Test:
                                             timeout=2.0, port=self.port, stop=stop))
 
 
-def _socket(addr: Any) -> socket.socket:
-    family, kind, proto, _, _ = addr
-    sock = socket.socket(family, kind, proto)
-    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS; not Windows
-    if lowat is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT_BYTES)
-    return sock
+class SocketLog:
+    """The session's socket factory, which remembers its sockets: an upload stream's
+    TCP_INFO must be read while the stream runs, and aiohttp does not hand out the socket of
+    a request whose response has not come."""
+
+    def __init__(self) -> None:
+        self.sockets: list[tuple[int, socket.socket]] = []
+        self.made = 0
+
+    def __call__(self, addr: Any) -> socket.socket:
+        family, kind, proto, _, _ = addr
+        sock = socket.socket(family, kind, proto)
+        lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS; not Windows
+        if lowat is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT_BYTES)
+        self.sockets = [(n, s) for n, s in self.sockets if s.fileno() != -1]  # closed: gone
+        self.made += 1
+        self.sockets.append((self.made, sock))
+        return sock
+
+    def snapshot(self, into: dict[int, tcpinfo.TcpInfo] | None = None
+                 ) -> dict[int, tcpinfo.TcpInfo]:
+        """TCP_INFO of every open socket by serial number, updating `into` if given (so
+        a socket closed since keeps its last reading)."""
+        infos = {} if into is None else into
+        for serial, sock in self.sockets:
+            if sock.fileno() != -1 and (info := tcpinfo.read(sock)) is not None:
+                infos[serial] = info
+        return infos
+
+    @staticmethod
+    def grown(now: dict[int, tcpinfo.TcpInfo],
+              before: dict[int, tcpinfo.TcpInfo]) -> dict[int, tcpinfo.TcpInfo]:
+        """Each socket's counters' growth since `before` (one opened since: all of them)."""
+        return {key: info.minus(before.get(key, tcpinfo.TcpInfo())) for key, info in now.items()}
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
@@ -484,8 +555,9 @@ async def run(config: Config, context: Context) -> Result:
     import aiohttp  # here: ~13 MiB, for a check the agent runs in a child process
     base = context.server.url.rstrip("/")
     headers = {"Authorization": f"Bearer {context.server.token}"}
+    sockets = SocketLog()
     connector = aiohttp.TCPConnector(ssl=server_tls(context.server.ca_file),
-                                     limit=config.streams + 2, socket_factory=_socket)
+                                     limit=config.streams + 2, socket_factory=sockets)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=15)
     async with aiohttp.ClientSession(base_url=None, headers=headers, connector=connector,
                                      timeout=timeout, auto_decompress=False) as session:
@@ -496,12 +568,15 @@ async def run(config: Config, context: Context) -> Result:
                           directions=[], deferred=grant)
         deferred: Deferral | None = None
         try:
-            test = Test(config, context, session, base, grant.slot, grant.max_streams)
+            test = Test(config, context, session, base, grant.slot, grant.max_streams,
+                        sockets=sockets)
             idle_probes = latency.probe(test.host, "tcp", count=5, interval=0.1, timeout=2.0,
                                         port=test.port)
             own, probes = await asyncio.gather(own_traffic(config.busy_sample_seconds),
                                                idle_probes)
-            idle = quantile([r for r in probes if r is not None], 0.5)
+            answered = [r for r in probes if r is not None]
+            idle = quantile(answered, 0.5)
+            jitter = aimdef.jitter(answered)
             deferred = None if config.override else _busy(config, own, idle, grant.baseline_rtt)
             if idle is not None and grant.rtt_bound is not None and idle < grant.rtt_bound:
                 test.rtt_bound = grant.rtt_bound  # above it already, a call suffers anyway
@@ -512,7 +587,26 @@ async def run(config: Config, context: Context) -> Result:
                 pass
     return Result(server=base, idle_rtt_median_seconds=idle, slot_wait_seconds=grant.waited,
                   directions=directions, deferred=deferred, own_bits_per_second=own,
-                  baseline_rtt_seconds=grant.baseline_rtt)
+                  baseline_rtt_seconds=grant.baseline_rtt, idle_jitter_seconds=jitter,
+                  aim=aim_scores(idle, jitter, directions))
+
+
+def aim_scores(idle: float | None, jitter: float | None,
+               directions: list[DirectionResult]) -> list[aimdef.Score]:
+    """AIM's three experiences from this test: unloaded latency and jitter from the idle
+    probes, the loaded-latency increase from the load probes' medians, throughput from the
+    goodputs. No packet-loss measurement here: AIM then counts 0 points for it."""
+    by = {d.direction: d for d in directions}
+    loaded = [d.rtt_under_load_median_seconds for d in directions
+              if d.rtt_under_load_median_seconds is not None]
+    figures = aimdef.Measurements(
+        latency_ms=None if idle is None else idle * 1e3,
+        jitter_ms=None if jitter is None else jitter * 1e3,
+        loaded_latency_increase_ms=None if idle is None or not loaded
+        else max(0.0, max(loaded) - idle) * 1e3,  # noise can make it negative: same points
+        download_bps=by["download"].bytes_per_second * 8 if "download" in by else None,
+        upload_bps=by["upload"].bytes_per_second * 8 if "upload" in by else None)
+    return aimdef.scores(figures)
 
 
 async def _directions(test: Test, config: Config) -> list[DirectionResult]:
@@ -554,7 +648,26 @@ LOADED_RTT = MetricSpec("wardready_bandwidth_rtt_under_load_seconds",
                         ("direction", "statistic"))
 IDLE_RTT = MetricSpec("wardready_bandwidth_idle_rtt_seconds",
                       "Median TCP connect time to the server before the test.")
-METRICS = (RATE, SPENT, DURATION, CONVERGED, LOADED_RTT, IDLE_RTT)
+RETRANSMITTED = MetricSpec("wardready_bandwidth_retransmitted_ratio",
+                           "Retransmitted bytes / bytes sent by the sender (the server for "
+                           "download, this PC for upload), from TCP_INFO.", ("direction",))
+RWND_LIMITED = MetricSpec("wardready_bandwidth_rwnd_limited_ratio",
+                          "Share of the sender's busy time held by the receiver's TCP window "
+                          "(TCP_INFO tcpi_rwnd_limited / tcpi_busy_time).", ("direction",))
+SNDBUF_LIMITED = MetricSpec("wardready_bandwidth_sndbuf_limited_ratio",
+                            "Share of the sender's busy time held by its send buffer "
+                            "(TCP_INFO tcpi_sndbuf_limited / tcpi_busy_time).", ("direction",))
+LIMITED_BY = MetricSpec("wardready_bandwidth_limited_by_info",
+                        "1 for what held the latest test's sender: receiver-window, "
+                        "send-buffer (the PC or its settings) or network.",
+                        ("direction", "limit"))
+RPM = MetricSpec("wardready_bandwidth_responsiveness_rpm",
+                 "Round trips per minute under the test's load (after "
+                 "draft-ietf-ippm-responsiveness, TCP connect probes only); a reference "
+                 "reading, not judged.", ("direction",))
+METRICS = (RATE, SPENT, DURATION, CONVERGED, LOADED_RTT, IDLE_RTT, RETRANSMITTED,
+           RWND_LIMITED, SNDBUF_LIMITED, LIMITED_BY, RPM, aimdef.POINTS,
+           aimdef.CLASSIFICATION)
 
 
 def samples(result: Result) -> Iterator[Sample]:
@@ -569,6 +682,15 @@ def samples(result: Result) -> Iterator[Sample]:
                          ("p95", d.rtt_under_load_p95_seconds)):
             if value is not None:
                 yield Sample(LOADED_RTT, (d.direction, q), value)
+        for spec, value in ((RETRANSMITTED, d.retransmitted_ratio),
+                            (RWND_LIMITED, d.rwnd_limited_ratio),
+                            (SNDBUF_LIMITED, d.sndbuf_limited_ratio),
+                            (RPM, d.responsiveness_rpm)):
+            if value is not None:
+                yield Sample(spec, (d.direction,), value)
+        if d.limited_by is not None:
+            yield Sample(LIMITED_BY, (d.direction, d.limited_by), 1)
+    yield from aimdef.samples(result.aim)
 
 
 CHECK = CheckSpec("bandwidth", Config, Result, run, METRICS, samples, isolated=True)

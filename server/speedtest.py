@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from wardready.core import tcpinfo
 from wardready.core.api import SLOT_HEADER, SLOTS_PATH
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
@@ -54,6 +55,9 @@ class Slot:
     upload_timeline: list[tuple[float, int]] = field(default_factory=list)
     """(time, bytes so far) of every upload stream together, each TIMELINE_STEP_SECONDS at
     most: the agent reads it after aborting its streams (GET /api/v1/speedtest/slots/ID)."""
+    download_tcp_info: list[tcpinfo.TcpInfo] = field(default_factory=list)
+    """TCP_INFO of each download stream's socket, the sender's view (as ndt7 measures),
+    taken every TIMELINE_STEP_SECONDS and when the stream ends; empty off Linux."""
 
     def record_upload(self, now: float, size: int) -> None:
         self.uploaded += size
@@ -208,7 +212,9 @@ async def slot_state(request: web.Request) -> web.Response:
     """What the slot's uploads delivered, by the server's clock."""
     slot = await _own_slot(request)
     return web.json_response({"bytes_left": slot.bytes_left, "uploaded": slot.uploaded,
-                              "upload_timeline": slot.upload_timeline})
+                              "upload_timeline": slot.upload_timeline,
+                              "download_tcp_info": [d for i in slot.download_tcp_info
+                                                    if (d := i.as_dict())]})
 
 
 async def release_slot(request: web.Request) -> web.Response:
@@ -253,6 +259,17 @@ async def download(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     slot.streams += 1
     sent, offset = 0, 0
+    # The socket now: once the agent drops the connection the transport forgets it, so the
+    # last snapshot before that is the stream's final one.
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    index, snapshot_at = len(slot.download_tcp_info), 0.0
+    slot.download_tcp_info.append(tcpinfo.TcpInfo())  # this stream's place, empty so far
+
+    def snapshot() -> None:
+        info = tcpinfo.read(sock) if sock is not None else None
+        if info is not None:
+            slot.download_tcp_info[index] = info
+
     try:
         while sent < wanted and slot.bytes_left > 0 and time.monotonic() < slot.expires_at:
             size = min(CHUNK_BYTES, wanted - sent, slot.bytes_left)
@@ -263,10 +280,14 @@ async def download(request: web.Request) -> web.StreamResponse:
             sent += size
             slot.bytes_left -= size
             slots.bytes_moved["download"] += size
+            if time.monotonic() - snapshot_at >= TIMELINE_STEP_SECONDS:
+                snapshot_at = time.monotonic()
+                snapshot()
         await response.write_eof()
     except (ConnectionError, RuntimeError):
         pass  # the agent stopped reading: it had measured enough
     finally:
+        snapshot()
         slot.streams -= 1
     return response
 
