@@ -128,8 +128,59 @@ def judge(outcomes: dict[str, Outcome], required: Requirement, role: str | None)
     return evaluate(required.profile, pc.results, pc.errors, required.call, role)
 
 
-def table(readiness: Readiness, config: AgentConfig, source: str) -> str:
-    """The verdict as a technician reads it, at most WIDTH columns."""
+def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """Readings shown beside the MOS but never judged: Cloudflare's AIM scores, the
+    responsiveness (RPM) under load and what held the test's TCP senders (TCP_INFO), all
+    from the throughput test (docs/emodel.md)."""
+    outcome = outcomes.get("bandwidth")
+    result = outcome.result if outcome is not None and outcome.ok else None
+    directions = getattr(result, "directions", None) or []
+    if result is None or not directions:
+        return {}
+    return {
+        "aim": {s.experience: {"points": s.points, "class": s.label}
+                for s in getattr(result, "aim", [])},
+        "responsiveness_rpm": {d.direction: d.responsiveness_rpm for d in directions},
+        "tcp": {d.direction: {"limited_by": d.limited_by,
+                              "retransmitted_ratio": d.retransmitted_ratio,
+                              "rwnd_limited_ratio": d.rwnd_limited_ratio,
+                              "sndbuf_limited_ratio": d.sndbuf_limited_ratio}
+                for d in directions},
+    }
+
+
+AIM_NAMES = {"rtc": "video calls", "streaming": "streaming", "gaming": "gaming"}
+
+
+def reference_lines(readings: dict[str, Any]) -> list[str]:
+    """The reference readings as table lines (none without a throughput test)."""
+    if not readings:
+        return []
+    lines = ["Reference readings (shown, not judged):"]
+    if readings["aim"]:
+        lines.append("  Cloudflare AIM: " + ", ".join(
+            f"{AIM_NAMES[k]} {v['class']} ({v['points']} points)"
+            for k, v in sorted(readings["aim"].items(), key=lambda kv: kv[0] != "rtc")))
+    rpm = [f"{d} {v:.0f}" for d, v in readings["responsiveness_rpm"].items() if v is not None]
+    if rpm:
+        lines.append("  Responsiveness under load (RPM, round trips per minute): "
+                     + ", ".join(rpm))
+    for direction, tcp in readings["tcp"].items():
+        if tcp["limited_by"] is None:
+            continue
+        who = "the server" if direction == "download" else "this PC"
+        lines.append(f"  {direction.capitalize()} sender ({who}) held by {tcp['limited_by']}"
+                     f" (receive window {tcp['rwnd_limited_ratio']:.0%}, send buffer "
+                     f"{tcp['sndbuf_limited_ratio']:.0%}), "
+                     f"{tcp['retransmitted_ratio'] or 0:.1%} retransmitted")
+    return [line for text in lines for line in textwrap.wrap(
+        text, WIDTH, subsequent_indent="      ", break_on_hyphens=False)]
+
+
+def table(readiness: Readiness, config: AgentConfig, source: str,
+          references: list[str] | None = None) -> str:
+    """The verdict as a technician reads it, at most WIDTH columns; `references`: lines of
+    readings shown before the state, not judged."""
     role = f" ({config.role})" if config.role else " (no role set: judged as a video PC)"
     lines = [*textwrap.wrap(f"Ward {config.ward}, host {config.host}{role}: profile {source}",
                             WIDTH, subsequent_indent="    ", break_on_hyphens=False),
@@ -142,6 +193,7 @@ def table(readiness: Readiness, config: AgentConfig, source: str) -> str:
                 lines.extend(textwrap.wrap(f"{label}: {text}", WIDTH, initial_indent="    ",
                                            subsequent_indent="      ",
                                            break_on_hyphens=False))
+    lines.extend(references or [])
     failed = sum(c.verdict == "fail" for c in readiness.criteria)
     lines.append(f"State: {readiness.state.upper()}"
                  + (f" ({failed} of {len(readiness.criteria)} criteria fail)" if failed else ""))
@@ -157,11 +209,13 @@ def main(config: AgentConfig, token: str, as_json: bool, now: bool = False) -> i
     if required.profile.video.call:
         source += f", call {required.profile.video.call} (per PC)"
     readiness = judge(outcomes, required, config.role)
+    readings = reference_readings(outcomes)
     if as_json:
         body: dict[str, Any] = {"ward": config.ward, "host": config.host, "role": config.role,
                                 "profile_source": source, **readiness.as_dict(),
+                                "reference_readings": readings,
                                 "errors": {n: o.error for n, o in outcomes.items() if not o.ok}}
         print(json.dumps(body, indent=2))
     else:
-        print(table(readiness, config, source))
+        print(table(readiness, config, source, reference_lines(readings)))
     return 0 if readiness.state in ("ready", "ready-with-warnings") else 1

@@ -139,8 +139,23 @@ def test_a_clean_shaped_link_is_the_limit(lab: None, tmp_path: Path) -> None:
         assert d["rwnd_limited_ratio"] < tcpinfo.PC_LIMIT_RATIO, d
         assert d["sndbuf_limited_ratio"] < tcpinfo.PC_LIMIT_RATIO, d
         # Only the shaper's queue drops: a few percent (BBR, this kernel's default, probes
-        # past the shaper's 50 ms queue; measured 6 %).
-        assert 0 <= d["retransmitted_ratio"] < 0.10, d
+        # past the shaper's 50 ms queue; measured 6 to 9 %).
+        assert 0 <= d["retransmitted_ratio"] < 0.15, d
+    # `wardready-agent check` shows them, with AIM and RPM, as readings it does not judge.
+    from wardready.agent.check import WIDTH, reference_lines, reference_readings
+    from wardready.checks import bandwidth
+    from wardready.model.report import Outcome
+
+    outcome = Outcome(check="bandwidth", started_at=0, duration_seconds=1, ok=True,
+                      result=bandwidth.Result.model_validate(result))
+    lines = reference_lines(reference_readings({"bandwidth": outcome}))
+    print("\n".join(lines))
+    text = "\n".join(lines)
+    assert lines[0] == "Reference readings (shown, not judged):"
+    assert "Cloudflare AIM: video calls " in text and "Responsiveness under load" in text
+    assert "Download sender (the server) held by network" in text
+    assert "Upload sender (this PC) held by network" in text
+    assert max(map(len, lines)) <= WIDTH
 
 
 @pytest.mark.integration
