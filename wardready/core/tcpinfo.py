@@ -19,7 +19,7 @@ import struct
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Any, Literal
 
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 BUFFER = 512
@@ -127,13 +127,13 @@ def parse(raw: bytes) -> TcpInfo:
     return TcpInfo(**values)
 
 
-def read(sock: socket.socket | object) -> TcpInfo | None:
+def read(sock: Any) -> TcpInfo | None:
     """TCP_INFO of a connected TCP socket (or asyncio's TransportSocket); None off Linux,
     or when the socket is closed."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, BUFFER)  # type: ignore[attr-defined]
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, BUFFER)
     except (OSError, ValueError, AttributeError):
         return None
     return parse(raw) if isinstance(raw, bytes) and raw else None
