@@ -338,7 +338,16 @@ class Test:
         warmup, measured = estimator.warmup_seconds, estimator.measured_seconds
         if rate is None:  # the budget ran out before warm-up ended (a very fast link)
             rate, measured = moved[0] / elapsed, elapsed
-        state = await self._slot_state()
+        if upload:
+            state = await self._slot_state()
+        else:  # only for TCP_INFO: a slot that ended meanwhile costs those figures, no more
+            import aiohttp  # loaded already: the session is aiohttp's
+
+            try:
+                state = await self._slot_state()
+            except (aiohttp.ClientError, RuntimeError, OSError, ValueError) as exc:
+                log.warning("no TCP_INFO of the download from the server: %s", exc)
+                state = {}
         if direction == "download":
             infos = [tcpinfo.TcpInfo.from_dict(d) for d in state.get("download_tcp_info", [])]
         else:  # this PC's own sending sockets; the others (API calls) barely moved
