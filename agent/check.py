@@ -143,6 +143,7 @@ def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
         "responsiveness_rpm": {d.direction: d.responsiveness_rpm for d in directions},
         "tcp": {d.direction: {"limited_by": d.limited_by,
                               "retransmitted_ratio": d.retransmitted_ratio,
+                              "loss_ratio": d.loss_ratio,
                               "rwnd_limited_ratio": d.rwnd_limited_ratio,
                               "sndbuf_limited_ratio": d.sndbuf_limited_ratio}
                 for d in directions},
@@ -172,7 +173,8 @@ def reference_lines(readings: dict[str, Any]) -> list[str]:
         lines.append(f"  {direction.capitalize()} sender ({who}) held by {tcp['limited_by']}"
                      f" (receive window {tcp['rwnd_limited_ratio']:.0%}, send buffer "
                      f"{tcp['sndbuf_limited_ratio']:.0%}), "
-                     f"{tcp['retransmitted_ratio'] or 0:.1%} retransmitted")
+                     f"{tcp['retransmitted_ratio'] or 0:.1%} retransmitted "
+                     f"({tcp['loss_ratio'] or 0:.1%} needed)")
     return [line for text in lines for line in textwrap.wrap(
         text, WIDTH, subsequent_indent="      ", break_on_hyphens=False)]
 

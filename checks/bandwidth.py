@@ -124,6 +124,9 @@ class DirectionResult(ResultModel):
     upload; 0 off Linux or from a server that does not report it)."""
     retransmitted_ratio: float | None = None
     """Retransmitted bytes / bytes sent, all streams (M-Lab ndt7's LossRate)."""
+    loss_ratio: float | None = None
+    """Retransmitted segments less those the receiver reported as spurious (DSACK), over
+    data segments sent: the sender's estimate of the path's loss."""
     rwnd_limited_ratio: float | None = None
     """Share of the sender's busy time it was held by the receiver's window."""
     sndbuf_limited_ratio: float | None = None
@@ -374,7 +377,7 @@ class Test:
             load_probes_lost=len(rtts) - len(answered),
             responsiveness_rpm=responsiveness.rpm_from_connects(answered),
             tcp_streams=tcp.streams if tcp.busy_seconds is not None else 0,
-            retransmitted_ratio=tcp.retransmitted_ratio,
+            retransmitted_ratio=tcp.retransmitted_ratio, loss_ratio=tcp.loss_ratio,
             rwnd_limited_ratio=tcp.rwnd_limited_ratio,
             sndbuf_limited_ratio=tcp.sndbuf_limited_ratio, limited_by=tcp.limited_by)
 
@@ -660,6 +663,10 @@ IDLE_RTT = MetricSpec("wardready_bandwidth_idle_rtt_seconds",
 RETRANSMITTED = MetricSpec("wardready_bandwidth_retransmitted_ratio",
                            "Retransmitted bytes / bytes sent by the sender (the server for "
                            "download, this PC for upload), from TCP_INFO.", ("direction",))
+TCP_LOSS = MetricSpec("wardready_bandwidth_tcp_loss_ratio",
+                      "Retransmitted segments the receiver did not report as spurious "
+                      "(DSACK) / data segments sent: the sender's estimate of the path's "
+                      "loss under load, from TCP_INFO.", ("direction",))
 RWND_LIMITED = MetricSpec("wardready_bandwidth_rwnd_limited_ratio",
                           "Share of the sender's busy time held by the receiver's TCP window "
                           "(TCP_INFO tcpi_rwnd_limited / tcpi_busy_time).", ("direction",))
@@ -675,7 +682,7 @@ RPM = MetricSpec("wardready_bandwidth_responsiveness_rpm",
                  "draft-ietf-ippm-responsiveness, TCP connect probes only); a reference "
                  "reading, not judged.", ("direction",))
 METRICS = (RATE, SPENT, DURATION, CONVERGED, LOADED_RTT, IDLE_RTT, RETRANSMITTED,
-           RWND_LIMITED, SNDBUF_LIMITED, LIMITED_BY, RPM, aimdef.POINTS,
+           TCP_LOSS, RWND_LIMITED, SNDBUF_LIMITED, LIMITED_BY, RPM, aimdef.POINTS,
            aimdef.CLASSIFICATION)
 
 
@@ -691,7 +698,7 @@ def samples(result: Result) -> Iterator[Sample]:
                          ("p95", d.rtt_under_load_p95_seconds)):
             if value is not None:
                 yield Sample(LOADED_RTT, (d.direction, q), value)
-        for spec, value in ((RETRANSMITTED, d.retransmitted_ratio),
+        for spec, value in ((RETRANSMITTED, d.retransmitted_ratio), (TCP_LOSS, d.loss_ratio),
                             (RWND_LIMITED, d.rwnd_limited_ratio),
                             (SNDBUF_LIMITED, d.sndbuf_limited_ratio),
                             (RPM, d.responsiveness_rpm)):

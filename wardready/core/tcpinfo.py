@@ -154,6 +154,9 @@ class Summary:
     streams: int
     bytes_sent: int | None
     bytes_retrans: int | None
+    data_segs_out: int | None
+    total_retrans: int | None
+    dsack_dups: int | None
     busy_seconds: float | None
     rwnd_limited_seconds: float | None
     sndbuf_limited_seconds: float | None
@@ -167,6 +170,16 @@ class Summary:
         if not self.bytes_sent or self.bytes_retrans is None:
             return None
         return self.bytes_retrans / self.bytes_sent
+
+    @property
+    def loss_ratio(self) -> float | None:
+        """(retransmitted segments - those the receiver reported as duplicates by DSACK)
+        / data segments sent: the retransmissions that were needed, the sender's estimate
+        of the path's loss. Spurious retransmissions (a timer firing during a delay) are
+        what DSACK reports (RFC 2883, RFC 3708)."""
+        if not self.data_segs_out or self.total_retrans is None or self.dsack_dups is None:
+            return None
+        return max(0, self.total_retrans - self.dsack_dups) / self.data_segs_out
 
     @property
     def rwnd_limited_ratio(self) -> float | None:
@@ -209,6 +222,8 @@ def summarize(infos: Iterable[TcpInfo]) -> Summary:
     return Summary(
         streams=len(items), bytes_sent=_total(items, "bytes_sent"),
         bytes_retrans=_total(items, "bytes_retrans"),
+        data_segs_out=_total(items, "data_segs_out"),
+        total_retrans=_total(items, "total_retrans"), dsack_dups=_total(items, "dsack_dups"),
         busy_seconds=None if busy is None else busy / 1e6,
         rwnd_limited_seconds=None if rwnd is None else rwnd / 1e6,
         sndbuf_limited_seconds=None if sndbuf is None else sndbuf / 1e6,
