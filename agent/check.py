@@ -26,6 +26,7 @@ from wardready.checks.base import ServerLink, server_tls
 from wardready.core.api import PROFILE_PATH
 from wardready.core.errors import ConfigError
 from wardready.core.inventory import CallPreset, Profile, load_inventory
+from wardready.model import segments
 from wardready.model.readiness import HostResults, Readiness, evaluate, show
 from wardready.model.report import Outcome
 
@@ -128,6 +129,28 @@ def judge(outcomes: dict[str, Outcome], required: Requirement, role: str | None)
     return evaluate(required.profile, pc.results, pc.errors, required.call, role)
 
 
+def weak_segments(outcomes: dict[str, Outcome], required: Requirement,
+                  config: AgentConfig) -> list[segments.Finding]:
+    """The segments of this PC's path its results show at fault (docs/segments.md)."""
+    pc = HostResults.of(config.role, outcomes)
+    holds = required.profile.video.holds_calls(config.role)
+    return segments.host_findings(required.profile, pc.results, config.host, config.role,
+                                  required.call if holds else None)
+
+
+def segment_lines(found: list[segments.Finding]) -> list[str]:
+    """Which segment is weak, as a technician reads it."""
+    if not found:
+        return ["Segments: no segment of this PC's path is at fault."]
+    lines = ["Weak segments (what to fix):"]
+    for f in found:
+        lines.extend(textwrap.wrap(f"{f.segment}: {f.evidence}", WIDTH, initial_indent="  ",
+                                   subsequent_indent="      ", break_on_hyphens=False))
+        lines.extend(textwrap.wrap(f"fix: {f.fix}", WIDTH, initial_indent="    ",
+                                   subsequent_indent="      ", break_on_hyphens=False))
+    return lines
+
+
 def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
     """Readings shown beside the MOS but never judged: Cloudflare's AIM scores, the
     responsiveness (RPM) under load and what held the test's TCP senders (TCP_INFO), all
@@ -141,8 +164,7 @@ def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
         "aim": {s.experience: {"points": s.points, "class": s.label}
                 for s in getattr(result, "aim", [])},
         "responsiveness_rpm": {d.direction: d.responsiveness_rpm for d in directions},
-        "tcp": {d.direction: {"limited_by": d.limited_by,
-                              "retransmitted_ratio": d.retransmitted_ratio,
+        "tcp": {d.direction: {"retransmitted_ratio": d.retransmitted_ratio,
                               "loss_ratio": d.loss_ratio,
                               "rwnd_limited_ratio": d.rwnd_limited_ratio,
                               "sndbuf_limited_ratio": d.sndbuf_limited_ratio}
@@ -167,12 +189,12 @@ def reference_lines(readings: dict[str, Any]) -> list[str]:
         lines.append("  Responsiveness under load (RPM, round trips per minute): "
                      + ", ".join(rpm))
     for direction, tcp in readings["tcp"].items():
-        if tcp["limited_by"] is None:
+        if tcp["rwnd_limited_ratio"] is None or tcp["sndbuf_limited_ratio"] is None:
             continue
         who = "the server" if direction == "download" else "this PC"
-        lines.append(f"  {direction.capitalize()} sender ({who}) held by {tcp['limited_by']}"
-                     f" (receive window {tcp['rwnd_limited_ratio']:.0%}, send buffer "
-                     f"{tcp['sndbuf_limited_ratio']:.0%}), "
+        lines.append(f"  {direction.capitalize()} sender ({who}) held by the receive window "
+                     f"{tcp['rwnd_limited_ratio']:.0%} and the send buffer "
+                     f"{tcp['sndbuf_limited_ratio']:.0%} of its busy time, "
                      f"{tcp['retransmitted_ratio'] or 0:.1%} retransmitted "
                      f"({tcp['loss_ratio'] or 0:.1%} needed)")
     return [line for text in lines for line in textwrap.wrap(
@@ -181,8 +203,8 @@ def reference_lines(readings: dict[str, Any]) -> list[str]:
 
 def table(readiness: Readiness, config: AgentConfig, source: str,
           references: list[str] | None = None) -> str:
-    """The verdict as a technician reads it, at most WIDTH columns; `references`: lines of
-    readings shown before the state, not judged."""
+    """The verdict as a technician reads it, at most WIDTH columns; `references`: more
+    lines shown before the state (the weak segments, readings not judged)."""
     role = f" ({config.role})" if config.role else " (no role set: judged as a video PC)"
     lines = [*textwrap.wrap(f"Ward {config.ward}, host {config.host}{role}: profile {source}",
                             WIDTH, subsequent_indent="    ", break_on_hyphens=False),
@@ -212,12 +234,15 @@ def main(config: AgentConfig, token: str, as_json: bool, now: bool = False) -> i
         source += f", call {required.profile.video.call} (per PC)"
     readiness = judge(outcomes, required, config.role)
     readings = reference_readings(outcomes)
+    found = weak_segments(outcomes, required, config)
     if as_json:
         body: dict[str, Any] = {"ward": config.ward, "host": config.host, "role": config.role,
                                 "profile_source": source, **readiness.as_dict(),
                                 "reference_readings": readings,
+                                "segments": [f.as_dict() for f in found],
                                 "errors": {n: o.error for n, o in outcomes.items() if not o.ok}}
         print(json.dumps(body, indent=2))
     else:
-        print(table(readiness, config, source, reference_lines(readings)))
+        print(table(readiness, config, source,
+                    segment_lines(found) + reference_lines(readings)))
     return 0 if readiness.state in ("ready", "ready-with-warnings") else 1

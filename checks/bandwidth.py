@@ -131,9 +131,6 @@ class DirectionResult(ResultModel):
     """Share of the sender's busy time it was held by the receiver's window."""
     sndbuf_limited_ratio: float | None = None
     """Share of the sender's busy time it was held by its own send buffer."""
-    limited_by: tcpinfo.Limit | None = None
-    """The sender's limit: receiver-window or send-buffer (the PC or its settings) when it
-    held at least tcpinfo.PC_LIMIT_RATIO of the busy time, else network."""
 
 
 DeferReason = Literal["quiet_window", "budget", "ward_in_use", "ward_busy", "city_busy",
@@ -379,7 +376,7 @@ class Test:
             tcp_streams=tcp.streams if tcp.busy_seconds is not None else 0,
             retransmitted_ratio=tcp.retransmitted_ratio, loss_ratio=tcp.loss_ratio,
             rwnd_limited_ratio=tcp.rwnd_limited_ratio,
-            sndbuf_limited_ratio=tcp.sndbuf_limited_ratio, limited_by=tcp.limited_by)
+            sndbuf_limited_ratio=tcp.sndbuf_limited_ratio)
 
     def _past_bound(self, rtts: list[float | None]) -> bool:
         """The last few load probes all above the bound (a lost one counts as above)."""
@@ -673,16 +670,12 @@ RWND_LIMITED = MetricSpec("wardready_bandwidth_rwnd_limited_ratio",
 SNDBUF_LIMITED = MetricSpec("wardready_bandwidth_sndbuf_limited_ratio",
                             "Share of the sender's busy time held by its send buffer "
                             "(TCP_INFO tcpi_sndbuf_limited / tcpi_busy_time).", ("direction",))
-LIMITED_BY = MetricSpec("wardready_bandwidth_limited_by_info",
-                        "1 for what held the latest test's sender: receiver-window, "
-                        "send-buffer (the PC or its settings) or network.",
-                        ("direction", "limit"))
 RPM = MetricSpec("wardready_bandwidth_responsiveness_rpm",
                  "Round trips per minute under the test's load (after "
                  "draft-ietf-ippm-responsiveness, TCP connect probes only); a reference "
                  "reading, not judged.", ("direction",))
 METRICS = (RATE, SPENT, DURATION, CONVERGED, LOADED_RTT, IDLE_RTT, RETRANSMITTED,
-           TCP_LOSS, RWND_LIMITED, SNDBUF_LIMITED, LIMITED_BY, RPM, aimdef.POINTS,
+           TCP_LOSS, RWND_LIMITED, SNDBUF_LIMITED, RPM, aimdef.POINTS,
            aimdef.CLASSIFICATION)
 
 
@@ -704,8 +697,6 @@ def samples(result: Result) -> Iterator[Sample]:
                             (RPM, d.responsiveness_rpm)):
             if value is not None:
                 yield Sample(spec, (d.direction,), value)
-        if d.limited_by is not None:
-            yield Sample(LIMITED_BY, (d.direction, d.limited_by), 1)
     yield from aimdef.samples(result.aim)
 
 

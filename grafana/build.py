@@ -408,6 +408,14 @@ def ward() -> Json:
             rename={"criterion": "Criterion", "Value": "Verdict"},
             overrides=[colored("Verdict", VERDICT)], w=6, h=12,
             description="The server's verdict per criterion (docs/readiness.md)."),
+        table("Segments at fault", [
+            target(f"ward_segment:wardready_segment_faults:count{{{W}}}", table=True)],
+            hide=("ward", "working_group"), sort="Findings",
+            rename={"segment": "Segment", "reason": "Reason", "Value": "Findings"},
+            w=8, h=12, description="Which segment of the path is weak (pc, lan, router, "
+            "uplink) and why, most findings first (0: not at fault); `wardready-server "
+            "readiness --ward` gives the evidence and the request list the fix "
+            "(docs/segments.md)."),
         table("PCs", [
             target(f"max by (host) (wardready_host_cpu_logical_cores{{{W}}})", table=True),
             target(f"max by (host) (wardready_host_memory_total_bytes{{{W}}})", table=True),

@@ -42,7 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from lab import REPO
 
@@ -677,7 +677,7 @@ def _stop(proc: subprocess.Popen[Any], *, term_first: bool = True, grace: float 
 
 # -- measurements with real tools inside the namespaces ------------------------------------
 
-def wait_listening(link: WardLink, ns: str, port: int, timeout: float = 5.0) -> None:
+def wait_listening(link: CityLab, ns: str, port: int, timeout: float = 5.0) -> None:
     """Return once something listens on TCP `port` in `ns`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -811,7 +811,19 @@ that measures a link's accuracy runs whenever it is asked to (the plan's own beh
 emulated links has tests of its own)."""
 
 
-def start_city_server(link: WardLink, workdir: Path, port: int = 8470,
+class CityLab(Protocol):
+    """A lab with a city namespace to run the server in (`WardLink`, `SegmentLab`)."""
+
+    city_ns: str
+    city_ip: str
+
+    def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]: ...
+
+    def run(self, ns: str, argv: Sequence[str], timeout: float,
+            **kw: Any) -> subprocess.CompletedProcess[Any]: ...
+
+
+def start_city_server(link: CityLab, workdir: Path, port: int = 8470,
                       echo_port: int = 8471, inventory: Path | None = None,
                       plan: dict[str, Any] | None = None,
                       echo: dict[str, Any] | None = None,

@@ -20,6 +20,7 @@ import yaml
 
 from wardready.model import criteria
 from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion
+from wardready.model.segments import PORT_ERRORS_WINDOW_SECONDS
 
 OUT = Path(__file__).resolve().parent / "rules" / "wardready.rules.yml"
 WORKING_GROUP = "* on (ward) group_left (working_group) wardready_ward_info"
@@ -136,8 +137,25 @@ def shortfall_group() -> dict[str, Any]:
         rule("A city platform no PC of the ward reaches.",
              record="ward_platform:wardready_platform_up:max",
              expr="max by (ward, platform) (wardready_platform_up)\n" + WORKING_GROUP),
+        rule("The segments of each ward's path at fault, by reason (docs/segments.md): the "
+             "server's findings from its PCs' latest results (the PC's Wi-Fi, card and TCP "
+             "limits; loss and jitter to the gateway against the server; the router's DSCP; "
+             "where loss begins on the trace) ...",
+             record="ward_segment:wardready_segment_faults:count",
+             expr="sum by (ward, segment, reason) (wardready_ward_segment_faults)\n"
+                  + WORKING_GROUP),
+        rule("... and the ports of its switches and routers whose CRC errors over 24 h pass "
+             "the profile's figure (a bad cable), from the devices' own counters.",
+             record="ward_segment:wardready_segment_faults:count",
+             expr=f"count by (ward) (\n  max by (ward, device, interface) (\n"
+                  f"    increase(wardready_device_interface_crc_errors_total"
+                  f"[{PORT_ERRORS_WINDOW_SECONDS / 3600:g}h]))\n"
+                  f"  > on (ward) group_left {criteria.PORT_CRC_ERRORS.spec.name})\n"
+                  + WORKING_GROUP,
+             labels={"segment": "lan", "reason": "port-errors"}),
         rule("One series per reporting ward: how many criteria and items it falls short on "
-             "(link, equipment, video readiness, platforms); 0 when it meets its profile.",
+             "(link, equipment, video readiness, platforms, segments at fault); 0 when it "
+             "meets its profile.",
              record="ward:wardready_shortfalls:count",
              expr="sum by (ward, working_group) (\n"
                   "    (ward_criterion:wardready_shortfall:ratio > bool 0)\n"
@@ -148,6 +166,7 @@ def shortfall_group() -> dict[str, Any]:
                   f"       {WORKING_GROUP},\n"
                   '       "criterion", "video", "", "")\n'
                   "  or (ward_platform:wardready_platform_up:max == bool 0)\n"
+                  "  or (ward_segment:wardready_segment_faults:count > bool 0)\n"
                   f"  or ({REPORTING} * 0\n      {WORKING_GROUP})\n"
                   f")\nand on (ward) {REPORTING}"))
 
@@ -205,6 +224,17 @@ def alert_group() -> dict[str, Any]:
               comment="No PC that holds the ward's calls is ready for them (the server's "
                       "roll-up); a ward short of counter PCs is WardEquipmentMissing, not this.",
               labels={"criterion": "video"}),
+        alert("WardSegmentAtFault", "ward_segment:wardready_segment_faults:count > 0", "30m",
+              "warning", "{{ $labels.ward }}: {{ $labels.segment }} at fault "
+              "({{ $labels.reason }})",
+              "Ward {{ $labels.ward }} ({{ $labels.working_group }}): the {{ $labels.segment }} "
+              "segment of its path is at fault ({{ $labels.reason }}, {{ $value }} "
+              "finding(s)); wardready-server readiness --ward {{ $labels.ward }} gives the "
+              "evidence and the equipment request list the fix (docs/segments.md).",
+              comment="Which segment to fix: pc (Wi-Fi, network card, TCP settings), lan "
+                      "(loss or jitter to the gateway, a port's CRC errors or duplex), router "
+                      "(clears the calls' DSCP marking), uplink (loss that begins past the "
+                      "ward's router)."),
         alert("WardPlatformUnreachable", "ward_platform:wardready_platform_up:max == 0", "15m",
               "critical", "{{ $labels.ward }}: {{ $labels.platform }} unreachable",
               "No PC of ward {{ $labels.ward }} ({{ $labels.working_group }}) has reached the "

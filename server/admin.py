@@ -19,6 +19,7 @@ from wardready.server import assets, equipment, readiness
 from wardready.server.auth import authenticate, fail
 from wardready.server.bodies import read_json, validated
 from wardready.server.context import CONFIG, FLEET, INVENTORY, IO, STORE
+from wardready.server.store.port_errors import PORT_ERRORS_WINDOW_SECONDS, crc_per_day
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,12 @@ async def ward_readiness(request: web.Request) -> web.Response:
     hosts = readiness.counted(fleet.agents, fleet.active, time.time(),
                               app[CONFIG].readiness_max_age_seconds)
     verdicts = readiness.wards(app[INVENTORY], hosts)
-    return web.json_response({w: v.as_dict() for w, v in verdicts.items()
-                              if ward is None or w == ward})
+    now = time.time()
+    points = await app[IO].call(app[STORE].port_error_points, now - PORT_ERRORS_WINDOW_SECONDS)
+    return web.json_response({w: {**v.as_dict(), "segments": [
+        f.as_dict() for f in readiness.segment_findings(
+            app[INVENTORY], w, hosts.get(w, {}), crc_per_day(points, w, now))]}
+        for w, v in verdicts.items() if ward is None or w == ward})
 
 
 async def equipment_list(request: web.Request) -> web.StreamResponse:

@@ -42,6 +42,7 @@ from wardready.server.plan import PLANNER, PlanBook, Planner
 from wardready.server.remote_write import REMOTE_WRITER, RemoteWriter
 from wardready.server.routes import ROUTES
 from wardready.server.store import Store, TokenReader
+from wardready.server.store.port_errors import PORT_ERRORS_WINDOW_SECONDS
 from wardready.server.writer import ReportWriter
 
 log = logging.getLogger(__name__)
@@ -147,12 +148,16 @@ async def _render_ahead(fleet: Fleet, exposition: FleetExposition) -> None:
 
 
 async def _prune_ward_link(io: SerialThread, store: Store) -> None:
-    """Keep the ward link history to twice the rules' longest window, once an hour."""
+    """Keep the ward link and port error histories to twice their windows, once an hour."""
     while True:
         dropped = await io.call(store.prune_ward_link,
                                 time.time() - 2 * criteria.HISTORY_SECONDS)
         if dropped:
             log.info("forgot %d ward link figures older than the window", dropped)
+        dropped = await io.call(store.prune_port_errors,
+                                time.time() - 2 * PORT_ERRORS_WINDOW_SECONDS)
+        if dropped:
+            log.info("forgot %d port error counts older than the window", dropped)
         await asyncio.sleep(3600)
 
 

@@ -241,16 +241,22 @@ def _assets(args: argparse.Namespace) -> int:
 def _readiness(args: argparse.Namespace) -> int:
     from wardready.model.readiness import show
     from wardready.server import readiness
+    from wardready.server.store.port_errors import PORT_ERRORS_WINDOW_SECONDS, crc_per_day
 
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
     with Store(config.database) as store:
         hosts = readiness.counted(store.agent_states(), store.active_agents(), time.time(),
                                   config.readiness_max_age_seconds)
+        points = store.port_error_points(time.time() - PORT_ERRORS_WINDOW_SECONDS)
     verdicts = {w: v for w, v in readiness.wards(inventory, hosts).items()
                 if not args.ward or w == args.ward}
+    found = {w: readiness.segment_findings(inventory, w, hosts.get(w, {}),
+                                           crc_per_day(points, w, time.time()))
+             for w in verdicts}
     if args.json:
-        print(json.dumps({w: v.as_dict() for w, v in verdicts.items()}, indent=2))
+        print(json.dumps({w: {**v.as_dict(), "segments": [f.as_dict() for f in found[w]]}
+                          for w, v in verdicts.items()}, indent=2))
     elif args.ward:
         verdict = verdicts[args.ward]
         print(f"Ward {args.ward}: {verdict.state.upper()}")
@@ -262,6 +268,9 @@ def _readiness(args: argparse.Namespace) -> int:
             for label, text in (("note", c.note), ("fix", c.fix)):
                 if text:
                     print(f"    {label}: {text}")
+        print("Segments at fault:" if found[args.ward] else "Segments at fault: none found")
+        for f in found[args.ward]:
+            print(f"  {f.segment:<7}{f.reason:<15}{f.evidence}\n    fix: {f.fix}")
     else:
         groups = {w.id: w.working_group for w in inventory.wards}
         print(f"{'WARD':<22}{'GROUP':<8}{'STATE':<21}{'PCs':>4}  SHORT OF")

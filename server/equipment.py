@@ -22,11 +22,15 @@ from wardready.core.metrics import Sample
 from wardready.model import criteria
 from wardready.model.criteria import ItemCriterion, LinkId, Source
 from wardready.model.readiness import HostResults, rollup, show
+from wardready.model.segments import REASONS, Finding, Reason
 from wardready.server import readiness, shortfalls
 from wardready.server.store import AgentState, Store
+from wardready.server.store.port_errors import PORT_ERRORS_WINDOW_SECONDS, PortPoints, crc_per_day
 
 Priority = Literal["high", "medium", "low"]
 PRIORITY_ORDER: dict[Priority, int] = {"high": 0, "medium": 1, "low": 2}
+SEGMENT_NAMES: dict[str, str] = {"pc": "the PC", "lan": "ward LAN", "router": "ward router",
+                                 "uplink": "uplink"}
 """high: the ward cannot hold the city's video meetings or reach a platform; medium: PCs,
 UPS and network devices; low: printers and scanners."""
 
@@ -60,11 +64,19 @@ class Line:
     flags: tuple[str, ...]
     """The Prometheus shortfalls this line answers: a link criterion (download, upload, rtt,
     jitter, loss), an item (pc, webcam, microphone, speaker, printer, scanner, ups, router,
-    switch), `video`, or `platform:<id>`."""
+    switch), `video`, `platform:<id>`, or `segment:<reason>` (a segment at fault)."""
+    segment: str = ""
+    """The segment of the path the line fixes (pc, lan, router, uplink); empty for
+    equipment that is simply missing."""
 
     @property
     def subtotal_vnd(self) -> int | None:
         return None if self.unit_price_vnd is None else self.quantity * self.unit_price_vnd
+
+    @property
+    def stated_reason(self) -> str:
+        """The reason, led by the segment it fixes when it fixes one (`ward LAN: ...`)."""
+        return f"{SEGMENT_NAMES[self.segment]}: {self.reason}" if self.segment else self.reason
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,8 @@ VIDEO_NEEDS: dict[str, NeedKind] = {
 PRIORITY: dict[NeedKind, Priority] = {
     "link-upgrade": "high", "network-fix": "high", "webcam": "high", "microphone": "high",
     "speaker": "high", "pc": "medium", "ups": "medium", "router": "medium", "switch": "medium",
-    "printer": "low", "scanner": "low"}
+    "cabling": "medium", "nic": "medium", "printer": "low", "scanner": "low"}
+LINK_FIGURES = frozenset(c.id for c in criteria.LINK)
 MAX_NAMED = 5
 """PCs or devices named in one reason; the rest are counted."""
 
@@ -186,6 +199,10 @@ class _Need:
     measured_at: float | None
     flags: list[str]
     priority: Priority
+    segment: str = ""
+    reasons: list[Reason] = field(default_factory=list)
+    """The segment findings behind the need, if any, and the PCs they are on."""
+    hosts: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -196,13 +213,17 @@ class Evidence:
     active: set[tuple[str, str]]
     link_points: Mapping[tuple[str, str], Sequence[tuple[float, float | None]]]
     """(ward, link criterion) -> the ward's best figure over time (`Store.ward_link_points`)."""
+    port_points: PortPoints = field(default_factory=dict)
+    """The CRC counters of the wards' switch and router ports over time
+    (`Store.port_error_points`)."""
 
 
 def from_store(inventory: Inventory, store: Store, now: float, max_age: float
                ) -> EquipmentList:
     """The list from the database alone (the server need not run)."""
     evidence = Evidence(store.agent_states(), store.active_agents(),
-                        store.ward_link_points(now - criteria.HISTORY_SECONDS))
+                        store.ward_link_points(now - criteria.HISTORY_SECONDS),
+                        store.port_error_points(now - PORT_ERRORS_WINDOW_SECONDS))
     return build(inventory, evidence, now, max_age)
 
 
@@ -227,6 +248,8 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float
             continue
         states = {h: evidence.agents[ward.id, h] for h in pcs}
         judge = _Ward(inventory, inventory.profile_of(ward), states, pcs)
+        judge.segments(readiness.segment_findings(
+            inventory, ward.id, pcs, crc_per_day(evidence.port_points, ward.id, now)))
         judge.link({c.id: shortfalls.window_quantile(
             evidence.link_points.get((ward.id, c.id), ()), c.quantile, now, c.window_seconds)
             for c in criteria.LINK})
@@ -276,6 +299,7 @@ class _Ward:
         self.needs: list[_Need] = []
         self.unknown: list[str] = []
         self._samples: dict[tuple[str, str], list[Sample]] = {}
+        self._segment_needs: list[_Need] = []
 
     def _result(self, host: str, check: str) -> Any:
         return self.pcs[host].results.get(check)
@@ -286,10 +310,45 @@ class _Ward:
                    default=None)
 
     def need(self, kind: NeedKind, quantity: int, reason: str, measured_at: float | None,
-             *flags: str) -> None:
+             *flags: str) -> _Need:
         # Whatever keeps the ward out of the city's video meetings is urgent.
         priority: Priority = "high" if "video" in flags else PRIORITY[kind]
-        self.needs.append(_Need(kind, quantity, reason, measured_at, list(flags), priority))
+        need = _Need(kind, quantity, reason, measured_at, list(flags), priority)
+        self.needs.append(need)
+        return need
+
+    def segments(self, found: Sequence[Finding]) -> None:
+        """A need per reason a segment is at fault: one cable or card per PC or port that
+        needs it, one change otherwise."""
+        by_reason: dict[Reason, list[Finding]] = defaultdict(list)
+        for f in found:
+            by_reason[f.reason].append(f)
+        checks = {"pc": ("lasthop", "bandwidth", "path"), "lan": ("path", "devices"),
+                  "router": ("path",), "uplink": ("path",)}
+        for reason, findings in by_reason.items():
+            kind = REASONS[reason]
+            places = {f.host or f.where for f in findings}
+            quantity = len(places) if kind.need in ("cabling", "nic") else 1
+            texts = [f.text for f in findings]
+            need = self.need(kind.need, quantity, _named(texts),
+                             self._when(*checks[kind.segment]), f"segment:{reason}")
+            need.segment, need.reasons = kind.segment, [reason]
+            need.hosts = {f.host for f in findings if f.host}
+            self._segment_needs.append(need)
+
+    def explain(self, figure: LinkId, text: str, host: str | None = None) -> bool:
+        """Give a short link figure to the segment needs that explain it (not the uplink's,
+        which is what a link upgrade already is): True if any does."""
+        takers = [n for n in self._segment_needs if n.segment != "uplink" and any(
+            figure in REASONS[r].explains for r in n.reasons)]
+        if host is not None:
+            takers = [n for n in takers if host in n.hosts]
+        for n in takers:
+            if figure not in n.flags:
+                n.flags.append(figure)
+            n.reason += f"; so the ward's {text}"
+            n.priority = "high"
+        return bool(takers)
 
     def link(self, figures: Mapping[LinkId, float | None]) -> None:
         short: list[tuple[LinkId, str]] = []
@@ -304,6 +363,7 @@ class _Ward:
                 short.append((c_id, f"{c.name} {_show(c_id, value)} ({c.statistic} of the last "
                                     f"{c.window_hours:g} h) against {_show(c_id, need)} "
                                     f"{'required' if c.higher_is_better else 'allowed'}"))
+        short = [(c, text) for c, text in short if not self.explain(c, text)]
         if short:
             self.need("link-upgrade", 1, "; ".join(text for _, text in short),
                       self._when("bandwidth", "media", "latency"), *(c for c, _ in short))
@@ -373,11 +433,15 @@ class _Ward:
         failing = [c for c in verdict.criteria
                    if c.verdict == "fail" and c.id not in ("hosts", "video_hosts")]
         by_need: dict[NeedKind, list[str]] = defaultdict(list)
-        for c in failing:
-            by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
-                f"{c.name} {show(c.measured, c.unit, c.id)} against "
-                f"{show(c.required, c.unit, c.id)}" + (f" ({c.fix})" if c.fix else ""))
         host_name = verdict.video_host or "no PC"
+        for c in failing:
+            text = (f"{c.name} {show(c.measured, c.unit, c.id)} against "
+                    f"{show(c.required, c.unit, c.id)}")
+            if c.id in LINK_FIGURES and self.explain(
+                    c.id, f"video PC {host_name} fails {text}", host_name):
+                continue
+            by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
+                text + (f" ({c.fix})" if c.fix else ""))
         when = self.states[host_name].last_report_at if host_name in self.states else None
         for kind, texts in by_need.items():
             self.need(kind, 1, f"video meetings: {host_name} fails {'; '.join(texts)}", when,
@@ -418,8 +482,9 @@ class _Ward:
                     below[poll.role][poll.name] = (f"{poll.name}{model}: "
                                                    + "; ".join(f.text for f in found))
         for role, named in below.items():
-            self.need(role, len(named), _named(list(named.values())),  # type: ignore[arg-type]
-                      self._when("devices"), role)
+            need = self.need(role, len(named), _named(list(named.values())),  # type: ignore[arg-type]
+                             self._when("devices"), role)
+            need.segment = "router" if role == "router" else "lan"
 
 
 _NOUNS: dict[str, tuple[str, str]] = {"ups": ("UPS", "UPS units")}
@@ -478,7 +543,7 @@ def _lines_for(ward: WardRef, needs: Sequence[_Need], catalogue: Sequence[Catalo
         items[key] = item
         if key not in merged:
             merged[key] = _Need(n.kind, n.quantity, n.reason, n.measured_at, list(n.flags),
-                                n.priority)
+                                n.priority, n.segment, list(n.reasons))
             continue
         m = merged[key]
         m.quantity = max(m.quantity, n.quantity)
@@ -487,14 +552,15 @@ def _lines_for(ward: WardRef, needs: Sequence[_Need], catalogue: Sequence[Catalo
                             default=None)
         m.flags += [f for f in n.flags if f not in m.flags]
         m.priority = min(m.priority, n.priority, key=PRIORITY_ORDER.__getitem__)
+        m.segment = m.segment or n.segment
     lines = []
     for key, n in merged.items():
         item = items[key]
         if item is None:
             lines.append(Line(ward, "", f"(no catalogue item covers {n.kind}: add one to the "
                               "inventory's catalogue)", n.quantity, None, n.reason,
-                              n.measured_at, n.priority, tuple(n.flags)))
+                              n.measured_at, n.priority, tuple(n.flags), n.segment))
         else:
             lines.append(Line(ward, item.id, item.description, n.quantity, item.unit_price_vnd,
-                              n.reason, n.measured_at, n.priority, tuple(n.flags)))
+                              n.reason, n.measured_at, n.priority, tuple(n.flags), n.segment))
     return lines

@@ -32,7 +32,7 @@ NEEDS_QUOTE = "needs a quote"
 
 CSV_COLUMNS = ("section", "working_group", "ward", "ward_name", "former_district", "priority",
                "item", "description", "quantity", "unit_price_vnd", "subtotal_vnd", "reason",
-               "measured_at", "flags")
+               "measured_at", "flags", "segment")
 
 
 def _iso(t: float | None, tz: tzinfo) -> str | None:
@@ -68,7 +68,8 @@ def _line_record(line: Line, tz: tzinfo) -> dict[str, Any]:
             "priority": line.priority, "item": line.item, "description": line.description,
             "quantity": line.quantity, "unit_price_vnd": line.unit_price_vnd,
             "subtotal_vnd": line.subtotal_vnd, "reason": line.reason,
-            "measured_at": _iso(line.measured_at, tz), "flags": list(line.flags)}
+            "measured_at": _iso(line.measured_at, tz), "flags": list(line.flags),
+            "segment": line.segment}
 
 
 def _no_data_record(entry: NoData, tz: tzinfo) -> dict[str, Any]:
@@ -189,7 +190,7 @@ def to_markdown(lst: EquipmentList, tz: tzinfo) -> str:
             ((f"{line.ward.name} ({line.ward.id})", line.ward.former_district, line.priority,
               f"{line.description} ({line.item})" if line.item else line.description,
               str(line.quantity), *_price_cells(line.unit_price_vnd, line.subtotal_vnd),
-              line.reason, _when(line.measured_at, tz)) for line in lines),
+              line.stated_reason, _when(line.measured_at, tz)) for line in lines),
             numeric=(4, 5, 6))
         unpriced = sum(line.subtotal_vnd is None for line in lines)
         priced = sum(line.subtotal_vnd or 0 for line in lines)
@@ -371,7 +372,7 @@ def _write_group_sheet(ws: Worksheet, lst: EquipmentList, group: str, lines: Seq
         else:
             _set(ws, r, 8, line.unit_price_vnd, money=True)
             _set(ws, r, 9, f"=G{r}*H{r}", money=True, formula=True)
-        _set(ws, r, 10, line.reason, wrap=True)
+        _set(ws, r, 10, line.stated_reason, wrap=True)
         _set(ws, r, 11, _when(line.measured_at, tz))
         _set(ws, r, 12, " ".join(line.flags), wrap=True)
         _fit_height(ws, r, {c: str(ws.cell(row=r, column=c).value or "") for c in wrapped},

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from wardready.core.inventory import Inventory
 from wardready.core.metrics import MetricSpec, Sample
+from wardready.model import segments
 from wardready.model.readiness import STATE_VALUE, VERDICT_VALUE, HostResults, WardReadiness, rollup
 from wardready.server.store import AgentState
 
@@ -29,7 +30,15 @@ ROLE = MetricSpec("wardready_host_role_info", "What the PC is for, from its agen
 HOLDS_CALLS = MetricSpec("wardready_host_holds_calls",
                          "1 if the ward's profile counts this PC for its video calls (by role).",
                          ("ward", "host"))
-METRICS = (WARD_STATE, CRITERION, HOST_STATE, ROLE, HOLDS_CALLS)
+SEGMENT_FAULTS = MetricSpec(
+    "wardready_ward_segment_faults",
+    "Findings that a segment of the ward's path (pc, lan, router, uplink) is at fault, by "
+    "reason; 0 when none (docs/segments.md). CRC errors of the ward's ports are counted by the "
+    "rules from the devices' own counters.", ("ward", "segment", "reason"))
+METRICS = (WARD_STATE, CRITERION, HOST_STATE, ROLE, HOLDS_CALLS, SEGMENT_FAULTS)
+COUNTED_BY_RULES = frozenset({"port-errors"})
+"""Reasons the rules find themselves, from counters over a window (`increase()`), which the
+server's latest results cannot give."""
 
 
 def counted(agents: Mapping[tuple[str, str], AgentState], active: set[tuple[str, str]],
@@ -55,6 +64,19 @@ def wards(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]],
     return verdicts
 
 
+def segment_findings(inventory: Inventory, ward_id: str, pcs: Mapping[str, HostResults],
+                     crc_per_day: Mapping[tuple[str, str], float] | None = None
+                     ) -> list[segments.Finding]:
+    """The segments at fault in a ward, from its counted PCs' latest results (and its ports'
+    CRC errors over 24 h, when the caller has their history)."""
+    ward = inventory.ward(ward_id)
+    if ward is None:
+        return []
+    profile = inventory.profile_of(ward)
+    return segments.ward_findings(profile, {h: (pc.role, pc.results) for h, pc in pcs.items()},
+                                  inventory.call_of(profile), crc_per_day)
+
+
 def samples(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]],
             verdicts: Mapping[str, WardReadiness]) -> Iterator[Sample]:
     for ward_id, pcs in sorted(hosts.items()):
@@ -71,3 +93,8 @@ def samples(inventory: Inventory, hosts: Mapping[str, Mapping[str, HostResults]]
             yield Sample(CRITERION, (ward, c.id), VERDICT_VALUE[c.verdict])
         for host, own in sorted(verdict.hosts.items()):
             yield Sample(HOST_STATE, (ward, host), STATE_VALUE[own.state])
+        if hosts.get(ward):
+            found = segment_findings(inventory, ward, hosts[ward])
+            for segment, reason, n in segments.counts(found):
+                if reason not in COUNTED_BY_RULES:
+                    yield Sample(SEGMENT_FAULTS, (ward, segment, reason), n)

@@ -1,6 +1,6 @@
 """Durable storage in SQLite (WAL, synchronous=FULL): `Store`, one connection shared by the
 parts that each keep their own tables (tokens, reports, assets, ward link history, the
-remote-write cursor).
+remote-write cursor, the ports' error counters).
 
 The class is synchronous and not thread-safe by design: the server drives it from one
 dedicated thread (see `server.app`), the command line drives it directly.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wardready.server.store.asset_history import AssetStore
+from wardready.server.store.port_errors import PortErrorStore
 from wardready.server.store.remote_queue import RemoteQueueStore
 from wardready.server.store.reports import AgentState, ReportStore
 from wardready.server.store.schema import connect
@@ -27,7 +28,8 @@ from wardready.server.store.ward_link import WardLinkStore
 __all__ = ["AgentState", "Enrolled", "Identity", "Role", "Store", "TokenReader", "TokenRow"]
 
 
-class Store(TokenStore, ReportStore, AssetStore, WardLinkStore, RemoteQueueStore):
+class Store(TokenStore, ReportStore, AssetStore, WardLinkStore, RemoteQueueStore,
+            PortErrorStore):
     """The server's database."""
 
     def __init__(self, path: Path) -> None:

@@ -15,6 +15,7 @@ from wardready.core.metrics import Totals
 from wardready.model.report import CLOCK_AHEAD_SECONDS, Outcome, Report
 from wardready.server import assets
 from wardready.server.store.asset_history import record_assets
+from wardready.server.store.port_errors import record_port_errors
 from wardready.server.store.ward_link import record_ward_link
 
 FRESH_SECONDS = 30.0
@@ -106,6 +107,7 @@ class ReportStore:
                 " SET started_at = excluded.started_at, outcome = excluded.outcome"
                 " WHERE excluded.started_at >= latest.started_at",
                 (ward, host, outcome.check, outcome.started_at, outcome.model_dump_json()))
+            record_port_errors(self.db, ward, outcome)  # late ones too: history is by time
             found = assets.items_of(outcome)
             if found is not None and cur.rowcount == 1:
                 # Only the newest count is compared: a late replay is history already.

@@ -91,6 +91,14 @@ CREATE TABLE IF NOT EXISTS ward_link (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS ward_link_by_time ON ward_link (at);
+CREATE TABLE IF NOT EXISTS port_errors (
+    ward TEXT NOT NULL,
+    device TEXT NOT NULL,
+    interface TEXT NOT NULL,
+    at REAL NOT NULL,
+    crc REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS port_errors_by_time ON port_errors (at);
 CREATE TABLE IF NOT EXISTS remote_write (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     sent_rowid INTEGER NOT NULL

@@ -118,6 +118,22 @@ class NetworkRequirement(Strict):
         "Every connected Ethernet port of a polled router or switch runs at least this fast."))
 
 
+class SegmentRequirement(Strict):
+    """When a segment of the path (the PC, the ward LAN, the router, the uplink) is at fault
+    beyond what the link figures say (docs/segments.md gives the sources). Loss and jitter
+    to the gateway are held to the profile's link figures: a LAN that alone spends the
+    whole path's budget is at fault."""
+
+    min_wifi_signal_dbm: float = Field(default=-67, le=0, description=(
+        "A PC on Wi-Fi needs at least this signal (-67 dBm: the vendors' figure for voice "
+        "and video over Wi-Fi)."))
+    max_port_crc_errors_per_day: float = Field(default=100, ge=0, description=(
+        "A switch or router port with more CRC errors than this in 24 h has a bad cable."))
+    max_tcp_limited_ratio: float = Field(default=0.3, gt=0, le=1, description=(
+        "A speed test limited by the PC's receive window or send buffer for more than this "
+        "share of its busy time is limited by the PC, not by the link."))
+
+
 class Profile(Strict):
     """A requirement profile: what a ward of this kind needs to run the shared platforms."""
 
@@ -128,6 +144,7 @@ class Profile(Strict):
     video: VideoRequirement
     peripherals: PeripheralRequirement = PeripheralRequirement()
     network: NetworkRequirement | None = None
+    segments: SegmentRequirement = SegmentRequirement()
 
 
 class Platform(Strict):
@@ -164,7 +181,7 @@ class Ward(Strict):
 
 
 NeedKind = Literal["pc", "webcam", "microphone", "speaker", "printer", "scanner", "ups",
-                   "router", "switch", "link-upgrade", "network-fix"]
+                   "router", "switch", "link-upgrade", "network-fix", "cabling", "nic"]
 """What the equipment request list can find a ward short of; each is bought (or done) as a
 catalogue item that covers it."""
 
@@ -174,7 +191,8 @@ class CatalogueItem(Strict):
 
     id: Slug
     kind: Literal["webcam", "microphone", "speaker", "conference-kit", "pc", "printer",
-                  "scanner", "ups", "router", "switch", "link-upgrade", "network-fix", "other"]
+                  "scanner", "ups", "router", "switch", "link-upgrade", "network-fix", "cabling",
+                  "nic", "other"]
     description: str
     unit_price_vnd: int | None = Field(default=None, ge=0, description=(
         "None when the item needs a quote or is not a purchase."))

@@ -19,7 +19,7 @@ import struct
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any
 
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 BUFFER = 512
@@ -139,12 +139,6 @@ def read(sock: Any) -> TcpInfo | None:
     return parse(raw) if isinstance(raw, bytes) and raw else None
 
 
-Limit = Literal["receiver-window", "send-buffer", "network"]
-PC_LIMIT_RATIO = 0.3
-"""The share of the sender's busy time that a PC-side limit (the receiver's window or the
-sender's buffer) must hold before it is named the limit. Below it the network (the
-congestion window) held the sender most of the time, or at least as much: TCP's own start
-(receive-window autotuning still growing) is typically well under it."""
 
 
 @dataclass(frozen=True)
@@ -189,17 +183,6 @@ class Summary:
     def sndbuf_limited_ratio(self) -> float | None:
         return _share(self.sndbuf_limited_seconds, self.busy_seconds)
 
-    @property
-    def limited_by(self) -> Limit | None:
-        """Which limit held the sender: a PC-side one when it held at least
-        PC_LIMIT_RATIO of the busy time (the larger of the two), else the network; None
-        without busy time to judge."""
-        rwnd, sndbuf = self.rwnd_limited_ratio, self.sndbuf_limited_ratio
-        if rwnd is None or sndbuf is None:
-            return None
-        if max(rwnd, sndbuf) >= PC_LIMIT_RATIO:
-            return "receiver-window" if rwnd >= sndbuf else "send-buffer"
-        return "network"
 
 
 def _share(part: float | None, whole: float | None) -> float | None:

@@ -100,9 +100,14 @@ PORT_SPEED = _required(
     lambda p: p.network.min_port_speed_mbps * 1e6 / 8
     if p.network and p.network.min_port_speed_mbps else None)
 
+PORT_CRC_ERRORS = _required(
+    "wardready_requirement_port_crc_errors",
+    "CRC errors a switch or router port of the ward may count in 24 h (more: a bad cable).",
+    lambda p: p.segments.max_port_crc_errors_per_day)
+
 REQUIREMENTS = (DOWNLOAD, UPLOAD, RTT, JITTER, LOSS, HOSTS, HOST_CPU_CORES, HOST_MEMORY,
                 HOST_DISK_FREE, CAMERAS, MICROPHONES, SPEAKERS, PRINTERS, SCANNERS, UPS,
-                PORT_SPEED)
+                PORT_SPEED, PORT_CRC_ERRORS)
 
 
 # -- sources --------------------------------------------------------------------------------
