@@ -414,9 +414,11 @@ def test_a_router_that_rewrites_the_marking_is_seen(
     assert counted["rewrite"][0] == (PROBES if "ip dscp ef" not in rewrite else per_class)
     for name in ("ef", "af41", "default"):
         assert counted[f"in-{name}"][0] == per_class  # marked as sent before the rule
-    # What left the router toward the city, by the DSCP the rule set.
-    rewritten = sum(1 for v in expected.values() if v == 0) * per_class
-    assert counted["up-out-cs0"][0] == rewritten
+    # What left the router toward the city, by DSCP: what the rule set, class by class.
+    names = {0: "cs0", AF11: "af11", AF41: "af41", EF: "ef"}
+    for value, name in names.items():
+        classes = sum(1 for v in expected.values() if v == value)
+        assert counted[f"up-out-{name}"][0] == classes * per_class, name
     assert by_class(result) == {name: (value, per_class) for name, value in expected.items()}
     gauges = dscp_gauges(result)
     for name, value in expected.items():
