@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -36,15 +37,16 @@ from wardready.checks.base import (
 from wardready.core import emodel
 from wardready.core.api import CURRENT_PATH, SESSIONS_PATH
 from wardready.core.echo import (
+    COS_OFFSET,
     ECHO,
     HEADER,
     KEY_BYTES,
     MAGIC,
     PROBE,
-    VERSION,
     Packet,
     decode,
     encode,
+    version_for,
 )
 from wardready.core.errors import MediaError
 from wardready.core.metrics import MetricSpec, Sample
@@ -66,6 +68,9 @@ class Echo:
     server_count: int
     received_ns: int
     """Agent's monotonic clock, same clock as the send times."""
+    server_tos: int | None = None
+    """The DS field (DSCP << 2 | ECN) the probe arrived with at the server, as its echo
+    says (wire version 2); None if unknown."""
 
 
 class Stats(ResultModel):
@@ -269,7 +274,8 @@ class _Receiver(asyncio.DatagramProtocol):
         packet = decode(data)
         if packet is None or packet.kind != ECHO or packet.key != self.key:
             return
-        self.echoes.append(Echo(packet.seq, packet.server_received_ns, packet.server_count, now))
+        self.echoes.append(Echo(packet.seq, packet.server_received_ns, packet.server_count, now,
+                                packet.received_tos))
         self.seqs.add(packet.seq)
         if len(self.seqs) >= self.expected:
             self.all_back.set()
@@ -290,14 +296,22 @@ class Stream:
 
 
 async def stream(address: tuple[Any, ...], key: bytes, count: int, rate: float, size: int,
-                 grace: float) -> Stream:
+                 grace: float, tos: int | Sequence[int] = 0) -> Stream:
     """Send `count` probes at `rate` to `address` and collect echoes until all are back or
-    `grace` seconds after the last probe."""
+    `grace` seconds after the last probe. `tos` is the DS field (DSCP << 2) to mark them
+    with: one for all, or one per probe in turn (probe `seq` gets `tos[seq % len(tos)]`);
+    each probe also asks for its echo to come back so marked."""
+    marks = [tos] if isinstance(tos, int) else list(tos)
     loop = asyncio.get_running_loop()
     transport, receiver = await loop.create_datagram_endpoint(
         lambda: _Receiver(key, count), remote_addr=address)
     try:
-        buffer = bytearray(encode(Packet(PROBE, key, 0, 0), size))
+        sock = transport.get_extra_info("socket")
+        option = ((socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if sock.family == socket.AF_INET6
+                  else (socket.IPPROTO_IP, socket.IP_TOS))
+        marked = 0  # a new socket's DS field
+        version = version_for(size)
+        buffer = bytearray(encode(Packet(PROBE, key, 0, 0, version=version), size))
         sent_ns: list[int] = []
         late_max = 0.0
         start = time.monotonic() + 0.005
@@ -310,7 +324,16 @@ async def stream(address: tuple[Any, ...], key: bytes, count: int, rate: float, 
                 await asyncio.sleep(delay)
             now_ns = time.monotonic_ns()
             late_max = max(late_max, now_ns / 1e9 - due)
-            HEADER.pack_into(buffer, 0, MAGIC, VERSION, PROBE, key, seq, now_ns, 0, 0)
+            mark = marks[seq % len(marks)]
+            if mark != marked:
+                # Set between sends: asyncio hands each probe to the kernel at once unless
+                # earlier ones wait for a full socket buffer (not at the probe's rates), so
+                # each carries the mark set just before it.
+                sock.setsockopt(*option, mark)
+                marked = mark
+            HEADER.pack_into(buffer, 0, MAGIC, version, PROBE, key, seq, now_ns, 0, 0)
+            if version == 2:
+                buffer[COS_OFFSET] = mark
             transport.sendto(bytes(buffer))
             sent_ns.append(now_ns)
         with contextlib.suppress(TimeoutError):  # what is not back by then counts as lost

@@ -18,6 +18,15 @@ next, so the TLS handshake is paid once, not every minute.
 
 Jitter is the latency check's: the mean absolute difference between the RTTs of
 consecutive answered probes (`checks.latency.summarise`), here within one interval.
+
+DSCP survival: the probes are marked in turn with the classes of `dscp_classes` (by default
+EF 46, a call's audio; AF41 34, its video; and unmarked), and each asks for its echo to come
+back marked alike. The echo (wire version 2, `wardready.core.echo`) says which DSCP the probe
+arrived with at the server, as RFC 8972's Class-of-Service TLV does, so a router on the way
+that rewrites or strips the marking is evidence (`dscp`, `wardready_probe_dscp_preserved`).
+Marking costs nothing extra: the same probes, the DS field set on the socket before each.
+Windows ignores an application's marking unless a QoS policy sets it, so there the probes
+go unmarked and only the default class is reported.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ import json
 import math
 import socket
 import statistics
+import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
-from typing import Any, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -59,7 +70,7 @@ from wardready.checks.media import (
     stream,
 )
 from wardready.core.api import CURRENT_PATH, SESSIONS_PATH
-from wardready.core.echo import HEADER
+from wardready.core.echo import HEADER, V2_BYTES, dscp
 from wardready.core.errors import MediaError
 from wardready.core.metrics import MetricSpec, Sample, histogram_samples
 
@@ -81,6 +92,12 @@ requests); older, it is replaced before use rather than found dead."""
 MAX_ANSWER_BYTES = 64 << 10
 MAX_CONNECTIONS = 4
 """Kept connections, one per server link (an agent has one)."""
+DscpClass = Literal["ef", "af41", "default"]
+DSCP_CLASSES: dict[str, int] = {"ef": 46, "af41": 34, "default": 0}
+"""The DiffServ classes the probe can mark with (RFC 4594: EF for telephony, AF41 for
+video conferencing) and their DSCP values (RFC 3246, RFC 2597); the `class` label's values."""
+MARKING_WORKS = sys.platform != "win32"
+"""Windows ignores IP_TOS from applications unless a QoS policy marks the program."""
 
 
 # -- Statistics (pure) -------------------------------------------------------------------------
@@ -187,12 +204,19 @@ class Config(CheckConfig):
     the default 60-s sessions, 58 probes in 58 s)."""
     timeout_seconds: float = Field(default=90.0, gt=0)
     packet_rate: float = Field(default=1.0, gt=0, le=1000)
-    packet_bytes: int = Field(default=HEADER.size, ge=HEADER.size, le=1472)
-    """The echo header alone by default: 44 bytes, a 72-byte IPv4 packet each way."""
+    packet_bytes: int = Field(default=V2_BYTES, ge=HEADER.size, le=1472)
+    """The echo header alone by default: 48 bytes (version 2, which reports the DSCP the
+    server received), a 76-byte IPv4 packet each way. 44 to 47 bytes send version 1."""
     probe_timeout_seconds: float = Field(default=2.5, gt=0, le=30)
+    dscp_classes: tuple[DscpClass, ...] = Field(default=("ef", "af41", "default"),
+                                                min_length=1, max_length=3)
+    """The probes are marked with these classes in turn; `["default"]` leaves them unmarked.
+    The DSCP each arrived with is known only from probes of `V2_BYTES` (48) or more."""
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
+        if len(set(self.dscp_classes)) != len(self.dscp_classes):
+            raise ValueError("dscp_classes must not repeat a class")
         if self.packet_rate * self.interval_seconds < 1:
             raise ValueError("packet_rate * interval_seconds must be at least one probe")
         needed = (self.interval_seconds + self.probe_timeout_seconds + 1 / self.packet_rate
@@ -202,6 +226,35 @@ class Config(CheckConfig):
                              "timeout, a probe's spacing and the two session requests), or "
                              "every run is cut off")
         return self
+
+
+class DscpCount(ResultModel):
+    """Probes of one class sent with one DSCP that the server received with another (or
+    the same)."""
+
+    service_class: DscpClass
+    """The class the probes were marked as (RFC 4594's service classes)."""
+    sent: int = Field(ge=0, le=63)
+    """The DSCP the probes were sent with."""
+    received: int = Field(ge=0, le=63)
+    """The DSCP they arrived with at the server, as its echoes say."""
+    packets: int = Field(ge=1, le=MAX_PACKETS)
+    """Distinct probes, counted once each whether their echo came in time or late."""
+
+
+def dscp_counts(classes: Sequence[DscpClass], echoes: Sequence[Echo], sent: int
+                ) -> list[DscpCount]:
+    """What the server received of each class: probe `seq` (of `sent`) went out marked
+    `classes[seq % len(classes)]`; the echoes say what arrived (those that do not are left
+    out: version 1, or a server that could not read it). By class, then packets, most first."""
+    seen: dict[int, int] = {}
+    for e in echoes:
+        if e.server_tos is not None and 0 <= e.seq < sent:
+            seen.setdefault(e.seq, dscp(e.server_tos))
+    pairs = Counter((classes[seq % len(classes)], received) for seq, received in seen.items())
+    order = {c: i for i, c in enumerate(classes)}
+    return [DscpCount(service_class=c, sent=DSCP_CLASSES[c], received=r, packets=n)
+            for (c, r), n in sorted(pairs.items(), key=lambda i: (order[i[0][0]], -i[1]))]
 
 
 class Result(CheckResult, Summary):
@@ -222,6 +275,18 @@ class Result(CheckResult, Summary):
     socket_errors: int = Field(ge=0)
     """Errors the UDP socket reported (ICMP unreachable, a local firewall)."""
     socket_error: str | None
+    dscp: list[DscpCount] = Field(default_factory=list, max_length=3 * 64)
+    """By class sent, the DSCP values the server received the probes with, e.g.
+    `[{"service_class": "ef", "sent": 46, "received": 0, "packets": 20}]`: a router rewrote EF to 0.
+    Empty when unknown (version-1 probes, an older server)."""
+
+    def dscp_received(self) -> dict[str, int]:
+        """The DSCP most of each class's probes arrived with (classes with none known are
+        left out)."""
+        most: dict[str, int] = {}
+        for c in self.dscp:  # most packets first within a class
+            most.setdefault(c.service_class, c.received)
+        return most
 
 
 class _Counting(http.client.HTTPConnection):
@@ -353,7 +418,8 @@ async def run(config: Config, context: Context) -> Result:
     channel = _channels.pop(server, None) or Channel(server)
     http_before = channel.sent_bytes, channel.received_bytes
     try:
-        grant, address, sent, server_unique = await _interval(config, server, channel)
+        grant, address, sent, server_unique, classes = await _interval(config, server,
+                                                                       channel)
     except BaseException:
         channel.close()  # in an unknown state: the next interval connects anew
         raise
@@ -370,13 +436,16 @@ async def run(config: Config, context: Context) -> Result:
         udp_received_bytes=len(sent.echoes) * (size + headers),
         http_sent_bytes=channel.sent_bytes - http_before[0],
         http_received_bytes=channel.received_bytes - http_before[1],
-        socket_errors=sent.errors, socket_error=sent.first_error)
+        socket_errors=sent.errors, socket_error=sent.first_error,
+        dscp=dscp_counts(classes, sent.echoes, len(sent.sent_ns)))
 
 
 async def _interval(config: Config, server: ServerLink, channel: Channel
-                    ) -> tuple[Grant, tuple[Any, ...], Stream, int | None]:
-    """One echo session: its grant, the address probed, the stream, and the distinct
-    probes the server says it received (None if it could not say)."""
+                    ) -> tuple[Grant, tuple[Any, ...], Stream, int | None,
+                               tuple[DscpClass, ...]]:
+    """One echo session: its grant, the address probed, the stream, the distinct probes
+    the server says it received (None if it could not say), and the classes marked in
+    turn."""
     wanted = max(1, round(config.packet_rate * config.interval_seconds))
     body = json.dumps({"packets": wanted, "packet_rate": config.packet_rate,
                        "packet_bytes": config.packet_bytes, "purpose": "probe"}).encode()
@@ -393,7 +462,9 @@ async def _interval(config: Config, server: ServerLink, channel: Channel
     # goes out a probe timeout before the session ends, so its echo can still come.
     fits = math.floor((grant.expires_in - config.probe_timeout_seconds) * rate) + 1
     count = max(1, min(wanted, grant.max_packets, fits))
-    sent = await stream(address, grant.key, count, rate, size, config.probe_timeout_seconds)
+    classes: tuple[DscpClass, ...] = config.dscp_classes if MARKING_WORKS else ("default",)
+    sent = await stream(address, grant.key, count, rate, size, config.probe_timeout_seconds,
+                        tos=[DSCP_CLASSES[c] << 2 for c in classes])
     server_unique: int | None = None
     with contextlib.suppress(MediaError, KeyError, TypeError, ValueError):  # then no split
         status, seen = await _call(channel, "GET", CURRENT_PATH + "?purpose=probe")
@@ -402,7 +473,7 @@ async def _interval(config: Config, server: ServerLink, channel: Channel
     # The interval lasts `count / rate`: the next one's first probe follows this one's last
     # a probe's spacing later, not at once, so back-to-back intervals keep to `rate`.
     await asyncio.sleep(max(0.0, sent.sent_ns[-1] / 1e9 + 1 / rate - time.monotonic()))
-    return grant, address, sent, server_unique
+    return grant, address, sent, server_unique, classes
 
 
 def close_connections() -> None:
@@ -450,7 +521,15 @@ LATEST_RTT = MetricSpec("wardready_probe_latest_rtt_seconds",
 LATEST_JITTER = MetricSpec("wardready_probe_latest_jitter_seconds",
                            "Mean |RTT difference| of consecutive answered probes in the "
                            "latest interval.")
-METRICS = (LATEST_SENT, LATEST_LOST, LATEST_LOSS, LATEST_RTT, LATEST_JITTER)
+DSCP_PRESERVED = MetricSpec(
+    "wardready_probe_dscp_preserved",
+    "1 if most probes of the class reached the server with the DSCP they were sent with, "
+    "0 if it was rewritten on the way; absent if unknown.", ("class",))
+DSCP_RECEIVED = MetricSpec("wardready_probe_dscp_received",
+                           "The DSCP most probes of the class reached the server with.",
+                           ("class",))
+METRICS = (LATEST_SENT, LATEST_LOST, LATEST_LOSS, LATEST_RTT, LATEST_JITTER, DSCP_PRESERVED,
+           DSCP_RECEIVED)
 
 
 def samples(result: Result) -> Iterator[Sample]:
@@ -461,6 +540,9 @@ def samples(result: Result) -> Iterator[Sample]:
     yield from path_samples(r, LATEST_LOSS, LATEST_RTT)
     if r.jitter_seconds is not None:
         yield Sample(LATEST_JITTER, (), r.jitter_seconds)
+    for name, received in r.dscp_received().items():
+        yield Sample(DSCP_PRESERVED, (name,), 1 if received == DSCP_CLASSES[name] else 0)
+        yield Sample(DSCP_RECEIVED, (name,), received)
 
 
 def counts(result: Result) -> Iterator[Sample]:

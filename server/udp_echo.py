@@ -3,33 +3,55 @@
 An agent asks over HTTPS for a session (`POST /api/v1/udp-sessions`), then sends UDP probes
 carrying the session key to the port named in the reply. The server echoes each probe of a
 live session within its caps, exactly as long as it came (never larger: no amplification),
-with its own receive time and count written in. Anything else is dropped silently and
-counted. A session is bound to the token's (ward, host), one per agent and purpose (the
-media test's, and the continuous probe's, `checks.probe`, so that neither ends the other),
-and to the UDP source address of its first probe, so a key seen on the wire cannot be used
-from elsewhere to reflect traffic at someone else.
+with its own receive time and count written in, and (wire version 2, `wardready.core.echo`)
+the DS field (DSCP and ECN) the probe arrived with and the one the echo is sent back with,
+so a router that rewrites a call's marking shows in the echo. Version-1 probes get version-1
+echoes, as before. Anything else is dropped silently and counted. A session is bound to the
+token's (ward, host), one per agent and purpose (the media test's, and the continuous
+probe's, `checks.probe`, so that neither ends the other), and to the UDP source address of
+its first probe, so a key seen on the wire cannot be used from elsewhere to reflect traffic
+at someone else.
 
 `setup(app, EchoConfig(...))` gives the app the service, whose UDP endpoint lives as long as
 the app; the caps are `EchoConfig`, the `udp_echo` section of the server config.
+
+The endpoint is a plain non-blocking socket read with `recvmsg` from the event loop's reader
+callback (`loop.add_reader`), not an asyncio datagram transport: a transport does not hand
+over ancillary data, and the received DS field comes only as ancillary data (`IP_RECVTOS`,
+`IPV6_RECVTCLASS`). Each wake-up reads up to `READ_BATCH` datagrams into one reused buffer.
+An echo the kernel cannot take at once (a full send buffer) is dropped and counted
+(`backlog`): nothing queues in user space, so memory stays bounded under any flood.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import socket
 import struct
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from wardready.core.echo import ECHO, HEADER, KEY_BYTES, MAGIC, PROBE, VERSION
+from wardready.core.echo import (
+    COS,
+    COS_OFFSET,
+    ECHO,
+    HEADER,
+    KEY_BYTES,
+    MAGIC,
+    PROBE,
+    RECEIVED_KNOWN,
+    V2_BYTES,
+)
 from wardready.core.errors import SessionsFull
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
@@ -53,6 +75,17 @@ SERVER_FIELDS = struct.Struct("!QI")
 """The server's part of the header, its last 12 bytes: receive time (ns, monotonic clock) and
 count."""
 SERVER_FIELDS_OFFSET = HEADER.size - SERVER_FIELDS.size
+READ_BATCH = 64
+"""Datagrams read per wake-up at most, so a flood cannot starve the HTTP side of the loop."""
+MAX_DATAGRAM = 65535
+"""The receive buffer: any UDP payload fits whole (a larger-than-allowed probe is counted as
+oversize with its true length)."""
+ANCILLARY_BYTES = 2 * socket.CMSG_SPACE(4)
+"""Room for the DS field's control message (IPv4: 1 byte; IPv6: an int), with a spare."""
+TOS_MESSAGES = {(socket.IPPROTO_IP, socket.IP_TOS), (socket.IPPROTO_IPV6, socket.IPV6_TCLASS)}
+DSCP_MASK = 0xFC
+"""The echo is sent with the DSCP the probe asks for, never with ECN bits: the server does
+not speak ECN, so it must not claim an ECN-capable transport (RFC 3168)."""
 MIN_BUCKET_PACKETS = 10.0
 """The rate cap's bucket holds at least this many probes: at the continuous probe's 1 a
 second, a bucket of `burst_seconds` (one probe) refused every probe that came a little early
@@ -138,17 +171,52 @@ class Session:
                 "dropped": dict(self.dropped)}
 
 
-class EchoService(asyncio.DatagramProtocol):
+def received_tos(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The DS field (TOS or Traffic Class byte) in a datagram's ancillary data, if there."""
+    for level, kind, data in ancdata:
+        if (level, kind) in TOS_MESSAGES and data:
+            # IPv4 gives one byte, IPv6 an int in host order: the DS field is its low byte.
+            return data[0] if len(data) == 1 else int.from_bytes(data[:4], sys.byteorder) & 0xFF
+    return None
+
+
+def ask_for_tos(sock: socket.socket) -> None:
+    """Have the kernel hand over each datagram's DS field. On an IPv6 socket both: IPv4
+    datagrams to a dual-stack socket come with IP_TOS, IPv6 ones with IPV6_TCLASS."""
+    options = [(socket.IPPROTO_IP, socket.IP_RECVTOS)]
+    if sock.family == socket.AF_INET6:
+        options.append((socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS))
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, 1)
+        except OSError as exc:  # then echoes say "unknown", not a wrong value
+            log.warning("UDP echo cannot read the DS field (%s/%s): %s", level, option, exc)
+
+
+def tos_message(family: int, address: Any, tos: int) -> list[tuple[int, int, bytes]]:
+    """The control message that sends one datagram with DS field `tos`."""
+    ipv6 = family == socket.AF_INET6 and not str(address[0]).startswith("::ffff:")
+    return _tos_message(ipv6, tos)
+
+
+@functools.lru_cache(maxsize=128)
+def _tos_message(ipv6: bool, tos: int) -> list[tuple[int, int, bytes]]:
+    # Cached: a handful of values, built once rather than per echo (never mutated).
+    if ipv6:
+        return [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos.to_bytes(4, sys.byteorder))]
+    return [(socket.IPPROTO_IP, socket.IP_TOS, bytes([tos]))]
+
+
+class EchoService:
     """The sessions, the UDP endpoint and its counters (for the server to expose)."""
 
     def __init__(self, config: EchoConfig) -> None:
         self.config = config
         self.port = 0
         """The bound UDP port, once started."""
-        self.transport: asyncio.DatagramTransport | None = None
-        self.paused = False
-        """Set while echoes wait in user space for a full socket buffer: then new probes are
-        dropped, so the backlog stays bounded."""
+        self.sock: socket.socket | None = None
+        self._buffer = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buffer)
         self.by_key: dict[bytes, Session] = {}
         """Sessions that may still be live (expired ones go at the next sweep)."""
         self.keyed = Counter[str]()
@@ -219,47 +287,86 @@ class EchoService(asyncio.DatagramProtocol):
 
     # -- UDP --
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Python 3.11's selector transport does not subclass DatagramTransport: no isinstance.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        """The loop's reader callback: answer what has arrived, a bounded batch at a time."""
+        sock = self.sock
+        if sock is None:
+            return
+        view = self._view
+        for _ in range(READ_BATCH):
+            try:
+                size, ancdata, _, addr = sock.recvmsg_into([view], ANCILLARY_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error queued for an echo whose sender went away: not a datagram.
+                log.debug("UDP echo socket error: %s", exc)
+                continue
+            self.datagram_received(view[:size], addr, received_tos(ancdata))
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def datagram_received(self, data: bytes | memoryview, addr: Any,
+                          tos: int | None = None) -> None:
+        """Answer one datagram that arrived from `addr` with DS field `tos` (None: unknown)."""
         self.received_bytes += len(data)
-        outcome, echo = self._answer(data, addr)
+        outcome, echo, reply_tos = self._answer(data, addr, tos)
+        if echo is not None and self.sock is not None:
+            outcome = self._send(self.sock, echo, addr, reply_tos)
         self.packets[outcome] += 1
-        if echo is not None and self.transport is not None:
-            self.transport.sendto(echo, addr)
-            self.sent_bytes += len(echo)
 
-    def pause_writing(self) -> None:
-        self.paused = True
+    def _send(self, sock: socket.socket, echo: bytearray, addr: Any, tos: int) -> str:
+        """Send an echo, with DS field `tos` if not 0; the outcome."""
+        try:
+            if tos:
+                try:
+                    sock.sendmsg([echo], tos_message(sock.family, addr, tos), 0, addr)
+                except (BlockingIOError, InterruptedError):
+                    raise
+                except OSError:  # a kernel that refuses the marking: send it unmarked
+                    echo[COS_OFFSET + 2] = 0
+                    sock.sendto(echo, addr)
+            else:
+                sock.sendto(echo, addr)
+        except (BlockingIOError, InterruptedError):
+            # The socket's send buffer is full: drop rather than queue without bound.
+            session = self.by_key.get(bytes(echo[4:4 + KEY_BYTES]))
+            if session is not None:
+                session.dropped["backlog"] += 1
+            return "backlog"
+        except OSError as exc:
+            log.debug("UDP echo cannot answer %s: %s", addr, exc)
+            return "backlog"
+        self.sent_bytes += len(echo)
+        return "echoed"
 
-    def resume_writing(self) -> None:
-        self.paused = False
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for echoes whose sender went away: nothing to do, nothing to crash.
-        log.debug("UDP echo socket error: %s", exc)
-
-    def _answer(self, data: bytes, addr: Any) -> tuple[str, bytes | None]:
-        """What to do with one datagram: an outcome, and the echo to send if any."""
-        if (len(data) < HEADER.size or data[:2] != MAGIC or data[2] != VERSION
-                or data[3] != PROBE):
-            return "malformed", None  # an echo (kind ECHO) is never answered: no loops
+    def _answer(self, data: bytes | memoryview, addr: Any, tos: int | None = None
+                ) -> tuple[str, bytearray | None, int]:
+        """What to do with one datagram: an outcome, the echo to send if any, and the DS
+        field to send it with."""
+        size = len(data)
+        if size < HEADER.size or data[:2] != MAGIC or data[3] != PROBE:
+            return "malformed", None, 0  # an echo (kind ECHO) is never answered: no loops
+        version = data[2]
+        if not (version == 1 or (version == 2 and size >= V2_BYTES)):
+            return "malformed", None, 0
         session = self.by_key.get(bytes(data[4:4 + KEY_BYTES]))
         if session is None:
-            return "unknown_session", None
+            return "unknown_session", None, 0
         received_ns = time.monotonic_ns()
         seq = HEADER.unpack_from(data)[4]
-        outcome = self._refusal(session, seq, len(data), addr, received_ns / 1e9)
+        outcome = self._refusal(session, seq, size, addr, received_ns / 1e9)
         if outcome is not None:
             session.dropped[outcome] += 1
-            return outcome, None
+            return outcome, None, 0
         session.accept(seq)
         echo = bytearray(data)  # same length as the probe, never more
         echo[3] = ECHO
         SERVER_FIELDS.pack_into(echo, SERVER_FIELDS_OFFSET, received_ns, session.received)
-        return "echoed", bytes(echo)
+        if version == 1:
+            return "echoed", echo, 0  # as before version 2: no marking, no DS fields
+        reply_tos = echo[COS_OFFSET] & DSCP_MASK
+        COS.pack_into(echo, COS_OFFSET, echo[COS_OFFSET], tos or 0, reply_tos,
+                      RECEIVED_KNOWN if tos is not None else 0)
+        return "echoed", echo, reply_tos
 
     def _refusal(self, session: Session, seq: int, size: int, addr: Any,
                  now: float) -> str | None:
@@ -276,8 +383,6 @@ class EchoService(asyncio.DatagramProtocol):
             return "over_packets"
         if not session.take_token(now):
             return "over_rate"
-        if self.paused:
-            return "backlog"
         return None
 
     async def serve(self, app: web.Application) -> AsyncIterator[None]:
@@ -286,18 +391,17 @@ class EchoService(asyncio.DatagramProtocol):
         if host is None:
             host = app[CONFIG].listen_host if CONFIG in app else "127.0.0.1"
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=(host, self.config.listen_port))
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
-        self.port = int(transport.get_extra_info("sockname")[1])
+        sock = await bound_socket(host, self.config.listen_port)
+        self.sock = sock
+        self.port = int(sock.getsockname()[1])
+        loop.add_reader(sock.fileno(), self._readable)
         log.info("UDP echo listening on %s port %d", host, self.port)
         try:
             yield
         finally:
-            transport.close()
-            self.transport = None
+            loop.remove_reader(sock.fileno())
+            self.sock = None
+            sock.close()
 
     # -- metrics --
 
@@ -309,6 +413,28 @@ class EchoService(asyncio.DatagramProtocol):
         yield Sample(SENT_BYTES, (), self.sent_bytes)
         yield Sample(SESSIONS, (), self.sessions_opened)
         yield Sample(OPEN_SESSIONS, (), self.open_sessions(time.monotonic()))
+
+
+async def bound_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to the first address of `host` that binds, asking
+    for each datagram's DS field (what create_datagram_endpoint does, less the transport)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE)
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            ask_for_tos(sock)
+            sock.bind(address)
+        except OSError as exc:
+            error = exc
+            sock.close()
+            continue
+        return sock
+    raise error or OSError(f"cannot bind the UDP echo to {host} port {port}")
 
 
 PACKETS = MetricSpec("wardready_server_udp_echo_packets_total",
