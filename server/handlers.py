@@ -161,8 +161,9 @@ def _shard(request: web.Request) -> tuple[int, int]:
     except ValueError:
         shard = (-1, -1)
     if not 0 <= shard[0] < shard[1] <= MAX_SHARDS:
-        raise fail(web.HTTPBadRequest, f"shard={index!r}&shards={count!r}: give both, as "
-                   f"integers with 0 <= shard < shards <= {MAX_SHARDS}")
+        # The values are not echoed: a query string is the client's, and may carry anything.
+        raise fail(web.HTTPBadRequest, "shard and shards: give both, as integers with "
+                   f"0 <= shard < shards <= {MAX_SHARDS}")
     return shard
 
 

@@ -32,7 +32,7 @@ from wardready.agent.config import load_agent_config
 from wardready.checks import REGISTRY, probe
 from wardready.checks.base import CheckConfig, CheckResult, CheckSpec, Context, ServerLink
 from wardready.checks.media import Echo
-from wardready.core.echo import HEADER
+from wardready.core.echo import HEADER, V2_BYTES
 from wardready.core.errors import MediaError
 from wardready.core.inventory import load_inventory
 from wardready.core.metrics import MetricSpec, Totals
@@ -146,7 +146,7 @@ def test_a_result_whose_counts_do_not_add_up_is_refused(change: dict[str, Any]) 
 
 
 def test_config_is_validated() -> None:
-    assert probe.Config().packet_bytes == HEADER.size == 44
+    assert probe.Config().packet_bytes == V2_BYTES == HEADER.size + 4 == 48
     with pytest.raises(ValidationError, match="at least one probe"):
         probe.Config(packet_rate=0.01, interval_seconds=10)
     with pytest.raises(ValidationError, match=r"timeout_seconds must be at least 83\.5"):
@@ -325,8 +325,8 @@ async def test_on_loopback_nothing_is_lost_and_the_connection_is_kept(
         assert r.rtt_bucket_counts[-1] == 0 and sum(r.rtt_bucket_counts) == 50
         assert r.rtt_p95_seconds is not None and r.rtt_p95_seconds < 1 / r.packet_rate
         assert r.jitter_seconds is not None and 0 <= r.jitter_seconds <= r.rtt_max_seconds
-        # 44-byte probes and echoes in 72-byte IPv4 packets.
-        assert r.udp_sent_bytes == r.udp_received_bytes == 50 * 72
+        # 48-byte probes and echoes (version 2) in 76-byte IPv4 packets.
+        assert r.udp_sent_bytes == r.udp_received_bytes == 50 * 76
         assert r.http_sent_bytes > 0 and r.http_received_bytes > 0
         assert r.socket_errors == 0
     # One TCP connection for both intervals' four session requests.

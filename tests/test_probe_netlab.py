@@ -72,5 +72,5 @@ def test_probe_loss_is_what_the_kernel_dropped_over_an_hours_worth_of_probes(
     # The server's count splits it by direction, as the kernel's counters do.
     assert sum(r.server_received_packets or 0 for r in results) == kernel["up-out"], figures
     # The bytes the probe says it moved are the IP packets the kernel counted.
-    assert sum(r.udp_sent_bytes for r in results) == counted["up-in"][1] == sent * (44 + 28)
+    assert sum(r.udp_sent_bytes for r in results) == counted["up-in"][1] == sent * (48 + 28)
     assert sum(r.udp_received_bytes for r in results) == counted["down-out"][1]
