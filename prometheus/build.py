@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from wardready.model import criteria
-from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion
+from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion, WindowCriterion
+from wardready.model.criteria import WINDOWS as CALL_WINDOWS
 
 OUT = Path(__file__).resolve().parent / "rules" / "wardready.rules.yml"
 WORKING_GROUP = "* on (ward) group_left (working_group) wardready_ward_info"
@@ -86,6 +87,32 @@ def link_groups() -> list[dict[str, Any]]:
     ]
 
 
+def window_groups() -> list[dict[str, Any]]:
+    """The call preset's short-window targets: each PC's latest run's worst window, the
+    ward's best PC, its 75th percentile over 6 h (criteria.WINDOWS)."""
+    return [
+        group("wardready-ward-call-windows",
+              *(rule("The worst window of each PC's latest media run (only runs whose "
+                     "windows are as long as the call preset's), the ward's best PC."
+                     if c is CALL_WINDOWS[0] else "", record=c.ward_record,
+                     expr=f"min by (ward) (\n    {c.pc_expr()}\n)\n{WORKING_GROUP}")
+                for c in CALL_WINDOWS),
+              *(rule("Judged like the link's delay figures: over the limit at the 75th "
+                     "percentile of 6 h means the latest run's worst window failed for more "
+                     "than a quarter of the six hours (docs/readiness.md)."
+                     if c is CALL_WINDOWS[0] else "", record=c.window_record,
+                     expr=f"quantile_over_time({c.quantile:g}, {c.ward_record}"
+                          f"[{c.window_seconds / 3600:g}h])")
+                for c in CALL_WINDOWS)),
+    ]
+
+
+def window_shortfall(c: WindowCriterion) -> str:
+    """How far over the call preset's limit, as a ratio of it: 0 when within."""
+    return (f"clamp_min({c.window_record}\n          / on (ward) group_left "
+            f"{c.requirement.spec.name} - 1, 0)")
+
+
 # -- equipment, devices, platforms ------------------------------------------------------------
 
 def missing_pcs() -> str:
@@ -112,6 +139,10 @@ def shortfall_group() -> dict[str, Any]:
                   if c is LINK[0] else "",
                   record="ward_criterion:wardready_shortfall:ratio", expr=shortfall(c),
                   labels={"criterion": c.id}) for c in LINK]
+    links += [rule("The call preset's short-window targets (only for wards whose call preset "
+                   "sets them: no requirement, no series)." if c is CALL_WINDOWS[0] else "",
+                   record="ward_criterion:wardready_shortfall:ratio", expr=window_shortfall(c),
+                   labels={"criterion": c.id}) for c in CALL_WINDOWS]
     items = [rule("Equipment a ward lacks, in items, for the wards that report at all (a ward "
                   "without an agent has no data, not a need: WardWithoutAgent). PCs: those "
                   "meeting every figure of the profile's host spec.",
@@ -181,7 +212,9 @@ def alert_group() -> dict[str, Any]:
               "The link of ward {{ $labels.ward }} ({{ $labels.working_group }}) was "
               "{{ $value | humanizePercentage }} short of the required "
               "{{ $labels.criterion }} figure of its profile "
-              f"({window_words()})."),
+              f"({window_words()}; window_loss, window_jitter, burst_loss and reorder: the "
+              "call preset's targets for the worst window of each media run, 75th "
+              "percentile over the last 6 h)."),
         alert("WardEquipmentMissing", "ward_item:wardready_missing:count > 0", "1h", "warning",
               "{{ $labels.ward }}: {{ $value }} {{ $labels.item }} missing",
               "Ward {{ $labels.ward }} ({{ $labels.working_group }}) has {{ $value }} "
@@ -287,7 +320,7 @@ def probe_group() -> dict[str, Any]:
 
 
 def groups() -> list[dict[str, Any]]:
-    return [*link_groups(), shortfall_group(), probe_group(), alert_group()]
+    return [*link_groups(), *window_groups(), shortfall_group(), probe_group(), alert_group()]
 
 
 def render() -> str:
