@@ -358,3 +358,23 @@ def test_a_20_s_burst_of_loss_in_a_10_minute_call_fails_the_15_s_window_only(
     assert lines["burst_loss"]["verdict"] == "fail"
     assert lines["window_jitter"]["verdict"] == "pass"
     assert lines["reorder"]["verdict"] == "pass"
+
+
+def test_the_server_exposes_the_call_presets_window_targets_per_ward() -> None:
+    from tests.conftest import REPO
+    from wardready.core.inventory import load_inventory
+    from wardready.server.catalogue import ward_samples
+
+    inventory = load_inventory(REPO / "inventory.yml")
+    ward = inventory.ward(WARD)
+    assert ward is not None
+    values = {s.spec.name: s.value for s in ward_samples(inventory, ward)}
+    # city-bridge-hd (ward-standard's call): Teams' 1 %, 30 ms, 10 % in 200 ms, 0.05 %.
+    assert {k: v for k, v in values.items() if "window" in k or "burst" in k
+            or "reorder" in k} == pytest.approx({
+                "wardready_requirement_window_loss_ratio": 0.01,
+                "wardready_requirement_window_jitter_seconds": 0.03,
+                "wardready_requirement_window_seconds": 15.0,
+                "wardready_requirement_burst_loss_ratio": 0.1,
+                "wardready_requirement_burst_seconds": 0.2,
+                "wardready_requirement_reorder_ratio": 0.0005})

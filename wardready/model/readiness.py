@@ -242,7 +242,7 @@ def _worst(id_: str, r: media.Result, call: CallPreset,
     unit = "ms jitter" if id_ == "window_jitter" else "% loss"
     shown = f"{value:.1f} {unit}"
     if window.length_seconds < wanted - 1e-9 and window.start_seconds == 0:
-        where = f"the whole {round(window.length_seconds, 2):g} s run (shorter than one window)"
+        where = f"the whole {round(window.length_seconds, 1):g} s run (shorter than one window)"
     else:
         span = f"{wanted * 1e3:g} ms" if burst else f"{wanted:g} s"
         where = f"{span} window starting {round(window.start_seconds, 2):g} s into the test"
