@@ -713,6 +713,8 @@ def samples(result: Result) -> Iterator[Sample]:
     if r.r_factor is not None and r.predicted_mos is not None:
         yield Sample(R_FACTOR, (), r.r_factor)
         yield Sample(MOS, (), r.predicted_mos)
+    if not r.udp_reachable:
+        return  # no stream came back to cut into windows: that is the udp criterion's finding
     for spec, window in ((WINDOW_LOSS, r.window_loss), (WINDOW_JITTER, r.window_jitter),
                          (BURST_LOSS, r.burst_loss)):
         if window is not None:

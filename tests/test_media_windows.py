@@ -378,3 +378,23 @@ def test_the_server_exposes_the_call_presets_window_targets_per_ward() -> None:
                 "wardready_requirement_burst_loss_ratio": 0.1,
                 "wardready_requirement_burst_seconds": 0.2,
                 "wardready_requirement_reorder_ratio": 0.0005})
+
+
+def test_no_window_figures_without_echoes_or_from_an_older_agent() -> None:
+    sent = every(20, 500)
+    blocked = result_of(analyse(sent, [], 0)).model_copy(update={"udp_reachable": False})
+    names = {s.spec.name for s in media.samples(blocked)}
+    assert not names & {"wardready_media_window_loss_ratio", "wardready_media_burst_loss_ratio",
+                        "wardready_media_window_seconds", "wardready_media_reorder_ratio"}
+    lines = {c.id: c for c in evaluate(_profile(), {"media": blocked}, call=TEAMS).criteria}
+    assert lines["window_loss"].verdict == "unknown"
+    assert lines["window_loss"].note == "UDP blocked: no media stream to judge"
+    # A result without window statistics (an agent from before them) is unknown, and says so.
+    old = result_of(analyse(sent, echoes_of(sent), 500)).model_copy(update={
+        "window_seconds": None, "window_loss": None, "window_jitter": None,
+        "burst_seconds": None, "burst_loss": None, "reorder_ratio": None, "windows": 0})
+    lines = {c.id: c for c in evaluate(_profile(), {"media": old}, call=TEAMS).criteria}
+    assert {lines[i].verdict for i in ("window_loss", "window_jitter", "burst_loss",
+                                       "reorder")} == {"unknown"}
+    assert lines["reorder"].note == (
+        "the agent's media check predates window statistics: update the agent")

@@ -221,6 +221,8 @@ def window_criteria(call: CallPreset, results: Mapping[str, CheckResult | None],
 def _worst(id_: str, r: media.Result, call: CallPreset,
            limit: float) -> tuple[float | None, str]:
     """One window criterion's figure (in the criterion's unit) and its note."""
+    if r.window_seconds is None:
+        return None, "the agent's media check predates window statistics: update the agent"
     if id_ == "reorder":
         if r.reorder_ratio is None:
             return None, "no echo came back"
