@@ -168,7 +168,11 @@ VIDEO_NEEDS: dict[str, NeedKind] = {
     "camera": "webcam", "microphone": "microphone", "speaker": "speaker",
     "cpu_cores": "pc", "memory": "pc", "download": "link-upgrade", "upload": "link-upgrade",
     "rtt": "link-upgrade", "jitter": "link-upgrade", "loss": "link-upgrade",
-    "mos": "link-upgrade", "udp": "network-fix", "rtt_under_load": "network-fix"}
+    "mos": "link-upgrade", "udp": "network-fix", "rtt_under_load": "network-fix",
+    # The call's short windows (a call preset's Teams targets): loss and jitter that come in
+    # bursts are the line's; reordering is a routing setting (one path per flow).
+    "window_loss": "link-upgrade", "window_jitter": "link-upgrade",
+    "burst_loss": "link-upgrade", "reorder": "network-fix"}
 """What buys (or does) away each failing criterion of the PC that holds the ward's calls."""
 PRIORITY: dict[NeedKind, Priority] = {
     "link-upgrade": "high", "network-fix": "high", "webcam": "high", "microphone": "high",
