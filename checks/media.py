@@ -12,12 +12,13 @@ The wire format is the core's (`wardready.core.echo`); `wardready.server.udp_ech
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import math
 import socket
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -73,6 +74,15 @@ class Echo:
     says (wire version 2); None if unknown."""
 
 
+class WorstWindow(ResultModel):
+    """The worst window of a stream: where it starts and how long it is (seconds from the
+    first probe's send time), and its figure (a ratio, or seconds of jitter)."""
+
+    start_seconds: float
+    length_seconds: float
+    value: float
+
+
 class Stats(ResultModel):
     """What one stream of probes and its echoes say about the path; part of `Result`."""
 
@@ -96,6 +106,24 @@ class Stats(ResultModel):
     duplicate_packets: int
     forward_duplicate_packets: int
     return_duplicate_packets: int
+    reorder_ratio: float | None = None
+    """Reordered packets (RFC 4737 section 3: arrived after a higher-numbered one) over
+    the packets received (its Type-P-Reordered-Ratio-Stream, section 4.1), of the worse
+    direction; None when no echo came back."""
+    window_seconds: float | None = None
+    """The length of the windows below (`Config.window_seconds`)."""
+    windows: int = 0
+    """How many windows the stream was cut into (see `send_windows`)."""
+    window_loss: WorstWindow | None = None
+    """The window of send times with the highest round-trip loss; None without probes."""
+    window_jitter: WorstWindow | None = None
+    """The window with the highest RFC 3550 jitter (the worse direction's, averaged over
+    the window's packets); None when too few echoes came back."""
+    burst_seconds: float | None = None
+    """The length of the sliding burst windows (`Config.burst_seconds`)."""
+    burst_loss: WorstWindow | None = None
+    """The `burst_seconds` span of send times, starting at any probe, with the highest
+    round-trip loss; None without probes."""
 
 
 def jitter(transits_ns: Sequence[int]) -> float | None:
@@ -123,16 +151,138 @@ def late_arrivals(order: Sequence[int]) -> int:
     return late
 
 
+def reorder_ratio(reordered: int, received: int) -> float | None:
+    """RFC 4737's Type-P-Reordered-Ratio-Stream (section 4.1) as a ratio, not a percent:
+    reordered packets over received packets; None when none was received."""
+    return reordered / received if received else None
+
+
+def stream_seconds(sent_ns: Sequence[int]) -> float:
+    """How long the stream lasted by its send times: n probes cover n send intervals, the
+    last one's included (1 s for 50 probes at 50 a second); 0 for a single probe."""
+    n = len(sent_ns)
+    return (sent_ns[-1] - sent_ns[0]) / 1e9 * n / (n - 1) if n > 1 else 0.0
+
+
+def send_windows(sent_ns: Sequence[int], window_seconds: float) -> list[tuple[int, int]]:
+    """The stream cut into consecutive windows of `window_seconds` by send time, from the
+    first probe on, as [first, last + 1) index ranges into `sent_ns` (in send order).
+
+    A last window shorter than half a window joins the one before it: a few seconds of
+    probes at the end would otherwise be judged alone, on a handful of packets (one loss in
+    a 1 s tail at 50 a second is 2 %). A stream shorter than a window is one window.
+    """
+    if not sent_ns:
+        return []
+    length = stream_seconds(sent_ns)
+    count = max(1, math.ceil(length / window_seconds - 1e-9))
+    if count > 1 and length - (count - 1) * window_seconds < window_seconds / 2:
+        count -= 1
+    bounds = [bisect.bisect_left(sent_ns, sent_ns[0] + round(k * window_seconds * 1e9))
+              for k in range(count)]
+    return list(zip(bounds, [*bounds[1:], len(sent_ns)], strict=True))
+
+
+def window_losses(sent_ns: Sequence[int], received: Collection[int],
+                  window_seconds: float) -> list[WorstWindow]:
+    """Each window's round-trip loss: probes of the window (by send time) whose echo never
+    came back, over the probes sent in it."""
+    out = []
+    for first, end in send_windows(sent_ns, window_seconds):
+        if end == first:
+            continue  # no probe sent in it: the agent stalled, nothing to judge
+        lost = sum(seq not in received for seq in range(first, end))
+        out.append(_window(sent_ns, first, end, window_seconds, lost / (end - first)))
+    return out
+
+
+def window_jitters(sent_ns: Sequence[int], directions: Sequence[Sequence[tuple[int, int]]],
+                   window_seconds: float) -> list[WorstWindow | None]:
+    """Each window's RFC 3550 jitter: for each direction, the estimator J runs over the
+    whole stream in arrival order (as a receiver keeps it, so no window restarts it from
+    zero); a window's figure is the mean of the values J took at the arrivals of its probes
+    (by send time), and the worse direction's counts. `directions` holds, per direction,
+    (seq, transit ns) in arrival order. None for a window with no value of J."""
+    windows = send_windows(sent_ns, window_seconds)
+    starts = [first for first, _ in windows]
+    per_direction: list[list[float | None]] = []
+    for arrivals in directions:
+        sums = [[0.0, 0] for _ in windows]
+        j = 0.0
+        for (_, previous), (seq, current) in pairwise(arrivals):
+            j += (abs(current - previous) - j) / 16
+            k = bisect.bisect_right(starts, seq) - 1
+            sums[k][0] += j
+            sums[k][1] += 1
+        per_direction.append([total / 1e9 / n if n else None for total, n in sums])
+    out: list[WorstWindow | None] = []
+    for k, (first, end) in enumerate(windows):
+        values = [v for d in per_direction if (v := d[k]) is not None]
+        out.append(_window(sent_ns, first, end, window_seconds, max(values)) if values
+                   else None)
+    return out
+
+
+def worst_burst(sent_ns: Sequence[int], received: Collection[int],
+                burst_seconds: float) -> WorstWindow | None:
+    """The highest round-trip loss over any `burst_seconds` of send times: windows
+    [t, t + burst) that start at each probe's send time and end within the stream (the
+    earliest of equal ones). A stream shorter than a burst is one window. None without
+    probes."""
+    n = len(sent_ns)
+    if n == 0:
+        return None
+    span = round(burst_seconds * 1e9)
+    stream_end = sent_ns[0] + round(stream_seconds(sent_ns) * 1e9)
+    lost_before = [0]  # lost_before[i]: probes lost among the first i
+    for seq in range(n):
+        lost_before.append(lost_before[-1] + (seq not in received))
+    best: WorstWindow | None = None
+    end = 0
+    for first in range(n):
+        if first > 0 and sent_ns[first] + span > stream_end:
+            break
+        while end < n and sent_ns[end] < sent_ns[first] + span:
+            end += 1
+        ratio = (lost_before[end] - lost_before[first]) / (end - first)
+        if best is None or ratio > best.value:
+            best = WorstWindow(start_seconds=(sent_ns[first] - sent_ns[0]) / 1e9,
+                               length_seconds=min(burst_seconds, stream_seconds(sent_ns)),
+                               value=ratio)
+    return best
+
+
+def _window(sent_ns: Sequence[int], first: int, end: int, window_seconds: float,
+            value: float) -> WorstWindow:
+    start = (sent_ns[first] - sent_ns[0]) / 1e9
+    # Whole windows are window_seconds long; the last one runs to the stream's end.
+    k = round(start / window_seconds) if window_seconds else 0
+    length = (stream_seconds(sent_ns) - k * window_seconds if end == len(sent_ns)
+              else window_seconds)
+    return WorstWindow(start_seconds=k * window_seconds, length_seconds=length, value=value)
+
+
+def worst(windows: Iterable[WorstWindow | None]) -> WorstWindow | None:
+    """The window with the highest figure (the earliest of equal ones)."""
+    best: WorstWindow | None = None
+    for w in windows:
+        if w is not None and (best is None or w.value > best.value):
+            best = w
+    return best
+
+
 def nearest_rank(values: Sequence[float], q: float) -> float:
     """The q-quantile of sorted values by the nearest-rank method (an observed value)."""
     return values[max(0, math.ceil(q * len(values)) - 1)]
 
 
 def analyse(sent_ns: Sequence[int], echoes: Sequence[Echo],
-            server_unique: int | None = None) -> Stats:
+            server_unique: int | None = None, window_seconds: float = 15.0,
+            burst_seconds: float = 0.2) -> Stats:
     """The path's figures from the send time of each sequence number (`sent_ns[seq]`), the
     echoes in the order they arrived, and how many distinct probes the server says it received
-    (None if it could not say, then the per-direction loss is unknown)."""
+    (None if it could not say, then the per-direction loss is unknown); loss and jitter also
+    per window of `window_seconds` and loss per burst of `burst_seconds` (by send time)."""
     sent = len(sent_ns)
     first: dict[int, Echo] = {}
     counts_seen: dict[int, set[int]] = {}
@@ -160,6 +310,13 @@ def analyse(sent_ns: Sequence[int], echoes: Sequence[Echo],
         at_server = min(server_unique, sent)
         forward_loss = 1 - at_server / sent if sent else None
         return_loss = max(0.0, 1 - received / at_server) if at_server else None
+    forward_reordered = late_arrivals([e.seq for e in by_server])
+    return_reordered = late_arrivals([e.server_count for e in arrived])
+    jitters = window_jitters(
+        sent_ns, ([(e.seq, e.server_received_ns - sent_ns[e.seq]) for e in by_server],
+                  [(e.seq, e.received_ns - e.server_received_ns) for e in arrived]),
+        window_seconds)
+    windows = window_losses(sent_ns, first, window_seconds)
     return Stats(
         packets_sent=sent,
         packets_received=received,
@@ -175,11 +332,19 @@ def analyse(sent_ns: Sequence[int], echoes: Sequence[Echo],
                                        for e in by_server]),
         jitter_return_seconds=jitter([e.received_ns - e.server_received_ns for e in arrived]),
         reordered_packets=late_arrivals([e.seq for e in arrived]),
-        forward_reordered_packets=late_arrivals([e.seq for e in by_server]),
-        return_reordered_packets=late_arrivals([e.server_count for e in arrived]),
+        forward_reordered_packets=forward_reordered,
+        return_reordered_packets=return_reordered,
         duplicate_packets=forward_dups + return_dups,
         forward_duplicate_packets=forward_dups,
         return_duplicate_packets=return_dups,
+        # The worse direction, as a call hears it (see call_figures).
+        reorder_ratio=reorder_ratio(max(forward_reordered, return_reordered), received),
+        window_seconds=window_seconds,
+        windows=len(windows),
+        window_loss=worst(windows),
+        window_jitter=worst(jitters),
+        burst_seconds=burst_seconds,
+        burst_loss=worst_burst(sent_ns, first, burst_seconds),
     )
 
 
@@ -194,8 +359,14 @@ class Config(CheckConfig):
     """Every 15 minutes: each run loads a weak link with a call's worth of traffic."""
     packet_rate: float = Field(default=50.0, gt=0, le=1000)
     packet_bytes: int = Field(default=1200, ge=HEADER.size, le=65507)
-    duration_seconds: float = Field(default=10.0, gt=0, le=300)
+    duration_seconds: float = Field(default=10.0, gt=0, le=900)
+    """Up to 15 minutes, so a run can hold many of the platforms' 15 s windows."""
     receive_grace_seconds: float = Field(default=2.0, ge=0, le=30)
+    window_seconds: float = Field(default=15.0, gt=0, le=3600)
+    """Loss and jitter are also judged per window of this length (Teams: "during any 15s
+    interval", docs/video-presets.md); a run shorter than this is one window."""
+    burst_seconds: float = Field(default=0.2, gt=0, le=60)
+    """Burst loss is the worst loss over any span of this length (Teams: 200 ms)."""
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
@@ -421,7 +592,8 @@ async def run(config: Config, context: Context) -> Result:
             raise MediaError(f"server allows {size}-byte packets; the header needs {HEADER.size}")
         sent = await stream(address, grant.key, count, rate, size, config.receive_grace_seconds)
         counts = await server_counts(http, server, grant.key)
-    stats = analyse(sent.sent_ns, sent.echoes, counts[0] if counts else None)
+    stats = analyse(sent.sent_ns, sent.echoes, counts[0] if counts else None,
+                    config.window_seconds, config.burst_seconds)
     span = (sent.sent_ns[-1] - sent.sent_ns[0]) / 1e9 if len(sent.sent_ns) > 1 else 0.0
     quality = call_quality(stats)
     return Result(
@@ -487,8 +659,26 @@ R_FACTOR = MetricSpec("wardready_media_r_factor",
                       "ITU-T G.107 E-model rating (0-100) of the UDP path for a G.711 call.")
 MOS = MetricSpec("wardready_media_predicted_mos",
                  "Mean opinion score (1-4.5) the E-model predicts for a call on the UDP path.")
+WINDOW_LOSS = MetricSpec(
+    "wardready_media_window_loss_ratio",
+    "Round-trip loss of the worst window (wardready_media_window_seconds long, by send time) "
+    "of the latest run.")
+WINDOW_JITTER = MetricSpec(
+    "wardready_media_window_jitter_seconds",
+    "RFC 3550 jitter of the worst window of the latest run, the worse direction's.")
+WINDOW = MetricSpec("wardready_media_window_seconds",
+                    "Length of the windows the window loss and jitter are taken over.")
+BURST_LOSS = MetricSpec(
+    "wardready_media_burst_loss_ratio",
+    "Highest round-trip loss over any wardready_media_burst_seconds of the latest run.")
+BURST = MetricSpec("wardready_media_burst_seconds",
+                   "Length of the sliding span the burst loss is taken over.")
+REORDER = MetricSpec("wardready_media_reorder_ratio",
+                     "Reordered over received UDP probes in the latest run (RFC 4737), the "
+                     "worse direction's.")
 METRICS = (REACHABLE, SENT, RECEIVED, LOSS, RTT, JITTER, REORDERED, DUPLICATE, SEND_RATE,
-           SEND_LATE, R_FACTOR, MOS)
+           SEND_LATE, R_FACTOR, MOS, WINDOW_LOSS, WINDOW_JITTER, WINDOW, BURST_LOSS, BURST,
+           REORDER)
 
 
 class PathFigures(Protocol):
@@ -546,6 +736,18 @@ def samples(result: Result) -> Iterator[Sample]:
     if r.r_factor is not None and r.predicted_mos is not None:
         yield Sample(R_FACTOR, (), r.r_factor)
         yield Sample(MOS, (), r.predicted_mos)
+    if not r.udp_reachable:
+        return  # no stream came back to cut into windows: that is the udp criterion's finding
+    for spec, window in ((WINDOW_LOSS, r.window_loss), (WINDOW_JITTER, r.window_jitter),
+                         (BURST_LOSS, r.burst_loss)):
+        if window is not None:
+            yield Sample(spec, (), window.value)
+    if r.window_seconds is not None:
+        yield Sample(WINDOW, (), r.window_seconds)
+    if r.burst_seconds is not None:
+        yield Sample(BURST, (), r.burst_seconds)
+    if r.reorder_ratio is not None:
+        yield Sample(REORDER, (), r.reorder_ratio)
 
 
 CHECK = CheckSpec(name="media", config_model=Config, result_model=Result, run=run,

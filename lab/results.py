@@ -44,6 +44,16 @@ def udp(reachable: bool = True, rtt_ms: float = 20.0, jitter_ms: float = 2.0,
     if reachable:
         p = emodel.predict(rtt_ms, jitter_ms, loss * 100)
         stats.update(r_factor=p.r, predicted_mos=p.mos)
+    # The window statistics of a 10 s run (one 15 s window) whose losses are spread
+    # evenly: its worst window and worst 200 ms see the run's loss, no reordering.
+    run_loss = stats["loss_ratio"]
+    stats.update(
+        reorder_ratio=0.0 if reachable else None, window_seconds=15.0, windows=1,
+        window_loss={"start_seconds": 0.0, "length_seconds": 10.0, "value": run_loss},
+        window_jitter={"start_seconds": 0.0, "length_seconds": 10.0,
+                       "value": jitter_ms / 1e3} if reachable else None,
+        burst_seconds=0.2,
+        burst_loss={"start_seconds": 0.0, "length_seconds": 0.2, "value": run_loss})
     return media.Result.model_validate(stats)
 
 

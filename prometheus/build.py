@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 from wardready.model import criteria
-from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion
+from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion, WindowCriterion
+from wardready.model.criteria import WINDOWS as CALL_WINDOWS
 from wardready.model.segments import PORT_ERRORS_WINDOW_SECONDS
 
 OUT = Path(__file__).resolve().parent / "rules" / "wardready.rules.yml"
@@ -85,6 +86,43 @@ def link_groups() -> list[dict[str, Any]]:
                           f"[{c.window_hours:g}h])")
                 for c in LINK)),
     ]
+
+
+CALL_WINDOW_SHORTFALL = "ward_criterion:wardready_call_window_shortfall:ratio"
+
+
+def window_groups() -> list[dict[str, Any]]:
+    """The call preset's short-window targets: each PC's latest run's worst window, the
+    ward's best PC, its 75th percentile over 6 h (criteria.WINDOWS)."""
+    return [
+        group("wardready-ward-call-windows",
+              *(rule("The worst window of each PC's latest media run (only runs whose "
+                     "windows are as long as the call preset's), the ward's best PC."
+                     if c is CALL_WINDOWS[0] else "", record=c.ward_record,
+                     expr=f"min by (ward) (\n    {c.pc_expr()}\n)\n{WORKING_GROUP}")
+                for c in CALL_WINDOWS),
+              *(rule("Judged like the link's delay figures: over the limit at the 75th "
+                     "percentile of 6 h means the latest run's worst window failed for more "
+                     "than a quarter of the six hours (docs/readiness.md)."
+                     if c is CALL_WINDOWS[0] else "", record=c.window_record,
+                     expr=f"quantile_over_time({c.quantile:g}, {c.ward_record}"
+                          f"[{c.window_seconds / 3600:g}h])")
+                for c in CALL_WINDOWS),
+              *(rule("How far over the call preset's limit each ward's worst windows are, as "
+                     "a ratio of the limit (0 within it); only for wards whose call preset "
+                     "sets the target (no requirement, no series). Apart from "
+                     "ward_criterion:wardready_shortfall:ratio: the equipment request list "
+                     "does not judge these yet, and the two must agree (docs/readiness.md)."
+                     if c is CALL_WINDOWS[0] else "", record=CALL_WINDOW_SHORTFALL,
+                     expr=window_shortfall(c), labels={"criterion": c.id})
+                for c in CALL_WINDOWS)),
+    ]
+
+
+def window_shortfall(c: WindowCriterion) -> str:
+    """How far over the call preset's limit, as a ratio of it: 0 when within."""
+    return (f"clamp_min({c.window_record}\n          / on (ward) group_left "
+            f"{c.requirement.spec.name} - 1, 0)")
 
 
 # -- equipment, devices, platforms ------------------------------------------------------------
@@ -201,6 +239,14 @@ def alert_group() -> dict[str, Any]:
               "{{ $value | humanizePercentage }} short of the required "
               "{{ $labels.criterion }} figure of its profile "
               f"({window_words()})."),
+        alert("WardCallWindowsFailing", f"{CALL_WINDOW_SHORTFALL} > 0", "30m", "warning",
+              "{{ $labels.ward }}: calls fail the {{ $labels.criterion }} target",
+              "The worst windows of the media runs of ward {{ $labels.ward }} "
+              "({{ $labels.working_group }}) were {{ $value | humanizePercentage }} over the "
+              "call preset's {{ $labels.criterion }} limit for more than a quarter of the "
+              "last 6 h (window_loss, window_jitter: worst 15 s window; burst_loss: worst "
+              "200 ms; reorder: share of packets out of order), though the whole runs may "
+              "pass: loss or delay comes in bursts (wardready-agent check names the window)."),
         alert("WardEquipmentMissing", "ward_item:wardready_missing:count > 0", "1h", "warning",
               "{{ $labels.ward }}: {{ $value }} {{ $labels.item }} missing",
               "Ward {{ $labels.ward }} ({{ $labels.working_group }}) has {{ $value }} "
@@ -317,7 +363,7 @@ def probe_group() -> dict[str, Any]:
 
 
 def groups() -> list[dict[str, Any]]:
-    return [*link_groups(), shortfall_group(), probe_group(), alert_group()]
+    return [*link_groups(), *window_groups(), shortfall_group(), probe_group(), alert_group()]
 
 
 def render() -> str:

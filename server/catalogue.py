@@ -39,8 +39,9 @@ def ward_samples(inventory: Inventory, ward: Ward) -> list[Sample]:
     profile = inventory.profiles[profile_id]
     samples = [Sample(WARD_INFO, (ward.id, ward.name, ward.kind, ward.former_district,
                                   ward.province, ward.working_group, profile_id), 1)]
+    call = inventory.call_of(profile)
     for requirement in REQUIREMENTS:
-        required = requirement.of(profile)
+        required = requirement.value(profile, call)
         if required is not None:
             samples.append(Sample(requirement.spec, (ward.id,), required))
     return samples

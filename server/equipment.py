@@ -180,7 +180,11 @@ VIDEO_NEEDS: dict[str, NeedKind] = {
     "camera": "webcam", "microphone": "microphone", "speaker": "speaker",
     "cpu_cores": "pc", "memory": "pc", "download": "link-upgrade", "upload": "link-upgrade",
     "rtt": "link-upgrade", "jitter": "link-upgrade", "loss": "link-upgrade",
-    "mos": "link-upgrade", "udp": "network-fix", "rtt_under_load": "network-fix"}
+    "mos": "link-upgrade", "udp": "network-fix", "rtt_under_load": "network-fix",
+    # The call's short windows (a call preset's Teams targets): loss and jitter that come in
+    # bursts are the line's; reordering is a routing setting (one path per flow).
+    "window_loss": "link-upgrade", "window_jitter": "link-upgrade",
+    "burst_loss": "link-upgrade", "reorder": "network-fix"}
 """What buys (or does) away each failing criterion of the PC that holds the ward's calls."""
 PRIORITY: dict[NeedKind, Priority] = {
     "link-upgrade": "high", "network-fix": "high", "webcam": "high", "microphone": "high",
@@ -336,16 +340,18 @@ class _Ward:
             need.hosts = {f.host for f in findings if f.host}
             self._segment_needs.append(need)
 
-    def explain(self, figure: LinkId, text: str, host: str | None = None) -> bool:
+    def explain(self, figure: LinkId, text: str, host: str | None = None,
+                flag: str | None = None) -> bool:
         """Give a short link figure to the segment needs that explain it (not the uplink's,
-        which is what a link upgrade already is): True if any does."""
+        which is what a link upgrade already is), with the flag of the rule that found it
+        short (the figure's own, or `video` for the call PC's): True if any does."""
         takers = [n for n in self._segment_needs if n.segment != "uplink" and any(
             figure in REASONS[r].explains for r in n.reasons)]
         if host is not None:
             takers = [n for n in takers if host in n.hosts]
         for n in takers:
-            if figure not in n.flags:
-                n.flags.append(figure)
+            if (flag or figure) not in n.flags:
+                n.flags.append(flag or figure)
             n.reason += f"; so the ward's {text}"
             n.priority = "high"
         return bool(takers)
@@ -438,7 +444,7 @@ class _Ward:
             text = (f"{c.name} {show(c.measured, c.unit, c.id)} against "
                     f"{show(c.required, c.unit, c.id)}")
             if c.id in LINK_FIGURES and self.explain(
-                    c.id, f"video PC {host_name} fails {text}", host_name):
+                    c.id, f"video PC {host_name} fails {text}", host_name, "video"):
                 continue
             by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
                 text + (f" ({c.fix})" if c.fix else ""))

@@ -76,6 +76,29 @@ class CallPreset(LinkRequirement):
 
     description: str
     source: str = Field(min_length=1, description="Where the figures are published.")
+    # Optional targets over short windows of a call's stream, as Microsoft publishes them
+    # for Teams (docs/video-presets.md): the worst window of a media run is judged, on the
+    # spot and over 6 h (docs/readiness.md). Unset maxima are not judged.
+    window_seconds: float = Field(default=15.0, gt=0, le=3600, description=(
+        "Length of the windows max_window_loss_percent and max_window_jitter_ms apply to."))
+    max_window_loss_percent: float | None = Field(default=None, ge=0, le=100, description=(
+        "Highest packet loss in any window_seconds of a media run."))
+    max_window_jitter_ms: float | None = Field(default=None, gt=0, description=(
+        "Highest RFC 3550 jitter in any window_seconds of a media run."))
+    burst_seconds: float = Field(default=0.2, gt=0, le=60, description=(
+        "Length of the span max_burst_loss_percent applies to."))
+    max_burst_loss_percent: float | None = Field(default=None, ge=0, le=100, description=(
+        "Highest packet loss in any burst_seconds of a media run."))
+    max_reorder_percent: float | None = Field(default=None, ge=0, le=100, description=(
+        "Highest share of packets received out of order (RFC 4737) in a media run."))
+
+    @property
+    def has_window_criteria(self) -> bool:
+        """Whether any of the window, burst or reorder maxima is set."""
+        return any(v is not None for v in (self.max_window_loss_percent,
+                                           self.max_window_jitter_ms,
+                                           self.max_burst_loss_percent,
+                                           self.max_reorder_percent))
 
 
 class Role(Strict):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wardready.checks import bandwidth, host, latency, media, peripherals
-from wardready.core.inventory import Profile
+from wardready.core.inventory import CallPreset, Profile
 from wardready.core.metrics import MetricSpec
 
 Aggregation = Literal["max", "min", "sum"]
@@ -49,12 +49,20 @@ AGENT_SILENT_SECONDS = 900.0
 
 @dataclass(frozen=True)
 class Requirement:
-    """A figure of the ward's profile, exposed by the server as a metric (label `ward`) in
-    the base unit of what it is compared with."""
+    """A figure of the ward's profile, or of the call preset it names, exposed by the
+    server as a metric (label `ward`) in the base unit of what it is compared with."""
 
     spec: MetricSpec
     of: Callable[[Profile], float | None]
     """The figure from a profile; None when the profile sets none."""
+    of_call: Callable[[CallPreset], float | None] | None = None
+    """For a figure of the call preset instead: the figure from it (None: not set)."""
+
+    def value(self, profile: Profile, call: CallPreset | None) -> float | None:
+        """The figure for a ward of this profile, whose profile names the call `call`."""
+        if self.of_call is None:
+            return self.of(profile)
+        return None if call is None else self.of_call(call)
 
 
 def _required(name: str, help: str, of: Callable[[Profile], float | None]) -> Requirement:
@@ -105,9 +113,43 @@ PORT_CRC_ERRORS = _required(
     "CRC errors a switch or router port of the ward may count in 24 h (more: a bad cable).",
     lambda p: p.segments.max_port_crc_errors_per_day)
 
+
+def _call_required(name: str, help: str,
+                   of: Callable[[CallPreset], float | None]) -> Requirement:
+    return Requirement(MetricSpec(name, help + " (inventory call preset)", ("ward",)),
+                       lambda p: None, of)
+
+
+def _ratio(percent: float | None) -> float | None:
+    return None if percent is None else percent / 100
+
+
+WINDOW_LOSS = _call_required("wardready_requirement_window_loss_ratio",
+                             "Highest acceptable loss (0-1) in any window of a call.",
+                             lambda c: _ratio(c.max_window_loss_percent))
+WINDOW_JITTER = _call_required(
+    "wardready_requirement_window_jitter_seconds",
+    "Highest acceptable jitter in any window of a call.",
+    lambda c: None if c.max_window_jitter_ms is None else c.max_window_jitter_ms / 1e3)
+WINDOW_LENGTH = _call_required(
+    "wardready_requirement_window_seconds",
+    "Length of the windows the call's window loss and jitter are judged over.",
+    lambda c: c.window_seconds if c.max_window_loss_percent is not None
+    or c.max_window_jitter_ms is not None else None)
+BURST_LOSS = _call_required("wardready_requirement_burst_loss_ratio",
+                            "Highest acceptable loss (0-1) in any burst span of a call.",
+                            lambda c: _ratio(c.max_burst_loss_percent))
+BURST_LENGTH = _call_required(
+    "wardready_requirement_burst_seconds", "Length of the span the burst loss is judged over.",
+    lambda c: c.burst_seconds if c.max_burst_loss_percent is not None else None)
+REORDER = _call_required("wardready_requirement_reorder_ratio",
+                         "Highest acceptable share (0-1) of packets received out of order.",
+                         lambda c: _ratio(c.max_reorder_percent))
+
 REQUIREMENTS = (DOWNLOAD, UPLOAD, RTT, JITTER, LOSS, HOSTS, HOST_CPU_CORES, HOST_MEMORY,
                 HOST_DISK_FREE, CAMERAS, MICROPHONES, SPEAKERS, PRINTERS, SCANNERS, UPS,
-                PORT_SPEED, PORT_CRC_ERRORS)
+                PORT_SPEED, PORT_CRC_ERRORS, WINDOW_LOSS, WINDOW_JITTER, WINDOW_LENGTH,
+                BURST_LOSS, BURST_LENGTH, REORDER)
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -217,6 +259,64 @@ LINK_CHECKS = frozenset(s.check for c in LINK for s in c.sources)
 """The checks whose results give link figures."""
 HISTORY_SECONDS = max(c.window_seconds for c in LINK)
 """How far back the ward link figures are needed: the longest window."""
+
+
+# -- the call's short windows ----------------------------------------------------------------
+
+WindowId = Literal["window_loss", "window_jitter", "burst_loss", "reorder"]
+
+
+@dataclass(frozen=True)
+class WindowCriterion:
+    """A target of the call preset over short windows of one media run (Teams' loss and
+    jitter in any 15 s, loss in any 200 ms, reordering). A PC's figure is its latest run's
+    worst window, counted only when the run's windows are as long as the preset's (`length`
+    against `length_requirement`); the ward's is its best PC's, judged at a quantile of the
+    6 h window like the link's delay figures: p75 over the limit means the worst window of
+    the latest run failed for more than a quarter of the six hours (docs/readiness.md)."""
+
+    id: WindowId
+    name: str
+    series: str
+    source: Source
+    requirement: Requirement
+    length: MetricSpec | None
+    """The run's window length metric; None when the figure has none (reordering)."""
+    length_requirement: Requirement | None
+    quantile: float = 0.75
+    window_seconds: float = DELAY_WINDOW_SECONDS
+
+    @property
+    def ward_record(self) -> str:
+        """The ward's figure now: its best PC's (`min`)."""
+        return f"ward:wardready_{self.series}:min"
+
+    @property
+    def window_record(self) -> str:
+        return (f"ward:wardready_{self.series}:p{round(self.quantile * 100)}"
+                f"_{self.window_seconds / 3600:g}h")
+
+    def pc_expr(self) -> str:
+        """One series per PC, only from runs whose windows have the preset's length."""
+        expr = self.source.pc_expr()
+        if self.length is not None and self.length_requirement is not None:
+            expr += (f"\n    and on (ward, host) ({self.length.name}\n      == on (ward) "
+                     f"group_left {self.length_requirement.spec.name})")
+        return expr
+
+
+WINDOWS: tuple[WindowCriterion, ...] = (
+    WindowCriterion("window_loss", "packet loss in the worst window", "media_window_loss_ratio",
+                    Source("media", media.WINDOW_LOSS), WINDOW_LOSS, media.WINDOW,
+                    WINDOW_LENGTH),
+    WindowCriterion("window_jitter", "jitter in the worst window", "media_window_jitter_seconds",
+                    Source("media", media.WINDOW_JITTER), WINDOW_JITTER, media.WINDOW,
+                    WINDOW_LENGTH),
+    WindowCriterion("burst_loss", "packet loss in the worst burst", "media_burst_loss_ratio",
+                    Source("media", media.BURST_LOSS), BURST_LOSS, media.BURST, BURST_LENGTH),
+    WindowCriterion("reorder", "packet reordering", "media_reorder_ratio",
+                    Source("media", media.REORDER), REORDER, None, None),
+)
 
 
 def windows_text(windows: Mapping[LinkId, float] | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from wardready.checks import bandwidth, host, latency, media, peripherals
 from wardready.checks.base import CheckResult
 from wardready.core import emodel
-from wardready.core.inventory import LinkRequirement, Profile
+from wardready.core.inventory import CallPreset, LinkRequirement, Profile
 from wardready.model.report import Outcome
 
 Verdict = Literal["pass", "warn", "fail", "unknown"]
@@ -139,6 +139,8 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
              "check cabling, Wi-Fi and the modem; ask the provider to test the line")):
         criteria.append(_line(id_, name, value, limit, "ms" if id_ != "loss" else "%",
                               at_most(value, limit), fix, path.note))
+    if isinstance(call, CallPreset) and call.has_window_criteria:
+        criteria += window_criteria(call, results, errors)
 
     loaded = [d.rtt_under_load_median_seconds * 1e3 for d in rates.values()
               if d.rtt_under_load_median_seconds is not None]
@@ -182,6 +184,73 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
                           f"add memory up to {hosts.min_memory_gib:g} GiB",
                           "" if h else missing("host")))
     return Readiness(tuple(criteria))
+
+
+def window_criteria(call: CallPreset, results: Mapping[str, CheckResult | None],
+                    errors: Mapping[str, str]) -> list[Criterion]:
+    """The call preset's targets over short windows (Teams': loss and jitter in any 15 s,
+    loss in any 200 ms, reordering), judged on the media run's worst window; each note
+    names that window and says where it started in the run."""
+    m = results.get("media")
+    r = m if isinstance(m, media.Result) and m.udp_reachable else None
+    why = ("" if r is not None else "UDP blocked: no media stream to judge" if
+           isinstance(m, media.Result) else f"media check: {errors.get('media', 'did not run')}")
+    w, b = f"{call.window_seconds:g} s", f"{call.burst_seconds * 1e3:g} ms"
+    out = []
+    for id_, name, limit, unit, fix in (
+            ("window_loss", f"loss, worst {w}", call.max_window_loss_percent, "%",
+             "loss comes and goes: check Wi-Fi interference, cabling and the modem's log of "
+             "line drops; ask the provider to watch the line over a day"),
+            ("window_jitter", f"jitter, worst {w}", call.max_window_jitter_ms, "ms",
+             "find what loads the line at times (backups, updates, video streams) or enable "
+             "QoS for calls"),
+            ("burst_loss", f"loss, worst {b}", call.max_burst_loss_percent, "%",
+             "short outages: check Wi-Fi roaming and interference, cabling, and whether the "
+             "modem resynchronises"),
+            ("reorder", "reordering", call.max_reorder_percent, "%",
+             "packets take different paths (load-balanced or bonded lines, a Wi-Fi mesh): "
+             "have the router or provider keep each flow on one path")):
+        if limit is None:
+            continue
+        measured, note = (None, why) if r is None else _worst(id_, r, call, limit)
+        verdict = "unknown" if measured is None else at_most(measured, limit)
+        out.append(_line(id_, name, measured, limit, unit, verdict, fix, note))
+    return out
+
+
+def _worst(id_: str, r: media.Result, call: CallPreset,
+           limit: float) -> tuple[float | None, str]:
+    """One window criterion's figure (in the criterion's unit) and its note."""
+    if r.window_seconds is None:
+        return None, "the agent's media check predates window statistics: update the agent"
+    if id_ == "reorder":
+        if r.reorder_ratio is None:
+            return None, "no echo came back"
+        return r.reorder_ratio * 100, (
+            f"{r.reorder_ratio * r.packets_received:.0f} of {r.packets_received} packets "
+            "arrived after a later one (RFC 4737), the worse direction")
+    burst = id_ == "burst_loss"
+    window, configured, wanted = (
+        (r.burst_loss, r.burst_seconds, call.burst_seconds) if burst else
+        (r.window_jitter if id_ == "window_jitter" else r.window_loss, r.window_seconds,
+         call.window_seconds))
+    if configured is None or abs(configured - wanted) > 1e-9:
+        what = "burst_seconds" if burst else "window_seconds"
+        return None, (f"the media check measured {configured or 0:g} s spans, the call "
+                      f"preset judges {wanted:g} s: set the media check's {what} to {wanted:g}")
+    if window is None:
+        return None, "too few echoes came back"
+    value = window.value * (1e3 if id_ == "window_jitter" else 100)
+    unit = "ms jitter" if id_ == "window_jitter" else "% loss"
+    shown = f"{value:.1f} {unit}"
+    if window.length_seconds < wanted - 1e-9 and window.start_seconds == 0:
+        where = f"the whole {round(window.length_seconds, 1):g} s run (shorter than one window)"
+    else:
+        span = f"{wanted * 1e3:g} ms" if burst else f"{wanted:g} s"
+        where = f"{span} window starting {round(window.start_seconds, 2):g} s into the test"
+    if value > limit:
+        return value, f"{where}: {shown} > {limit:g} {unit.split()[0]}"
+    return value, f"worst: {where}, {shown}"
 
 
 def _enough(good: int, pending: int, need: int) -> Verdict:
