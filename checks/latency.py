@@ -272,11 +272,12 @@ def _rtt(sent_perf: int, got_perf: int, sent_wall: int | None, got_kernel: int |
 
 def _echo_request(ident: int, seq: int, payload: bytes) -> bytes:
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    checksum = _inet_checksum(header + payload)
+    checksum = inet_checksum(header + payload)
     return struct.pack("!BBHHH", 8, 0, checksum, ident, seq) + payload
 
 
-def _inet_checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ICMP messages."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))

@@ -64,7 +64,7 @@ from wardready.checks.base import (
     ResultModel,
     in_thread,
 )
-from wardready.checks.latency import summarise
+from wardready.checks.latency import inet_checksum, summarise
 from wardready.core.errors import ResolutionError
 from wardready.core.metrics import MetricSpec, Sample
 
@@ -240,18 +240,9 @@ class _Probe:
     reached: bool = False
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def _echo(ident: int, seq: int, payload: bytes) -> bytes:
     header = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + payload), ident,
+    return struct.pack("!BBHHH", ICMP_ECHO, 0, inet_checksum(header + payload), ident,
                        seq) + payload
 
 

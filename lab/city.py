@@ -18,13 +18,14 @@ from typing import Any, Literal
 import yaml
 
 from lab import REPO
-from lab.results import kit, link, probe_interval, results, udp
+from lab.results import kit, link, probe_interval, results, segments, udp
 from wardready.checks import devices, host, platforms
 from wardready.core.inventory import Inventory
 
 Shortfall = Literal["ok", "thin-link", "no-webcam", "lossy", "few-pcs", "platform-down",
                     "no-ups", "slow-pcs", "no-printer", "no-audio", "old-network",
-                    "udp-blocked", "room-pc-slow", "commune-thin", "no-agent", "silent"]
+                    "udp-blocked", "room-pc-slow", "lan-cable", "commune-thin", "no-agent",
+                    "silent"]
 PCS = 6
 GIB = 2**30
 PLATFORMS = ("video-bridge", "dms", "portal-1022", "procedures")
@@ -52,6 +53,10 @@ EXPECTED: dict[Shortfall, set[tuple[str, str]]] = {
     "udp-blocked": {("WardVideoNotReady", "video")},
     # Six good counter PCs, but the conference-room PC is too weak for the calls.
     "room-pc-slow": {("WardVideoNotReady", "video")},
+    # The conference-room PC's patch cable loses 5 % (to its gateway as to the server): its
+    # calls fail, the weak segment is the LAN, and the list asks for a cable, not a link.
+    # The ward's link, as its best PC measures it, is fine.
+    "lan-cable": {("WardVideoNotReady", "video"), ("WardSegmentAtFault", "lan-loss")},
     "commune-thin": {("WardLinkBelowRequirement", "download"),
                      ("WardLinkBelowRequirement", "upload")},
     "no-agent": {("WardWithoutAgent", "")},
@@ -126,6 +131,9 @@ def report(ward: str, pc: str, role: str, shortfall: Shortfall,
         changes["media"] = udp(loss=0.05)
     if shortfall == "udp-blocked":
         changes["media"] = udp(reachable=False)
+    if shortfall == "lan-cable" and pc == "room-pc":
+        changes["media"] = udp(loss=0.05)
+        changes["path"] = segments(gateway_lost=5, server_lost=5, loss_start=1)
     gear = kit(0 if shortfall == "no-webcam" or pc != "room-pc" else 1)
     printers, scanners = (1, 0) if shortfall == "no-printer" else (3, 2)
     counts = gear.counts | {"printer": printers, "scanner": scanners}

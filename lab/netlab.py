@@ -233,6 +233,26 @@ class Namespaces:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _delete_namespaces(self) -> None:
+        """Kill what still runs inside the namespaces made (a grandchild of a command run
+        here) and delete them; raises, naming each, if any would not go."""
+        errors = []
+        for ns in self._created:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True, timeout=10, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for ns in list(self._created):
+            out = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
+                                 timeout=10, check=False)
+            if out.returncode == 0 or not Path("/run/netns", ns).exists():
+                self._created.remove(ns)
+            else:
+                errors.append(f"{ns}: {out.stderr.strip()}")
+        if errors:
+            raise RuntimeError("could not delete namespaces: " + "; ".join(errors))
+
     def popen(self, ns: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start `argv` inside namespace `ns`; it is killed on exit if still running."""
         self._check_ns(ns)
@@ -400,27 +420,11 @@ class WardLink(Namespaces):
 
     def close(self) -> None:
         """Stop every process started here and delete the namespaces (idempotent)."""
-        errors = []
         for proc in self._procs:
             _stop(proc)
         self._procs.clear()
         self._stop_delayer()
-        for ns in self._created:
-            # Anything else still inside (e.g. a grandchild of a command run here).
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                  text=True, timeout=10, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-        for ns in list(self._created):
-            out = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
-                                 timeout=10, check=False)
-            if out.returncode == 0 or not Path("/run/netns", ns).exists():
-                self._created.remove(ns)
-            else:
-                errors.append(f"{ns}: {out.stderr.strip()}")
-        if errors:
-            raise RuntimeError("could not delete namespaces: " + "; ".join(errors))
+        self._delete_namespaces()
 
     # -- changing the link ---------------------------------------------------------------
 

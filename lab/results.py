@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wardready.checks import bandwidth, host, latency, media, peripherals, probe
+from wardready.checks import bandwidth, host, latency, media, path, peripherals, probe
 from wardready.core import emodel
 
 
@@ -89,6 +89,27 @@ def probe_interval(rtt_ms: float = 20.0, lost: int = 0, sent: int = 58) -> probe
         "udp_sent_bytes": sent * size, "udp_received_bytes": (sent - lost) * size,
         "http_sent_bytes": 300, "http_received_bytes": 200, "socket_errors": 0,
         "socket_error": None})
+
+
+def segments(gateway_lost: int = 0, server_lost: int = 0, loss_start: int | None = None,
+             sent: int = 100) -> path.Result:
+    """A `path` round over gateway 10.10.1.1, the provider's 100.64.0.1 and the server
+    10.200.0.10: `gateway_lost` and `server_lost` of `sent` probes lost, loss from hop
+    `loss_start` on."""
+    def hop(ttl: int, address: str) -> path.Hop:
+        lost = 2 if loss_start is not None and ttl >= loss_start else 0
+        return path.Hop(ttl=ttl, address=address, sent=10, lost=lost, loss_ratio=lost / 10,
+                        rtt_median_seconds=0.002 * ttl, received_dscp=46)
+
+    def target(address: str, lost: int) -> path.Target:
+        return path.Target(address=address, method="icmp", sent=sent, lost=lost,
+                           loss_ratio=lost / sent, rtt_median_seconds=0.01,
+                           rtt_p95_seconds=0.012, jitter_seconds=0.001)
+    return path.Result(
+        gateway=target("10.10.1.1", gateway_lost), server=target("10.200.0.10", server_lost),
+        hops=[hop(1, "10.10.1.1"), hop(2, "100.64.0.1"), hop(3, "10.200.0.10")],
+        reached=True, loss_start_hop=loss_start, dscp_sent=46, dscp_changed_at_hop=None,
+        method="icmp", packets_sent=2 * sent + 30, bytes_sent=(2 * sent + 30) * 60)
 
 
 def results(**changes: Any) -> dict[str, Any]:

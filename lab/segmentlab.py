@@ -32,17 +32,14 @@ nftables, ethtool.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from lab.netlab import Namespaces, _stop, tbf_args
@@ -179,25 +176,10 @@ class SegmentLab(Namespaces):
 
     def close(self) -> None:
         """Stop every process started here and delete the namespaces (idempotent)."""
-        errors = []
         for proc in self._procs:
             _stop(proc)
         self._procs.clear()
-        for ns in self._created:
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
-                                  text=True, timeout=10, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-        for ns in list(self._created):
-            out = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True,
-                                 timeout=10, check=False)
-            if out.returncode == 0 or not Path("/run/netns", ns).exists():
-                self._created.remove(ns)
-            else:
-                errors.append(f"{ns}: {out.stderr.strip()}")
-        if errors:
-            raise RuntimeError("could not delete namespaces: " + "; ".join(errors))
+        self._delete_namespaces()
 
     # -- changing the path ---------------------------------------------------------------
 

@@ -150,14 +150,13 @@ async def _render_ahead(fleet: Fleet, exposition: FleetExposition) -> None:
 async def _prune_ward_link(io: SerialThread, store: Store) -> None:
     """Keep the ward link and port error histories to twice their windows, once an hour."""
     while True:
-        dropped = await io.call(store.prune_ward_link,
-                                time.time() - 2 * criteria.HISTORY_SECONDS)
-        if dropped:
-            log.info("forgot %d ward link figures older than the window", dropped)
-        dropped = await io.call(store.prune_port_errors,
-                                time.time() - 2 * PORT_ERRORS_WINDOW_SECONDS)
-        if dropped:
-            log.info("forgot %d port error counts older than the window", dropped)
+        now = time.time()
+        links, ports = await io.call(store.prune_histories,
+                                     now - 2 * criteria.HISTORY_SECONDS,
+                                     now - 2 * PORT_ERRORS_WINDOW_SECONDS)
+        if links or ports:
+            log.info("forgot %d ward link figures and %d port error counts older than their "
+                     "windows", links, ports)
         await asyncio.sleep(3600)
 
 

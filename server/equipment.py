@@ -191,6 +191,10 @@ PRIORITY: dict[NeedKind, Priority] = {
     "speaker": "high", "pc": "medium", "ups": "medium", "router": "medium", "switch": "medium",
     "cabling": "medium", "nic": "medium", "printer": "low", "scanner": "low"}
 LINK_FIGURES = frozenset(c.id for c in criteria.LINK)
+WINDOW_FIGURES: dict[str, LinkId] = {"window_loss": "loss", "burst_loss": "loss",
+                                     "window_jitter": "jitter"}
+"""The link figure a call's short-window criterion is a part of: loss in a 15 s window or a
+200 ms burst that a weak segment explains is that segment's too."""
 MAX_NAMED = 5
 """PCs or devices named in one reason; the rest are counted."""
 
@@ -443,8 +447,9 @@ class _Ward:
         for c in failing:
             text = (f"{c.name} {show(c.measured, c.unit, c.id)} against "
                     f"{show(c.required, c.unit, c.id)}")
-            if c.id in LINK_FIGURES and self.explain(
-                    c.id, f"video PC {host_name} fails {text}", host_name, "video"):
+            figure = c.id if c.id in LINK_FIGURES else WINDOW_FIGURES.get(c.id)
+            if figure is not None and self.explain(
+                    figure, f"video PC {host_name} fails {text}", host_name, "video"):
                 continue
             by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
                 text + (f" ({c.fix})" if c.fix else ""))

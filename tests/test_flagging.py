@@ -104,7 +104,8 @@ def flagged(prom: int) -> set[tuple[str, str, str]]:
     found = set()
     for series in stack.prometheus_query(prom, "ALERTS"):
         labels = series["metric"]
-        reason = labels.get("criterion") or labels.get("item") or labels.get("platform", "")
+        reason = (labels.get("criterion") or labels.get("item") or labels.get("reason")
+                  or labels.get("platform", ""))
         found.add((labels["ward"], labels["alertname"], reason))
     return found
 
@@ -199,11 +200,13 @@ def prometheus_shortfalls(prom: int) -> set[tuple[str, str]]:
                          ("ward_item:wardready_missing:count > 0", "item"),
                          ("ward_item:wardready_below_spec:count > 0", "item"),
                          ('wardready_ward_criterion_verdict{criterion="video_hosts"} == 2', ""),
-                         ("ward_platform:wardready_platform_up:max == 0", "platform")):
+                         ("ward_platform:wardready_platform_up:max == 0", "platform"),
+                         ("ward_segment:wardready_segment_faults:count > 0", "reason")):
         for series in stack.prometheus_query(prom, query):
             labels = series["metric"]
-            reason = ("video" if not label else f"platform:{labels[label]}"
-                      if label == "platform" else labels[label])
+            reason = ("video" if not label else f"{label}:{labels[label]}"
+                      if label == "platform" else f"segment:{labels[label]}"
+                      if label == "reason" else labels[label])
             found.add((labels["ward"], reason))
     return found
 
@@ -219,7 +222,8 @@ def test_the_equipment_list_flags_what_prometheus_flags(simulated_city: City) ->
     on_list = {(line["ward"], flag) for line in listed["lines"] for flag in line["flags"]}
     plan = simulated_city.plan
     expected = {(ward, "video" if alert == "WardVideoNotReady" else
-                 f"platform:{reason}" if alert == "WardPlatformUnreachable" else reason)
+                 f"platform:{reason}" if alert == "WardPlatformUnreachable" else
+                 f"segment:{reason}" if alert == "WardSegmentAtFault" else reason)
                 for ward, kind in plan.items() for alert, reason in city.EXPECTED[kind]
                 # The list does not judge the call's short windows (docs/readiness.md).
                 if alert not in ("WardWithoutAgent", "WardCallWindowsFailing")}

@@ -105,7 +105,8 @@ class CityStore:
         found = set()
         for alert in json.loads(body or b"{}").get("data", {}).get("alerts") or []:
             labels = alert["labels"]
-            reason = labels.get("criterion") or labels.get("item") or labels.get("platform", "")
+            reason = (labels.get("criterion") or labels.get("item") or labels.get("reason")
+                      or labels.get("platform", ""))
             found.add((labels["ward"], labels["alertname"], reason))
         return found
 
@@ -288,7 +289,8 @@ def test_after_an_outage_the_equipment_lists_flag_what_the_store_flags(
     on_list = {(line["ward"], flag) for listed in lists for line in listed["lines"]
                for flag in line["flags"]}
     expected = {(ward, "video" if alert == "WardVideoNotReady" else
-                 f"platform:{reason}" if alert == "WardPlatformUnreachable" else reason)
+                 f"platform:{reason}" if alert == "WardPlatformUnreachable" else
+                 f"segment:{reason}" if alert == "WardSegmentAtFault" else reason)
                 # The list does not judge the call's short windows (docs/readiness.md).
                 for ward, alert, reason in expected_flags(plan)
                 if alert not in ("WardWithoutAgent", "WardCallWindowsFailing")}

@@ -234,3 +234,18 @@ def test_segment_samples_are_zero_when_nothing_is_at_fault(inventory: Inventory,
               if s.spec is readiness.SEGMENT_FAULTS]
     assert {s.labels[2] for s in faults} == set(segments.REASONS) - {"port-errors"}
     assert all(s.value == 0 for s in faults)
+
+
+def test_a_call_pc_failing_its_call_on_a_bad_cable_gets_a_cable(inventory: Inventory) -> None:
+    """The conference PC's calls fail on 5 % loss (the call allows 1 %, and 1 % in any 15 s
+    window); its loss starts on the LAN: one cable line carries the video flag, and no line
+    asks for a link upgrade, not even for the window figures."""
+    from lab.results import udp
+
+    lossy = trace(gateway_lost=10, server_lost=10, loss_start=1)
+    lines = ward_list(inventory, {"path": lossy, "lasthop": wired(), "media": udp(loss=0.05)},
+                      {**MEETS, "loss": 0.001})
+    assert not [x for x in lines if x.item == "link-upgrade"], [x.reason for x in lines]
+    cable = next(x for x in lines if x.item == "lan-drop")
+    assert {"video", "segment:lan-loss"} <= set(cable.flags) and cable.priority == "high"
+    assert "video PC conference-pc fails" in cable.reason

@@ -56,3 +56,8 @@ class Store(TokenStore, ReportStore, AssetStore, WardLinkStore, RemoteQueueStore
         if self._scrape_inputs is None or self._scrape_inputs[0] != version:
             self._scrape_inputs = (version, self.active_agents(), self.asset_change_counts())
         return self._scrape_inputs[1], self._scrape_inputs[2]
+
+    def prune_histories(self, links_before: float, ports_before: float) -> tuple[int, int]:
+        """Forget ward link figures and port error counts older than their cut-offs (one
+        trip to the store's thread): how many of each."""
+        return self.prune_ward_link(links_before), self.prune_port_errors(ports_before)
