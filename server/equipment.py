@@ -29,10 +29,11 @@ from wardready.server.store.port_errors import PORT_ERRORS_WINDOW_SECONDS, PortP
 
 Priority = Literal["high", "medium", "low"]
 PRIORITY_ORDER: dict[Priority, int] = {"high": 0, "medium": 1, "low": 2}
-SEGMENT_NAMES: dict[str, str] = {"pc": "the PC", "lan": "ward LAN", "router": "ward router",
-                                 "uplink": "uplink"}
 """high: the ward cannot hold the city's video meetings or reach a platform; medium: PCs,
 UPS and network devices; low: printers and scanners."""
+SEGMENT_NAMES: dict[str, str] = {"pc": "the PC", "lan": "ward LAN", "router": "ward router",
+                                 "uplink": "uplink"}
+"""How a line's reason names the segment it fixes (`Line.stated_reason`)."""
 
 
 @dataclass(frozen=True)

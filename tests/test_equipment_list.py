@@ -43,6 +43,8 @@ def expected_lines(kind: city.Shortfall, profile: Profile) -> Expected:
         "old-network": [("router-gbe", 1, {"router"}), ("switch-24p-gbe", 1, {"switch"})],
         "udp-blocked": [("network-fix", 1, {"video"})],
         "room-pc-slow": [("pc-desktop", 1, {"video"})],
+        # The call PC's loss starts on the LAN: a cable for it, not a link upgrade.
+        "lan-cable": [("lan-drop", 1, {"segment:lan-loss", "video"})],
     }[kind]  # type: ignore[return-value]
 
 
