@@ -208,5 +208,6 @@ def test_the_technician_sees_the_segment_on_the_spot(lab: Lab) -> None:
                                   str(config)], timeout=120, cwd=REPO)
     finally:
         seg.reconfigure(SegmentSpec())
+    print(out.stdout)  # the table, for `pytest -s`
     assert "Weak segments (what to fix):" in out.stdout, out.stdout + out.stderr
     assert "lan: bench-pc (conference-room PC) loses" in out.stdout, out.stdout
