@@ -233,6 +233,20 @@ class Namespaces:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _sh(self, ns: str | None, argv: Sequence[str], input: str | None = None,
+            ok_codes: Sequence[int] = (0,)) -> str:
+        cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
+        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=20,
+                             check=False)
+        if out.returncode not in ok_codes:
+            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
+        return out.stdout
+
+    def _sysctl(self, ns: str, key: str, value: str) -> None:
+        # tee, not sysctl: procps is missing from slim Debian images. /proc/sys/net shows
+        # the namespace of the process that opens it.
+        self._sh(ns, ["tee", f"/proc/sys/{key}"], input=value + "\n")
+
     def _delete_namespaces(self) -> None:
         """Kill what still runs inside the namespaces made (a grandchild of a command run
         here) and delete them; raises, naming each, if any would not go."""
@@ -354,20 +368,6 @@ class WardLink(Namespaces):
         return (self.ward_ns,)
 
     # -- running things ------------------------------------------------------------------
-
-    def _sh(self, ns: str | None, argv: Sequence[str], input: str | None = None,
-            ok_codes: Sequence[int] = (0,)) -> str:
-        cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
-        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=20,
-                             check=False)
-        if out.returncode not in ok_codes:
-            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
-        return out.stdout
-
-    def _sysctl(self, ns: str, key: str, value: str) -> None:
-        # tee, not sysctl: procps is missing from slim Debian images. /proc/sys/net shows
-        # the namespace of the process that opens it.
-        self._sh(ns, ["tee", f"/proc/sys/{key}"], input=value + "\n")
 
     # -- building and tearing down -------------------------------------------------------
 

@@ -37,7 +37,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -109,19 +108,6 @@ class SegmentLab(Namespaces):
         return (self.pc_ns, self.router_ns, self.provider_ns, self.city_ns)
 
     # -- running things ------------------------------------------------------------------
-
-    def _sh(self, ns: str | None, argv: Sequence[str], input: str | None = None,
-            ok_codes: Sequence[int] = (0,)) -> str:
-        cmd = list(argv) if ns is None else ["ip", "netns", "exec", ns, *argv]
-        out = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=20,
-                             check=False)
-        if out.returncode not in ok_codes:
-            raise RuntimeError(f"{' '.join(cmd)} exited {out.returncode}: {out.stderr.strip()}")
-        return out.stdout
-
-    def _sysctl(self, ns: str, key: str, value: str) -> None:
-        # tee, not sysctl: procps may be missing; /proc/sys/net is the opener's namespace's.
-        self._sh(ns, ["tee", f"/proc/sys/{key}"], input=value + "\n")
 
     # -- building and tearing down -------------------------------------------------------
 
