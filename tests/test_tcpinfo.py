@@ -204,7 +204,9 @@ def test_retransmissions_follow_the_configured_loss(lab: None, tmp_path: Path,
     from lab import netlab
 
     p = 0.02
-    config = {"directions": [direction], "max_bytes": 40 << 20}
+    # 3 s: a stream whose SYN was lost (2 % of them each way) joins after its 1 s
+    # retransmission timer and still carries data.
+    config = {"directions": [direction], "max_bytes": 1 << 30, "max_seconds": 3}
     with netlab.WardLink(netlab.LinkSpec(loss_percent=100 * p)) as link:
         token = netlab.start_city_server(link, tmp_path)
         sender = link.city_ns if direction == "download" else link.ward_ns
@@ -216,8 +218,11 @@ def test_retransmissions_follow_the_configured_loss(lab: None, tmp_path: Path,
     kernel_needed = (grew["TcpRetransSegs"] - grew.get("TcpExtTCPDSACKRecvSegs", 0)) \
         / grew["TcpOutSegs"]
     assert d["tcp_streams"] == 4, d
-    assert d["retransmitted_ratio"] == pytest.approx(kernel, rel=0.2), (d, grew)
-    assert d["loss_ratio"] == pytest.approx(kernel_needed, rel=0.2), (d, grew)
+    # The namespace's counters also hold what the streams sent after the measurement's
+    # snapshot (the closing tail, where a loaded machine fires most spurious timers: CI saw
+    # 3.9 % counted against 3.0 % measured), so they bracket the figure rather than match it.
+    assert 0.8 * kernel_needed <= d["retransmitted_ratio"] <= 1.2 * kernel, (d, grew)
+    assert 0.8 * kernel_needed <= d["loss_ratio"] <= 1.2 * kernel, (d, grew)
     assert d["loss_ratio"] == pytest.approx(p, rel=0.25), (d, grew)
     assert d["retransmitted_ratio"] >= 0.95 * d["loss_ratio"]  # segments vs bytes
     assert d["rwnd_limited_ratio"] < PC_LIMIT and d["sndbuf_limited_ratio"] < PC_LIMIT, d
