@@ -1,0 +1,108 @@
+"""The Vietnamese interface: every message the code marks has a translation with the same
+fields, the shipped catalogues are what the code makes them, and the language is chosen by
+--lang, then the config, then the locale."""
+
+from __future__ import annotations
+
+import datetime
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from babel.messages.pofile import read_po
+
+from tests.conftest import load_file
+from wardready.core import i18n
+
+REPO = Path(__file__).resolve().parent.parent
+CATALOGUES = load_file(REPO / "scripts" / "catalogues.py", "wardready_catalogues")
+
+
+def _fields(message: str) -> set[str]:
+    """The str.format fields of a message ({ward}, {count:,}, ...), by name and spec."""
+    return {f"{name}:{spec}" for _, name, spec, _ in string.Formatter().parse(message)
+            if name is not None}
+
+
+@pytest.fixture(scope="module")
+def extracted() -> list[str | tuple[str, ...]]:
+    return [m.id for m in CATALOGUES.extract() if m.id]
+
+
+@pytest.fixture(scope="module")
+def vietnamese() -> dict[str | tuple[str, ...], str | tuple[str, ...]]:
+    with CATALOGUES.po_path("vi").open("rb") as f:
+        catalog = read_po(f, locale="vi")
+    return {m.id: m.string for m in catalog if m.id and not m.fuzzy}
+
+
+def test_every_message_has_a_vietnamese_translation(
+        extracted: list[str | tuple[str, ...]],
+        vietnamese: dict[str | tuple[str, ...], str | tuple[str, ...]]) -> None:
+    missing = [m for m in extracted
+               if not vietnamese.get(m) or (isinstance(vietnamese[m], tuple)
+                                            and not all(vietnamese[m]))]
+    assert not missing, f"{len(missing)} messages lack a vi translation: {missing[:10]}"
+
+
+def test_translations_keep_the_fields(
+        extracted: list[str | tuple[str, ...]],
+        vietnamese: dict[str | tuple[str, ...], str | tuple[str, ...]]) -> None:
+    wrong = []
+    for message in extracted:
+        ids = message if isinstance(message, tuple) else (message,)
+        texts = vietnamese.get(message) or ()
+        texts = texts if isinstance(texts, tuple) else (texts,)
+        want = set().union(*map(_fields, ids))
+        wrong += [(message, text) for text in texts if text and _fields(text) != want]
+    assert not wrong, wrong[:5]
+
+
+def test_the_shipped_catalogues_are_up_to_date() -> None:
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "catalogues.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(("flag", "configured", "environ", "expected"), [
+    ("vi", "en", {"LANG": "en_US.UTF-8"}, "vi"),
+    (None, "vi", {"LANG": "en_US.UTF-8"}, "vi"),
+    (None, None, {"LANG": "vi_VN.UTF-8"}, "vi"),
+    (None, None, {"LANGUAGE": "vi:en", "LANG": "en_US.UTF-8"}, "vi"),
+    (None, None, {"LC_ALL": "C.UTF-8", "LANG": "vi_VN.UTF-8"}, "en"),
+    (None, None, {"LANG": "fr_FR.UTF-8"}, "en"),
+    (None, None, {}, "en"),
+])
+def test_the_language_comes_from_the_flag_then_the_config_then_the_locale(
+        flag: str | None, configured: str | None, environ: dict[str, str],
+        expected: str) -> None:
+    assert i18n.choose(flag, configured, environ) == expected
+
+
+def test_an_unknown_language_is_one_clear_line() -> None:
+    with pytest.raises(ValueError, match=r"^--lang: unknown language 'fr'; expected one of "
+                                         r"en, vi$"):
+        i18n.choose("fr", None, {})
+
+
+def test_money_and_dates_are_written_the_vietnamese_way() -> None:
+    day = datetime.date(2026, 12, 6)
+    with i18n.using("vi"):
+        assert i18n.format_vnd(5_000_000) == "5.000.000 ₫"
+        assert i18n.format_date(day) == "06/12/2026"
+        assert i18n.dated_at("Thành phố Hồ Chí Minh", day) == \
+            "Thành phố Hồ Chí Minh, ngày 06 tháng 12 năm 2026"
+        assert i18n.format_number(1234.5) == "1.234,5"
+    assert i18n.format_vnd(5_000_000) == "VND 5,000,000"
+    assert i18n.format_date(day) == "6 December 2026"
+    assert i18n.format_number(1234.5) == "1,234.5"
+
+
+def test_inventory_text_may_come_in_each_language() -> None:
+    text = {"en": "Working Group No. 1", "vi": "Tổ công tác số 1"}
+    with i18n.using("vi"):
+        assert i18n.localized(text) == "Tổ công tác số 1"
+        assert i18n.localized("Phường Sài Gòn") == "Phường Sài Gòn"
+    assert i18n.localized(text) == "Working Group No. 1"

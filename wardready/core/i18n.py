@@ -1,0 +1,161 @@
+"""The language people read wardready in: gettext catalogues (wardready/locale), English in
+the code and Vietnamese beside it, chosen by `--lang`, then the config, then the locale.
+
+Code marks a message with `_()` where it is shown, or with `N_()` where it is defined ahead
+of time (a table's headings) and translated with `_()` at the point of use. Messages are
+`str.format` templates with named fields, so a translation may reorder them. Log lines stay
+English: they are searched for, not read at a counter. `scripts/catalogues.py` extracts and
+compiles; tests/test_i18n.py fails on a message without a Vietnamese translation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import gettext
+import locale as _locale
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Literal, get_args
+
+Language = Literal["en", "vi"]
+LANGUAGES: tuple[Language, ...] = get_args(Language)
+DEFAULT: Language = "en"
+DOMAIN = "wardready"
+LOCALE_DIR = Path(__file__).resolve().parent.parent / "locale"
+
+_current: ContextVar[Language] = ContextVar("wardready_language", default=DEFAULT)
+
+
+@functools.cache
+def translations(lang: Language) -> gettext.NullTranslations:
+    """The compiled catalogue of `lang` (English: the messages as written)."""
+    if lang == DEFAULT:
+        return gettext.NullTranslations()
+    return gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang])
+
+
+def _(message: str) -> str:
+    """`message` in the current language."""
+    return translations(_current.get()).gettext(message)
+
+
+def ngettext(singular: str, plural: str, n: int) -> str:
+    """The form of a counted message for `n`, in the current language."""
+    return translations(_current.get()).ngettext(singular, plural, n)
+
+
+def N_(message: str) -> str:
+    """Mark `message` for the catalogue where it is defined; `_()` translates it where shown."""
+    return message
+
+
+def language() -> Language:
+    """The current language."""
+    return _current.get()
+
+
+def set_language(lang: Language) -> None:
+    """Make `lang` the language of this context (a CLI calls it once, at start)."""
+    _current.set(lang)
+
+
+@contextmanager
+def using(lang: Language) -> Iterator[None]:
+    """Speak `lang` inside the block (a server request for a list in Vietnamese)."""
+    token = _current.set(lang)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def parse_language(value: str, where: str) -> Language:
+    """`value` as a shipped language, or ValueError naming `where` it came from."""
+    code = value.strip().lower().replace("-", "_").split("_")[0].split(".")[0]
+    for lang in LANGUAGES:
+        if code == lang:
+            return lang
+    raise ValueError(f"{where}: unknown language {value!r}; expected one of "
+                     f"{', '.join(LANGUAGES)}")
+
+
+def from_locale(environ: Mapping[str, str] | None = None) -> Language:
+    """The language the user's locale asks for, as gettext reads it (LANGUAGE, LC_ALL,
+    LC_MESSAGES, LANG; Windows: the user's locale); English when it is none we ship."""
+    env = os.environ if environ is None else environ
+    for var in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        for value in env.get(var, "").split(":"):
+            if value and value not in ("C", "POSIX"):
+                try:
+                    return parse_language(value, var)
+                except ValueError:
+                    return DEFAULT
+            if value:
+                return DEFAULT
+    if environ is None and os.name == "nt":  # "Vietnamese_Vietnam" there
+        name = (_locale.getlocale()[0] or "").lower()
+        return "vi" if name.startswith(("vi", "vietnamese")) else DEFAULT
+    return DEFAULT
+
+
+def choose(flag: str | None, configured: str | None,
+           environ: Mapping[str, str] | None = None) -> Language:
+    """The language to speak: `--lang`, then the config's `language`, then the locale."""
+    if flag:
+        return parse_language(flag, "--lang")
+    if configured:
+        return parse_language(configured, "language")
+    return from_locale(environ)
+
+
+Localized = str | dict[Language, str]
+"""Text in the inventory: one string for every language, or one per language."""
+
+
+def localized(text: Localized) -> str:
+    """`text` in the current language (else English, else any it has)."""
+    if isinstance(text, str):
+        return text
+    return text.get(_current.get()) or text.get(DEFAULT) or next(iter(text.values()), "")
+
+
+# -- numbers, money and dates, the way the reader writes them (Babel, server side) --
+
+_BABEL_LOCALE: dict[Language, str] = {"en": "en", "vi": "vi_VN"}
+
+
+def format_number(value: float, digits: int = 1) -> str:
+    """`value` with `digits` decimals: 1,234.5 in English, 1.234,5 in Vietnamese."""
+    from babel.numbers import format_decimal
+
+    pattern = "#,##0" + ("." + "0" * digits if digits else "")
+    return str(format_decimal(value, format=pattern, locale=_BABEL_LOCALE[_current.get()]))
+
+
+def format_vnd(amount: int) -> str:
+    """An amount of đồng: 5.000.000 ₫ in Vietnamese, VND 5,000,000 in English."""
+    from babel.numbers import format_decimal
+
+    lang = _current.get()
+    number = format_decimal(amount, format="#,##0", locale=_BABEL_LOCALE[lang])
+    return f"{number} ₫" if lang == "vi" else f"VND {number}"
+
+
+def format_date(day: _dt.date) -> str:
+    """A date as the city writes it (06/12/2026), or as English does (6 December 2026)."""
+    if _current.get() == "vi":
+        return day.strftime("%d/%m/%Y")
+    return f"{day.day} {day:%B %Y}"
+
+
+def dated_at(place: str, day: _dt.date) -> str:
+    """The place-and-date line of an official document: "Thành phố Hồ Chí Minh, ngày 06
+    tháng 12 năm 2026" (Decree 30/2020/ND-CP's form), or "Ho Chi Minh City, 6 December
+    2026"."""
+    if _current.get() == "vi":
+        return f"{place}, ngày {day:%d} tháng {day:%m} năm {day:%Y}"
+    return f"{place}, {format_date(day)}"
