@@ -237,7 +237,7 @@ CRITERIA: dict[str, str] = {
     "window_loss": N_("packet loss in the worst window"),
     "window_jitter": N_("jitter in the worst window"),
     "burst_loss": N_("packet loss in the worst burst"), "reorder": N_("packet reordering"),
-    "udp": N_("UDP media path"), "rtt_under_load": N_("RTT under load"),
+    "udp": N_("UDP reachability"), "rtt_under_load": N_("RTT under load"),
     "mos": N_("predicted call MOS"), "camera": N_("webcam"), "microphone": N_("microphone"),
     "speaker": N_("speaker"), "cpu_cores": N_("CPU cores"), "memory": N_("memory"),
     "hosts": N_("working PCs"), "video_hosts": N_("video-ready PCs"),
