@@ -321,10 +321,12 @@ def _count(expr: str) -> str:
 def city() -> Json:
     ward_col = _("ward")
     ward_link = override(ward_col, links=[{
-        "title": _("Ward detail"), "url": f"/d/{uid('wardready-ward')}/ward-detail?var-ward=${{__value.text}}"}])
+        "title": _("Ward detail"),
+        "url": f"/d/{uid('wardready-ward')}/ward-detail?var-ward=${{__value.text}}"}])
     panels = [
         stat(_("Wards ready"), _count(f"(wardready_ward_readiness == 0) and on (ward) {WARDS}"),
-             color="green", description=_("Server verdict 0: ready for the city's video meetings.")),
+             color="green",
+             description=_("Server verdict 0: ready for the city's video meetings.")),
         stat(_("Ready with warnings"),
              _count(f"(wardready_ward_readiness == 1) and on (ward) {WARDS}"), color="yellow"),
         stat(_("Not ready"), _count(f"(wardready_ward_readiness == 2) and on (ward) {WARDS}"),
@@ -458,9 +460,10 @@ def ward() -> Json:
             "server's echo; an hour's 3,600 tell loss to about half a point).")),
         timeseries(_("Continuous probe: RTT and jitter over the last hour"), [
             target(f"host:wardready_probe_rtt_seconds:p50_1h{{{W}}}", legend(_("{host} median"))),
-            target(f"host:wardready_probe_rtt_seconds:p95_1h{{{W}}}", legend(_("{host} p95")), ref="B"),
-            target(f"host:wardready_probe_jitter_seconds:mean_1h{{{W}}}", legend(_("{host} jitter")),
-                   ref="C")],
+            target(f"host:wardready_probe_rtt_seconds:p95_1h{{{W}}}", legend(_("{host} p95")),
+                   ref="B"),
+            target(f"host:wardready_probe_jitter_seconds:mean_1h{{{W}}}",
+                   legend(_("{host} jitter")), ref="C")],
             unit="s", custom=lines, description=_("From the probe's RTT histogram (quantiles "
             "interpolated within its buckets) and its running sum of RTT differences.")),
         timeseries(_("Predicted MOS"), [
@@ -595,7 +598,8 @@ def plan_panels() -> list[Json]:
              _count(f"({age}) > on (ward) wardready_plan_max_age_seconds"), color="red", w=6,
              description=_("Wards whose latest throughput test is older than the plan allows "
              "(alert WardUplinkFigureStale).")),
-        stat(_("Wards in a quiet window"), _count(f"wardready_plan_quiet_window_active{{{A}}} == 1"),
+        stat(_("Wards in a quiet window"),
+             _count(f"wardready_plan_quiet_window_active{{{A}}} == 1"),
              color="blue", w=6, description=_("No throughput test may start in these now.")),
         stat(_("Tests deferred (24 h)"),
              f"sum(increase(wardready_throughput_tests_deferred_total{{{A}}}[24h]))",
