@@ -309,8 +309,10 @@ def used_variables(expr: str) -> set[str]:
 
 # --- City overview -----------------------------------------------------------------------
 
-# The inventory's wards that the selected working groups, provinces and former districts hold.
-WARDS = ('wardready_ward_info{working_group=~"$working_group",province=~"$province",'
+# The inventory's wards that the selected working groups, former provinces and former
+# districts hold (the units before the 2025 merger: Bình Dương, Bà Rịa - Vũng Tàu, the city).
+WARDS = ('wardready_ward_info{working_group=~"$working_group",'
+         'former_province=~"$former_province",'
          'former_district=~"$former_district"}')
 
 
@@ -387,8 +389,8 @@ def city() -> Json:
     group_vars = [
         query_var("working_group", "label_values(wardready_ward_info, working_group)",
                   _("Working group"), multi=True),
-        query_var("province", "label_values(wardready_ward_info, province)", _("Province"),
-                  multi=True),
+        query_var("former_province", "label_values(wardready_ward_info, former_province)",
+                  _("Former province"), multi=True),
         query_var("former_district", "label_values(wardready_ward_info, former_district)",
                   _("Former district"), multi=True),
     ]
