@@ -9,9 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-from wardready.agent.config import load_agent_config, read_token
+from wardready.agent.config import configured_language, load_agent_config, read_token
 from wardready.checks.base import ServerLink
+from wardready.core import i18n
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
+from wardready.core.i18n import _
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -22,22 +24,44 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for configuration errors, 1 when the
     server refuses or cannot be reached while enrolling)."""
     args = _parser().parse_args(argv)
+    # The config's language, else the locale's; a bad `language:` is left to the config's
+    # validation, which reports it with its line.
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"wardready-agent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except WardreadyError as exc:
-        print(f"wardready-agent: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except BrokenPipeError:
-        return output_closed()
+        lang = i18n.choose(None, configured_language(args.config))
+    except ValueError:
+        lang = i18n.from_locale()
+    if args.lang:
+        try:
+            lang = i18n.choose(args.lang, None)
+        except ValueError:
+            with i18n.using(lang):
+                print("wardready-agent: " + _(
+                    "--lang: unknown language {value}; expected one of {languages}").format(
+                        value=repr(args.lang), languages=", ".join(i18n.LANGUAGES)),
+                      file=sys.stderr)
+            return EXIT_CONFIG
+    # The language for the whole command (as i18n.set_language would), given back on return
+    # so that a caller in the same process (a test) keeps its own.
+    with i18n.using(lang):
+        try:
+            return int(args.func(args) or 0)
+        except ConfigError as exc:
+            print(f"wardready-agent: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except WardreadyError as exc:
+            print(f"wardready-agent: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except BrokenPipeError:
+            return output_closed()
 
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
                         help=f"agent configuration (default {DEFAULT_CONFIG})")
+    common.add_argument("--lang", metavar="{en,vi}",
+                        help="the language of what it prints (default: the config's "
+                             "`language`, else the locale)")
     parser = argparse.ArgumentParser(prog="wardready-agent", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="run checks on schedule and report")
@@ -99,8 +123,8 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         body = plan.fetch_plan(server)
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        print(f"wardready-agent: cannot fetch the plan from {config.server_url}: {exc}",
-              file=sys.stderr)
+        print("wardready-agent: " + _("cannot fetch the plan from {server}: {error}").format(
+            server=config.server_url, error=exc), file=sys.stderr)
         return 1
     print(plan.describe(body, plan.next_test(config.listen_host, config.listen_port)))
     return 0
@@ -120,9 +144,10 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_agent_config(args.config)
     read_token(config)
-    checks = ", ".join(f"{n} every {c.interval_seconds:g} s"
+    checks = ", ".join(_("{check} every {seconds:g} s").format(check=n, seconds=c.interval_seconds)
                        for n, c in config.check_configs().items())
-    print(f"{args.config}: ward {config.ward}, host {config.host}, checks: {checks}: ok")
+    print(_("{file}: ward {ward}, host {host}, checks: {checks}: ok").format(
+        file=args.config, ward=config.ward, host=config.host, checks=checks))
     return 0
 
 
