@@ -246,6 +246,9 @@ def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
 
 AIM_NAMES = {"rtc": N_("video calls"), "streaming": N_("streaming"), "gaming": N_("gaming")}
 DIRECTIONS = {"download": N_("download"), "upload": N_("upload")}
+AIM_CLASSES = {"bad": N_("bad"), "poor": N_("poor"), "average": N_("average"),
+               "good": N_("good"), "great": N_("great")}
+"""Cloudflare AIM's classes (core.aim.CLASSES) as a person reads them."""
 
 
 def reference_lines(readings: dict[str, Any]) -> list[str]:
@@ -256,7 +259,8 @@ def reference_lines(readings: dict[str, Any]) -> list[str]:
     if readings["aim"]:
         lines.append("  " + _("Cloudflare AIM: {scores}").format(scores=", ".join(
             _("{experience} {label} ({points} points)").format(
-                experience=_(AIM_NAMES[k]), label=v["class"], points=v["points"])
+                experience=_(AIM_NAMES[k]), label=_(AIM_CLASSES.get(v["class"], v["class"])),
+                points=v["points"])
             for k, v in sorted(readings["aim"].items(), key=lambda kv: kv[0] != "rtc"))))
     rpm = [f"{_(DIRECTIONS.get(d, d))} {v:.0f}"
            for d, v in readings["responsiveness_rpm"].items() if v is not None]
