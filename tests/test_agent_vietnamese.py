@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lab import stack
+from lab import fleet, stack
 from lab.results import kit, link, results, udp
 from tests.conftest import DATA
 from tests.test_segments import hop, trace, wifi
@@ -245,3 +245,35 @@ def test_json_stays_english_whatever_the_language() -> None:
     camera = next(c for c in body["criteria"] if c["id"] == "camera")
     assert (camera["name"], camera["fix"], camera["verdict"]) == (
         "cameras", "connect a USB webcam", "fail")
+
+
+@pytest.mark.integration
+def test_the_plan_command_in_vietnamese(tmp_path: Path) -> None:
+    """`wardready-agent plan` against a real server on loopback, in both languages."""
+    port = stack.free_port()
+    server_config = fleet.write_server_config(tmp_path, port,
+                                              inventory=str(DATA / "inventory-small.yml"))
+    [token] = fleet.issue_tokens(server_config, [("sai-gon", "conference-pc")])
+    server = stack.start_server(server_config, tmp_path)
+    try:
+        stack.wait_until("server", lambda: stack.http_get(
+            f"http://127.0.0.1:{port}/healthz"), 20, server)
+        config = fleet.write_agent_config(tmp_path / "agent", f"http://127.0.0.1:{port}",
+                                          "sai-gon", "conference-pc", token)
+        shown = {lang: subprocess.run(
+            [stack.executable("wardready-agent"), "plan", "--lang", lang, "--config",
+             str(config)], capture_output=True, text=True, timeout=60) for lang in ("en", "vi")}
+    finally:
+        server.stop()
+    en, vi = shown["en"], shown["vi"]
+    assert en.returncode == vi.returncode == 0, en.stderr + vi.stderr
+    print(vi.stdout)
+    assert en.stdout.startswith("Measurement plan ")
+    assert vi.stdout.startswith("Kế hoạch đo ") and "của đơn vị sai-gon, máy tính conference-pc" \
+        in vi.stdout.splitlines()[0]
+    for word in ("  đo băng thông: ", "  tần suất: trung bình ", "  hạn mức: hôm nay đã dùng ",
+                 "  số đo đường truyền: ", "  khung giờ yên tĩnh, 7 ngày tới:"):
+        assert word in vi.stdout, word
+    for english in ("Measurement plan", "throughput tests", "how often", "budget:",
+                    "uplink figure", "quiet windows", "never measured", "on average"):
+        assert english in en.stdout and english not in vi.stdout, english
