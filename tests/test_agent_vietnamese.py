@@ -158,7 +158,16 @@ def test_the_inventory_s_own_errors_in_vietnamese(tmp_path: Path) -> None:
               "wg-01, wg-02)"),
              (("kind: commune", "kind: district"), "kind: district",
               "wards[1].kind: Giá trị phải là 'ward', 'commune' hoặc 'special-zone', nhận "
-              "được 'district'")]
+              "được 'district'"),
+             (('start: "08:00", end: "10:00"', 'start: "10:00", end: "08:00"'),
+              "Past conference",
+              "measurement_plan.quiet_windows[0].end: Giá trị không hợp lệ: khung giờ kết thúc "
+              "(08:00) trước khi bắt đầu (10:00); khung giờ qua nửa đêm được ghi thành hai khung "
+              "giờ, nhận được '08:00'"),
+             (("working_group: wg-01, dates: [2020-01-07]", "working_group: wg-09, dates: "
+               "[2020-01-07]"), "Past review",
+              "measurement_plan.quiet_windows[1].working_group: Tổ công tác 'wg-09' không tồn "
+              "tại (chọn một trong: wg-01, wg-02)")]
     for (old, new), marker, expected in cases:
         path = tmp_path / "inventory.yml"
         assert old in text
