@@ -286,3 +286,18 @@ def test_the_plan_command_in_vietnamese(tmp_path: Path) -> None:
     for english in ("Measurement plan", "throughput tests", "how often", "budget:",
                     "uplink figure", "quiet windows", "never measured", "on average"):
         assert english in en.stdout and english not in vi.stdout, english
+
+
+def test_the_flag_before_the_command_and_the_help_in_vietnamese(tmp_path: Path) -> None:
+    config = agent_dir(tmp_path)
+    before = subprocess.run([stack.executable("wardready-agent"), "--lang", "vi",
+                             "check-config", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert before.returncode == 0 and before.stdout.rstrip().endswith(": hợp lệ"), before
+    shown = subprocess.run([stack.executable("wardready-agent"), "check", "--help", "--lang",
+                            "vi"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    help_text = " ".join(shown.stdout.split())  # argparse wraps at the terminal's width
+    assert "kết quả cho máy đọc (luôn bằng tiếng Anh)" in help_text
+    assert "tệp cấu hình agent (mặc định /etc/wardready/agent.yml)" in help_text
+    assert "machine-readable" not in help_text
