@@ -24,7 +24,7 @@ from wardready.core import i18n
 from wardready.core.errors import ConfigError
 from wardready.core.inventory import CallPreset, load_inventory
 from wardready.model import segments
-from wardready.model.readiness import evaluate
+from wardready.model.readiness import Criterion, Readiness, evaluate
 
 PROFILE = load_inventory(DATA / "inventory-small.yml").profiles["ward-standard"]
 # A preset with every window criterion (figures as tests/test_media_windows.py's Teams one),
@@ -301,3 +301,22 @@ def test_the_flag_before_the_command_and_the_help_in_vietnamese(tmp_path: Path) 
     assert "kết quả cho máy đọc (luôn bằng tiếng Anh)" in help_text
     assert "tệp cấu hình agent (mặc định /etc/wardready/agent.yml)" in help_text
     assert "machine-readable" not in help_text
+
+
+def test_a_name_longer_than_its_column_wraps_under_itself() -> None:
+    """A name too long for the column (a translation longer than any today) keeps the
+    figures and the verdict in their columns and goes on on the next line."""
+    long_name = ("tỉ lệ mất gói trong khoảng thời gian tệ nhất của cuộc họp trực tuyến toàn "
+                 "thành phố")
+    readiness = Readiness((Criterion("loss", long_name, 5.0, 1.0, "%", "fail"),))
+    config: Any = SimpleNamespace(ward="sai-gon", host="pc-1", role="counter")
+    with i18n.using("vi"):
+        rows = _rows(table(readiness, config, "lấy từ máy chủ (ward-standard)"))
+    print("\n".join(rows))
+    assert max(map(len, rows)) <= WIDTH
+    first = next(i for i, row in enumerate(rows) if row.startswith("tỉ lệ mất gói"))
+    assert rows[first].endswith("5.00 %         1.00 %  KHÔNG ĐẠT")
+    assert rows[first + 1].startswith("  ") and "thành phố" in rows[first + 1]
+    shown = rows[first][:-len("5.00 %         1.00 %  KHÔNG ĐẠT")].strip() + " " + \
+        rows[first + 1].strip()
+    assert " ".join(shown.split()) == long_name
