@@ -9,9 +9,11 @@ import logging
 import sys
 from pathlib import Path
 
-from wardready.agent.config import load_agent_config, read_token
+from wardready.agent.config import configured_language, load_agent_config, read_token
 from wardready.checks.base import ServerLink
+from wardready.core import i18n
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
+from wardready.core.i18n import _
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 1
@@ -21,56 +23,93 @@ DEFAULT_CONFIG = Path("/etc/wardready/agent.yml")
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for configuration errors, 1 when the
     server refuses or cannot be reached while enrolling)."""
-    args = _parser().parse_args(argv)
+    # The language first (its help too is in it): `--lang`, else the config's `language:`,
+    # else the locale. A bad `language:` is left to the config's validation, which reports
+    # it with its line.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--lang")
+    early.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    known = early.parse_known_args(argv)[0]
     try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"wardready-agent: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except WardreadyError as exc:
-        print(f"wardready-agent: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except BrokenPipeError:
-        return output_closed()
+        lang = i18n.choose(None, configured_language(known.config))
+    except ValueError:
+        lang = i18n.from_locale()
+    if known.lang:
+        try:
+            lang = i18n.choose(known.lang, None)
+        except ValueError:
+            with i18n.using(lang):
+                print("wardready-agent: " + _(
+                    "--lang: unknown language {value}; expected one of {languages}").format(
+                        value=repr(known.lang), languages=", ".join(i18n.LANGUAGES)),
+                      file=sys.stderr)
+            return EXIT_CONFIG
+    # The language for the whole command (as i18n.set_language would), given back on return
+    # so that a caller in the same process (a test) keeps its own.
+    with i18n.using(lang):
+        args = _parser().parse_args(argv)
+        try:
+            return int(args.func(args) or 0)
+        except ConfigError as exc:
+            print(f"wardready-agent: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except WardreadyError as exc:
+            print(f"wardready-agent: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except BrokenPipeError:
+            return output_closed()
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The commands and options, their help in the current language (argparse's own words,
+    `usage:` and its errors, stay English)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"agent configuration (default {DEFAULT_CONFIG})")
-    parser = argparse.ArgumentParser(prog="wardready-agent", description=__doc__)
+                        help=_("agent configuration (default {file})").format(
+                            file=DEFAULT_CONFIG))
+    common.add_argument("--lang", metavar="{en,vi}",
+                        help=_("the language of what it prints (default: the config's "
+                               "`language`, else the locale)"))
+    parser = argparse.ArgumentParser(prog="wardready-agent", description=_(
+        "enroll with the server, run the agent, or validate its configuration"))
+    parser.add_argument("--lang", metavar="{en,vi}", help=_(
+        "the language of what it prints (default: the config's `language`, else the locale)"))
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common], help="run checks on schedule and report")
+    run = sub.add_parser("run", parents=[common], help=_("run checks on schedule and report"))
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_run)
     check = sub.add_parser("check-config", parents=[common],
-                           help="validate the configuration, then exit")
+                           help=_("validate the configuration, then exit"))
     check.set_defaults(func=_check_config)
     ready = sub.add_parser("check", parents=[common],
-                           help="run every check once now and print the readiness verdict "
-                                "(exit 0 ready, 1 not ready, 2 configuration error)")
-    ready.add_argument("--json", action="store_true", help="machine-readable output")
-    ready.add_argument("--now", action="store_true", help="run the throughput test even in a "
-                       "quiet window, past the ward's budget or on a busy link")
+                           help=_("run every check once now and print the readiness verdict "
+                                  "(exit 0 ready, 1 not ready, 2 configuration error)"))
+    ready.add_argument("--json", action="store_true",
+                       help=_("machine-readable output (always English)"))
+    ready.add_argument("--now", action="store_true", help=_(
+        "run the throughput test even in a quiet window, past the ward's budget or on a busy "
+        "link"))
     ready.set_defaults(func=_check)
-    plan = sub.add_parser("plan", parents=[common],
-                          help="show this PC's part of the city measurement plan: whether it "
-                               "tests the uplink, when, the ward's budget and quiet windows")
+    plan = sub.add_parser("plan", parents=[common], help=_(
+        "show this PC's part of the city measurement plan: whether it tests the uplink, when, "
+        "the ward's budget and quiet windows"))
     plan.set_defaults(func=_plan)
-    enroll = sub.add_parser("enroll", parents=[common],
-                            help="redeem a one-time enrollment code: write the token and config")
+    enroll = sub.add_parser("enroll", parents=[common], help=_(
+        "redeem a one-time enrollment code: write the token and config"))
     enroll.add_argument("--server", required=True, metavar="URL",
-                        help="the wardready server, e.g. https://wardready.example:8470")
-    enroll.add_argument("--ward", required=True, help="this PC's ward id")
-    enroll.add_argument("--code", required=True, help="the enrollment code from the operators")
-    enroll.add_argument("--host", help="this PC's name in the metrics (default: its host name "
-                                       "made a valid id: a-z, 0-9 and '-')")
-    enroll.add_argument("--role", help="what this PC is for, a role id from the inventory "
-                                       "(e.g. conference-room, counter)")
+                        help=_("the wardready server, e.g. {url}").format(
+                            url="https://wardready.example:8470"))
+    enroll.add_argument("--ward", required=True, help=_("this PC's ward id"))
+    enroll.add_argument("--code", required=True,
+                        help=_("the enrollment code from the operators"))
+    enroll.add_argument("--host", help=_("this PC's name in the metrics (default: its host "
+                                         "name made a valid id: a-z, 0-9 and '-')"))
+    enroll.add_argument("--role", help=_("what this PC is for, a role id from the inventory "
+                                         "(e.g. conference-room, counter)"))
     enroll.add_argument("--ca-file", type=Path, metavar="FILE",
-                        help="CA bundle to verify the server with (default: system CAs)")
+                        help=_("CA bundle to verify the server with (default: system CAs)"))
     enroll.add_argument("--force", action="store_true",
-                        help="replace an existing config and token file")
+                        help=_("replace an existing config and token file"))
     enroll.set_defaults(func=_enroll)
     return parser
 
@@ -99,8 +138,8 @@ def _plan(args: argparse.Namespace) -> int:
     try:
         body = plan.fetch_plan(server)
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        print(f"wardready-agent: cannot fetch the plan from {config.server_url}: {exc}",
-              file=sys.stderr)
+        print("wardready-agent: " + _("cannot fetch the plan from {server}: {error}").format(
+            server=config.server_url, error=exc), file=sys.stderr)
         return 1
     print(plan.describe(body, plan.next_test(config.listen_host, config.listen_port)))
     return 0
@@ -120,9 +159,10 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_agent_config(args.config)
     read_token(config)
-    checks = ", ".join(f"{n} every {c.interval_seconds:g} s"
+    checks = ", ".join(_("{check} every {seconds:g} s").format(check=n, seconds=c.interval_seconds)
                        for n, c in config.check_configs().items())
-    print(f"{args.config}: ward {config.ward}, host {config.host}, checks: {checks}: ok")
+    print(_("{file}: ward {ward}, host {host}, checks: {checks}: ok").format(
+        file=args.config, ward=config.ward, host=config.host, checks=checks))
     return 0
 
 

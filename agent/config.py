@@ -12,6 +12,7 @@ from wardready.checks import REGISTRY
 from wardready.checks.base import CheckConfig, Context, ServerLink
 from wardready.core.configfile import load
 from wardready.core.errors import ConfigError
+from wardready.core.i18n import Language, _
 from wardready.core.inventory import HttpURL, Slug, load_inventory
 from wardready.model.report import MAX_REPORT_AGE_SECONDS
 
@@ -56,6 +57,9 @@ class AgentConfig(BaseModel):
     follow_plan: bool = Field(default=True, description=(
         "Run the throughput test when the server's measurement plan says (false: every "
         "checks.bandwidth.interval_seconds, as before the plan)."))
+    language: Language | None = Field(default=None, description=(
+        "The language of what the agent's commands print (en, vi); `--lang` wins over it, "
+        "and without either the locale decides."))
     checks: ChecksConfig = ChecksConfig()
 
     def check_configs(self) -> dict[str, CheckConfig]:
@@ -68,6 +72,27 @@ class AgentConfig(BaseModel):
         devices (none without a local inventory), and the server."""
         inventory = load_inventory(self.inventory) if self.inventory else None
         return Context.of_ward(inventory, self.ward, server)
+
+
+def configured_language(path: Path) -> str | None:
+    """The config's `language:` as written, read before the config is validated so that its
+    errors are reported in that language; None when unreadable or not given (validation
+    reports a bad value later, with its line)."""
+    import re
+
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:  # its syntax error is told in the language it asks for
+        found = re.search(r"^language:[ \t]*['\"]?([A-Za-z_.-]+)", text, re.MULTILINE)
+        return found.group(1) if found else None
+    value = data.get("language") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def load_agent_config(path: Path) -> AgentConfig:
@@ -88,13 +113,16 @@ def load_agent_config(path: Path) -> AgentConfig:
     if config.inventory is not None:
         inventory = load_inventory(config.inventory)
         if inventory.ward(config.ward) is None:
-            raise doc.error(("ward",), f"unknown ward {config.ward!r} (not in {config.inventory})")
+            raise doc.error(("ward",), _("unknown ward {ward} (not in {inventory})").format(
+                ward=repr(config.ward), inventory=config.inventory))
         roles = [r.id for r in inventory.roles]
         if config.role is not None and config.role not in roles:
-            raise doc.error(("role",), f"unknown role {config.role!r} (the inventory's roles: "
-                            f"{', '.join(roles) or 'none'})")
+            raise doc.error(("role",), _("unknown role {role} (the inventory's roles: "
+                                         "{roles})").format(role=repr(config.role),
+                                                            roles=", ".join(roles) or _("none")))
     if config.token_file is None and not os.environ.get(TOKEN_ENV):
-        raise doc.error(("token_file",), f"no token: set token_file or the {TOKEN_ENV} variable")
+        raise doc.error(("token_file",), _("no token: set token_file or the {variable} "
+                                           "variable").format(variable=TOKEN_ENV))
     return config
 
 
@@ -107,8 +135,8 @@ def read_token(config: AgentConfig) -> str:
     try:
         token = config.token_file.read_text().strip()
     except OSError as exc:
-        raise ConfigError(str(config.token_file), 0, "",
-                          f"cannot read token file: {exc.strerror or exc}") from None
+        raise ConfigError(str(config.token_file), 0, "", _("cannot read token file: {error}")
+                          .format(error=exc.strerror or exc)) from None
     if not token:
-        raise ConfigError(str(config.token_file), 0, "", "token file is empty")
+        raise ConfigError(str(config.token_file), 0, "", _("token file is empty"))
     return token

@@ -33,6 +33,7 @@ from wardready.checks.base import server_tls
 from wardready.core import enrollment
 from wardready.core.api import ENROLL_PATH, WHOAMI_PATH
 from wardready.core.errors import ConfigError, EnrollError
+from wardready.core.i18n import _
 
 TOKEN_FILE = "agent.token"
 STATE_DIR = Path("/var/lib/wardready")
@@ -70,7 +71,7 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
     token_path = opts.config.parent / TOKEN_FILE
     for path in (opts.config, token_path):
         if path.exists() and not opts.force:
-            raise ConfigError(str(path), 0, "", "already exists; give --force to replace it")
+            raise ConfigError(str(path), 0, "", _("already exists; give --force to replace it"))
     temps: list[Path] = []
     try:
         try:
@@ -79,8 +80,8 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
             # cannot waste it; mkstemp makes them mode 600: never readable by others.
             temps += [_temp(token_path), _temp(opts.config)]
         except OSError as exc:
-            raise ConfigError(str(opts.config.parent), 0, "",
-                              f"cannot write here: {exc.strerror or exc}") from None
+            raise ConfigError(str(opts.config.parent), 0, "", _(
+                "cannot write here: {error}").format(error=exc.strerror or exc)) from None
         token_tmp, config_tmp = temps
         context = _tls(server, opts.ca_file)
         wanted = {"code": opts.code, "host": host, "ward": opts.ward}
@@ -88,12 +89,15 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
             wanted["role"] = opts.role
         status, answer = _call(server, ENROLL_PATH, context, wanted)
         if status != 200:
-            raise EnrollError(f"{server} refused the enrollment ({status}): "
-                              f"{answer.get('error', 'no reason given')}")
+            raise EnrollError(_("{server} refused the enrollment ({status}): {reason}").format(
+                server=server, status=status,
+                reason=answer.get("error") or _("no reason given")))
         token, ward = str(answer.get("token", "")), answer.get("ward")
         if not token or (ward, answer.get("host")) != (opts.ward, host):
-            raise EnrollError(f"{server} answered the enrollment unexpectedly (for ward "
-                              f"{ward!r} host {answer.get('host')!r})")
+            raise EnrollError(_("{server} answered the enrollment unexpectedly (for ward "
+                                "{ward} host {host})").format(
+                                    server=server, ward=repr(ward),
+                                    host=repr(answer.get("host"))))
         owner = _service_owner()
         _write(token_tmp, token_path, token + "\n", 0o600, owner)
         _write(config_tmp, opts.config, _config_text(server, opts.ward, host, opts.role,
@@ -105,55 +109,66 @@ def enroll(opts: EnrollOptions, say: Callable[[str], None] = print) -> None:
                 tmp.unlink()
     with contextlib.suppress(OSError):  # make the renames durable
         fsync_directory(opts.config.parent)
-    say(f"enrolled ward {opts.ward} host {host} with {server}")
-    say(f"wrote {token_path} (mode 600{f', owner {SERVICE_USER}' if owner else ''}) and "
-        f"{opts.config} (mode 640{f', group {SERVICE_USER}' if owner else ''})")
+    say(_("enrolled ward {ward} host {host} with {server}").format(ward=opts.ward, host=host,
+                                                                   server=server))
+    files = {"token": token_path, "config": opts.config, "user": SERVICE_USER}
+    say((_("wrote {token} (mode 600, owner {user}) and {config} (mode 640, group {user})")
+         if owner else _("wrote {token} (mode 600) and {config} (mode 640)")).format(**files))
     if owner is None and _is_root():
-        say(f"note: no user {SERVICE_USER!r} here; create it before enabling the service "
-            f"(useradd --system --home {STATE_DIR} --shell /usr/sbin/nologin {SERVICE_USER}), "
-            "then chown the token file to it")
+        say(_("note: no user {user} here; create it before enabling the service ({command}), "
+              "then chown the token file to it").format(
+                  user=repr(SERVICE_USER), command=f"useradd --system --home {STATE_DIR} "
+                  f"--shell /usr/sbin/nologin {SERVICE_USER}"))
     say(_verify(opts.config))
-    say("next steps:")
+    say(_("next steps:"))
     say(f"  wardready-agent check-config --config {opts.config}")
-    say(f"  wardready-agent check --config {opts.config}    (the verdict for this PC, now)")
-    say("  systemctl enable --now wardready-agent    (Windows: docs/install.md)")
+    say("  " + _("{command}    (the verdict for this PC, now)").format(
+        command=f"wardready-agent check --config {opts.config}"))
+    say("  " + _("{command}    (Windows: docs/install.md)").format(
+        command="systemctl enable --now wardready-agent"))
 
 
 def _server_url(raw: str) -> str:
     url = urllib.parse.urlsplit(raw.strip())
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError("command line", 0, "--server",
-                          f"expected an http:// or https:// URL, got {raw[:100]!r}")
+        raise ConfigError(_("command line"), 0, "--server",
+                          _("expected an http:// or https:// URL, got {value}").format(
+                              value=repr(raw[:100])))
     if url.scheme == "http" and url.hostname not in ("127.0.0.1", "::1", "localhost"):
-        print(f"wardready-agent: warning: {raw} is plain HTTP: the token will cross the "
-              "network unencrypted; use https", file=sys.stderr)
+        print("wardready-agent: " + _("warning: {url} is plain HTTP: the token will cross the "
+                                      "network unencrypted; use https").format(url=raw),
+              file=sys.stderr)
     return raw.strip().rstrip("/")
 
 
 def _check_inputs(opts: EnrollOptions) -> str:
     """The host name to enroll as, once every argument is known to be usable."""
     if not _SLUG.match(opts.ward):
-        raise ConfigError("command line", 0, "--ward",
-                          f"{opts.ward!r} is not a ward id (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--ward",
+                          _("{value} is not a ward id (a-z, 0-9 and '-')").format(
+                              value=repr(opts.ward)))
     if opts.host is not None:
         host = opts.host
         if not _SLUG.match(host):
-            raise ConfigError("command line", 0, "--host",
-                              f"{host!r} is not a valid host name (a-z, 0-9 and '-')")
+            raise ConfigError(_("command line"), 0, "--host",
+                              _("{value} is not a valid host name (a-z, 0-9 and '-')").format(
+                                  value=repr(host)))
     else:
         host = host_slug(socket.gethostname())
         if not _SLUG.match(host):
-            raise ConfigError("command line", 0, "--host", "cannot make a host name of this "
-                              f"machine's name {socket.gethostname()!r}; give --host")
+            raise ConfigError(_("command line"), 0, "--host", _(
+                "cannot make a host name of this machine's name {name}; give --host").format(
+                    name=repr(socket.gethostname())))
     # The server is the judge; this only catches a mistyped code before it counts as a guess.
     if enrollment.normalise_code(opts.code) is None:
-        raise ConfigError("command line", 0, "--code", "not an enrollment code (expected "
-                          "wre- and six groups of five letters or digits)")
+        raise ConfigError(_("command line"), 0, "--code", _(
+            "not an enrollment code (expected wre- and six groups of five letters or digits)"))
     if opts.role is not None and not _SLUG.match(opts.role):
-        raise ConfigError("command line", 0, "--role",
-                          f"{opts.role!r} is not a role id (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--role",
+                          _("{value} is not a role id (a-z, 0-9 and '-')").format(
+                              value=repr(opts.role)))
     if opts.ca_file is not None and not opts.ca_file.is_file():
-        raise ConfigError(str(opts.ca_file), 0, "--ca-file", "no such file")
+        raise ConfigError(str(opts.ca_file), 0, "--ca-file", _("no such file"))
     return host
 
 
@@ -163,7 +178,8 @@ def _tls(server: str, ca_file: Path | None) -> ssl.SSLContext | None:
     try:
         return server_tls(ca_file.resolve() if ca_file else None)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(str(ca_file), 0, "--ca-file", f"not a PEM CA bundle: {exc}") from None
+        raise ConfigError(str(ca_file), 0, "--ca-file",
+                          _("not a PEM CA bundle: {error}").format(error=exc)) from None
 
 
 def _call(server: str, path: str, context: ssl.SSLContext | None,
@@ -184,31 +200,35 @@ def _call(server: str, path: str, context: ssl.SSLContext | None,
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
     except urllib.error.URLError as exc:
-        raise EnrollError(f"cannot reach {server}: {_why(exc.reason)}") from None
+        raise EnrollError(_("cannot reach {server}: {why}").format(
+            server=server, why=_why(exc.reason))) from None
     except (OSError, ssl.SSLError) as exc:
-        raise EnrollError(f"cannot reach {server}: {_why(exc)}") from None
+        raise EnrollError(_("cannot reach {server}: {why}").format(
+            server=server, why=_why(exc))) from None
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        raise EnrollError(f"{server}{path} answered {status} with something that is not "
-                          "wardready's JSON: is this the wardready server?")
+        raise EnrollError(_("{url} answered {status} with something that is not wardready's "
+                            "JSON: is this the wardready server?").format(
+                                url=server + path, status=status))
     return status, answer
 
 
 def _why(reason: object) -> str:
     if isinstance(reason, ssl.SSLCertVerificationError):
-        return (f"TLS: the server's certificate cannot be verified ({reason.verify_message}); "
-                "give the city's CA bundle with --ca-file")
+        return _("TLS: the server's certificate cannot be verified ({why}); give the city's "
+                 "CA bundle with --ca-file").format(why=reason.verify_message)
     if isinstance(reason, ssl.SSLError):
-        return f"TLS failure ({reason.reason or reason}); is the server speaking https?"
+        return _("TLS failure ({why}); is the server speaking https?").format(
+            why=reason.reason or reason)
     if isinstance(reason, socket.gaierror):
-        return f"cannot resolve its name ({reason.strerror})"
+        return _("cannot resolve its name ({why})").format(why=reason.strerror)
     if isinstance(reason, ConnectionRefusedError):
-        return "connection refused (is the server running, and the port right?)"
+        return _("connection refused (is the server running, and the port right?)")
     if isinstance(reason, TimeoutError):
-        return f"no answer within {TIMEOUT_SECONDS:g} s"
+        return _("no answer within {seconds:g} s").format(seconds=TIMEOUT_SECONDS)
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
     return str(reason)
@@ -276,16 +296,18 @@ def _verify(config_path: Path) -> str:
     try:
         status, answer = _call(server, "/healthz", context)
         if status != 200:
-            raise EnrollError(f"{server}/healthz answered {status}: {answer.get('error')}")
+            raise EnrollError(_("{url} answered {status}: {error}").format(
+                url=f"{server}/healthz", status=status, error=answer.get("error")))
         status, answer = _call(server, WHOAMI_PATH, context, token=read_token(config))
         if status != 200:
-            raise EnrollError(f"{server} refused the new token ({status}): "
-                              f"{answer.get('error')}")
+            raise EnrollError(_("{server} refused the new token ({status}): {error}").format(
+                server=server, status=status, error=answer.get("error")))
     except EnrollError as exc:
-        raise EnrollError(f"enrolled and wrote {config_path}, but verifying it failed: {exc}"
-                          ) from None
+        raise EnrollError(_("enrolled and wrote {config}, but verifying it failed: {error}")
+                          .format(config=config_path, error=exc)) from None
     if (answer.get("ward"), answer.get("host")) != (config.ward, config.host):
-        raise EnrollError(f"the server knows this token as {answer.get('ward')}/"
-                          f"{answer.get('host')}, not {config.ward}/{config.host}")
-    return (f"verified: {server}/healthz ok, and the server knows this agent's token as ward "
-            f"{config.ward} host {config.host}")
+        raise EnrollError(_("the server knows this token as {known}, not {expected}").format(
+            known=f"{answer.get('ward')}/{answer.get('host')}",
+            expected=f"{config.ward}/{config.host}"))
+    return _("verified: {url} ok, and the server knows this agent's token as ward {ward} host "
+             "{host}").format(url=f"{server}/healthz", ward=config.ward, host=config.host)

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from wardready.checks.bandwidth import own_bytes
 from wardready.checks.base import ServerLink, server_tls
 from wardready.core.api import BUSY_PATH, PLAN_PATH
+from wardready.core.i18n import _, language
 from wardready.core.plan import draw_interval
 
 log = logging.getLogger(__name__)
@@ -176,31 +177,42 @@ def describe(plan: dict[str, Any], next_test: float | None = None) -> str:
     """The plan as a person reads it, times in the plan's (the city's) time zone."""
     zone = ZoneInfo(plan["timezone"])
 
+    # Weekday and month names are English in strftime; Vietnamese writes the date in digits.
+    when = "%a %d %b %H:%M" if language() == "en" else "%d/%m %H:%M"
+
     def at(t: float) -> str:
-        return datetime.fromtimestamp(t, zone).strftime("%a %d %b %H:%M")
+        return datetime.fromtimestamp(t, zone).strftime(when)
 
     t = plan["throughput"]
     hours = {k: t[f"{k}_interval_seconds"] / 3600 for k in ("mean", "min", "max")}
-    lines = [f"Measurement plan {plan['version']} for ward {plan['ward']}, PC {plan['host']} "
-             f"(times in {plan['timezone']}):"]
-    testers = ", ".join(t["testers"]) or "none"
-    lines.append(f"  throughput tests: {'run by this PC' if t['tester'] else 'not on this PC'}"
-                 f" (testers: {testers}; {t['elected']})")
-    lines.append(f"  how often: every {hours['mean']:g} h on average, at random, "
-                 f"{hours['min']:g}-{hours['max']:g} h apart")
+    lines = [_("Measurement plan {version} for ward {ward}, PC {host} (times in {zone}):").format(
+        version=plan["version"], ward=plan["ward"], host=plan["host"], zone=plan["timezone"])]
+    fields = {"testers": ", ".join(t["testers"]) or _("none"), "elected": t["elected"]}
+    lines.append("  " + (_("throughput tests: run by this PC (testers: {testers}; {elected})")
+                         if t["tester"] else
+                         _("throughput tests: not on this PC (testers: {testers}; {elected})")
+                         ).format(**fields))
+    lines.append("  " + _("how often: every {mean:g} h on average, at random, {least:g}-{most:g} "
+                          "h apart").format(mean=hours["mean"], least=hours["min"],
+                                            most=hours["max"]))
     if next_test is not None:
-        lines.append(f"  next test: {at(next_test)}")
-    lines.append(f"  budget: {plan['budget_used_bytes'] / 1e6:.0f} of "
-                 f"{t['daily_budget_bytes'] / 1e6:.0f} MB used today; one test moves at most "
-                 f"{t['test_max_bytes'] / 1e6:.0f} MB")
+        lines.append("  " + _("next test: {time}").format(time=at(next_test)))
+    lines.append("  " + _("budget: {used:.0f} of {budget:.0f} MB used today; one test moves at "
+                          "most {most:.0f} MB").format(used=plan["budget_used_bytes"] / 1e6,
+                                                       budget=t["daily_budget_bytes"] / 1e6,
+                                                       most=t["test_max_bytes"] / 1e6))
     last = t.get("last_test_at")
-    lines.append(f"  uplink figure: {'never measured' if last is None else 'from ' + at(last)}"
-                 f", may be {t['max_age_seconds'] / 3600:g} h old at most")
+    age = t["max_age_seconds"] / 3600
+    lines.append("  " + (_("uplink figure: never measured, may be {hours:g} h old at most")
+                         if last is None else
+                         _("uplink figure: from {time}, may be {hours:g} h old at most")).format(
+                             time=at(last) if last is not None else "", hours=age))
     if plan.get("quiet_now"):
-        lines.append(f"  quiet now: {plan['quiet_now']['name']} until "
-                     f"{at(plan['quiet_now']['end'])}")
+        lines.append("  " + _("quiet now: {name} until {time}").format(
+            name=plan["quiet_now"]["name"], time=at(plan["quiet_now"]["end"])))
     windows = plan["quiet_windows"]
-    lines.append("  quiet windows, next 7 days:" + ("" if windows else " none"))
+    lines.append("  " + (_("quiet windows, next 7 days:") if windows else
+                         _("quiet windows, next 7 days: none")))
     lines += [f"    {at(w['start'])}-{datetime.fromtimestamp(w['end'], zone):%H:%M}  {w['name']}"
               for w in windows]
     return "\n".join(lines)

@@ -89,7 +89,10 @@ def build() -> dict[Path, bytes]:
 def _stable(path: Path, data: bytes) -> object:
     # The header's creation and revision dates change on every run; compare without them.
     if path.suffix == ".mo":
-        return {m.id: m.string for m in read_mo(io.BytesIO(data)) if m.id} if data else {}
+        def key(value: object) -> object:  # a plural's id and forms come as lists
+            return tuple(value) if isinstance(value, list) else value
+        return {key(m.id): key(m.string) for m in read_mo(io.BytesIO(data)) if m.id} \
+            if data else {}
     return [line for line in data.split(b"\n")
             if not line.startswith((b'"POT-Creation-Date', b'"PO-Revision-Date'))]
 

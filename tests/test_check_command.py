@@ -4,6 +4,7 @@ loopback, the verdict as JSON and as a table, and the exit code."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -48,7 +49,9 @@ def check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def in_terminal(argv: list[str], tmp_path: Path, columns: int = 100) -> tuple[list[str], int]:
     """Run `argv` in a real terminal (a detached tmux pane `columns` wide), as a technician
     would; the screen's lines and the exit code."""
-    tmux = [require_binary("tmux"), "-L", f"wardready-{tmp_path.name}", "-f", "/dev/null"]
+    # -u: the terminal speaks UTF-8 (Vietnamese); the socket is this run's own.
+    tmux = [require_binary("tmux"), "-u", "-L", f"wardready-{os.getpid()}-{tmp_path.name}",
+            "-f", "/dev/null"]
     command = " ".join(shlex.quote(a) for a in argv) + '; echo "exit=$?"; sleep 60'
     subprocess.run([*tmux, "new-session", "-d", "-x", str(columns), "-y", "60", command],
                    check=True, timeout=10)
@@ -77,6 +80,12 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
         bare, bare_exit = in_terminal(
             [stack.executable("wardready-agent"), "check", "--config",
              str(agent_config(tmp_path / "bare", port, token, "linux-bare"))], tmp_path)
+        # The same PC, as a technician who reads Vietnamese sees it.
+        (tmp_path / "vi").mkdir()
+        bare_vi, bare_vi_exit = in_terminal(
+            [stack.executable("wardready-agent"), "check", "--lang", "vi", "--config",
+             str(agent_config(tmp_path / "bare-vi", port, token, "linux-bare"))],
+            tmp_path / "vi")
         # The same bare PC at a counter, while another PC of the ward runs its speed test.
         release = hold_test_slot(f"http://127.0.0.1:{port}", other, seconds=8.0)
         counter = check(agent_config(tmp_path / "counter", port, token, "linux-bare",
@@ -102,6 +111,7 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     assert bare[camera].endswith("FAIL") and "connect a USB webcam" in bare[camera + 1]
     assert bare[bare.index(next(x for x in bare if x.startswith("exit="))) - 1].startswith(
         "State: NOT-READY")
+    assert_vietnamese_screen(bare_vi, bare_vi_exit, bare, tmp_path)
 
     # At a counter no camera is needed; the speed test waited its turn instead of colliding.
     assert counter.returncode == 0, counter.stdout + counter.stderr
@@ -116,6 +126,38 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     alone = check(agent_config(tmp_path / "alone", port, token, "linux-office"), "--json")
     assert "server unreachable" in json.loads(alone.stdout)["profile_source"]
     assert json.loads(alone.stdout)["criteria"][0]["verdict"] == "unknown"  # no speed test
+
+
+VERDICTS = ("PASS", "FAIL", "WARN", "UNKNOWN")
+
+
+def assert_vietnamese_screen(screen: list[str], code: int, english: list[str],
+                             tmp_path: Path) -> None:
+    """The Vietnamese table as a 100-column terminal shows it: diacritics intact, nothing
+    wider than the screen or wrapped by it (the capture joins wrapped lines), the glossary's
+    words, and none of the criterion names of the English screen (`english`). The capture
+    is kept in pytest's tmp (check-vi-100-columns.txt) and printed (`pytest -s`)."""
+    text = "\n".join(screen)
+    (tmp_path / "check-vi-100-columns.txt").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    assert code == 1, text
+    assert max(len(line) for line in screen) <= 100, text
+    assert "[5/5] bandwidth: xong (" in text
+    header = next(line for line in screen if line.startswith("Tiêu chí"))
+    assert header.split()[-2:] == ["Kết", "luận"] and "Đo được" in header, header
+    webcam = next(i for i, line in enumerate(screen) if line.startswith("webcam "))
+    assert screen[webcam].endswith("KHÔNG ĐẠT")
+    assert screen[webcam + 1] == "    khắc phục: lắp một webcam USB"
+    end = screen.index(next(x for x in screen if x.startswith("exit=")))
+    assert screen[end - 1].startswith("Mức sẵn sàng: CHƯA SẴN SÀNG ("), text
+    names = [line[:22].strip() for line in english if line.endswith(VERDICTS)]
+    assert len(names) >= 12 and "cameras" in names and "round-trip time" in names
+    rows = [line for line in screen if line.endswith(("ĐẠT", "CẢNH BÁO", "CHƯA RÕ"))]
+    assert len(rows) == len(names)
+    for name in names:
+        assert not any(row.startswith(name + " ") for row in rows), name
+    for word in (*VERDICTS, "criterion", "measured", "State:", "fix:", "note:"):
+        assert word not in text, word
 
 
 def hold_test_slot(server: str, token: str, seconds: float) -> threading.Thread:

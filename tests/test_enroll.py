@@ -382,3 +382,35 @@ def test_enrolled_agent_delivers_and_no_secret_is_logged(
     secret, code_secret = token.split(".", 1)[1], "".join(code.split("-")[2:])
     for needle in (token, secret[:12], code, code_secret[:10], wrong, wrong[-15:]):
         assert needle not in logs  # ...without any part of a secret
+
+
+async def test_enroll_speaks_the_chosen_language(
+        client: Client, config: ServerConfig, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--lang vi`: its usage errors, a server it cannot reach and the enrollment's report in
+    Vietnamese; nothing of the English sentences left."""
+    code = issue_code(config)
+    assert await enroll(client, tmp_path / "a", code, "--host", "Counter_01", "--lang",
+                        "vi") == 2
+    assert capsys.readouterr().err.strip() == (
+        "wardready-agent: dòng lệnh: --host: 'Counter_01' không phải tên máy hợp lệ (a-z, 0-9 "
+        "và '-')")
+    port = stack.free_port()
+    assert agent_main(["enroll", "--lang", "vi", "--server", f"http://127.0.0.1:{port}",
+                       "--ward", "sai-gon", "--code", code, "--config",
+                       str(tmp_path / "b" / "agent.yml")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"wardready-agent: không kết nối được http://127.0.0.1:{port}: kết nối bị từ chối (máy "
+        "chủ có đang chạy và cổng có đúng không?)")
+    assert await enroll(client, tmp_path / "pc", code, "--host", "counter-01", "--lang",
+                        "vi") == 0
+    out = capsys.readouterr().out
+    url = str(client.make_url("/")).rstrip("/")
+    lines = out.splitlines()
+    assert lines[0] == f"đã đăng ký đơn vị sai-gon, máy tính counter-01 với {url}"
+    assert lines[1].startswith(f"đã ghi {tmp_path / 'pc' / 'agent.token'} (quyền 600")
+    assert (f"đã kiểm tra: {url}/healthz hoạt động, và máy chủ ghi nhận mã truy cập (token) "
+            "của agent này là đơn vị sai-gon, máy tính counter-01") in lines
+    assert "các bước tiếp theo:" in lines
+    for english in ("enrolled", "wrote", "verified", "next steps", "the verdict for this PC"):
+        assert english not in out, english

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from wardready.core.configfile import load
+from wardready.core.i18n import N_, _
 from wardready.core.plan import MeasurementPlan, plan_errors
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -309,20 +310,43 @@ def _reference_errors(inv: Inventory) -> Iterator[tuple[tuple[str | int, ...], s
                            groups, {r.id for r in inv.roles})
 
 
+# Whole sentences per kind, so that a translation can place the words as its language does.
+_DUPLICATE = {
+    "working group": N_("duplicate working group {value} (also {also})"),
+    "ward id": N_("duplicate ward id {value} (also {also})"),
+    "platform id": N_("duplicate platform id {value} (also {also})"),
+    "catalogue id": N_("duplicate catalogue id {value} (also {also})"),
+    "role id": N_("duplicate role id {value} (also {also})"),
+    "device": N_("duplicate device {value} (also {also})"),
+}
+_UNKNOWN = {
+    "profile": (N_("unknown profile {value} (none is defined)"),
+                N_("unknown profile {value} (expected one of: {known})")),
+    "call preset": (N_("unknown call preset {value} (none is defined)"),
+                    N_("unknown call preset {value} (expected one of: {known})")),
+    "role": (N_("unknown role {value} (none is defined)"),
+             N_("unknown role {value} (expected one of: {known})")),
+    "working group": (N_("unknown working group {value} (none is defined)"),
+                      N_("unknown working group {value} (expected one of: {known})")),
+}
+
+
 def _duplicates(
     field: str, ids: list[str], what: str
 ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     first: dict[str, int] = {}
     for i, value in enumerate(ids):
         if value in first:
-            yield (field, i), f"duplicate {what} {value!r} (also {field}[{first[value]}])"
+            yield (field, i), _(_DUPLICATE[what]).format(value=repr(value),
+                                                        also=f"{field}[{first[value]}]")
         first.setdefault(value, i)
 
 
 def _unknown(what: str, value: str, known: object) -> str:
     names = sorted(known)  # type: ignore[call-overload]
+    none, some = _UNKNOWN[what]
     if not names:
-        return f"unknown {what} {value!r} (none is defined)"
+        return _(none).format(value=repr(value))
     shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-    return f"unknown {what} {value!r} (expected one of: {shown})"
+    return _(some).format(value=repr(value), known=shown)
 

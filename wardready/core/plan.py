@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from wardready.core.configfile import TimeZoneName
+from wardready.core.i18n import _
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -27,8 +28,8 @@ MB = 1_000_000
 def _clock_text(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 10:00 as the sexagesimal number 600.
-        raise ValueError('write times of day in quotes, e.g. "10:00" (unquoted, YAML reads '
-                         "them as numbers)")
+        raise ValueError(_('write times of day in quotes, e.g. "10:00" (unquoted, YAML reads '
+                           "them as numbers)"))
     return value
 
 
@@ -66,8 +67,9 @@ class QuietWindow(Strict):
     def _after_start(cls, end: str, info: object) -> str:
         start = getattr(info, "data", {}).get("start")
         if start is not None and minutes(end) <= minutes(start):
-            raise ValueError(f"the window ends ({end}) before it starts ({start}); a window "
-                             "across midnight is written as two windows")
+            raise ValueError(_("the window ends ({end}) before it starts ({start}); a window "
+                               "across midnight is written as two windows").format(
+                                   end=end, start=start))
         return end
 
     @property
@@ -106,19 +108,22 @@ class Throughput(Strict):
     @property
     def problem(self) -> tuple[str, str] | None:
         """(field, why) if these figures contradict each other."""
+        figures = {"least": self.min_interval_hours, "most": self.max_interval_hours,
+                   "mean": self.mean_interval_hours, "budget": self.daily_budget_mb,
+                   "test": self.test_max_mb, "age": self.max_age_hours}
         if self.min_interval_hours > self.max_interval_hours:
-            return "min_interval_hours", (f"{self.min_interval_hours:g} h is above "
-                                          f"max_interval_hours ({self.max_interval_hours:g} h)")
+            return "min_interval_hours", _("{least:g} h is above max_interval_hours ({most:g} "
+                                           "h)").format(**figures)
         if not self.min_interval_hours <= self.mean_interval_hours <= self.max_interval_hours:
-            return "mean_interval_hours", (
-                f"{self.mean_interval_hours:g} h is outside min_interval_hours.."
-                f"max_interval_hours ({self.min_interval_hours:g}..{self.max_interval_hours:g})")
+            return "mean_interval_hours", _(
+                "{mean:g} h is outside min_interval_hours..max_interval_hours "
+                "({least:g}..{most:g})").format(**figures)
         if self.daily_budget_mb < self.test_max_mb:
-            return "daily_budget_mb", (f"{self.daily_budget_mb:g} MB is below one test "
-                                       f"(test_max_mb: {self.test_max_mb:g} MB)")
+            return "daily_budget_mb", _("{budget:g} MB is below one test (test_max_mb: "
+                                        "{test:g} MB)").format(**figures)
         if self.max_age_hours < self.max_interval_hours:
-            return "max_age_hours", (f"{self.max_age_hours:g} h is below max_interval_hours "
-                                     f"({self.max_interval_hours:g} h): tests cannot keep up")
+            return "max_age_hours", _("{age:g} h is below max_interval_hours ({most:g} h): "
+                                      "tests cannot keep up").format(**figures)
         return None
 
     def next_interval(self, rng: random.Random) -> float:
@@ -256,12 +261,13 @@ def plan_errors(plan: MeasurementPlan, wards: dict[str, str], groups: set[str],
     for i, o in enumerate(plan.overrides):
         where = (*base, "overrides", i)
         if (o.ward is None) == (o.working_group is None):
-            yield where, "an override names exactly one of ward or working_group"
+            yield where, _("an override names exactly one of ward or working_group")
             continue
         yield from _scope_errors(o.ward, o.working_group, wards, groups, where)
         if (o.ward, o.working_group) in seen:
-            yield where, f"a second override for the same {_scope_text(o.ward, o.working_group)}"\
-                         f" (also overrides[{seen[o.ward, o.working_group]}])"
+            yield where, _("a second override for the same {scope} (also {also})").format(
+                scope=_scope_text(o.ward, o.working_group),
+                also=f"overrides[{seen[o.ward, o.working_group]}]")
         seen.setdefault((o.ward, o.working_group), i)
         merged = plan.throughput_for(o.ward or "", o.working_group or wards.get(o.ward or "", ""))
         yield from _throughput_errors(merged, (*where, "throughput"), roles,
@@ -269,13 +275,15 @@ def plan_errors(plan: MeasurementPlan, wards: dict[str, str], groups: set[str],
     for i, w in enumerate(plan.quiet_windows):
         where = (*base, "quiet_windows", i)
         if w.ward is not None and w.working_group is not None:
-            yield where, "a quiet window names ward or working_group, not both"
+            yield where, _("a quiet window names ward or working_group, not both")
         yield from _scope_errors(w.ward, w.working_group, wards, groups, where)
         for j, other in enumerate(plan.quiet_windows[:i]):
             if other.scope == w.scope and _overlap(w, other):
-                yield where, (f"overlaps quiet_windows[{j}] ({other.name!r}, "
-                              f"{other.start}-{other.end}) for the same "
-                              f"{_scope_text(w.ward, w.working_group)}: merge them")
+                yield where, _("overlaps {other} ({name}, {start}-{end}) for the same {scope}: "
+                               "merge them").format(other=f"quiet_windows[{j}]",
+                                                    name=repr(other.name), start=other.start,
+                                                    end=other.end,
+                                                    scope=_scope_text(w.ward, w.working_group))
                 break
 
 
@@ -283,33 +291,39 @@ def _throughput_errors(t: Throughput, where: tuple[str | int, ...], roles: set[s
                        given: set[str] | None = None
                        ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if t.prefer_role is not None and t.prefer_role not in roles:
-        yield (*where, "prefer_role"), f"unknown role {t.prefer_role!r} (expected one of: " \
-                                       f"{', '.join(sorted(roles)) or 'none defined'})"
+        yield (*where, "prefer_role"), _("unknown role {value} (expected one of: {known})"
+                                         ).format(value=repr(t.prefer_role),
+                                                  known=", ".join(sorted(roles))
+                                                  or _("none defined"))
     problem = t.problem
     if problem is not None:
         field, why = problem
         if given is None or field in given:
             yield (*where, field), why
         else:  # the inherited figure is wrong only with what this override sets
-            yield (*where, sorted(given)[0]), f"makes {field} wrong: {why}"
+            yield (*where, sorted(given)[0]), _("makes {field} wrong: {why}").format(
+                field=field, why=why)
 
 
 def _scope_errors(ward: str | None, group: str | None, wards: dict[str, str],
                   groups: set[str], where: tuple[str | int, ...]
                   ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if ward is not None and ward not in wards:
-        yield (*where, "ward"), f"unknown ward {ward!r} (not in the inventory's wards)"
+        yield (*where, "ward"), _("unknown ward {value} (not in the inventory's wards)").format(
+            value=repr(ward))
     if group is not None and group not in groups:
         shown = sorted(groups)
         known = ", ".join(shown[:8]) + (", ..." if len(shown) > 8 else "")
-        yield (*where, "working_group"), f"unknown working group {group!r} (expected one " \
-                                         f"of: {known})"
+        yield (*where, "working_group"), _("unknown working group {value} (expected one of: "
+                                           "{known})").format(value=repr(group), known=known)
 
 
 def _scope_text(ward: str | None, group: str | None) -> str:
     if ward is not None:
-        return f"ward {ward!r}"
-    return f"working group {group!r}" if group is not None else "city"
+        return _("ward {value}").format(value=repr(ward))
+    if group is not None:
+        return _("working group {value}").format(value=repr(group))
+    return _("city")
 
 
 def _overlap(a: QuietWindow, b: QuietWindow) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from wardready.checks import bandwidth, host, latency, media, peripherals
+from wardready.core.i18n import N_, _
 from wardready.core.inventory import CallPreset, Profile
 from wardready.core.metrics import MetricSpec
 
@@ -192,7 +193,7 @@ class LinkCriterion:
 
     id: LinkId
     name: str
-    """As the request list writes it."""
+    """As the request list writes it, in English (`title` in the current language)."""
     series: str
     """The recorded series' metric part, e.g. `download_bytes_per_second`."""
     sources: tuple[Source, ...]
@@ -223,9 +224,14 @@ class LinkCriterion:
         return self.window_seconds / 3600
 
     @property
+    def title(self) -> str:
+        """The name in the current language."""
+        return _(self.name)
+
+    @property
     def statistic(self) -> str:
-        """The window's statistic in words, e.g. `25th percentile`."""
-        return f"{round(self.quantile * 100)}th percentile"
+        """The window's statistic in words, e.g. `25th percentile` (current language)."""
+        return _("{percent}th percentile").format(percent=round(self.quantile * 100))
 
 
 _MEDIA_THEN_LATENCY = "the UDP media path, else the latency probes"
@@ -233,21 +239,21 @@ _MEDIA_THEN_LATENCY = "the UDP media path, else the latency probes"
 LINK: tuple[LinkCriterion, ...] = (
     # Throughput is short when a quarter of the window was; delay, jitter and loss when a
     # quarter of the window was worse than allowed.
-    LinkCriterion("download", "download", "download_bytes_per_second",
+    LinkCriterion("download", N_("download"), "download_bytes_per_second",
                   (Source("bandwidth", bandwidth.RATE, {"direction": ("download",)}),),
                   True, 0.25, DOWNLOAD, THROUGHPUT_WINDOW_SECONDS),
-    LinkCriterion("upload", "upload", "upload_bytes_per_second",
+    LinkCriterion("upload", N_("upload"), "upload_bytes_per_second",
                   (Source("bandwidth", bandwidth.RATE, {"direction": ("upload",)}),),
                   True, 0.25, UPLOAD, THROUGHPUT_WINDOW_SECONDS),
-    LinkCriterion("rtt", "round-trip time", "rtt_seconds",
+    LinkCriterion("rtt", N_("round-trip time"), "rtt_seconds",
                   (Source("media", media.RTT, {"statistic": ("median",)}),
                    Source("latency", latency.RTT, {"statistic": ("median",)}, "min")),
                   False, 0.75, RTT, DELAY_WINDOW_SECONDS),
-    LinkCriterion("jitter", "jitter", "jitter_seconds",
+    LinkCriterion("jitter", N_("jitter"), "jitter_seconds",
                   (Source("media", media.JITTER),
                    Source("latency", latency.JITTER, per_pc="min")),
                   False, 0.75, JITTER, DELAY_WINDOW_SECONDS),
-    LinkCriterion("loss", "packet loss", "loss_ratio",
+    LinkCriterion("loss", N_("packet loss"), "loss_ratio",
                   (Source("media", media.LOSS, {"direction": ("forward", "return")}),
                    Source("latency", latency.LOSS, per_pc="min")),
                   False, 0.75, LOSS, DELAY_WINDOW_SECONDS),
@@ -277,6 +283,7 @@ class WindowCriterion:
 
     id: WindowId
     name: str
+    """In English (`title` in the current language)."""
     series: str
     source: Source
     requirement: Requirement
@@ -285,6 +292,11 @@ class WindowCriterion:
     length_requirement: Requirement | None
     quantile: float = 0.75
     window_seconds: float = DELAY_WINDOW_SECONDS
+
+    @property
+    def title(self) -> str:
+        """The name in the current language."""
+        return _(self.name)
 
     @property
     def ward_record(self) -> str:
@@ -306,30 +318,36 @@ class WindowCriterion:
 
 
 WINDOWS: tuple[WindowCriterion, ...] = (
-    WindowCriterion("window_loss", "packet loss in the worst window", "media_window_loss_ratio",
+    WindowCriterion("window_loss", N_("packet loss in the worst window"),
+                    "media_window_loss_ratio",
                     Source("media", media.WINDOW_LOSS), WINDOW_LOSS, media.WINDOW,
                     WINDOW_LENGTH),
-    WindowCriterion("window_jitter", "jitter in the worst window", "media_window_jitter_seconds",
+    WindowCriterion("window_jitter", N_("jitter in the worst window"),
+                    "media_window_jitter_seconds",
                     Source("media", media.WINDOW_JITTER), WINDOW_JITTER, media.WINDOW,
                     WINDOW_LENGTH),
-    WindowCriterion("burst_loss", "packet loss in the worst burst", "media_burst_loss_ratio",
+    WindowCriterion("burst_loss", N_("packet loss in the worst burst"),
+                    "media_burst_loss_ratio",
                     Source("media", media.BURST_LOSS), BURST_LOSS, media.BURST, BURST_LENGTH),
-    WindowCriterion("reorder", "packet reordering", "media_reorder_ratio",
+    WindowCriterion("reorder", N_("packet reordering"), "media_reorder_ratio",
                     Source("media", media.REORDER), REORDER, None, None),
 )
 
 
 def windows_text(windows: Mapping[LinkId, float] | None = None) -> str:
     """Which window each link figure is judged over, in words: `download and upload over
-    the last 24 h; round-trip time, jitter and packet loss over the last 6 h`."""
+    the last 24 h; round-trip time, jitter and packet loss over the last 6 h` (in the
+    current language)."""
     by_window: dict[float, list[str]] = {}
     for c in LINK:
         seconds = c.window_seconds if windows is None else windows.get(c.id, c.window_seconds)
-        by_window.setdefault(seconds, []).append(c.name)
+        by_window.setdefault(seconds, []).append(c.title)
     parts = []
     for seconds, names in by_window.items():
-        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        parts.append(f"{listed} over the last {_duration(seconds)}")
+        listed = (_("{first} and {last}").format(first=", ".join(names[:-1]), last=names[-1])
+                  if len(names) > 1 else names[0])
+        parts.append(_("{figures} over the last {duration}").format(
+            figures=listed, duration=_duration(seconds)))
     return "; ".join(parts)
 
 

@@ -5,6 +5,10 @@ One evaluation for everyone who needs it: `wardready-agent check` on the spot, a
 server's roll-up per ward (`rollup`, docs/readiness.md). Thresholds come only from the
 inventory's profile; the MOS bands are ITU-T G.109's user-satisfaction categories
 (docs/emodel.md).
+
+The texts people read (criterion names, notes, fixes) are made in the language current when
+`evaluate` or `rollup` runs (`wardready.core.i18n`); ids, verdicts and states stay English.
+Wrap a call in `i18n.using("en")` for machine output.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Literal
 from wardready.checks import bandwidth, host, latency, media, peripherals
 from wardready.checks.base import CheckResult
 from wardready.core import emodel
+from wardready.core.i18n import N_, _
 from wardready.core.inventory import CallPreset, LinkRequirement, Profile
 from wardready.model.report import Outcome
 
@@ -107,36 +112,41 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
     errors = errors or {}
 
     def missing(check: str) -> str:
-        return f"{check} check: {errors.get(check, 'did not run')}"
+        return _("{check} check: {error}").format(
+            check=check, error=errors[check] if check in errors else _("did not run"))
 
     link, video, hosts = call or profile.link, profile.video, profile.hosts
     criteria: list[Criterion] = []
     bw = results.get("bandwidth")
     rates = ({d.direction: d for d in bw.directions}
              if isinstance(bw, bandwidth.Result) else {})
-    for direction, required in (("download", link.min_download_mbps),
-                                ("upload", link.min_upload_mbps)):
+    for direction, name, required, ask in (
+            ("download", _("download"), link.min_download_mbps,
+             _("ask the provider for at least {required:g} Mbit/s download, or keep other "
+               "traffic off the line during meetings")),
+            ("upload", _("upload"), link.min_upload_mbps,
+             _("ask the provider for at least {required:g} Mbit/s upload, or keep other "
+               "traffic off the line during meetings"))):
         d = rates.get(direction)  # type: ignore[call-overload]
         mbps = d.bytes_per_second * 8 / 1e6 if d else None
         criteria.append(_line(
-            direction, f"{direction}", mbps, required, "Mbit/s", at_least(mbps, required, HEADROOM),
-            f"ask the provider for at least {required:g} Mbit/s {direction}, or keep other "
-            "traffic off the line during meetings", "" if d else missing("bandwidth")))
+            direction, name, mbps, required, "Mbit/s", at_least(mbps, required, HEADROOM),
+            ask.format(required=required), "" if d else missing("bandwidth")))
 
     path = _path(results, errors)
     udp = path.udp
     criteria.append(_line(
-        "udp", "UDP media path", None if udp is None else float(udp), 1.0, "", "unknown"
+        "udp", _("UDP media path"), None if udp is None else float(udp), 1.0, "", "unknown"
         if udp is None else "pass" if udp else "fail",
-        "allow outgoing UDP to the server's echo port and the bridge's media ports in the "
-        "ward firewall; over TCP relays calls stutter", path.note if udp is None else ""))
+        _("allow outgoing UDP to the server's echo port and the bridge's media ports in the "
+          "ward firewall; over TCP relays calls stutter"), path.note if udp is None else ""))
     for id_, name, value, limit, fix in (
-            ("rtt", "round-trip time", path.rtt_ms, link.max_rtt_ms,
-             "check the route to the city network with the provider"),
-            ("jitter", "jitter", path.jitter_ms, link.max_jitter_ms,
-             "find what else loads the line (downloads, backups) or enable QoS for calls"),
-            ("loss", "packet loss", path.loss_percent, link.max_loss_percent,
-             "check cabling, Wi-Fi and the modem; ask the provider to test the line")):
+            ("rtt", _("round-trip time"), path.rtt_ms, link.max_rtt_ms,
+             _("check the route to the city network with the provider")),
+            ("jitter", _("jitter"), path.jitter_ms, link.max_jitter_ms,
+             _("find what else loads the line (downloads, backups) or enable QoS for calls")),
+            ("loss", _("packet loss"), path.loss_percent, link.max_loss_percent,
+             _("check cabling, Wi-Fi and the modem; ask the provider to test the line"))):
         criteria.append(_line(id_, name, value, limit, "ms" if id_ != "loss" else "%",
                               at_most(value, limit), fix, path.note))
     if isinstance(call, CallPreset) and call.has_window_criteria:
@@ -146,42 +156,43 @@ def evaluate(profile: Profile, results: Mapping[str, CheckResult | None],
               if d.rtt_under_load_median_seconds is not None]
     worst = max(loaded, default=None)
     criteria.append(_line(
-        "rtt_under_load", "RTT under load", worst, link.max_rtt_ms, "ms",
+        "rtt_under_load", _("RTT under load"), worst, link.max_rtt_ms, "ms",
         at_most(worst, link.max_rtt_ms),
-        "the router queues too much when the line is full: enable SQM/fq_codel or QoS",
+        _("the router queues too much when the line is full: enable SQM/fq_codel or QoS"),
         "" if loaded else missing("bandwidth")))
 
     mos = path.mos
     criteria.append(_line(
-        "mos", "predicted call MOS", mos, MOS_GOOD, "", "unknown" if mos is None else
+        "mos", _("predicted call MOS"), mos, MOS_GOOD, "", "unknown" if mos is None else
         "pass" if mos >= MOS_GOOD else "warn" if mos >= MOS_POOR else "fail",
-        "fix the failing delay, jitter or loss figures above", path.note))
+        _("fix the failing delay, jitter or loss figures above"), path.note))
 
     kit = results.get("peripherals")
     counts = kit.counts if isinstance(kit, peripherals.Result) else {}
-    for id_, kind, required, item in (("camera", "webcam", video.cameras, "a USB webcam"),
-                                      ("microphone", "microphone", video.microphones,
-                                       "a microphone or speakerphone"),
-                                      ("speaker", "speaker", video.speakers,
-                                       "speakers or a speakerphone")
-                                      ) if video.holds_calls(role) else ():
+    for id_, kind, name, required, fix in (
+            ("camera", "webcam", _("cameras"), video.cameras, _("connect a USB webcam")),
+            ("microphone", "microphone", _("microphones"), video.microphones,
+             _("connect a microphone or speakerphone")),
+            ("speaker", "speaker", _("speakers"), video.speakers,
+             _("connect speakers or a speakerphone"))) if video.holds_calls(role) else ():
         count = counts.get(kind)  # type: ignore[call-overload]
         note = "" if count is not None else (
-            missing("peripherals") if kit is None else "could not be read on this machine")
-        criteria.append(_line(id_, f"{id_}s", None if count is None else float(count),
-                              float(required), "", at_least(count, required),
-                              f"connect {item}", note))
+            missing("peripherals") if kit is None else _("could not be read on this machine"))
+        criteria.append(_line(id_, name, None if count is None else float(count),
+                              float(required), "", at_least(count, required), fix, note))
 
     facts = results.get("host")
     h = facts if isinstance(facts, host.Result) else None
     cores = float(h.cpu_logical_cores) if h else None
     memory = h.memory_total_bytes / 2**30 if h else None
-    criteria.append(_line("cpu_cores", "CPU cores", cores, float(hosts.min_cpu_cores), "",
+    criteria.append(_line("cpu_cores", _("CPU cores"), cores, float(hosts.min_cpu_cores), "",
                           at_least(cores, hosts.min_cpu_cores),
-                          "use a PC with more cores for meetings", "" if h else missing("host")))
-    criteria.append(_line("memory", "memory", memory, hosts.min_memory_gib, "GiB",
+                          _("use a PC with more cores for meetings"),
+                          "" if h else missing("host")))
+    criteria.append(_line("memory", _("memory"), memory, hosts.min_memory_gib, "GiB",
                           at_least(memory, hosts.min_memory_gib),
-                          f"add memory up to {hosts.min_memory_gib:g} GiB",
+                          _("add memory up to {memory:g} GiB").format(
+                              memory=hosts.min_memory_gib),
                           "" if h else missing("host")))
     return Readiness(tuple(criteria))
 
@@ -193,23 +204,27 @@ def window_criteria(call: CallPreset, results: Mapping[str, CheckResult | None],
     names that window and says where it started in the run."""
     m = results.get("media")
     r = m if isinstance(m, media.Result) and m.udp_reachable else None
-    why = ("" if r is not None else "UDP blocked: no media stream to judge" if
-           isinstance(m, media.Result) else f"media check: {errors.get('media', 'did not run')}")
-    w, b = f"{call.window_seconds:g} s", f"{call.burst_seconds * 1e3:g} ms"
+    why = ("" if r is not None else _("UDP blocked: no media stream to judge") if
+           isinstance(m, media.Result) else _("{check} check: {error}").format(
+               check="media", error=errors["media"] if "media" in errors else _("did not run")))
+    w, b = call.window_seconds, call.burst_seconds * 1e3
     out = []
     for id_, name, limit, unit, fix in (
-            ("window_loss", f"loss, worst {w}", call.max_window_loss_percent, "%",
-             "loss comes and goes: check Wi-Fi interference, cabling and the modem's log of "
-             "line drops; ask the provider to watch the line over a day"),
-            ("window_jitter", f"jitter, worst {w}", call.max_window_jitter_ms, "ms",
-             "find what loads the line at times (backups, updates, video streams) or enable "
-             "QoS for calls"),
-            ("burst_loss", f"loss, worst {b}", call.max_burst_loss_percent, "%",
-             "short outages: check Wi-Fi roaming and interference, cabling, and whether the "
-             "modem resynchronises"),
-            ("reorder", "reordering", call.max_reorder_percent, "%",
-             "packets take different paths (load-balanced or bonded lines, a Wi-Fi mesh): "
-             "have the router or provider keep each flow on one path")):
+            ("window_loss", _("loss, worst {seconds:g} s").format(seconds=w),
+             call.max_window_loss_percent, "%",
+             _("loss comes and goes: check Wi-Fi interference, cabling and the modem's log of "
+               "line drops; ask the provider to watch the line over a day")),
+            ("window_jitter", _("jitter, worst {seconds:g} s").format(seconds=w),
+             call.max_window_jitter_ms, "ms",
+             _("find what loads the line at times (backups, updates, video streams) or enable "
+               "QoS for calls")),
+            ("burst_loss", _("loss, worst {ms:g} ms").format(ms=b),
+             call.max_burst_loss_percent, "%",
+             _("short outages: check Wi-Fi roaming and interference, cabling, and whether the "
+               "modem resynchronises")),
+            ("reorder", _("reordering"), call.max_reorder_percent, "%",
+             _("packets take different paths (load-balanced or bonded lines, a Wi-Fi mesh): "
+               "have the router or provider keep each flow on one path"))):
         if limit is None:
             continue
         measured, note = (None, why) if r is None else _worst(id_, r, call, limit)
@@ -222,13 +237,14 @@ def _worst(id_: str, r: media.Result, call: CallPreset,
            limit: float) -> tuple[float | None, str]:
     """One window criterion's figure (in the criterion's unit) and its note."""
     if r.window_seconds is None:
-        return None, "the agent's media check predates window statistics: update the agent"
+        return None, _("the agent's media check predates window statistics: update the agent")
     if id_ == "reorder":
         if r.reorder_ratio is None:
-            return None, "no echo came back"
-        return r.reorder_ratio * 100, (
-            f"{r.reorder_ratio * r.packets_received:.0f} of {r.packets_received} packets "
-            "arrived after a later one (RFC 4737), the worse direction")
+            return None, _("no echo came back")
+        return r.reorder_ratio * 100, _(
+            "{late:.0f} of {received} packets arrived after a later one (RFC 4737), the worse "
+            "direction").format(late=r.reorder_ratio * r.packets_received,
+                                received=r.packets_received)
     burst = id_ == "burst_loss"
     window, configured, wanted = (
         (r.burst_loss, r.burst_seconds, call.burst_seconds) if burst else
@@ -236,21 +252,26 @@ def _worst(id_: str, r: media.Result, call: CallPreset,
          call.window_seconds))
     if configured is None or abs(configured - wanted) > 1e-9:
         what = "burst_seconds" if burst else "window_seconds"
-        return None, (f"the media check measured {configured or 0:g} s spans, the call "
-                      f"preset judges {wanted:g} s: set the media check's {what} to {wanted:g}")
+        return None, _("the media check measured {measured:g} s spans, the call preset judges "
+                       "{wanted:g} s: set the media check's {key} to {wanted:g}").format(
+                           measured=configured or 0, wanted=wanted, key=what)
     if window is None:
-        return None, "too few echoes came back"
-    value = window.value * (1e3 if id_ == "window_jitter" else 100)
-    unit = "ms jitter" if id_ == "window_jitter" else "% loss"
-    shown = f"{value:.1f} {unit}"
+        return None, _("too few echoes came back")
+    jitter = id_ == "window_jitter"
+    value = window.value * (1e3 if jitter else 100)
+    shown = (_("{value:.1f} ms jitter") if jitter else _("{value:.1f} % loss")).format(
+        value=value)
     if window.length_seconds < wanted - 1e-9 and window.start_seconds == 0:
-        where = f"the whole {round(window.length_seconds, 1):g} s run (shorter than one window)"
+        where = _("the whole {seconds:g} s run (shorter than one window)").format(
+            seconds=round(window.length_seconds, 1))
     else:
-        span = f"{wanted * 1e3:g} ms" if burst else f"{wanted:g} s"
-        where = f"{span} window starting {round(window.start_seconds, 2):g} s into the test"
+        where = (_("{ms:g} ms window starting {start:g} s into the test") if burst else
+                 _("{seconds:g} s window starting {start:g} s into the test")).format(
+                     ms=wanted * 1e3, seconds=wanted, start=round(window.start_seconds, 2))
     if value > limit:
-        return value, f"{where}: {shown} > {limit:g} {unit.split()[0]}"
-    return value, f"worst: {where}, {shown}"
+        return value, _("{where}: {shown} > {limit:g} {unit}").format(
+            where=where, shown=shown, limit=limit, unit="ms" if jitter else "%")
+    return value, _("worst: {where}, {shown}").format(where=where, shown=shown)
 
 
 def _enough(good: int, pending: int, need: int) -> Verdict:
@@ -259,7 +280,8 @@ def _enough(good: int, pending: int, need: int) -> Verdict:
 
 
 def _pcs(n: int) -> str:
-    return f"{n} PC" if n == 1 else f"{n} PCs"
+    # Not ngettext: scripts/catalogues.py cannot yet compare compiled plural entries.
+    return (_("{count} PC") if n == 1 else _("{count} PCs")).format(count=n)
 
 
 @dataclass(frozen=True)
@@ -280,16 +302,18 @@ def _path(results: Mapping[str, CheckResult | None], errors: Mapping[str, str]) 
     if isinstance(m, media.Result) and m.udp_reachable and figures is not None:
         return _Path(True, *figures, m.predicted_mos, "")
     udp = False if isinstance(m, media.Result) else None
-    why = ("UDP blocked" if udp is False else
-           f"no UDP measurement ({errors.get('media', 'media check did not run')})")
+    why = (_("UDP blocked") if udp is False else
+           _("no UDP measurement ({error})").format(
+               error=errors["media"] if "media" in errors else _("media check did not run")))
     lat = results.get("latency")
     target = lat.targets[0] if isinstance(lat, latency.Result) and lat.targets else None
     if target is None or target.rtt_median_seconds is None:
-        return _Path(udp, None, None, None, None, f"{why}; no latency figures either")
+        return _Path(udp, None, None, None, None,
+                     _("{why}; no latency figures either").format(why=why))
     rtt, jitter = target.rtt_median_seconds * 1e3, (target.jitter_seconds or 0.0) * 1e3
     loss = (target.loss_ratio or 0.0) * 100
     return _Path(udp, rtt, jitter, loss, emodel.predict(rtt, jitter, loss).mos,
-                 f"from {target.method} probes: {why}")
+                 _("from {method} probes: {why}").format(method=target.method, why=why))
 
 
 FORMATS: dict[str, Callable[[float], str]] = {
@@ -302,10 +326,28 @@ def show(value: float | None, unit: str, criterion_id: str = "") -> str:
     if value is None:
         return "-"
     if criterion_id == "udp":
-        return "gets through" if value else "blocked"
+        return _("gets through") if value else _("blocked")
     if criterion_id == "mos":
         return f"{value:.2f}"
     return FORMATS[unit](value)
+
+
+VERDICT_WORDS: dict[Verdict, str] = {"pass": N_("PASS"), "warn": N_("WARN"), "fail": N_("FAIL"),
+                                     "unknown": N_("UNKNOWN")}
+STATE_WORDS: dict[State, str] = {"ready": N_("READY"),
+                                 "ready-with-warnings": N_("READY-WITH-WARNINGS"),
+                                 "not-ready": N_("NOT-READY"), "unknown": N_("UNKNOWN")}
+"""Verdicts and states as a table shows them (`_()` of these at the point of use)."""
+
+
+def verdict_word(verdict: Verdict) -> str:
+    """A verdict as a person reads it: FAIL, or KHÔNG ĐẠT in Vietnamese."""
+    return _(VERDICT_WORDS[verdict])
+
+
+def state_word(state: State) -> str:
+    """A state as a person reads it: NOT-READY, or CHƯA SẴN SÀNG in Vietnamese."""
+    return _(STATE_WORDS[state])
 
 
 STATE_VALUE: dict[State, int] = {"ready": 0, "ready-with-warnings": 1, "not-ready": 2,
@@ -359,27 +401,30 @@ def rollup(profile: Profile, hosts: Mapping[str, HostResults],
     working = sum(all(v in ("pass", "warn") for v in pc) for pc in spec)
     pending = sum("unknown" in pc and "fail" not in pc for pc in spec)
     need = profile.hosts.min_count
+    reporting = (_("{pcs} reporting, {pending} not yet measured") if pending else
+                 _("{pcs} reporting")).format(pcs=_pcs(len(hosts)), pending=pending)
     criteria = [_line(
-        "hosts", "working PCs", float(working), float(need), "",
+        "hosts", _("working PCs"), float(working), float(need), "",
         _enough(working, pending, need) if hosts else "unknown",
-        f"add or upgrade PCs to {profile.hosts.min_cpu_cores} cores and "
-        f"{profile.hosts.min_memory_gib:g} GiB, and install the agent on each",
-        f"{_pcs(len(hosts))} reporting" + (f", {pending} not yet measured" if pending else "")
-        if hosts else "no agent reports from this ward")]
+        _("add or upgrade PCs to {cores} cores and {memory:g} GiB, and install the agent on "
+          "each").format(cores=profile.hosts.min_cpu_cores, memory=profile.hosts.min_memory_gib),
+        reporting if hosts else _("no agent reports from this ward"))]
 
     video = profile.video
     candidates = {name: judged[name] for name, h in hosts.items() if video.holds_calls(h.role)}
     ready = sum(r.state in ("ready", "ready-with-warnings") for r in candidates.values())
     pending = sum(r.state == "unknown" for r in candidates.values())
-    roles = " or ".join(video.roles) or "any"
+    roles = _(" or ").join(video.roles) or _("any")
     verdict = _enough(ready, pending, video.min_ready_hosts)
     if not candidates:
         verdict = "unknown" if video.min_ready_hosts else "pass"
     criteria.append(_line(
-        "video_hosts", "video-ready PCs", float(ready), float(video.min_ready_hosts), "",
-        verdict, "fix the failing criteria of the best PC below",
-        f"{_pcs(len(candidates))} in role {roles} reporting" if candidates else
-        f"no PC in role {roles} reports: install the agent there, with that role"))
+        "video_hosts", _("video-ready PCs"), float(ready), float(video.min_ready_hosts), "",
+        verdict, _("fix the failing criteria of the best PC below"),
+        _("{pcs} in role {roles} reporting").format(pcs=_pcs(len(candidates)), roles=roles)
+        if candidates else
+        _("no PC in role {roles} reports: install the agent there, with that role").format(
+            roles=roles)))
 
     best = min(candidates, default=None, key=lambda n: (
         _RANK[candidates[n].state], -sum(c.verdict == "pass" for c in candidates[n].criteria),
@@ -387,7 +432,7 @@ def rollup(profile: Profile, hosts: Mapping[str, HostResults],
     if best is not None:
         criteria += [replace(c, host=best) for c in candidates[best].criteria]
     else:
-        why = f"no PC in role {roles} reports"
+        why = _("no PC in role {roles} reports").format(roles=roles)
         criteria += [replace(c, measured=None, verdict="unknown", note=why, fix="")
                      for c in evaluate(profile, {}, {}, call).criteria]
     return WardReadiness(tuple(criteria), judged, best)

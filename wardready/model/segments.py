@@ -21,6 +21,10 @@ path's whole loss or jitter budget is at fault) and its `segments` figures. One 
 (`ward_findings`) serves the server's /metrics (`wardready_ward_segment_faults`, which the
 rules count), the equipment request list and `wardready-server readiness`; the agent's
 `check` command shows its own PC's (`host_findings`). docs/segments.md.
+
+Evidence and fixes are written in the language current when the findings are made
+(`wardready.core.i18n`); reasons, segments and needs stay English ids (`segment_name` gives a
+segment's name to show).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, Literal
 
 from wardready.checks import bandwidth, devices, lasthop, path
 from wardready.checks.base import CheckResult
+from wardready.core.i18n import N_, _
 from wardready.core.inventory import LinkRequirement, NeedKind, Profile
 
 Segment = Literal["pc", "lan", "router", "uplink"]
@@ -69,6 +74,14 @@ REASONS: dict[Reason, Kind] = {
     "core-loss": Kind("uplink", "link-upgrade", ("loss",)),
 }
 """Every reason a segment can be at fault for: a bounded set, exported as a label."""
+
+SEGMENT_NAMES: dict[Segment, str] = {"pc": N_("pc"), "lan": N_("lan"), "router": N_("router"),
+                                     "uplink": N_("uplink")}
+
+
+def segment_name(segment: Segment) -> str:
+    """A segment as a person reads it (the id in English, `máy tính` in Vietnamese)."""
+    return _(SEGMENT_NAMES[segment])
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,7 @@ def _ms(seconds: float) -> str:
 
 
 def _who(host: str, role: str | None) -> str:
-    return f"{host} ({role} PC)" if role else host
+    return _("{host} ({role} PC)").format(host=host, role=role) if role else host
 
 
 # -- one PC -----------------------------------------------------------------------------------
@@ -134,47 +147,59 @@ def host_findings(profile: Profile, results: Mapping[str, CheckResult | None], h
             and last.wifi.signal_dbm is not None \
             and last.wifi.signal_dbm < limits.min_wifi_signal_dbm:
         found.append(Finding(
-            "wifi-signal", f"{who} on Wi-Fi at {last.wifi.signal_dbm:.0f} dBm (at least "
-            f"{limits.min_wifi_signal_dbm:g} dBm needed)", "move it to a wired port", host,
-            last.interface or ""))
+            "wifi-signal", _("{who} on Wi-Fi at {signal:.0f} dBm (at least {needed:g} dBm "
+                             "needed)").format(who=who, signal=last.wifi.signal_dbm,
+                                               needed=limits.min_wifi_signal_dbm),
+            _("move it to a wired port"), host, last.interface or ""))
     if last is not None and not on_wifi:
         # The ward's link, not the call: whichever PC tests the uplink must carry all of it.
         need_bps = max(profile.link.min_download_mbps, profile.link.min_upload_mbps) * 1e6
         speed = last.speed_bits_per_second
         if speed is not None and speed < need_bps:
             found.append(Finding(
-                "nic-speed", f"{who}'s network port runs at {speed / 1e6:g} Mbit/s, below the "
-                f"{need_bps / 1e6:g} Mbit/s the ward's link must carry",
-                "fit a gigabit network adapter, or replace its cable and check the switch "
-                "port if the adapter is already gigabit", host, last.interface or ""))
+                "nic-speed", _("{who}'s network port runs at {speed:g} Mbit/s, below the "
+                               "{need:g} Mbit/s the ward's link must carry").format(
+                                   who=who, speed=speed / 1e6, need=need_bps / 1e6),
+                _("fit a gigabit network adapter, or replace its cable and check the switch "
+                  "port if the adapter is already gigabit"), host, last.interface or ""))
         if last.full_duplex is False:
             found.append(Finding(
-                "nic-duplex", f"{who}'s network port runs half duplex",
-                "set the adapter and its switch port to auto-negotiate, and replace the cable "
-                "if it still comes up half duplex", host, last.interface or ""))
+                "nic-duplex", _("{who}'s network port runs half duplex").format(who=who),
+                _("set the adapter and its switch port to auto-negotiate, and replace the "
+                  "cable if it still comes up half duplex"), host, last.interface or ""))
 
     if p is not None and p.gateway.sent:
         gw, far = p.gateway, p.server
-        to_server = f", {_pct(far.loss_ratio)} to the server" if far.loss_ratio is not None \
-            else ""
         if gw.loss_ratio is not None and gw.loss_ratio > link.max_loss_percent / 100:
-            evidence = (f"{who} loses {_pct(gw.loss_ratio)} of probes to its gateway "
-                        f"{gw.address or ''}{to_server} (at most {link.max_loss_percent:g} % "
-                        "allowed on the whole path)")
+            fields = {"who": who, "lost": _pct(gw.loss_ratio), "gateway": gw.address or "",
+                      "server": _pct(far.loss_ratio or 0), "allowed": link.max_loss_percent}
+            known = far.loss_ratio is not None
             if on_wifi:
-                found.append(Finding("wifi-loss", evidence + " over Wi-Fi",
-                                     "move it to a wired port", host))
+                evidence = (_("{who} loses {lost} of probes to its gateway {gateway}, {server} "
+                              "to the server (at most {allowed:g} % allowed on the whole path) "
+                              "over Wi-Fi") if known else
+                            _("{who} loses {lost} of probes to its gateway {gateway} (at most "
+                              "{allowed:g} % allowed on the whole path) over Wi-Fi"))
+                found.append(Finding("wifi-loss", evidence.format(**fields),
+                                     _("move it to a wired port"), host))
             else:
-                found.append(Finding("lan-loss", evidence,
-                                     "replace its patch cable and check its switch port "
-                                     "(CRC errors, duplex)", host))
+                evidence = (_("{who} loses {lost} of probes to its gateway {gateway}, {server} "
+                              "to the server (at most {allowed:g} % allowed on the whole path)")
+                            if known else
+                            _("{who} loses {lost} of probes to its gateway {gateway} (at most "
+                              "{allowed:g} % allowed on the whole path)"))
+                found.append(Finding("lan-loss", evidence.format(**fields),
+                                     _("replace its patch cable and check its switch port "
+                                       "(CRC errors, duplex)"), host))
         if gw.jitter_seconds is not None and gw.jitter_seconds > link.max_jitter_ms / 1e3 \
                 and not on_wifi:
             found.append(Finding(
-                "lan-jitter", f"{who}'s jitter to its gateway is {_ms(gw.jitter_seconds)} (at "
-                f"most {link.max_jitter_ms:g} ms allowed on the whole path)",
-                "find what loads the ward LAN (a loop, a broadcast storm, a saturated switch "
-                "port)", host))
+                "lan-jitter", _("{who}'s jitter to its gateway is {jitter} (at most {allowed:g} "
+                                "ms allowed on the whole path)").format(
+                                    who=who, jitter=_ms(gw.jitter_seconds),
+                                    allowed=link.max_jitter_ms),
+                _("find what loads the ward LAN (a loop, a broadcast storm, a saturated switch "
+                  "port)"), host))
         gateway_clean = gw.loss_ratio is not None and gw.loss_ratio <= link.max_loss_percent / 100
         if gateway_clean and far.loss_ratio is not None \
                 and far.loss_ratio > link.max_loss_percent / 100:
@@ -182,13 +207,15 @@ def host_findings(profile: Profile, results: Mapping[str, CheckResult | None], h
         if p.dscp_changed_at_hop == 2:
             first = next((h for h in p.hops if h.ttl == 2), None)
             seen = f"DSCP {first.received_dscp}" if first and first.received_dscp is not None \
-                else "another marking"
+                else _("another marking")
+            router = p.hops[0].address if p.hops and p.hops[0].address else _("hop 1")
             found.append(Finding(
-                "dscp-cleared", f"the ward's router ({p.hops[0].address if p.hops else 'hop 1'}) "
-                f"rewrites the DSCP {p.dscp_sent} marking of {who}'s call packets: the "
-                f"provider's first hop sees {seen}",
-                "configure the router to keep (trust) the DSCP marking of call traffic, so "
-                "calls keep their priority on a congested uplink", host, "hop 1"))
+                "dscp-cleared", _("the ward's router ({router}) rewrites the DSCP {sent} "
+                                  "marking of {who}'s call packets: the provider's first hop "
+                                  "sees {seen}").format(router=router, sent=p.dscp_sent,
+                                                        who=who, seen=seen),
+                _("configure the router to keep (trust) the DSCP marking of call traffic, so "
+                  "calls keep their priority on a congested uplink"), host, "hop 1"))
 
     bw = results.get("bandwidth")
     if isinstance(bw, bandwidth.Result):
@@ -196,14 +223,16 @@ def host_findings(profile: Profile, results: Mapping[str, CheckResult | None], h
             ratio = (d.rwnd_limited_ratio if d.direction == "download"
                      else d.sndbuf_limited_ratio)
             if ratio is not None and ratio > limits.max_tcp_limited_ratio:
-                what = ("its TCP receive window" if d.direction == "download"
-                        else "its TCP send buffer")
+                download = d.direction == "download"
+                evidence = (_("{who}'s download test was limited by its TCP receive window "
+                              "{share} of the time (the sender's TCP_INFO)") if download else
+                            _("{who}'s upload test was limited by its TCP send buffer {share} "
+                              "of the time (the sender's TCP_INFO)"))
                 found.append(Finding(
-                    "receive-window" if d.direction == "download" else "send-buffer",
-                    f"{who}'s {d.direction} test was limited by {what} {_pct(ratio)} of the "
-                    f"time (the sender's TCP_INFO)",
-                    "check the PC's network settings (TCP window auto-tuning), its network "
-                    "driver and security software: the PC, not the link, sets the pace",
+                    "receive-window" if download else "send-buffer",
+                    evidence.format(who=who, share=_pct(ratio)),
+                    _("check the PC's network settings (TCP window auto-tuning), its network "
+                      "driver and security software: the PC, not the link, sets the pace"),
                     host))
     return found
 
@@ -212,17 +241,23 @@ def _uplink_loss(p: path.Result, who: str, host: str) -> Finding:
     """Loss the gateway does not show: where the trace says it begins."""
     start = p.loss_start_hop
     hop = next((h for h in p.hops if h.ttl == start), None) if start else None
-    at = f"hop {start} ({hop.address})" if hop and hop.address else f"hop {start}"
-    lost = (f"{who} loses {_pct(p.server.loss_ratio or 0)} to the server and "
-            f"{_pct(p.gateway.loss_ratio or 0)} to its gateway")
+    at = (_("hop {hop} ({address})").format(hop=start, address=hop.address)
+          if hop and hop.address else _("hop {hop}").format(hop=start))
+    fields = {"who": who, "server": _pct(p.server.loss_ratio or 0),
+              "gateway": _pct(p.gateway.loss_ratio or 0), "at": at}
     if start == 2:
-        return Finding("access-loss", f"{lost}: loss begins at the provider's first hop {at}",
-                       "the provider's access line loses packets: ask the provider to repair "
-                       "it or quote an upgrade, with this trace", host, f"hop {start}")
-    where = f"past the provider's first hop, at {at}" if start else "beyond the ward's router"
-    return Finding("core-loss", f"{lost}: loss begins {where}",
-                   "the provider's network or the city's core loses packets: report it to "
-                   "the provider and the city data centre, with this trace", host,
+        return Finding("access-loss", _(
+            "{who} loses {server} to the server and {gateway} to its gateway: loss begins at "
+            "the provider's first hop {at}").format(**fields),
+                       _("the provider's access line loses packets: ask the provider to repair "
+                         "it or quote an upgrade, with this trace"), host, f"hop {start}")
+    evidence = (_("{who} loses {server} to the server and {gateway} to its gateway: loss "
+                  "begins past the provider's first hop, at {at}") if start else
+                _("{who} loses {server} to the server and {gateway} to its gateway: loss "
+                  "begins beyond the ward's router"))
+    return Finding("core-loss", evidence.format(**fields),
+                   _("the provider's network or the city's core loses packets: report it to "
+                     "the provider and the city data centre, with this trace"), host,
                    f"hop {start}" if start else "")
 
 
@@ -244,20 +279,24 @@ def port_findings(profile: Profile, polls: Mapping[str, devices.DevicePoll],
     for (device, port), errors in sorted(crc_per_day.items()):
         if errors > limit:
             poll = polls.get(device)
-            role = poll.role if poll else "device"
+            role = poll.role if poll else _("device")
             found.append(Finding(
-                "port-errors", f"{role} port {port} of {device}: {errors:,.0f} CRC errors in "
-                f"24 h (at most {limit:g})", "replace the cable on that port (and its patch "
-                "cord), then check the port", where=f"{device} {port}"))
+                "port-errors", _("{role} port {port} of {device}: {errors:,.0f} CRC errors in "
+                                 "24 h (at most {limit:g})").format(
+                                     role=role, port=port, device=device, errors=errors,
+                                     limit=limit),
+                _("replace the cable on that port (and its patch cord), then check the port"),
+                where=f"{device} {port}"))
     for name, poll in sorted(polls.items()):
         if not poll.up:
             continue
         for i in poll.interfaces:
             if i.oper_up and i.full_duplex is False and devices.is_physical_port(i.name):
                 found.append(Finding(
-                    "port-duplex", f"{poll.role} port {i.name} of {name} runs half duplex",
-                    "set both ends to auto-negotiate (a duplex mismatch loses packets under "
-                    "load) and replace the cable if it stays half duplex",
+                    "port-duplex", _("{role} port {port} of {device} runs half duplex").format(
+                        role=poll.role, port=i.name, device=name),
+                    _("set both ends to auto-negotiate (a duplex mismatch loses packets under "
+                      "load) and replace the cable if it stays half duplex"),
                     where=f"{name} {i.name}"))
     return found
 
