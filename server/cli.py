@@ -327,7 +327,7 @@ def _readiness(args: argparse.Namespace) -> int:
 
 def _equipment_list(args: argparse.Namespace) -> int:
     from wardready.server import equipment
-    from wardready.server.equipment_formats import BOM, renderer
+    from wardready.server.equipment_formats import BOM, money_text, renderer
 
     config, inventory = _load(args)
     groups = [g.id for g in inventory.working_groups]
@@ -360,7 +360,7 @@ def _equipment_list(args: argparse.Namespace) -> int:
     print(_("{file}: {lines} lines for {wards} wards, {total} (+{unpriced} lines needing a "
             "quote); {silent} wards with no data").format(
         file=args.output, lines=len(found.lines), wards=len({x.ward.id for x in found.lines}),
-        total=i18n.format_vnd(found.total_vnd), unpriced=found.unpriced_lines,
+        total=money_text(found.total_vnd), unpriced=found.unpriced_lines,
         silent=len(found.no_data)), file=sys.stderr)
     return 0
 

@@ -69,7 +69,7 @@ def _vnd(amount: int) -> str:
     return i18n.format_vnd(amount) if i18n.language() == "vi" else f"{amount:,}"
 
 
-def _vnd_total(amount: int) -> str:
+def money_text(amount: int) -> str:
     """An amount in a sentence: 48,500,000 VND, or 48.500.000 ₫."""
     return i18n.format_vnd(amount) if i18n.language() == "vi" else f"{amount:,} VND"
 
@@ -219,7 +219,7 @@ def to_markdown(lst: EquipmentList, tz: tzinfo) -> str:
 
     out += ["## " + _(SUMMARY_SHEET), "",
             _("City-wide total: **{total}** for the priced lines. Lines needing a quote (not "
-              "in the total): {unpriced}.").format(total=_vnd_total(lst.total_vnd),
+              "in the total): {unpriced}.").format(total=money_text(lst.total_vnd),
                                                    unpriced=lst.unpriced_lines), "",
             "### " + _("Per working group"), ""]
     silent = _no_data_wards(lst)
@@ -248,11 +248,11 @@ def to_markdown(lst: EquipmentList, tz: tzinfo) -> str:
         priced = sum(line.subtotal_vnd or 0 for line in lines)
         if unpriced:
             subtotal = _("Subtotal for {group}: **{total}**; {lines}, not included.").format(
-                group=_md(group), total=_vnd_total(priced),
+                group=_md(group), total=money_text(priced),
                 lines=_lines_needing_a_quote(unpriced))
         else:
             subtotal = _("Subtotal for {group}: **{total}**.").format(
-                group=_md(group), total=_vnd_total(priced))
+                group=_md(group), total=money_text(priced))
         out += ["", subtotal]
 
     out += ["", "## " + _(NO_DATA_SHEET), ""]

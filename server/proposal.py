@@ -115,7 +115,9 @@ def _heading(pdf: FPDF, options: ProposalConfig, day: dt.date) -> None:
     left_w, right_w = 72.0, _width(pdf) - 72.0
     left_x, right_x = pdf.l_margin, pdf.l_margin + left_w
     top = pdf.get_y()
-    parent = options.parent_body or _("HO CHI MINH CITY PEOPLE'S COMMITTEE")
+    # Translators: the governing body, top left of the proposal; a line break where its
+    # name is best broken in the 72 mm column.
+    parent = options.parent_body or _("HO CHI MINH CITY\nPEOPLE'S COMMITTEE")
     issuer = options.issuer or _("DEPARTMENT OF SCIENCE AND TECHNOLOGY")
     for text, style in ((parent, ""), (issuer, "B")):
         pdf.set_font(FONT, style, 10.5)  # wrapped at words: a long body takes two lines
@@ -175,6 +177,7 @@ def _tables(pdf: FPDF, lst: EquipmentList) -> None:
         _paragraph(pdf, _("No unit needs equipment on the evidence so far."), "I")
     for number, (group, lines) in enumerate(grouped.items(), 1):
         name = lst.working_groups.get(group, group)
+        _keep_with_next(pdf, KEEP_GROUP)
         _paragraph(pdf, f"{_roman(number)}. {name} ({group})", "B", 11.5)
         pdf.ln(1)
         wards: dict[str, list[Line]] = defaultdict(list)
@@ -183,6 +186,7 @@ def _tables(pdf: FPDF, lst: EquipmentList) -> None:
         for w, (_id, ward_lines) in enumerate(wards.items(), 1):
             ward = ward_lines[0].ward
             pdf.ln(1)
+            _keep_with_next(pdf, KEEP_WARD)
             _paragraph(pdf, f"{w}. {ward.name}", "B", 10.5)
             pdf.ln(1)
             pdf.set_font(FONT, "", 8.5)
@@ -217,6 +221,16 @@ def _tables(pdf: FPDF, lst: EquipmentList) -> None:
     pdf.ln(2)
     _paragraph(pdf, _("GRAND TOTAL: {amount}").format(amount=i18n.format_vnd(lst.total_vnd))
                + _quote_suffix(lst.unpriced_lines), "B", 11.5)
+
+
+KEEP_GROUP, KEEP_WARD = 50.0, 38.0
+"""Room (mm) a working group's or a ward's heading needs below it for the start of its
+table: less, and the heading goes to the next page with it."""
+
+
+def _keep_with_next(pdf: FPDF, height: float) -> None:
+    if pdf.will_page_break(height):
+        pdf.add_page()
 
 
 def _quote_note(count: int) -> str:
