@@ -65,7 +65,7 @@ ENGLISH_PHRASES = ("against", "needed", "percentile", "of the last",
                    "no agent has reported", "needs a quote", "City-wide total", "Subtotal for",
                    "Generated", "Link figures", "so the ward's", "ward LAN:", "uplink:",
                    " seen", "unknown:", "Every ward reported", " VND", "ward router:",
-                   "the PC:")
+                   "the PC:", "is out of support", "connected port")
 
 
 def vietnamese_city(tmp_path: Path) -> tuple[Inventory, dict[str, city.Shortfall]]:
@@ -170,6 +170,9 @@ def test_reasons_are_written_in_vietnamese(hcmc: City) -> None:
     thin = next(x for x in hcmc.vi.lines if hcmc.plan[x.ward.id] == "thin-link")
     assert thin.reason == ("tải xuống 20,0 Mbit/s (bách phân vị thứ 25 trong 24 giờ qua), "
                            "yêu cầu 50,0 Mbit/s")
+    switch = next(x for x in hcmc.vi.lines if x.item == "switch-24p-gbe")
+    assert switch.reason == ("core-switch (DCS-7010T): 1 cổng đang kết nối có tốc độ dưới "
+                             "1000 Mbit/s: Ethernet2 ở 100 Mbit/s")
     silent = next(n for n in hcmc.vi.no_data if hcmc.plan[n.ward.id] == "no-agent")
     assert silent.reason == "chưa có agent (phần mềm giám sát) nào của đơn vị này báo cáo"
 
