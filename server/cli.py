@@ -139,7 +139,8 @@ def _load(args: argparse.Namespace) -> tuple[ServerConfig, Inventory]:
 def _known_ward(config: ServerConfig, inventory: Inventory, ward: str | None) -> None:
     """A --ward given on the command line must be in the inventory."""
     if ward and inventory.ward(ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {ward!r}")
+        raise ConfigError(str(config.inventory), 0, "--ward",
+                          _("unknown ward {ward}").format(ward=repr(ward)))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -175,16 +176,18 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     if args.admin:
         if args.ward or args.host:
-            raise ConfigError("command line", 0, "--admin", "an admin token has no ward or host")
+            raise ConfigError(_("command line"), 0, "--admin",
+                              _("an admin token has no ward or host"))
         with Store(config.database) as store:
             print(store.issue_admin_token(args.admin))
         return 0
     if not args.ward or not args.host:
-        raise ConfigError("command line", 0, "tokens issue", "give --ward and --host (or --admin)")
+        raise ConfigError(_("command line"), 0, "tokens issue",
+                          _("give --ward and --host (or --admin)"))
     _known_ward(config, inventory, args.ward)
     if not _is_slug(args.host):
-        raise ConfigError("command line", 0, "--host",
-                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--host", _(
+            "{host} is not a valid host name (a-z, 0-9 and '-')").format(host=repr(args.host)))
     with Store(config.database) as store:
         token = store.issue_token(args.ward, args.host)
     print(token)
@@ -228,11 +231,12 @@ def _tokens_enroll(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
     if args.host is not None and not _is_slug(args.host):
-        raise ConfigError("command line", 0, "--host",
-                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--host", _(
+            "{host} is not a valid host name (a-z, 0-9 and '-')").format(host=repr(args.host)))
     if not 0 < args.hours <= MAX_HOURS:
-        raise ConfigError("command line", 0, "--hours",
-                          f"expected more than 0 and at most {MAX_HOURS:g}, got {args.hours:g}")
+        raise ConfigError(_("command line"), 0, "--hours", _(
+            "expected more than 0 and at most {most}, got {hours}").format(
+                most=f"{MAX_HOURS:g}", hours=f"{args.hours:g}"))
     with Store(config.database) as store:
         code, expires_at = store.issue_enrollment(args.ward, args.host, args.hours)
     print(code)
@@ -260,7 +264,9 @@ def _assets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     when = "changed_at" if args.view == "list" else "at"
-    print(f"{'WHEN':<17}{'WARD':<20}{'HOST':<16}{'CHANGE':<9}{'KIND':<15}{'ITEM':<24}FACTS")
+    heads = (_("WHEN"), _("WARD"), _("HOST"), _("CHANGE"), _("KIND"), _("ITEM"), _("FACTS"))
+    print(f"{heads[0]:<17}{heads[1]:<20}{heads[2]:<16}{heads[3]:<9}{heads[4]:<15}"
+          f"{heads[5]:<24}{heads[6]}")
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[when]))
         facts = row.get("after") or row.get("before") or row.get("facts") or ""

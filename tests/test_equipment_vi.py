@@ -401,6 +401,18 @@ def test_the_tables_in_vietnamese(server_yml: Path, capsys: pytest.CaptureFixtur
     assert "criterion" not in detail and "Segments at fault" not in detail
 
 
+def test_command_line_errors_in_vietnamese(server_yml: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--lang", "vi", "tokens", "issue", "--config", str(server_yml),
+                    "--ward", "sai-gon", "--host", "Bad_Host"]) == 2
+    assert capsys.readouterr().err == (
+        "wardready-server: dòng lệnh: --host: 'Bad_Host' không phải tên máy hợp lệ (chỉ gồm "
+        "a-z, 0-9 và '-')\n")
+    assert run_cli(["--lang", "vi", "readiness", "--config", str(server_yml),
+                    "--ward", "atlantis"]) == 2
+    assert capsys.readouterr().err.endswith(": --ward: không có đơn vị 'atlantis'\n")
+
+
 def test_the_equipment_list_command_in_vietnamese(
         server_yml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "list.csv"
