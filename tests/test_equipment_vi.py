@@ -185,7 +185,7 @@ def test_markdown_in_vietnamese(hcmc: City) -> None:
     assert text.startswith("# Danh sách đề xuất trang bị\n")
     for heading in ("## Tổng hợp", "### Theo Tổ công tác", "### Theo hạng mục",
                     "## Chưa có dữ liệu", "| Tổ công tác | Tên | Số đơn vị | Số dòng |",
-                    "| Đơn vị | Quận, huyện cũ | Mức ưu tiên | Hạng mục | Số lượng | Đơn giá |"):
+                    "| Đơn vị | Quận/huyện cũ | Mức ưu tiên | Hạng mục | Số lượng | Đơn giá |"):
         assert heading in text, heading
     assert f"Tổng cộng toàn Thành phố: **{vnd(hcmc.total)}**" in text
     for heading in ENGLISH_HEADINGS:
@@ -234,12 +234,12 @@ def test_xlsx_in_vietnamese_adds_up_to_the_catalogue_prices(hcmc: City) -> None:
     groups = list(hcmc.vi.by_group())
     assert wb.sheetnames == ["Tổng hợp", *groups, "Chưa có dữ liệu"]
     assert [c.value for c in wb["Chưa có dữ liệu"][1]] == [
-        "Đơn vị", "Tên đơn vị", "Tổ công tác", "Quận, huyện cũ", "Lý do",
+        "Đơn vị", "Tên đơn vị", "Tổ công tác", "Quận/huyện cũ", "Lý do",
         "Báo cáo gần nhất"]
     for group in groups:
         ws = wb[group]
         header = [c.value for c in ws[1]]
-        assert header == ["Đơn vị", "Tên đơn vị", "Quận, huyện cũ", "Mức ưu tiên",
+        assert header == ["Đơn vị", "Tên đơn vị", "Quận/huyện cũ", "Mức ưu tiên",
                           "Hạng mục", "Mô tả", "Số lượng", "Đơn giá", "Thành tiền", "Lý do",
                           "Thời điểm đo", "Mã thiếu hụt"]
         total_row = next(r for r in range(2, ws.max_row + 1) if ws[f"H{r}"].value == "Tổng cộng")
