@@ -69,16 +69,17 @@ REPORTING_KINDS: tuple[Shortfall, ...] = tuple(
 
 
 def inventory_yaml(wards: int = WARDS) -> str:
-    """inventory.yml with generated wards added up to `wards` (every fourth a commune)."""
-    doc = yaml.safe_load((REPO / "inventory.yml").read_text())
+    """inventory.yml, with generated wards added up to `wards` when that is more than its
+    168 (every fourth a commune): the benches' country-sized fleets of ~3,300."""
+    doc = yaml.safe_load((REPO / "inventory.yml").read_text(encoding="utf-8"))
     groups = [g["id"] for g in doc["working_groups"]]
     for i in range(len(doc["wards"]) + 1, wards + 1):
         commune = i % 4 == 0
         doc["wards"].append({
-            "id": f"gen-{i:03d}", "name": f"Generated {'Commune' if commune else 'Ward'} {i}",
+            "id": f"gen-{i:03d}", "name": f"{'Xã' if commune else 'Phường'} Mô Phỏng {i}",
             "kind": "commune" if commune else "ward",
-            "former_district": f"Generated District {i % 7 + 1}", "province": "Ho Chi Minh City",
-            "working_group": groups[i % len(groups)],
+            "former_district": f"Huyện Mô Phỏng {i % 7 + 1}",
+            "former_province": "Tỉnh Mô Phỏng", "working_group": groups[i % len(groups)],
             **({"profile": "commune-standard"} if commune else {})})
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
@@ -86,7 +87,9 @@ def inventory_yaml(wards: int = WARDS) -> str:
 def plan(inventory: Inventory, kinds: Sequence[Shortfall] = REPORTING_KINDS,
          every: int = 4) -> dict[str, Shortfall]:
     """Every ward's kind: one ward in `every` short, cycling through `kinds` (a commune's
-    thin link on communes), the others healthy; and two wards with no agent."""
+    thin link on communes), the others healthy; two wards with no agent; and a ward of any
+    other profile (the special zone's island-zone) healthy: a healthy ward-standard office
+    meets it too."""
     chosen: dict[str, Shortfall] = {}
     standard = [w.id for w in inventory.wards if w.profile is None]
     communes = [w.id for w in inventory.wards if w.profile == "commune-standard"]
@@ -96,7 +99,7 @@ def plan(inventory: Inventory, kinds: Sequence[Shortfall] = REPORTING_KINDS,
         chosen[ward] = "commune-thin" if i % every == 1 else "ok"
     for ward in (standard[2], communes[2]):
         chosen[ward] = "no-agent"
-    return {w.id: chosen[w.id] for w in inventory.wards}
+    return {w.id: chosen.get(w.id, "ok") for w in inventory.wards}
 
 
 def pcs(shortfall: Shortfall) -> list[tuple[str, str]]:

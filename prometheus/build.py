@@ -1,8 +1,13 @@
 """Generate wardready's Prometheus rules (prometheus/rules/wardready.rules.yml) from the
-criteria table (wardready/model/criteria.py), as grafana/build.py generates the dashboards.
+criteria table (wardready/model/criteria.py), as grafana/build.py generates the dashboards,
+and Alertmanager's notification template (prometheus/templates/wardready.tmpl).
 
-    .venv/bin/python prometheus/build.py           # (re)write the rules file
-    .venv/bin/python prometheus/build.py --check   # exit 1 if the file on disk is stale
+    .venv/bin/python prometheus/build.py           # (re)write the rules and the template
+    .venv/bin/python prometheus/build.py --check   # exit 1 if a file on disk is stale
+
+The alerts' words are marked messages (wardready/locale): every alert carries them in
+English and in Vietnamese (annotations `summary`/`description`, `summary_vi`/
+`description_vi`), and the template renders a ward's alerts in either language.
 
 What a ward is judged on (measured series, window, quantile, requirement) comes from the
 table; this file adds only how the rules are written: the recorded series' shape, the
@@ -18,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from wardready.core import i18n
+from wardready.core.i18n import N_, _
 from wardready.model import criteria
 from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion, WindowCriterion
 from wardready.model.criteria import WINDOWS as CALL_WINDOWS
@@ -210,21 +217,111 @@ def shortfall_group() -> dict[str, Any]:
 
 
 # -- alerts -----------------------------------------------------------------------------------
+#
+# Every alert speaks two languages without a second rule: `summary`/`description` in English
+# and `summary_vi`/`description_vi` in Vietnamese, from the same marked messages (the
+# catalogue, wardready/locale). A message is a str.format template whose named fields
+# ({ward}, {percent}, ...) this file fills with the Prometheus template text, so translators
+# never see Go template syntax.
+
+WARD_NAME = "{{ or $labels.name $labels.ward }}"
+"""The unit's Vietnamese name (wardready_ward_info's `name`, joined by the alert's
+expression), or its id when the inventory gives none."""
+NAMED = "* on (ward) group_left (name) wardready_ward_info"
+"""Gives a ward-level series its unit's name, for the alert's words."""
+WORKING_GROUP_AND_NAME = "* on (ward) group_left (working_group, name) wardready_ward_info"
+
+CRITERIA: dict[str, str] = {
+    "download": N_("download"), "upload": N_("upload"), "rtt": N_("RTT"),
+    "jitter": N_("jitter"), "loss": N_("packet loss"),
+    "window_loss": N_("packet loss in the worst window"),
+    "window_jitter": N_("jitter in the worst window"),
+    "burst_loss": N_("packet loss in the worst burst"), "reorder": N_("packet reordering"),
+    "udp": N_("UDP reachability"), "rtt_under_load": N_("RTT under load"),
+    "mos": N_("predicted call MOS"), "camera": N_("webcam"), "microphone": N_("microphone"),
+    "speaker": N_("speaker"), "cpu_cores": N_("CPU cores"), "memory": N_("memory"),
+    "hosts": N_("working PCs"), "video_hosts": N_("video-ready PCs"),
+}
+"""What the `criterion` label's values are called, for the Vietnamese alerts."""
+ITEMS: dict[str, str] = {
+    "pc": N_("PC"), "webcam": N_("webcam"), "microphone": N_("microphone"),
+    "speaker": N_("speaker"), "printer": N_("printer"), "scanner": N_("scanner"),
+    "ups": N_("UPS"), "router": N_("router"), "switch": N_("switch"),
+}
+SEGMENT_WORDS: dict[str, str] = {
+    "pc": N_("PC segment"), "lan": N_("LAN segment"), "router": N_("router segment"),
+    "uplink": N_("uplink segment"),
+}
+REASON_WORDS: dict[str, str] = {
+    "wifi-signal": N_("weak Wi-Fi signal"), "wifi-loss": N_("loss on Wi-Fi"),
+    "nic-speed": N_("slow network card"), "nic-duplex": N_("network card duplex mismatch"),
+    "receive-window": N_("TCP receive window too small"),
+    "send-buffer": N_("TCP send buffer too small"), "lan-loss": N_("loss on the LAN"),
+    "lan-jitter": N_("jitter on the LAN"), "port-errors": N_("CRC errors on a port"),
+    "port-duplex": N_("port duplex mismatch"), "dscp-cleared": N_("DSCP marking cleared"),
+    "access-loss": N_("loss on the access link"), "core-loss": N_("loss past the access link"),
+}
+
+
+def words(value: str, names: dict[str, str], then: str = "") -> str:
+    """A label's value as the reader calls it: in English the value itself (the codes the
+    tools and docs use), in another language each known value replaced by its translation
+    (`reReplaceAll`, anchored; an unknown value shows as it is); `then` a last function
+    (`toUpper`). Prometheus and Alertmanager templates both have these functions."""
+    last = f" | {then}" if then else ""
+    if i18n.language() == i18n.DEFAULT:
+        return f"{{{{ {value}{last} }}}}"
+    chain = "".join(f' | reReplaceAll "^{code}$" {_go_string(_(name))}'
+                    for code, name in names.items()
+                    if _(name) != code)
+    return f"{{{{ {value}{chain}{last} }}}}"
+
+
+def _go_string(text: str) -> str:
+    """`text` as a Go template's string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 def window_words() -> str:
     """Which statistic each link figure is judged at, and over which window, for the alert's
     description: `download and upload: 25th percentile of the best PC's tests over the last
     24 h; RTT, jitter and loss: ...`."""
-    by_statistic: dict[tuple[str, float], list[LinkCriterion]] = {}
+    by_statistic: dict[tuple[float, float], list[LinkCriterion]] = {}
     for c in LINK:
-        by_statistic.setdefault((c.statistic, c.window_hours), []).append(c)
+        by_statistic.setdefault((c.quantile, c.window_hours), []).append(c)
     parts = []
-    for (statistic, hours), group_ in by_statistic.items():
-        names = ["RTT" if c.id == "rtt" else c.id for c in group_]
-        listed = ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
-        of = " of the best PC's tests" if group_[0].higher_is_better else ""
-        parts.append(f"{listed}: {statistic}{of} over the last {hours:g} h")
+    for (quantile, hours), group_ in by_statistic.items():
+        names = [_(N_("RTT")) if c.id == "rtt" else
+                 _(N_("loss")) if c.id == "loss" else _(CRITERIA[c.id]) for c in group_]
+        listed = (_("{first} and {last}").format(first=", ".join(names[:-1]), last=names[-1])
+                  if len(names) > 1 else names[0])
+        statistic = _("{nth}th percentile").format(nth=round(quantile * 100))
+        message = (_("{figures}: {statistic} of the best PC's tests over the last {hours} h")
+                   if group_[0].higher_is_better else
+                   _("{figures}: {statistic} over the last {hours} h"))
+        parts.append(message.format(figures=listed, statistic=statistic, hours=f"{hours:g}"))
     return "; ".join(parts)
+
+
+def fields() -> dict[str, str]:
+    """What an alert's message may name, as Prometheus template text in the current
+    language."""
+    return {
+        "ward": WARD_NAME, "ward_id": "{{ $labels.ward }}",
+        "working_group": "{{ $labels.working_group }}", "host": "{{ $labels.host }}",
+        "platform": "{{ $labels.platform }}", "value": "{{ $value }}",
+        "percent": "{{ $value | humanizePercentage }}",
+        "duration": "{{ $value | humanizeDuration }}",
+        "criterion": words("$labels.criterion", CRITERIA),
+        "item": words("$labels.item", ITEMS),
+        "segment": words("$labels.segment", SEGMENT_WORDS),
+        "reason": words("$labels.reason", REASON_WORDS),
+        "windows": window_words(),
+        # The failing criteria of the ward, asked of Prometheus when the alert fires.
+        "failing": '{{ range printf "wardready_ward_criterion_verdict{ward=%q,criterion!~'
+                   '\\"hosts|video_hosts\\"} == 2" $labels.ward | query }}'
+                   + words(".Labels.criterion", CRITERIA) + " {{ end }}",
+    }
 
 
 def alert_group() -> dict[str, Any]:
@@ -232,87 +329,80 @@ def alert_group() -> dict[str, Any]:
     rounds = round(criteria.AGENT_SILENT_SECONDS / 300)
     return group(
         "wardready-alerts",
-        alert("WardLinkBelowRequirement", "ward_criterion:wardready_shortfall:ratio > 0",
-              "30m", "warning",
-              "{{ $labels.ward }}: link {{ $labels.criterion }} short of its requirement",
-              "The link of ward {{ $labels.ward }} ({{ $labels.working_group }}) was "
-              "{{ $value | humanizePercentage }} short of the required "
-              "{{ $labels.criterion }} figure of its profile "
-              f"({window_words()})."),
-        alert("WardCallWindowsFailing", f"{CALL_WINDOW_SHORTFALL} > 0", "30m", "warning",
-              "{{ $labels.ward }}: calls fail the {{ $labels.criterion }} target",
-              "The worst windows of the media runs of ward {{ $labels.ward }} "
-              "({{ $labels.working_group }}) were {{ $value | humanizePercentage }} over the "
-              "call preset's {{ $labels.criterion }} limit for more than a quarter of the "
-              "last 6 h (window_loss, window_jitter: worst 15 s window; burst_loss: worst "
-              "200 ms; reorder: share of packets out of order), though the whole runs may "
-              "pass: loss or delay comes in bursts (wardready-agent check names the window)."),
-        alert("WardEquipmentMissing", "ward_item:wardready_missing:count > 0", "1h", "warning",
-              "{{ $labels.ward }}: {{ $value }} {{ $labels.item }} missing",
-              "Ward {{ $labels.ward }} ({{ $labels.working_group }}) has {{ $value }} "
-              "{{ $labels.item }} fewer than its profile requires (PCs: those meeting the "
-              "profile's cores and memory; webcam, microphone, speaker: on the PC that holds "
-              "the video calls)."),
-        alert("WardDeviceBelowSpec", "ward_item:wardready_below_spec:count > 0", "1h",
-              "warning", "{{ $labels.ward }}: {{ $value }} {{ $labels.item }} below spec",
-              "Ward {{ $labels.ward }} ({{ $labels.working_group }}) has {{ $value }} "
-              "{{ $labels.item }} below its profile: a connected port slower than required or "
-              "an OS version out of support (wardready-server equipment-list names them)."),
+        alert("WardLinkBelowRequirement",
+              f"(ward_criterion:wardready_shortfall:ratio > 0)\n{NAMED}", "30m", "warning",
+              N_("{ward}: link {criterion} short of its requirement"),
+              N_("The link of ward {ward} ({working_group}) was {percent} short of the "
+                 "required {criterion} figure of its profile ({windows}).")),
+        alert("WardCallWindowsFailing", f"({CALL_WINDOW_SHORTFALL} > 0)\n{NAMED}", "30m",
+              "warning",
+              N_("{ward}: calls fail the {criterion} target"),
+              N_("The worst windows of the media runs of ward {ward} ({working_group}) were "
+                 "{percent} over the call preset's {criterion} limit for more than a quarter "
+                 "of the last 6 h (window_loss, window_jitter: worst 15 s window; burst_loss: "
+                 "worst 200 ms; reorder: share of packets out of order), though the whole "
+                 "runs may pass: loss or delay comes in bursts (wardready-agent check names "
+                 "the window).")),
+        alert("WardEquipmentMissing", f"(ward_item:wardready_missing:count > 0)\n{NAMED}", "1h",
+              "warning", N_("{ward}: {value} {item} missing"),
+              N_("Ward {ward} ({working_group}) has {value} {item} fewer than its profile "
+                 "requires (PCs: those meeting the profile's cores and memory; webcam, "
+                 "microphone, speaker: on the PC that holds the video calls).")),
+        alert("WardDeviceBelowSpec", f"(ward_item:wardready_below_spec:count > 0)\n{NAMED}",
+              "1h", "warning", N_("{ward}: {value} {item} below spec"),
+              N_("Ward {ward} ({working_group}) has {value} {item} below its profile: a "
+                 "connected port slower than required or an OS version out of support "
+                 "(wardready-server equipment-list names them).")),
         alert("WardVideoNotReady",
               '(wardready_ward_criterion_verdict{criterion="video_hosts"} == 2)\n'
-              + WORKING_GROUP, "1h", "critical",
-              "{{ $labels.ward }}: not ready for the city's video meetings",
-              "Ward {{ $labels.ward }} ({{ $labels.working_group }}) fails: "
-              '{{ range printf "wardready_ward_criterion_verdict{ward=%q,criterion!~\\"hosts|'
-              'video_hosts\\"} == 2" $labels.ward | query }}{{ .Labels.criterion }} {{ end }} '
-              "(wardready-server readiness --ward {{ $labels.ward }} gives the figures and "
-              "fixes).",
+              + WORKING_GROUP_AND_NAME, "1h", "critical",
+              N_("{ward}: not ready for the city's video meetings"),
+              N_("Ward {ward} ({working_group}) fails: {failing} (wardready-server readiness "
+                 "--ward {ward_id} gives the figures and fixes)."),
               comment="No PC that holds the ward's calls is ready for them (the server's "
                       "roll-up); a ward short of counter PCs is WardEquipmentMissing, not this.",
               labels={"criterion": "video"}),
-        alert("WardSegmentAtFault", "ward_segment:wardready_segment_faults:count > 0", "30m",
-              "warning", "{{ $labels.ward }}: {{ $labels.segment }} at fault "
-              "({{ $labels.reason }})",
-              "Ward {{ $labels.ward }} ({{ $labels.working_group }}): the {{ $labels.segment }} "
-              "segment of its path is at fault ({{ $labels.reason }}, {{ $value }} "
-              "finding(s)); wardready-server readiness --ward {{ $labels.ward }} gives the "
-              "evidence and the equipment request list the fix (docs/segments.md).",
+        alert("WardSegmentAtFault",
+              f"(ward_segment:wardready_segment_faults:count > 0)\n{NAMED}", "30m",
+              "warning", N_("{ward}: {segment} at fault ({reason})"),
+              N_("Ward {ward} ({working_group}): the {segment} segment of its path is at "
+                 "fault ({reason}, {value} finding(s)); wardready-server readiness --ward "
+                 "{ward_id} gives the evidence and the equipment request list the fix "
+                 "(docs/segments.md)."),
               comment="Which segment to fix: pc (Wi-Fi, network card, TCP settings), lan "
                       "(loss or jitter to the gateway, a port's CRC errors or duplex), router "
                       "(clears the calls' DSCP marking), uplink (loss that begins past the "
                       "ward's router)."),
-        alert("WardPlatformUnreachable", "ward_platform:wardready_platform_up:max == 0", "15m",
-              "critical", "{{ $labels.ward }}: {{ $labels.platform }} unreachable",
-              "No PC of ward {{ $labels.ward }} ({{ $labels.working_group }}) has reached the "
-              "city platform {{ $labels.platform }} for 15 minutes."),
+        alert("WardPlatformUnreachable",
+              f"(ward_platform:wardready_platform_up:max == 0)\n{NAMED}", "15m",
+              "critical", N_("{ward}: {platform} unreachable"),
+              N_("No PC of ward {ward} ({working_group}) has reached the city platform "
+                 "{platform} for 15 minutes.")),
         alert("AgentSilent",
               f"(time() - wardready_agent_last_report_timestamp_seconds > {silent})\n"
-              + WORKING_GROUP, "5m", "warning",
-              "{{ $labels.ward }}/{{ $labels.host }}: no report for "
-              "{{ $value | humanizeDuration }}",
-              "The agent on {{ $labels.host }} in ward {{ $labels.ward }} "
-              "({{ $labels.working_group }}) has not reported for "
-              "{{ $value | humanizeDuration }}: the PC is off, the agent stopped, or it "
-              "cannot reach the server (its spool keeps the reports until it can).",
+              + WORKING_GROUP_AND_NAME, "5m", "warning",
+              N_("{ward}/{host}: no report for {duration}"),
+              N_("The agent on {host} in ward {ward} ({working_group}) has not reported for "
+                 "{duration}: the PC is off, the agent stopped, or it cannot reach the server "
+                 "(its spool keeps the reports until it can)."),
               comment=f"{rounds} rounds of the host check (every 300 s by default) without a "
                       "report."),
         alert("WardUplinkFigureStale",
               "(time() - wardready_ward_uplink_measured_timestamp_seconds\n"
-              " > on (ward) wardready_plan_max_age_seconds)\n" + WORKING_GROUP, "15m",
-              "warning", "{{ $labels.ward }}: uplink figure {{ $value | humanizeDuration }} old",
-              "The latest throughput test of ward {{ $labels.ward }} "
-              "({{ $labels.working_group }}) that measured anything is "
-              "{{ $value | humanizeDuration }} old, older than the measurement plan allows: "
-              "its tests were deferred (wardready_throughput_tests_deferred_total says why), "
-              "failed, or its tester PC is off. Its link figures may no longer hold.",
+              " > on (ward) wardready_plan_max_age_seconds)\n" + WORKING_GROUP_AND_NAME,
+              "15m", "warning", N_("{ward}: uplink figure {duration} old"),
+              N_("The latest throughput test of ward {ward} ({working_group}) that measured "
+                 "anything is {duration} old, older than the measurement plan allows: its "
+                 "tests were deferred (wardready_throughput_tests_deferred_total says why), "
+                 "failed, or its tester PC is off. Its link figures may no longer hold."),
               comment="The plan's freshness target (measurement_plan.throughput.max_age_hours), "
                       "per ward, as the server exposes it."),
         alert("WardWithoutAgent",
               "wardready_ward_info unless on (ward) wardready_agent_last_report_timestamp_seconds",
-              "1h", "info", "{{ $labels.ward }}: no agent reports",
-              "No agent of ward {{ $labels.ward }} ({{ $labels.working_group }}) has ever "
-              "reported to this server: its readiness is unknown. Enroll one (wardready-server "
-              "tokens enroll --ward {{ $labels.ward }})."),
+              "1h", "info", N_("{ward}: no agent reports"),
+              N_("No agent of ward {ward} ({working_group}) has ever reported to this server: "
+                 "its readiness is unknown. Enroll one (wardready-server tokens enroll --ward "
+                 "{ward_id}).")),
     )
 
 
@@ -322,11 +412,27 @@ def rule(comment: str = "", **fields: Any) -> dict[str, Any]:
     return {"comment": comment, **fields}
 
 
+LANGUAGES: dict[i18n.Language, str] = {"en": "", "vi": "_vi"}
+"""Each language of the alerts' words and its annotations' suffix."""
+
+
+def annotations(summary: str, description: str) -> dict[str, str]:
+    """`summary` and `description` (marked messages) in every language, filled with the
+    Prometheus template text of their fields."""
+    out = {}
+    for lang, suffix in LANGUAGES.items():
+        with i18n.using(lang):
+            known = fields()
+            out[f"summary{suffix}"] = _(summary).format(**known)
+            out[f"description{suffix}"] = _(description).format(**known)
+    return out
+
+
 def alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str,
           comment: str = "", labels: dict[str, str] | None = None) -> dict[str, Any]:
     return rule(comment, alert=name, expr=expr, **{"for": for_},
                 labels={"severity": severity, **(labels or {})},
-                annotations={"summary": summary, "description": description})
+                annotations=annotations(summary, description))
 
 
 def group(name: str, *rules: dict[str, Any]) -> dict[str, Any]:
@@ -405,21 +511,82 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False)
 
 
+# -- notifications ----------------------------------------------------------------------------
+
+TEMPLATE_OUT = Path(__file__).resolve().parent / "templates" / "wardready.tmpl"
+SEVERITIES: dict[str, str] = {
+    "critical": N_("critical"), "warning": N_("warning"), "info": N_("info"),
+}
+
+
+def notification_fields() -> dict[str, str]:
+    """What a notification's messages may name, as Alertmanager template text: the group is
+    one ward of one working group (alertmanager.yml's group_by)."""
+    vi = i18n.language() == "vi"
+    return {
+        "ward": "{{ or .CommonLabels.name .GroupLabels.ward }}",
+        "working_group": "{{ .GroupLabels.working_group }}",
+        "count": "{{ len .Alerts.Firing }}",
+        "severity": words(".Labels.severity", SEVERITIES, then="toUpper"),
+        "time": '{{ .StartsAt.Format "%s" }}' % ("15:04 02/01/2006" if vi
+                                                else "2006-01-02 15:04"),
+    }
+
+
+def notification_template() -> str:
+    """The Alertmanager templates of one ward's notification, a subject and a text per
+    language (`wardready.vi.subject`, `wardready.vi.text`, ...), each alert in its words:
+    the `summary_vi`/`description_vi` annotations in Vietnamese, else the English ones."""
+    out = ["{{/* GENERATED by prometheus/build.py from the alerts' messages and the catalogue "
+           "(wardready/locale):\n   edit those and run `.venv/bin/python prometheus/build.py`."
+           " Used by alertmanager.yml's receivers. */}}\n"]
+    for lang, suffix in LANGUAGES.items():
+        with i18n.using(lang):
+            f = notification_fields()
+            # An alert of another rule file may lack this language's words: the English.
+            summary, description = (
+                f"{{{{ or .Annotations.{key}{suffix} .Annotations.{key} }}}}" if suffix
+                else f"{{{{ .Annotations.{key} }}}}" for key in ("summary", "description"))
+            subject = (_("[wardready] {ward}: {count} alert(s)").format(**f),
+                       _("[wardready] {ward}: resolved").format(**f))
+            out += [
+                f'\n{{{{ define "wardready.{lang}.subject" }}}}{{{{ if .Alerts.Firing }}}}'
+                f"{subject[0]}{{{{ else }}}}{subject[1]}{{{{ end }}}}{{{{ end }}}}\n",
+                f'\n{{{{ define "wardready.{lang}.text" }}}}{{{{ if .Alerts.Firing }}}}'
+                "{{ if .GroupLabels.working_group }}"
+                + _("{ward} (working group {working_group}): {count} alert(s) firing.")
+                .format(**f) + "{{ else }}"
+                + _("{ward}: {count} alert(s) firing.").format(**f)
+                + "{{ end }}\n{{ range .Alerts.Firing }}\n"
+                f"{f['severity']}: {summary}\n{description}\n"
+                + _("Since {time} (UTC).").format(**f)
+                + "\n{{ end }}{{ end }}{{ if .Alerts.Resolved }}\n" + _("Resolved:")
+                + f"\n{{{{ range .Alerts.Resolved }}}}- {summary}\n"
+                "{{ end }}{{ end }}{{ end }}\n",
+            ]
+    return "".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if a file is stale")
     parser.add_argument("--out", type=Path, default=OUT, help="the rules file")
+    parser.add_argument("--template-out", type=Path, default=TEMPLATE_OUT,
+                        help="Alertmanager's notification template")
     args = parser.parse_args(argv)
-    text = render()
+    files = {args.out: render(), args.template_out: notification_template()}
     if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is stale: run .venv/bin/python prometheus/build.py",
+        stale = [path for path, text in files.items()
+                 if (path.read_text(encoding="utf-8") if path.exists() else "") != text]
+        for path in stale:
+            print(f"{path} is stale: run .venv/bin/python prometheus/build.py",
                   file=sys.stderr)
-            return 1
-        return 0
-    args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 

@@ -21,7 +21,7 @@ from wardready.server.store import AgentState
 
 WARD_INFO = MetricSpec(
     "wardready_ward_info", "A ward, commune or special zone in the inventory.",
-    ("ward", "name", "kind", "former_district", "province", "working_group", "profile"))
+    ("ward", "name", "kind", "former_district", "former_province", "working_group", "profile"))
 
 LAST_REPORT = MetricSpec("wardready_agent_last_report_timestamp_seconds",
                          "When the server last received a report from this agent.")
@@ -38,7 +38,7 @@ def ward_samples(inventory: Inventory, ward: Ward) -> list[Sample]:
     profile_id = ward.profile or inventory.defaults.profile
     profile = inventory.profiles[profile_id]
     samples = [Sample(WARD_INFO, (ward.id, ward.name, ward.kind, ward.former_district,
-                                  ward.province, ward.working_group, profile_id), 1)]
+                                  ward.former_province, ward.working_group, profile_id), 1)]
     call = inventory.call_of(profile)
     for requirement in REQUIREMENTS:
         required = requirement.value(profile, call)

@@ -147,10 +147,11 @@ def test_valid_small_configs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_shipped_inventory_is_valid_and_complete(inventory_path: Path) -> None:
     inv = load_inventory(inventory_path)
-    assert len(inv.working_groups) == 10
-    assert len(inv.wards) == 102  # the 102 wards and communes of the June 2025 trials
+    # The ten groups of the June 2025 trials and one placeholder per province folded in.
+    assert len(inv.working_groups) == 12
+    assert len(inv.wards) == 168  # Resolution 1685/NQ-UBTVQH15 (tests/test_inventory_units.py)
     assert all(p.example for p in inv.profiles.values()), "example profiles must say so"
-    assert inv.ward("sai-gon") is not None and inv.ward("sai-gon").former_district == "District 1"
+    assert inv.ward("sai-gon") is not None and inv.ward("sai-gon").former_district == "Quận 1"
     # Every working group supervises at least one ward.
     assert {w.working_group for w in inv.wards} == {g.id for g in inv.working_groups}
 

@@ -115,3 +115,26 @@ def test_prometheus_evaluates_the_rules_at_the_step_the_equipment_list_assumes()
         config = yaml.safe_load((REPO / "prometheus" / name).read_text())
         assert config["global"]["evaluation_interval"] == (
             f"{criteria.EVALUATION_SECONDS:g}s"), name
+
+
+def test_every_alert_speaks_english_and_vietnamese() -> None:
+    """summary/description in English, summary_vi/description_vi in Vietnamese: translated
+    (not the English again), every message field filled with its template text."""
+    import re
+    for g in yaml.safe_load(RULES.read_text())["groups"]:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            notes = r["annotations"]
+            assert set(notes) == {"summary", "description", "summary_vi", "description_vi"}
+            for key in ("summary", "description"):
+                assert notes[f"{key}_vi"] != notes[key], (r["alert"], key)
+                assert re.search("[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]",
+                                 notes[f"{key}_vi"], re.I), (r["alert"], key)
+                for text in (notes[key], notes[f"{key}_vi"]):
+                    assert not re.search(r"(?<!\{)\{[a-z_]+\}(?!\})", text), (r["alert"], text)
+
+
+def test_the_notification_template_is_what_the_build_writes() -> None:
+    assert (REPO / "prometheus" / "templates" / "wardready.tmpl").read_text() == \
+        load_file(REPO / "prometheus" / "build.py", "rules_build_tmpl").notification_template()

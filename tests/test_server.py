@@ -176,6 +176,7 @@ async def test_metrics_carry_requirements_and_pass_promtool(
     assert ({"ward": "sai-gon"}, 4 * 2**30) in metrics["wardready_requirement_host_memory_bytes"]
     info = {labels["ward"]: labels for labels, _ in metrics["wardready_ward_info"]}
     assert info["sai-gon"]["former_district"] == "District 1"
+    assert info["sai-gon"]["former_province"] == "Ho Chi Minh City"
     assert info["sai-gon"]["working_group"] == "wg-02"
     body = await (await client.get("/metrics")).read()
     assert promtool_check_metrics(body) == ""

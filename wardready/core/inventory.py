@@ -198,7 +198,7 @@ class Ward(Strict):
     name: str
     kind: Literal["ward", "commune", "special-zone"]
     former_district: str
-    province: str
+    former_province: str
     working_group: Slug
     profile: Slug | None = None
     devices: list[Device] = []
