@@ -13,6 +13,7 @@ import time
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from wardready.core import i18n
 from wardready.core.inventory import Slug
 from wardready.model import criteria
 from wardready.server import assets, equipment, readiness
@@ -128,15 +129,24 @@ async def ward_readiness(request: web.Request) -> web.Response:
 
 
 async def equipment_list(request: web.Request) -> web.StreamResponse:
-    """GET /api/v1/equipment-list?format=csv|xlsx|markdown|json&working_group=: what each
-    ward must buy, as a file to download."""
-    from wardready.server.equipment_formats import FORMATS
+    """GET /api/v1/equipment-list?format=csv|xlsx|markdown|json|pdf&working_group=&lang=en|vi:
+    what each ward must buy, as a file to download, in the language asked (else the
+    server's)."""
+    from wardready.server.equipment_formats import FORMATS, renderer
+    from wardready.server.proposal import ProposalError
 
     await authenticate(request, "admin")
     app, inventory = request.app, request.app[INVENTORY]
     name = request.query.get("format", "json")
     if name not in FORMATS:
         raise fail(web.HTTPBadRequest, f"unknown format {name!r} (one of: {', '.join(FORMATS)})")
+    lang = app[CONFIG].language or i18n.language()
+    if "lang" in request.query:
+        try:
+            lang = i18n.parse_language(request.query["lang"], "lang")
+        except ValueError:  # the value is the client's: not echoed
+            raise fail(web.HTTPBadRequest, "lang: unknown language; expected one of "
+                       + ", ".join(i18n.LANGUAGES)) from None
     group = request.query.get("working_group")
     groups = [g.id for g in inventory.working_groups]
     if group is not None and group not in groups:
@@ -145,14 +155,20 @@ async def equipment_list(request: web.Request) -> web.StreamResponse:
     fleet, now = app[FLEET], time.time()
     fleet.active = await app[IO].call(app[STORE].active_agents)
     points = await app[IO].call(app[STORE].ward_link_points, now - criteria.HISTORY_SECONDS)
-    found = equipment.build(inventory, equipment.Evidence(fleet.agents, fleet.active, points),
-                            now, app[CONFIG].readiness_max_age_seconds)
-    if group is not None:
-        found = found.only(group)
-    content_type, extension, render = FORMATS[name]
-    body = await asyncio.to_thread(render, found, app[CONFIG].zone)
+    with i18n.using(lang):  # the reasons are written as the list is built
+        found = equipment.build(inventory, equipment.Evidence(fleet.agents, fleet.active,
+                                                              points),
+                                now, app[CONFIG].readiness_max_age_seconds)
+        if group is not None:
+            found = found.only(group)
+        content_type, extension, _ = FORMATS[name]
+        try:  # the thread runs in a copy of this context: in `lang` too
+            body = await asyncio.to_thread(renderer(name, app[CONFIG]), found, app[CONFIG].zone)
+        except ProposalError as exc:
+            raise fail(web.HTTPInternalServerError, str(exc)) from None
     stamp = time.strftime("%Y-%m-%d", time.localtime(now))
     filename = f"equipment-list-{group + '-' if group else ''}{stamp}.{extension}"
     return web.Response(body=body.encode() if isinstance(body, str) else body,
                         headers={"Content-Type": content_type,
+                                 "Content-Language": lang,
                                  "Content-Disposition": f'attachment; filename="{filename}"'})

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from wardready.core import i18n
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
+from wardready.core.i18n import N_, _
 from wardready.core.inventory import Inventory, load_inventory
 from wardready.server import memory, serving
 from wardready.server.app import create_app
@@ -18,12 +20,26 @@ from wardready.server.enroll import DEFAULT_HOURS, MAX_HOURS
 from wardready.server.store import Store
 
 EXIT_CONFIG = 2
+STATES: dict[str, str] = {"ready": N_("ready"), "ready-with-warnings": N_("ready-with-warnings"),
+                          "not-ready": N_("not-ready"), "unknown": N_("unknown")}
+"""A ward's readiness state in words (English: the state as the API names it)."""
+VERDICTS: dict[str, str] = {"pass": N_("pass"), "warn": N_("warn"), "fail": N_("fail"),
+                            "unknown": N_("unknown")}
+"""A criterion's verdict in words."""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
     try:
+        # `--lang`, then the config's `language:`, then the locale; said once, for the run.
+        configured = load_server_config(args.config).language if getattr(
+            args, "config", None) else None
+        try:
+            i18n.set_language(i18n.choose(getattr(args, "lang", None), configured))
+        except ValueError as exc:
+            print(f"wardready-server: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"wardready-server: {exc}", file=sys.stderr)
@@ -35,11 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         return output_closed()
 
 
+LANG_HELP = ("language of the messages and documents: en or vi (default: the config's "
+             "`language`, then the locale)")
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, metavar="FILE",
                         help="server configuration (YAML); defaults apply without one")
+    # SUPPRESS: a subcommand without --lang keeps the one given before it.
+    common.add_argument("--lang", metavar="{en,vi}", default=argparse.SUPPRESS,
+                        help=LANG_HELP)
     parser = argparse.ArgumentParser(prog="wardready-server", description=__doc__)
+    parser.add_argument("--lang", metavar="{en,vi}", help=LANG_HELP)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")
@@ -97,11 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("equipment-list", parents=[common],
                              help="what each ward must buy or upgrade, with the evidence")
-    listing.add_argument("--format", choices=("csv", "xlsx", "markdown", "json"),
+    listing.add_argument("--format", choices=("csv", "xlsx", "markdown", "json", "pdf"),
                          default="markdown")
     listing.add_argument("--working-group", metavar="ID", help="only this working group")
     listing.add_argument("--output", "-o", type=Path, metavar="FILE",
-                         help="write here instead of standard output (needed for xlsx)")
+                         help="write here instead of standard output (needed for xlsx "
+                              "and pdf; a CSV file starts with a byte-order mark for Excel)")
     listing.set_defaults(func=_equipment_list)
     return parser
 
@@ -114,13 +139,16 @@ def _load(args: argparse.Namespace) -> tuple[ServerConfig, Inventory]:
 def _known_ward(config: ServerConfig, inventory: Inventory, ward: str | None) -> None:
     """A --ward given on the command line must be in the inventory."""
     if ward and inventory.ward(ward) is None:
-        raise ConfigError(str(config.inventory), 0, "--ward", f"unknown ward {ward!r}")
+        raise ConfigError(str(config.inventory), 0, "--ward",
+                          _("unknown ward {ward}").format(ward=repr(ward)))
 
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config, inventory = _load(args)
+    # The language chosen at start is the request list's when a request does not ask.
+    config = config.model_copy(update={"language": i18n.language()})
     logger = logging.getLogger("server")
     logger.info("inventory %s: %d wards", config.inventory, len(inventory.wards))
     before, after = serving.raise_open_files_limit()
@@ -138,8 +166,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
-    print(f"{config.inventory}: {len(inventory.wards)} wards, "
-          f"{len(inventory.working_groups)} working groups, {len(inventory.profiles)} profiles: ok")
+    print(_("{inventory}: {wards} wards, {groups} working groups, {profiles} profiles: ok")
+          .format(inventory=config.inventory, wards=len(inventory.wards),
+                  groups=len(inventory.working_groups), profiles=len(inventory.profiles)))
     return 0
 
 
@@ -147,21 +176,23 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     if args.admin:
         if args.ward or args.host:
-            raise ConfigError("command line", 0, "--admin", "an admin token has no ward or host")
+            raise ConfigError(_("command line"), 0, "--admin",
+                              _("an admin token has no ward or host"))
         with Store(config.database) as store:
             print(store.issue_admin_token(args.admin))
         return 0
     if not args.ward or not args.host:
-        raise ConfigError("command line", 0, "tokens issue", "give --ward and --host (or --admin)")
+        raise ConfigError(_("command line"), 0, "tokens issue",
+                          _("give --ward and --host (or --admin)"))
     _known_ward(config, inventory, args.ward)
     if not _is_slug(args.host):
-        raise ConfigError("command line", 0, "--host",
-                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--host", _(
+            "{host} is not a valid host name (a-z, 0-9 and '-')").format(host=repr(args.host)))
     with Store(config.database) as store:
         token = store.issue_token(args.ward, args.host)
     print(token)
-    print(f"token for ward {args.ward} host {args.host}: shown once, store it in the agent's "
-          "token_file (mode 600)", file=sys.stderr)
+    print(_("token for ward {ward} host {host}: shown once, store it in the agent's "
+            "token_file (mode 600)").format(ward=args.ward, host=args.host), file=sys.stderr)
     return 0
 
 
@@ -172,12 +203,15 @@ def _tokens_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
-    print(f"{'ID':<14}{'ROLE':<7}{'WARD':<22}{'HOST / NAME':<22}{'CREATED':<21}STATE")
+    heads = (_("ID"), _("ROLE"), _("WARD"), _("HOST / NAME"), _("CREATED"), _("STATE"))
+    role_width = max(7, len(heads[1]) + 1)
+    print(f"{heads[0]:<14}{heads[1]:<{role_width}}{heads[2]:<22}{heads[3]:<22}{heads[4]:<21}"
+          f"{heads[5]}")
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
-        state = "revoked" if row.revoked_at else "active"
-        print(f"{row.id:<14}{row.role:<7}{row.ward or '-':<22}{row.host or row.name or '-':<22}"
-              f"{created:<21}{state}")
+        state = _("revoked") if row.revoked_at else _("active")
+        print(f"{row.id:<14}{row.role:<{role_width}}{row.ward or '-':<22}"
+              f"{row.host or row.name or '-':<22}{created:<21}{state}")
     return 0
 
 
@@ -186,9 +220,10 @@ def _tokens_revoke(args: argparse.Namespace) -> int:
     with Store(config.database) as store:
         revoked = store.revoke_token(args.token_id)
     if not revoked:
-        print(f"wardready-server: no active token with id {args.token_id!r}", file=sys.stderr)
+        print("wardready-server: " + _("no active token with id {id}").format(
+            id=repr(args.token_id)), file=sys.stderr)
         return 1
-    print(f"revoked {args.token_id}")
+    print(_("revoked {id}").format(id=args.token_id))
     return 0
 
 
@@ -196,20 +231,23 @@ def _tokens_enroll(args: argparse.Namespace) -> int:
     config, inventory = _load(args)
     _known_ward(config, inventory, args.ward)
     if args.host is not None and not _is_slug(args.host):
-        raise ConfigError("command line", 0, "--host",
-                          f"{args.host!r} is not a valid host name (a-z, 0-9 and '-')")
+        raise ConfigError(_("command line"), 0, "--host", _(
+            "{host} is not a valid host name (a-z, 0-9 and '-')").format(host=repr(args.host)))
     if not 0 < args.hours <= MAX_HOURS:
-        raise ConfigError("command line", 0, "--hours",
-                          f"expected more than 0 and at most {MAX_HOURS:g}, got {args.hours:g}")
+        raise ConfigError(_("command line"), 0, "--hours", _(
+            "expected more than 0 and at most {most}, got {hours}").format(
+                most=f"{MAX_HOURS:g}", hours=f"{args.hours:g}"))
     with Store(config.database) as store:
         code, expires_at = store.issue_enrollment(args.ward, args.host, args.hours)
     print(code)
     expires = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(expires_at))
-    who, host_flag = ((f"host {args.host}", f" --host {args.host}") if args.host
-                      else ("any host", ""))
-    print(f"enrollment code for ward {args.ward}, {who}: shown once, single use, valid until "
-          f"{expires}. On the ward PC: wardready-agent enroll --server URL --ward {args.ward}"
-          f"{host_flag} --code CODE", file=sys.stderr)
+    who, host_flag = ((_("host {host}").format(host=args.host), f" --host {args.host}")
+                      if args.host else (_("any host"), ""))
+    print(_("enrollment code for ward {ward}, {who}: shown once, single use, valid until "
+            "{expires}. On the ward PC: {command}").format(
+        ward=args.ward, who=who, expires=expires,
+        command=f"wardready-agent enroll --server URL --ward {args.ward}{host_flag} "
+                "--code CODE"), file=sys.stderr)
     return 0
 
 
@@ -226,7 +264,9 @@ def _assets(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     when = "changed_at" if args.view == "list" else "at"
-    print(f"{'WHEN':<17}{'WARD':<20}{'HOST':<16}{'CHANGE':<9}{'KIND':<15}{'ITEM':<24}FACTS")
+    heads = (_("WHEN"), _("WARD"), _("HOST"), _("CHANGE"), _("KIND"), _("ITEM"), _("FACTS"))
+    print(f"{heads[0]:<17}{heads[1]:<20}{heads[2]:<16}{heads[3]:<9}{heads[4]:<15}"
+          f"{heads[5]:<24}{heads[6]}")
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[when]))
         facts = row.get("after") or row.get("before") or row.get("facts") or ""
@@ -259,48 +299,61 @@ def _readiness(args: argparse.Namespace) -> int:
                           for w, v in verdicts.items()}, indent=2))
     elif args.ward:
         verdict = verdicts[args.ward]
-        print(f"Ward {args.ward}: {verdict.state.upper()}")
-        print(f"{'criterion':<22}{'measured':>15}{'required':>15}  {'verdict':<9}PC")
+        print(_("Ward {ward}: {state}").format(ward=args.ward,
+                                                state=_(STATES[verdict.state]).upper()))
+        verdict_width = max(9, *(len(_(v)) + 1 for v in VERDICTS.values()))
+        heads = (_("criterion"), _("measured"), _("required"), _("verdict"), _("PC"))
+        print(f"{heads[0]:<22}{heads[1]:>15}{heads[2]:>15}  {heads[3]:<{verdict_width}}"
+              f"{heads[4]}")
         for c in verdict.criteria:
-            print(f"{c.name:<22}{show(c.measured, c.unit, c.id):>15}"
-                  f"{show(c.required, c.unit, c.id):>15}  {c.verdict.upper():<9}{c.host}"
-                  .rstrip())
-            for label, text in (("note", c.note), ("fix", c.fix)):
+            print(f"{_(c.name):<22}{show(c.measured, c.unit, c.id):>15}"
+                  f"{show(c.required, c.unit, c.id):>15}  "
+                  f"{_(VERDICTS[c.verdict]).upper():<{verdict_width}}{c.host}".rstrip())
+            for label, text in ((_("note"), c.note), (_("fix"), c.fix)):
                 if text:
                     print(f"    {label}: {text}")
-        print("Segments at fault:" if found[args.ward] else "Segments at fault: none found")
+        print(_("Segments at fault:") if found[args.ward]
+              else _("Segments at fault: none found"))
+        fix = _("fix")
         for f in found[args.ward]:
-            print(f"  {f.segment:<7}{f.reason:<15}{f.evidence}\n    fix: {f.fix}")
+            print(f"  {f.segment:<7}{f.reason:<15}{f.evidence}\n    {fix}: {f.fix}")
     else:
         groups = {w.id: w.working_group for w in inventory.wards}
-        print(f"{'WARD':<22}{'GROUP':<8}{'STATE':<21}{'PCs':>4}  SHORT OF")
+        state_width = max(21, *(len(_(s)) + 1 for s in STATES.values()))
+        heads = (_("WARD"), _("GROUP"), _("STATE"), _("PCs"), _("SHORT OF"))
+        pcs_width = max(4, len(heads[3]))
+        print(f"{heads[0]:<22}{heads[1]:<8}{heads[2]:<{state_width}}{heads[3]:>{pcs_width}}  "
+              f"{heads[4]}")
         for ward, verdict in verdicts.items():
             short = [c.id for c in verdict.criteria if c.verdict == "fail"]
-            print(f"{ward:<22}{groups[ward]:<8}{verdict.state:<21}{len(verdict.hosts):>4}  "
-                  f"{', '.join(short) or '-'}")
+            print(f"{ward:<22}{groups[ward]:<8}{_(STATES[verdict.state]):<{state_width}}"
+                  f"{len(verdict.hosts):>{pcs_width}}  {', '.join(short) or '-'}")
     return 0
 
 
 def _equipment_list(args: argparse.Namespace) -> int:
     from wardready.server import equipment
-    from wardready.server.equipment_formats import FORMATS
+    from wardready.server.equipment_formats import BOM, money_text, renderer
 
     config, inventory = _load(args)
     groups = [g.id for g in inventory.working_groups]
     if args.working_group and args.working_group not in groups:
         raise ConfigError(str(config.inventory), 0, "--working-group",
-                          f"unknown working group {args.working_group!r} "
-                          f"(the inventory's: {', '.join(groups)})")
-    if args.format == "xlsx" and args.output is None:
-        raise WardreadyError("--format xlsx writes a binary file: give --output FILE")
+                          _("unknown working group {group} (the inventory's: {groups})")
+                          .format(group=repr(args.working_group), groups=", ".join(groups)))
+    if args.format in ("xlsx", "pdf") and args.output is None:
+        raise WardreadyError(_("--format {format} writes a binary file: give --output FILE")
+                             .format(format=args.format))
     with Store(config.database) as store:
         found = equipment.from_store(inventory, store, time.time(),
                                      config.readiness_max_age_seconds)
     if args.working_group:
         found = found.only(args.working_group)
-    body = FORMATS[args.format][2](found, config.zone)
+    body = renderer(args.format, config)(found, config.zone)
     if args.output is None:
-        sys.stdout.write(body if isinstance(body, str) else body.decode())
+        # The byte-order mark is for Excel opening a file, not for a pipe into a script.
+        text = body if isinstance(body, str) else body.decode()
+        sys.stdout.write(text.removeprefix(BOM))
         return 0
     try:
         if isinstance(body, str):
@@ -308,11 +361,13 @@ def _equipment_list(args: argparse.Namespace) -> int:
         else:
             args.output.write_bytes(body)
     except OSError as exc:
-        raise WardreadyError(f"cannot write {args.output}: {exc.strerror}") from None
-    print(f"{args.output}: {len(found.lines)} lines for "
-          f"{len({x.ward.id for x in found.lines})} wards, "
-          f"{found.total_vnd:,} VND (+{found.unpriced_lines} lines needing a quote); "
-          f"{len(found.no_data)} wards with no data", file=sys.stderr)
+        raise WardreadyError(_("cannot write {file}: {error}").format(
+            file=args.output, error=exc.strerror)) from None
+    print(_("{file}: {lines} lines for {wards} wards, {total} (+{unpriced} lines needing a "
+            "quote); {silent} wards with no data").format(
+        file=args.output, lines=len(found.lines), wards=len({x.ward.id for x in found.lines}),
+        total=money_text(found.total_vnd), unpriced=found.unpriced_lines,
+        silent=len(found.no_data)), file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from wardready.core.configfile import TimeZoneName, load
 from wardready.core.echo import HEADER
+from wardready.core.i18n import Language
 from wardready.core.inventory import HttpURL
 
 FilePath = Annotated[Path, Field(strict=False)]
@@ -85,6 +86,27 @@ class RemoteWriteConfig(Strict):
     out-of-order window (Prometheus: storage.tsdb.out_of_order_time_window)."""
 
 
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
+
+
+class ProposalConfig(Strict):
+    """The PDF proposal of the equipment request list (`server.proposal`): who issues it
+    and the fonts it embeds (they must carry Vietnamese glyphs)."""
+
+    parent_body: str | None = None
+    """The governing body above the issuer, top left (default, in the document's language:
+    the city's People's Committee)."""
+    issuer: str | None = None
+    """The issuing body, top left in bold (default: the Department of Science and
+    Technology)."""
+    place: str | None = None
+    """The place of the place-and-date line (default: Ho Chi Minh City)."""
+    font_file: FilePath = DEJAVU / "DejaVuSans.ttf"
+    bold_font_file: FilePath = DEJAVU / "DejaVuSans-Bold.ttf"
+    italic_font_file: FilePath | None = DEJAVU / "DejaVuSans-Oblique.ttf"
+    """None, or a file that is missing: italic text is set upright."""
+
+
 class ServerConfig(Strict):
     """Where the server listens and keeps its data. Relative paths are relative to the file."""
 
@@ -118,6 +140,10 @@ class ServerConfig(Strict):
         "within 10 s)."))
     timezone: TimeZoneName = Field(default="Asia/Ho_Chi_Minh", description=(
         "Times in the equipment list are shown in this IANA time zone."))
+    language: Language | None = Field(default=None, description=(
+        "The language of the server's messages and of the equipment list (en or vi) when "
+        "`--lang` does not say; default: the locale's."))
+    proposal: ProposalConfig = ProposalConfig()
     tls: TlsConfig | None = None
     scrape_token_file: FilePath | None = Field(default=None, description=(
         "A file holding the bearer token Prometheus must send for /metrics and "
@@ -146,13 +172,17 @@ def load_server_config(path: Path | None) -> ServerConfig:
     tls = config.tls and TlsConfig(cert_file=base / config.tls.cert_file,
                                    key_file=base / config.tls.key_file)
     scrape = config.scrape_token_file and base / config.scrape_token_file
+    proposal = config.proposal.model_copy(update={
+        name: base / path for name in ("font_file", "bold_font_file", "italic_font_file")
+        if (path := getattr(config.proposal, name)) is not None})
     remote = config.remote_write
     if remote is not None and remote.bearer_token_file is not None:
         remote = remote.model_copy(update={"bearer_token_file":
                                            base / remote.bearer_token_file})
     config = config.model_copy(update={"database": base / config.database,
                                        "inventory": base / config.inventory, "tls": tls,
-                                       "scrape_token_file": scrape, "remote_write": remote})
+                                       "scrape_token_file": scrape, "remote_write": remote,
+                                       "proposal": proposal})
     try:
         scrape_token(config)
     except (OSError, ValueError) as exc:

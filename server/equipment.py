@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from wardready.checks import REGISTRY, devices, host, platforms
+from wardready.core import i18n
+from wardready.core.i18n import N_, _
 from wardready.core.inventory import CatalogueItem, Inventory, NeedKind, Profile
 from wardready.core.metrics import Sample
 from wardready.model import criteria
@@ -31,9 +33,58 @@ Priority = Literal["high", "medium", "low"]
 PRIORITY_ORDER: dict[Priority, int] = {"high": 0, "medium": 1, "low": 2}
 """high: the ward cannot hold the city's video meetings or reach a platform; medium: PCs,
 UPS and network devices; low: printers and scanners."""
-SEGMENT_NAMES: dict[str, str] = {"pc": "the PC", "lan": "ward LAN", "router": "ward router",
-                                 "uplink": "uplink"}
+PRIORITY_NAMES: dict[Priority, str] = {"high": N_("high"), "medium": N_("medium"),
+                                       "low": N_("low")}
+"""A priority in words, for people (machine output keeps the value)."""
+SEGMENT_NAMES: dict[str, str] = {"pc": N_("the PC"), "lan": N_("ward LAN"),
+                                 "router": N_("ward router"), "uplink": N_("uplink")}
 """How a line's reason names the segment it fixes (`Line.stated_reason`)."""
+LINK_NAMES: dict[LinkId, str] = {"download": N_("download"), "upload": N_("upload"),
+                                 "rtt": N_("round-trip time"), "jitter": N_("jitter"),
+                                 "loss": N_("packet loss")}
+"""A link figure's name as the list writes it (`criteria.LINK`'s, in the language)."""
+
+
+def link_name(c: LinkId) -> str:
+    return _(LINK_NAMES[c])
+
+
+def windows_text(windows: Mapping[LinkId, float]) -> str:
+    """Which window each link figure is judged over, in words (`criteria.windows_text` in
+    the current language)."""
+    by_window: dict[float, list[str]] = {}
+    for c in criteria.LINK:
+        by_window.setdefault(windows.get(c.id, c.window_seconds), []).append(link_name(c.id))
+    return "; ".join(_("{figures} over the last {duration}").format(
+        figures=_listed(names), duration=_duration(seconds))
+        for seconds, names in by_window.items())
+
+
+def _listed(names: Sequence[str]) -> str:
+    """`a, b and c`."""
+    if len(names) < 2:
+        return "".join(names)
+    return _("{first} and {last}").format(first=", ".join(names[:-1]), last=names[-1])
+
+
+def _duration(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return _("{hours} h").format(hours=_number(seconds / 3600))
+    return _("{minutes} min").format(minutes=_number(seconds / 60))
+
+
+def _number(value: float) -> str:
+    """A count of hours or a figure as `g` writes it, with the language's decimal mark."""
+    return _decimal_mark(f"{value:g}")
+
+
+def _decimal(value: float, digits: int) -> str:
+    """`value` with `digits` decimals, no grouping: 18.2, or 18,2 in Vietnamese."""
+    return _decimal_mark(f"{value:.{digits}f}")
+
+
+def _decimal_mark(text: str) -> str:
+    return text.replace(".", ",") if i18n.language() == "vi" else text
 
 
 @dataclass(frozen=True)
@@ -77,7 +128,10 @@ class Line:
     @property
     def stated_reason(self) -> str:
         """The reason, led by the segment it fixes when it fixes one (`ward LAN: ...`)."""
-        return f"{SEGMENT_NAMES[self.segment]}: {self.reason}" if self.segment else self.reason
+        if not self.segment:
+            return self.reason
+        return _("{segment}: {reason}").format(segment=_(SEGMENT_NAMES[self.segment]),
+                                               reason=self.reason)
 
 
 @dataclass(frozen=True)
@@ -274,28 +328,38 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float
     wards = {w.id: i for i, w in enumerate(inventory.wards)}
     lines.sort(key=lambda x: (order[x.ward.working_group], wards[x.ward.id],
                               PRIORITY_ORDER[x.priority], x.item))
-    return EquipmentList(now, {g.id: g.name for g in inventory.working_groups}, tuple(lines),
+    return EquipmentList(now, {g.id: i18n.localized(g.name) for g in inventory.working_groups},
+                         tuple(lines),
                          tuple(no_data), {c.id: c.window_seconds for c in criteria.LINK})
 
 
 def _silent(known: int, last: float | None, max_age: float) -> str:
     if not known or last is None:
-        return "no agent has reported from this ward"
-    return (f"{known} PC{'s' if known > 1 else ''} known, none reported in the last "
-            f"{max_age / 3600:g} h (last report {_ago(last)})")
+        return _("no agent has reported from this ward")
+    # One message per English form, not ngettext: see `_pcs`.
+    return (_("{count} PC known, none reported in the last {hours} h (last report {at})")
+            if known == 1 else
+            _("{count} PCs known, none reported in the last {hours} h (last report {at})")
+            ).format(count=known, hours=_number(max_age / 3600), at=_ago(last))
 
 
 def _ago(at: float) -> str:
+    if i18n.language() == "vi":
+        return time.strftime("%d/%m/%Y %H:%M UTC", time.gmtime(at))
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _pcs(n: int) -> str:
-    return f"{n} PC" if n == 1 else f"{n} PCs"
+    # Counted English plurals are two plain messages (Vietnamese has one form): the shared
+    # scripts/catalogues.py cannot yet compare compiled plural entries (`ngettext`).
+    return (_("{count} PC") if n == 1 else _("{count} PCs")).format(count=n)
 
 
 def _named(names: Sequence[str]) -> str:
     shown = "; ".join(names[:MAX_NAMED])
-    return shown + (f"; and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+    if len(names) <= MAX_NAMED:
+        return shown
+    return _("{named}; and {count} more").format(named=shown, count=len(names) - MAX_NAMED)
 
 
 class _Ward:
@@ -357,7 +421,8 @@ class _Ward:
         for n in takers:
             if (flag or figure) not in n.flags:
                 n.flags.append(flag or figure)
-            n.reason += f"; so the ward's {text}"
+            n.reason = _("{reason}; so the ward's {figure}").format(reason=n.reason,
+                                                                    figure=text)
             n.priority = "high"
         return bool(takers)
 
@@ -367,21 +432,27 @@ class _Ward:
         for c_id, value in figures.items():
             c = criteria.LINK_BY_ID[c_id]
             if value is None:
-                unmeasured.setdefault(c.window_hours, []).append(c.name)
+                unmeasured.setdefault(c.window_hours, []).append(link_name(c_id))
                 continue
             need = shortfalls.required(self.profile, c_id)
             if shortfalls.shortfall_ratio(c_id, value, need) > 0:
-                short.append((c_id, f"{c.name} {_show(c_id, value)} ({c.statistic} of the last "
-                                    f"{c.window_hours:g} h) against {_show(c_id, need)} "
-                                    f"{'required' if c.higher_is_better else 'allowed'}"))
+                template = (_("{figure} {value} ({percentile}th percentile of the last {hours} "
+                              "h) against {limit} required") if c.higher_is_better else
+                            _("{figure} {value} ({percentile}th percentile of the last {hours} "
+                              "h) against {limit} allowed"))
+                short.append((c_id, template.format(
+                    figure=link_name(c_id), value=_show(c_id, value),
+                    percentile=round(c.quantile * 100), hours=_number(c.window_hours),
+                    limit=_show(c_id, need))))
         short = [(c, text) for c, text in short if not self.explain(c, text)]
         if short:
-            self.need("link-upgrade", 1, "; ".join(text for _, text in short),
-                      self._when("bandwidth", "media", "latency"), *(c for c, _ in short))
+            self.need("link-upgrade", 1, "; ".join(text for _c, text in short),
+                      self._when("bandwidth", "media", "latency"), *(c for c, _t in short))
         if unmeasured:
-            self.unknown.append("link " + "; ".join(
-                f"{', '.join(names)} not measured in the last {hours:g} h"
-                for hours, names in unmeasured.items()))
+            self.unknown.append(_("link {figures}").format(figures="; ".join(
+                _("{names} not measured in the last {hours} h").format(
+                    names=", ".join(names), hours=_number(hours))
+                for hours, names in unmeasured.items())))
 
     def equipment(self) -> None:
         spec = self.profile.hosts
@@ -389,25 +460,33 @@ class _Ward:
         for name in sorted(self.pcs):
             h = self._result(name, "host")
             if not isinstance(h, host.Result):
-                unmeasured.append(f"{name} not yet measured")
+                unmeasured.append(_("{pc} not yet measured").format(pc=name))
                 continue
-            short = []
-            if h.cpu_logical_cores < spec.min_cpu_cores:
-                short.append(f"{h.cpu_logical_cores} cores of {spec.min_cpu_cores}")
-            if h.memory_total_bytes < spec.min_memory_gib * 2**30:
-                short.append(f"{h.memory_total_bytes / 2**30:.1f} GiB of "
-                             f"{spec.min_memory_gib:g} GiB memory")
-            if short:
-                below.append(f"{name} has {' and '.join(short)}")
+            cores = h.cpu_logical_cores < spec.min_cpu_cores
+            memory = h.memory_total_bytes < spec.min_memory_gib * 2**30
+            figures = {"pc": name, "cores": h.cpu_logical_cores, "min_cores": spec.min_cpu_cores,
+                       "memory": _decimal(h.memory_total_bytes / 2**30, 1),
+                       "min_memory": _number(spec.min_memory_gib)}
+            if cores and memory:
+                below.append(_("{pc} has {cores} cores of {min_cores} and {memory} GiB of "
+                               "{min_memory} GiB memory").format(**figures))
+            elif cores:
+                below.append(_("{pc} has {cores} cores of {min_cores}").format(**figures))
+            elif memory:
+                below.append(_("{pc} has {memory} GiB of {min_memory} GiB memory")
+                             .format(**figures))
             else:
                 good += 1
         missing = spec.min_count - good
         if missing > 0:
-            self.need("pc", missing, (
-                f"{good} of the {spec.min_count} PCs needed meet {spec.min_cpu_cores} cores "
-                f"and {spec.min_memory_gib:g} GiB ({_pcs(len(self.pcs))} reporting)"
-                + (f": {_named(below + unmeasured)}" if below or unmeasured else "")),
-                self._when("host"), "pc")
+            reason = _("{good} of the {needed} PCs needed meet {cores} cores and {memory} GiB "
+                       "({reporting} reporting)").format(
+                good=good, needed=spec.min_count, cores=spec.min_cpu_cores,
+                memory=_number(spec.min_memory_gib), reporting=_pcs(len(self.pcs)))
+            if below or unmeasured:
+                reason = _("{reason}: {pcs}").format(reason=reason,
+                                                     pcs=_named(below + unmeasured))
+            self.need("pc", missing, reason, self._when("host"), "pc")
 
         video = self.profile.video
         holders = [n for n, pc in self.pcs.items() if video.holds_calls(pc.role)]
@@ -444,20 +523,24 @@ class _Ward:
         failing = [c for c in verdict.criteria
                    if c.verdict == "fail" and c.id not in ("hosts", "video_hosts")]
         by_need: dict[NeedKind, list[str]] = defaultdict(list)
-        host_name = verdict.video_host or "no PC"
+        host_name = verdict.video_host or _("no PC")
         for c in failing:
-            text = (f"{c.name} {show(c.measured, c.unit, c.id)} against "
-                    f"{show(c.required, c.unit, c.id)}")
+            # The criterion's name, figures and fix are the model's, in the language it gives.
+            text = _("{criterion} {measured} against {required}").format(
+                criterion=_(c.name), measured=show(c.measured, c.unit, c.id),
+                required=show(c.required, c.unit, c.id))
             figure = c.id if c.id in LINK_FIGURES else WINDOW_FIGURES.get(c.id)
             if figure is not None and self.explain(
-                    figure, f"video PC {host_name} fails {text}", host_name, "video"):
+                    figure, _("video PC {pc} fails {criterion}").format(pc=host_name,
+                                                                         criterion=text),
+                    host_name, "video"):
                 continue
             by_need[VIDEO_NEEDS.get(c.id, "network-fix")].append(
-                text + (f" ({c.fix})" if c.fix else ""))
+                _("{criterion} ({fix})").format(criterion=text, fix=c.fix) if c.fix else text)
         when = self.states[host_name].last_report_at if host_name in self.states else None
         for kind, texts in by_need.items():
-            self.need(kind, 1, f"video meetings: {host_name} fails {'; '.join(texts)}", when,
-                      "video")
+            self.need(kind, 1, _("video meetings: {pc} fails {criteria}").format(
+                pc=host_name, criteria="; ".join(texts)), when, "video")
 
     def platforms(self) -> None:
         probes: dict[str, list[platforms.PlatformProbe]] = defaultdict(list)
@@ -472,10 +555,11 @@ class _Ward:
                 continue
             first = seen[0]
             why = first.error or (f"HTTP {first.http_status_code}" if first.http_status_code
-                                  else first.failed_phase or "no answer")
+                                  else first.failed_phase or _("no answer"))
             self.need("network-fix", 1,
-                      f"{names.get(pid, pid)} ({pid}) unreachable from {_pcs(len(seen))}: "
-                      f"{why}", self._when("platforms"), f"platform:{pid}")
+                      _("{platform} ({id}) unreachable from {pcs}: {why}").format(
+                          platform=names.get(pid, pid), id=pid, pcs=_pcs(len(seen)), why=why),
+                      self._when("platforms"), f"platform:{pid}")
 
     def devices(self) -> None:
         below: dict[str, dict[str, str]] = defaultdict(dict)
@@ -499,41 +583,53 @@ class _Ward:
             need.segment = "router" if role == "router" else "lan"
 
 
-_NOUNS: dict[str, tuple[str, str]] = {"ups": ("UPS", "UPS units")}
-"""An item's name in a sentence, one and several, where it is not `item` and `items`."""
+NOUNS: dict[str, tuple[str, str]] = {
+    "webcam": (N_("webcam"), N_("webcams")), "microphone": (N_("microphone"), N_("microphones")),
+    "speaker": (N_("speaker"), N_("speakers")), "printer": (N_("printer"), N_("printers")),
+    "scanner": (N_("scanner"), N_("scanners")), "ups": (N_("UPS"), N_("UPS units"))}
+"""An item's name in a sentence, one and several (Vietnamese has one form for both)."""
+
+
+def _noun(item: str, count: int = 2) -> str:
+    one, several = NOUNS.get(item, (item, f"{item}s"))
+    return _(one) if count == 1 else _(several)
 
 
 def _unknown_words(item: ItemCriterion, holders: Sequence[str], roles: str) -> str:
     """Why a ward's count of `item` is unknown: no PC that should count it could."""
-    several = _NOUNS.get(item.item, (item.item, f"{item.item}s"))[1]
+    several = _noun(item.item)
     if item.calls_only:
-        return (f"{several} unknown: no PC in role {roles} reports them" if not holders
-                else f"{several} unknown: could not be read on {', '.join(holders)}")
+        return (_("{items} unknown: no PC in role {roles} reports them").format(
+                    items=several, roles=roles) if not holders
+                else _("{items} unknown: could not be read on {pcs}").format(
+                    items=several, pcs=", ".join(holders)))
     if item.source.check == "host":
-        return f"{several} unknown: no PC could read its power supplies"
-    return f"{several} unknown: no PC could count them"
+        return _("{items} unknown: no PC could read its power supplies").format(items=several)
+    return _("{items} unknown: no PC could count them").format(items=several)
 
 
 def _item_words(item: ItemCriterion, counts: Mapping[str, int], have: int, need: int) -> str:
     """The evidence for a missing `item`: what the PCs that count it see."""
-    one, several = _NOUNS.get(item.item, (item.item, f"{item.item}s"))
     if item.per_ward == "sum":
-        return f"{have} {one} seen by {_pcs(len(counts))}; {need} needed"
-    noun = one if have == 1 else several
+        return _("{have} {item} seen by {pcs}; {need} needed").format(
+            have=have, item=_noun(item.item, 1), pcs=_pcs(len(counts)), need=need)
+    noun = _noun(item.item, have)
     if item.calls_only:
-        return (f"the PC{'s' if len(counts) > 1 else ''} holding the video calls "
-                f"({', '.join(sorted(counts))}) see{'s' if len(counts) == 1 else ''} "
-                f"{have} {noun}; {need} needed")
-    return (f"{have} {noun} seen (the most any PC sees, as network {several} show on every "
-            f"PC); {need} needed")
+        return (_("the PC holding the video calls ({pcs}) sees {have} {items}; {need} needed")
+                if len(counts) == 1 else
+                _("the PCs holding the video calls ({pcs}) see {have} {items}; {need} needed")
+                ).format(pcs=", ".join(sorted(counts)), have=have, items=noun, need=need)
+    return _("{have} {items} seen (the most any PC sees, as network {several} show on every "
+             "PC); {need} needed").format(have=have, items=noun, several=_noun(item.item),
+                                          need=need)
 
 
 def _show(c: LinkId, value: float) -> str:
     if c in ("download", "upload"):
-        return f"{value * 8 / 1e6:.1f} Mbit/s"
+        return f"{_decimal(value * 8 / 1e6, 1)} Mbit/s"
     if c == "loss":
-        return f"{value * 100:.2f} %"
-    return f"{value * 1e3:.1f} ms"
+        return f"{_decimal(value * 100, 2)} %"
+    return f"{_decimal(value * 1e3, 1)} ms"
 
 
 def choose(catalogue: Sequence[CatalogueItem], kind: str) -> CatalogueItem | None:
@@ -569,10 +665,12 @@ def _lines_for(ward: WardRef, needs: Sequence[_Need], catalogue: Sequence[Catalo
     for key, n in merged.items():
         item = items[key]
         if item is None:
-            lines.append(Line(ward, "", f"(no catalogue item covers {n.kind}: add one to the "
-                              "inventory's catalogue)", n.quantity, None, n.reason,
-                              n.measured_at, n.priority, tuple(n.flags), n.segment))
+            lines.append(Line(ward, "", _("(no catalogue item covers {need}: add one to the "
+                                          "inventory's catalogue)").format(need=n.kind),
+                              n.quantity, None, n.reason, n.measured_at, n.priority,
+                              tuple(n.flags), n.segment))
         else:
-            lines.append(Line(ward, item.id, item.description, n.quantity, item.unit_price_vnd,
-                              n.reason, n.measured_at, n.priority, tuple(n.flags), n.segment))
+            lines.append(Line(ward, item.id, i18n.localized(item.description), n.quantity,
+                              item.unit_price_vnd, n.reason, n.measured_at, n.priority,
+                              tuple(n.flags), n.segment))
     return lines

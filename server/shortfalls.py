@@ -15,6 +15,8 @@ from typing import Literal
 
 from wardready.checks import REGISTRY, devices
 from wardready.checks.base import CheckResult
+from wardready.core import i18n
+from wardready.core.i18n import _
 from wardready.core.inventory import EndOfSupport, Profile
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.model.criteria import (
@@ -163,20 +165,30 @@ def device_shortfalls(poll: devices.DevicePoll, profile: Profile,
                 if i.oper_up and i.speed_bits_per_second is not None
                 and devices.is_physical_port(i.name) and i.speed_bits_per_second < need * 1e6]
         if slow:
-            shown = ", ".join(f"{name} at {(speed or 0) / 1e6:g} Mbit/s"
-                              for name, speed in slow[:3]) + (f" and {len(slow) - 3} more"
-                                                    if len(slow) > 3 else "")
-            found.append(DeviceShortfall(
-                "port-speed", f"{len(slow)} connected port{'s' if len(slow) > 1 else ''} below "
-                f"{need:g} Mbit/s: {shown}"))
+            # The text is the request list's reason, in the current language (i18n).
+            shown = ", ".join(_("{port} at {speed} Mbit/s").format(
+                port=name, speed=_figure((speed or 0) / 1e6)) for name, speed in slow[:3])
+            if len(slow) > 3:
+                shown = _("{ports} and {count} more").format(ports=shown, count=len(slow) - 3)
+            found.append(DeviceShortfall("port-speed", (
+                _("{count} connected port below {speed} Mbit/s: {ports}") if len(slow) == 1
+                else _("{count} connected ports below {speed} Mbit/s: {ports}")).format(
+                    count=len(slow), speed=_figure(need), ports=shown)))
     if poll.os_version:
         for eos in end_of_support:
             if eos.device_type == poll.device_type and any(
                     fnmatch.fnmatchcase(poll.os_version, v) for v in eos.os_versions):
-                found.append(DeviceShortfall(
-                    "end-of-support", f"OS {poll.os_version} is out of support ({eos.note})"))
+                found.append(DeviceShortfall("end-of-support", _(
+                    "OS {version} is out of support ({note})").format(
+                        version=poll.os_version, note=eos.note)))
                 break
     return found
+
+
+def _figure(value: float) -> str:
+    """`value` as `g` writes it, with the language's decimal mark (1,5 in Vietnamese)."""
+    text = f"{value:g}"
+    return text.replace(".", ",") if i18n.language() == "vi" else text
 
 
 DEVICE_BELOW_SPEC = MetricSpec(

@@ -258,7 +258,8 @@ def test_the_equipment_list_downloads_as_a_procurement_officer_needs_it(
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     assert re.fullmatch(r'attachment; filename="equipment-list-\d{4}-\d\d-\d\d\.csv"',
                         headers["Content-Disposition"])
-    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert body.startswith(b"\xef\xbb\xbf")  # the byte-order mark Excel needs for UTF-8
+    rows = list(csv.DictReader(io.StringIO(body.decode("utf-8-sig"))))
     assert len(rows) == len(listed["lines"]) + len(listed["no_data"])
     assert sum(int(r["subtotal_vnd"] or 0) for r in rows) == listed["total_vnd"] > 0
     status, headers, body = download(simulated_city, "format=xlsx")
@@ -269,7 +270,9 @@ def test_the_equipment_list_downloads_as_a_procurement_officer_needs_it(
     assert status == 200 and text.startswith("# Equipment request list")
     assert "wg-03" in text and "Working Group No. 4" not in text
     for query, code, message in (
-            ("format=pdf", 400, "unknown format 'pdf' (one of: csv, xlsx, markdown, json)"),
+            ("format=docx", 400, "unknown format 'docx' (one of: csv, xlsx, markdown, json, "
+                                 "pdf)"),
+            ("lang=fr", 400, "lang: unknown language; expected one of en, vi"),
             ("working_group=wg-99", 404, "unknown working group 'wg-99'")):
         status, _, body = download(simulated_city, query)
         assert status == code and json.loads(body)["error"].startswith(message)
@@ -299,4 +302,6 @@ def test_the_equipment_list_command(simulated_city: City, tmp_path: Path) -> Non
     assert out.returncode == 2 and "unknown working group 'wg-99'" in out.stderr
     out = run("--format", "csv")
     _, _, body = download(simulated_city, "format=csv")
-    assert out.returncode == 0 and out.stdout.splitlines() == body.decode().splitlines()
+    # Standard output is for scripts: no byte-order mark there.
+    assert out.returncode == 0 and out.stdout.splitlines() == \
+        body.decode("utf-8-sig").splitlines()

@@ -154,8 +154,9 @@ def format_date(day: _dt.date) -> str:
 
 def dated_at(place: str, day: _dt.date) -> str:
     """The place-and-date line of an official document: "Thành phố Hồ Chí Minh, ngày 06
-    tháng 12 năm 2026" (Decree 30/2020/ND-CP's form), or "Ho Chi Minh City, 6 December
-    2026"."""
+    tháng 12 năm 2026", or "Ho Chi Minh City, 6 December 2026". Decree 30/2020/ND-CP pads
+    days below 10 and the months January and February with a zero (tháng 02, tháng 7)."""
     if _current.get() == "vi":
-        return f"{place}, ngày {day:%d} tháng {day:%m} năm {day:%Y}"
+        month = f"{day.month:02d}" if day.month < 3 else str(day.month)
+        return f"{place}, ngày {day:%d} tháng {month} năm {day:%Y}"
     return f"{place}, {format_date(day)}"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 
 from wardready.core.configfile import load
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, Localized, _
 from wardready.core.plan import MeasurementPlan, plan_errors
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -217,7 +217,9 @@ class CatalogueItem(Strict):
     kind: Literal["webcam", "microphone", "speaker", "conference-kit", "pc", "printer",
                   "scanner", "ups", "router", "switch", "link-upgrade", "network-fix", "cabling",
                   "nic", "other"]
-    description: str
+    description: Localized = Field(description=(
+        "What to order, one text or one per language ({en: ..., vi: ...}); the list shows "
+        "the reader's language, else English."))
     unit_price_vnd: int | None = Field(default=None, ge=0, description=(
         "None when the item needs a quote or is not a purchase."))
     covers: list[NeedKind] = Field(default=[], description=(
