@@ -95,6 +95,11 @@ def test_money_and_dates_are_written_the_vietnamese_way() -> None:
         assert i18n.dated_at("Thành phố Hồ Chí Minh", day) == \
             "Thành phố Hồ Chí Minh, ngày 06 tháng 12 năm 2026"
         assert i18n.format_number(1234.5) == "1.234,5"
+        # Decree 30/2020/ND-CP, Appendix I: "ngày 05 tháng 02 năm ...", "tháng 7".
+        assert i18n.dated_at("Hà Nội", datetime.date(2026, 2, 5)).endswith(
+            "ngày 05 tháng 02 năm 2026")
+        assert i18n.dated_at("Hà Nội", datetime.date(2026, 7, 15)).endswith(
+            "ngày 15 tháng 7 năm 2026")
     assert i18n.format_vnd(5_000_000) == "VND 5,000,000"
     assert i18n.format_date(day) == "6 December 2026"
     assert i18n.format_number(1234.5) == "1,234.5"
