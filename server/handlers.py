@@ -113,7 +113,7 @@ async def ward_profile(request: web.Request) -> web.Response:
         raise fail(web.HTTPNotFound, f"ward {identity.ward!r} is no longer in the inventory")
     profile = inventory.profile_of(ward)
     call = inventory.call_of(profile)
-    return web.json_response({"ward": ward.id,
+    return web.json_response({"ward": ward.id, "ward_name": ward.name,
                               "profile_id": ward.profile or inventory.defaults.profile,
                               "profile": profile.model_dump(mode="json"),
                               "roles": [r.model_dump(mode="json") for r in inventory.roles],

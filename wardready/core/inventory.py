@@ -48,7 +48,7 @@ class WorkingGroup(Strict):
     """One of the city's working groups that supervise a set of wards."""
 
     id: Slug
-    name: str
+    name: Localized
     lead: str | None = None
 
 
