@@ -299,8 +299,10 @@ def _readiness(args: argparse.Namespace) -> int:
                           for w, v in verdicts.items()}, indent=2))
     elif args.ward:
         verdict = verdicts[args.ward]
-        print(_("Ward {ward}: {state}").format(ward=args.ward,
-                                                state=_(STATES[verdict.state]).upper()))
+        unit = inventory.ward(args.ward)
+        print(_("{name} ({ward}): {state}").format(
+            name=unit.name if unit else args.ward, ward=args.ward,
+            state=_(STATES[verdict.state]).upper()))
         verdict_width = max(9, *(len(_(v)) + 1 for v in VERDICTS.values()))
         heads = (_("criterion"), _("measured"), _("required"), _("verdict"), _("PC"))
         print(f"{heads[0]:<22}{heads[1]:>15}{heads[2]:>15}  {heads[3]:<{verdict_width}}"
@@ -318,16 +320,22 @@ def _readiness(args: argparse.Namespace) -> int:
         for f in found[args.ward]:
             print(f"  {f.segment:<7}{f.reason:<15}{f.evidence}\n    {fix}: {f.fix}")
     else:
-        groups = {w.id: w.working_group for w in inventory.wards}
-        state_width = max(21, *(len(_(s)) + 1 for s in STATES.values()))
-        heads = (_("WARD"), _("GROUP"), _("STATE"), _("PCs"), _("SHORT OF"))
-        pcs_width = max(4, len(heads[3]))
-        print(f"{heads[0]:<22}{heads[1]:<8}{heads[2]:<{state_width}}{heads[3]:>{pcs_width}}  "
-              f"{heads[4]}")
+        # Units by id (what --ward takes) and by their Vietnamese name, in both languages.
+        units = {w.id: w for w in inventory.wards}
+        heads = (_("WARD"), _("NAME"), _("GROUP"), _("STATE"), _("PCs"), _("SHORT OF"))
+        widths = [max(len(heads[0]), *map(len, units)) + 2,
+                  max(len(heads[1]), *(len(w.name) for w in units.values())) + 2,
+                  max(len(heads[2]), *(len(w.working_group) for w in units.values())) + 2,
+                  max(len(heads[3]), *(len(_(s)) for s in STATES.values())) + 2,
+                  max(4, len(heads[4]))]
+        print("".join(f"{h:<{w}}" for h, w in zip(heads[:3], widths, strict=False))
+              + f"{heads[3]:<{widths[3]}}{heads[4]:>{widths[4]}}  {heads[5]}")
         for ward, verdict in verdicts.items():
-            short = [c.id for c in verdict.criteria if c.verdict == "fail"]
-            print(f"{ward:<22}{groups[ward]:<8}{_(STATES[verdict.state]):<{state_width}}"
-                  f"{len(verdict.hosts):>{pcs_width}}  {', '.join(short) or '-'}")
+            short = [c.name for c in verdict.criteria if c.verdict == "fail"]
+            unit = units[ward]
+            print(f"{ward:<{widths[0]}}{unit.name:<{widths[1]}}"
+                  f"{unit.working_group:<{widths[2]}}{_(STATES[verdict.state]):<{widths[3]}}"
+                  f"{len(verdict.hosts):>{widths[4]}}  {', '.join(short) or '-'}")
     return 0
 
 

@@ -151,7 +151,7 @@ def test_config_errors_in_vietnamese_name_the_file_and_line(
 
 def test_the_inventory_s_own_errors_in_vietnamese(tmp_path: Path) -> None:
     text = (DATA / "inventory-small.yml").read_text()
-    cases = [(("  - id: nha-be", "  - id: sai-gon"), "  - id: sai-gon\n    name: Nha",
+    cases = [(("  - id: nha-be", "  - id: sai-gon"), "  - id: sai-gon\n    name: Xã",
               "wards[1]: mã đơn vị 'sai-gon' bị trùng (đã có ở wards[0])"),
              (("working_group: wg-01", "working_group: wg-11"), "wg-11",
               "wards[1].working_group: Tổ công tác 'wg-11' không tồn tại (chọn một trong: "

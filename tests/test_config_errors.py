@@ -28,7 +28,7 @@ INVENTORY_CASES = [
      "profiles.ward-standard.link.min_download_mbps: Input should be a valid number, got 'fast'"),
     ("unknown key", "    kind: commune\n", "    kind: commune\n    mayor: someone\n", "mayor",
      "wards[1].mayor: unknown key"),
-    ("duplicate ward id", "  - id: nha-be", "  - id: sai-gon", "  - id: sai-gon\n    name: Nha",
+    ("duplicate ward id", "  - id: nha-be", "  - id: sai-gon", "  - id: sai-gon\n    name: Xã",
      "wards[1]: duplicate ward id 'sai-gon' (also wards[0])"),
     ("unknown working group", "working_group: wg-01", "working_group: wg-11", "wg-11",
      "wards[1].working_group: unknown working group 'wg-11' (expected one of: wg-01, wg-02)"),
@@ -76,7 +76,7 @@ INVENTORY_CASES = [
     ("time of day without quotes", 'start: "08:00"', "start: 10:00", "Past conference",
      'measurement_plan.quiet_windows[0].start: Value error, write times of day in quotes, '
      'e.g. "10:00" (unquoted, YAML reads them as numbers), got 600'),
-    ("yaml syntax", "    name: Nha Be Commune", "    name: [Nha Be", "kind: commune",
+    ("yaml syntax", "    name: Xã Nhà Bè", "    name: [Xã Nhà Bè", "kind: commune",
      "invalid YAML: expected ',' or ']', but got ':' (while parsing a flow sequence at line 37)"),
 ]
 
@@ -159,7 +159,7 @@ def test_shipped_inventory_is_valid_and_complete(inventory_path: Path) -> None:
 def test_cli_process_exits_2_without_traceback(tmp_path: Path) -> None:
     """As a user sees it: a real process, one line on stderr, exit code 2."""
     path, line = _mutate(tmp_path, "inventory-small.yml", "  - id: nha-be", "  - id: sai-gon",
-                         "  - id: sai-gon\n    name: Nha")
+                         "  - id: sai-gon\n    name: Xã")
     (tmp_path / "server.yml").write_text("inventory: inventory-small.yml\n")
     out = subprocess.run([sys.executable, "-m", "wardready.server.cli", "check-config", "--config",
                           str(tmp_path / "server.yml")], capture_output=True, text=True)

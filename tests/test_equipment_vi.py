@@ -391,12 +391,12 @@ def test_the_tables_in_vietnamese(server_yml: Path, capsys: pytest.CaptureFixtur
     assert row.endswith("đang hiệu lực") and "sai-gon" in row
     assert run_cli(["--lang", "vi", "readiness", "--config", str(server_yml)]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:3] == ["ĐƠN", "VỊ", "TỔ"]
+    assert table[0].split()[:4] == ["ĐƠN", "VỊ", "TÊN", "TỔ"]
     assert all("CHƯA RÕ" in line for line in table[1:]) and len(table) == 3
     assert run_cli(["--lang", "vi", "readiness", "--config", str(server_yml),
                     "--ward", "sai-gon"]) == 0
     detail = capsys.readouterr().out
-    assert detail.startswith("Đơn vị sai-gon: CHƯA RÕ\n")
+    assert detail.startswith("Phường Sài Gòn (sai-gon): CHƯA RÕ\n")
     assert "Tiêu chí" in detail and "Kết luận" in detail
     assert "criterion" not in detail and "Segments at fault" not in detail
 

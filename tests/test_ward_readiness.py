@@ -3,6 +3,7 @@ them up, and /metrics, the API and the command line say the same."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -99,13 +100,14 @@ async def test_wards_are_rolled_up_from_their_pcs_and_exported(
     server_yml.write_text(f"database: {config.database}\ninventory: {config.inventory}\n")
     assert server_main(["readiness", "--config", str(server_yml)]) == 0
     table = capsys.readouterr().out.splitlines()
-    rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["sai-gon"][2:4] == ["ready", "2"]
-    assert rows["nha-be"][2:] == ["not-ready", "2", "video_hosts,", "download,",
-                                  "upload"]
+    # Columns: id, the unit's name, group, state, PCs, what falls short (by name).
+    rows = {line.split()[0]: re.split(r"\s{2,}", line) for line in table[1:]}
+    assert rows["sai-gon"][1:5] == ["Phường Sài Gòn", "wg-02", "ready", "2"]
+    assert rows["nha-be"][1:] == ["Xã Nhà Bè", "wg-01", "not-ready", "2",
+                                  "video-ready PCs, download, upload"]
     assert server_main(["readiness", "--config", str(server_yml), "--ward", "nha-be"]) == 0
     detail = capsys.readouterr().out
-    assert "Ward nha-be: NOT-READY" in detail
+    assert "Xã Nhà Bè (nha-be): NOT-READY" in detail
     assert "fix: ask the provider for at least 50 Mbit/s download" in detail
 
 
