@@ -322,14 +322,14 @@ def _readiness(args: argparse.Namespace) -> int:
     else:
         # Units by id (what --ward takes) and by their Vietnamese name, in both languages.
         units = {w.id: w for w in inventory.wards}
-        heads = (_("WARD"), _("NAME"), _("GROUP"), _("STATE"), _("PCs"), _("SHORT OF"))
-        widths = [max(len(heads[0]), *map(len, units)) + 2,
-                  max(len(heads[1]), *(len(w.name) for w in units.values())) + 2,
-                  max(len(heads[2]), *(len(w.working_group) for w in units.values())) + 2,
-                  max(len(heads[3]), *(len(_(s)) for s in STATES.values())) + 2,
-                  max(4, len(heads[4]))]
-        print("".join(f"{h:<{w}}" for h, w in zip(heads[:3], widths, strict=False))
-              + f"{heads[3]:<{widths[3]}}{heads[4]:>{widths[4]}}  {heads[5]}")
+        titles = (_("WARD"), _("NAME"), _("GROUP"), _("STATE"), _("PCs"), _("SHORT OF"))
+        widths = [max(len(titles[0]), *map(len, units)) + 2,
+                  max(len(titles[1]), *(len(w.name) for w in units.values())) + 2,
+                  max(len(titles[2]), *(len(w.working_group) for w in units.values())) + 2,
+                  max(len(titles[3]), *(len(_(s)) for s in STATES.values())) + 2,
+                  max(4, len(titles[4]))]
+        print("".join(f"{h:<{w}}" for h, w in zip(titles[:3], widths, strict=False))
+              + f"{titles[3]:<{widths[3]}}{titles[4]:>{widths[4]}}  {titles[5]}")
         for ward, verdict in verdicts.items():
             short = [c.name for c in verdict.criteria if c.verdict == "fail"]
             unit = units[ward]
