@@ -129,6 +129,7 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
 
 
 VERDICTS = ("PASS", "FAIL", "WARN", "UNKNOWN")
+ARTEFACTS = Path(__file__).resolve().parent / "artefacts"
 
 
 def assert_vietnamese_screen(screen: list[str], code: int, english: list[str],
@@ -136,9 +137,11 @@ def assert_vietnamese_screen(screen: list[str], code: int, english: list[str],
     """The Vietnamese table as a 100-column terminal shows it: diacritics intact, nothing
     wider than the screen or wrapped by it (the capture joins wrapped lines), the glossary's
     words, and none of the criterion names of the English screen (`english`). The capture
-    is kept in pytest's tmp (check-vi-100-columns.txt) and printed (`pytest -s`)."""
+    is kept as a test artefact (tests/artefacts/check-vi-100-columns.txt) and printed
+    (`pytest -s`)."""
     text = "\n".join(screen)
-    (tmp_path / "check-vi-100-columns.txt").write_text(text + "\n", encoding="utf-8")
+    ARTEFACTS.mkdir(exist_ok=True)
+    (ARTEFACTS / "check-vi-100-columns.txt").write_text(text + "\n", encoding="utf-8")
     print(text)
     assert code == 1, text
     assert max(len(line) for line in screen) <= 100, text
