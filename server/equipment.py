@@ -75,16 +75,12 @@ def _duration(seconds: float) -> str:
 
 def _number(value: float) -> str:
     """A count of hours or a figure as `g` writes it, with the language's decimal mark."""
-    return _decimal_mark(f"{value:g}")
+    return i18n.decimal_mark(f"{value:g}")
 
 
 def _decimal(value: float, digits: int) -> str:
     """`value` with `digits` decimals, no grouping: 18.2, or 18,2 in Vietnamese."""
-    return _decimal_mark(f"{value:.{digits}f}")
-
-
-def _decimal_mark(text: str) -> str:
-    return text.replace(".", ",") if i18n.language() == "vi" else text
+    return i18n.decimal_mark(f"{value:.{digits}f}")
 
 
 @dataclass(frozen=True)

@@ -315,8 +315,8 @@ def test_a_name_longer_than_its_column_wraps_under_itself() -> None:
     print("\n".join(rows))
     assert max(map(len, rows)) <= WIDTH
     first = next(i for i, row in enumerate(rows) if row.startswith("tỉ lệ mất gói"))
-    assert rows[first].endswith("5.00 %         1.00 %  KHÔNG ĐẠT")
+    assert rows[first].endswith("5,00 %         1,00 %  KHÔNG ĐẠT")
     assert rows[first + 1].startswith("  ") and "thành phố" in rows[first + 1]
-    shown = rows[first][:-len("5.00 %         1.00 %  KHÔNG ĐẠT")].strip() + " " + \
+    shown = rows[first][:-len("5,00 %         1,00 %  KHÔNG ĐẠT")].strip() + " " + \
         rows[first + 1].strip()
     assert " ".join(shown.split()) == long_name

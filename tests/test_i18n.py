@@ -87,6 +87,24 @@ def test_an_unknown_language_is_one_clear_line() -> None:
         i18n.choose("fr", None, {})
 
 
+def test_the_code_marks_messages(extracted: list[str | tuple[str, ...]]) -> None:
+    # Not vacuous: the agent's table, the request list, the alerts and dashboards are in.
+    for message in ("READY", "Equipment request list", "PASS"):
+        assert message in extracted, message
+    assert len(extracted) > 500, len(extracted)
+
+
+def test_a_message_reads_in_the_chosen_language() -> None:
+    with i18n.using("vi"):
+        assert i18n._("READY") == "SẴN SÀNG"
+        # Numbers in a Vietnamese message take its marks: 2,5 % and 1.234,5 (TCVN, and
+        # the Unicode CLDR's vi locale).
+        assert i18n._("{value:.1f} % loss").format(value=2.5) == "mất gói 2,5 %"
+        assert i18n.decimal_mark(f"{1234.5:,.1f}") == "1.234,5"
+    assert i18n._("READY") == "READY"
+    assert i18n._("{value:.1f} % loss").format(value=2.5) == "2.5 % loss"
+
+
 def test_money_and_dates_are_written_the_vietnamese_way() -> None:
     day = datetime.date(2026, 12, 6)
     with i18n.using("vi"):

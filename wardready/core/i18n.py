@@ -15,11 +15,12 @@ import functools
 import gettext
 import locale as _locale
 import os
+import string
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Language = Literal["en", "vi"]
 LANGUAGES: tuple[Language, ...] = get_args(Language)
@@ -38,14 +39,47 @@ def translations(lang: Language) -> gettext.NullTranslations:
     return gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang])
 
 
+_MARKS = str.maketrans({".": ",", ",": "."})
+
+
+def decimal_mark(text: str) -> str:
+    """A number written the current language's way: 1,234.5 stays, 1.234,5 in Vietnamese."""
+    return text.translate(_MARKS) if _current.get() == "vi" else text
+
+
+class _Numbers(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        text = super().format_field(value, format_spec)
+        number = isinstance(value, float) or (
+            isinstance(value, int) and not isinstance(value, bool) and "," in format_spec)
+        return decimal_mark(text) if number else text
+
+
+_NUMBERS = _Numbers()
+
+
+class _Message(str):
+    """A translated message whose `format()` writes numbers with the language's marks
+    (`{loss:.1f} %` gives 2,5 % in Vietnamese)."""
+
+    __slots__ = ()
+
+    def format(self, *args: Any, **kwargs: Any) -> str:
+        return _NUMBERS.vformat(self, args, kwargs)
+
+
 def _(message: str) -> str:
     """`message` in the current language."""
-    return translations(_current.get()).gettext(message)
+    lang = _current.get()
+    text = translations(lang).gettext(message)
+    return text if lang == DEFAULT else _Message(text)
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
     """The form of a counted message for `n`, in the current language."""
-    return translations(_current.get()).ngettext(singular, plural, n)
+    lang = _current.get()
+    text = translations(lang).ngettext(singular, plural, n)
+    return text if lang == DEFAULT else _Message(text)
 
 
 def N_(message: str) -> str:

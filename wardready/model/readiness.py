@@ -20,7 +20,7 @@ from typing import Any, Literal
 from wardready.checks import bandwidth, host, latency, media, peripherals
 from wardready.checks.base import CheckResult
 from wardready.core import emodel
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, decimal_mark
 from wardready.core.inventory import CallPreset, LinkRequirement, Profile
 from wardready.model.report import Outcome
 
@@ -319,6 +319,7 @@ def _path(results: Mapping[str, CheckResult | None], errors: Mapping[str, str]) 
 FORMATS: dict[str, Callable[[float], str]] = {
     "Mbit/s": lambda v: f"{v:.1f} Mbit/s", "ms": lambda v: f"{v:.1f} ms",
     "%": lambda v: f"{v:.2f} %", "GiB": lambda v: f"{v:.1f} GiB", "": lambda v: f"{v:g}"}
+"""How the table writes each unit's figures (with the language's decimal mark: `show`)."""
 
 
 def show(value: float | None, unit: str, criterion_id: str = "") -> str:
@@ -328,8 +329,8 @@ def show(value: float | None, unit: str, criterion_id: str = "") -> str:
     if criterion_id == "udp":
         return _("gets through") if value else _("blocked")
     if criterion_id == "mos":
-        return f"{value:.2f}"
-    return FORMATS[unit](value)
+        return decimal_mark(f"{value:.2f}")
+    return decimal_mark(FORMATS[unit](value))
 
 
 VERDICT_WORDS: dict[Verdict, str] = {"pass": N_("PASS"), "warn": N_("WARN"), "fail": N_("FAIL"),

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from wardready.checks import bandwidth, devices, lasthop, path
 from wardready.checks.base import CheckResult
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, decimal_mark
 from wardready.core.inventory import LinkRequirement, NeedKind, Profile
 
 Segment = Literal["pc", "lan", "router", "uplink"]
@@ -115,11 +115,11 @@ class Finding:
 
 
 def _pct(ratio: float) -> str:
-    return f"{ratio * 100:.1f} %"
+    return decimal_mark(f"{ratio * 100:.1f} %")
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
+    return decimal_mark(f"{seconds * 1e3:.1f} ms")
 
 
 def _who(host: str, role: str | None) -> str:
