@@ -33,11 +33,14 @@ from wardready.checks.base import (
     ServerLink,
 )
 from wardready.checks.base import Target as PlatformTarget
+from wardready.core import i18n
 from wardready.core.errors import ChildError
 
 log = logging.getLogger(__name__)
 
 LOG_LEVEL_VARIABLE = "WARDREADY_LOG_LEVEL"
+LANGUAGE_VARIABLE = "WARDREADY_LANGUAGE"
+"""The language the parent speaks, for the texts a check writes (a deferral's reason)."""
 MAX_ANSWER_BYTES = 4 << 20
 """A result larger than this is a broken child, not a measurement (results are ~10 KiB)."""
 
@@ -71,7 +74,7 @@ async def run_isolated(spec: CheckSpec, config: CheckConfig, context: Context) -
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wardready.agent.child", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, start_new_session=True,
-        env={**os.environ, LOG_LEVEL_VARIABLE: level})
+        env={**os.environ, LOG_LEVEL_VARIABLE: level, LANGUAGE_VARIABLE: i18n.language()})
     assert child.stdin is not None and child.stdout is not None
     try:
         # The child reads all of its request before it answers, so writing it first cannot
@@ -132,6 +135,8 @@ def main() -> int:
     # Whatever a library prints goes to stderr: stdout carries only the answer.
     answer_fd = os.dup(1)
     os.dup2(2, 1)
+    lang = os.environ.get(LANGUAGE_VARIABLE, i18n.DEFAULT)
+    i18n.set_language(i18n.parse_language(lang, LANGUAGE_VARIABLE))
     answer = asyncio.run(_answer(json.loads(sys.stdin.buffer.read())))
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(answer))

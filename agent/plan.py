@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from wardready.checks.bandwidth import own_bytes
 from wardready.checks.base import ServerLink, server_tls
+from wardready.core import i18n
 from wardready.core.api import BUSY_PATH, PLAN_PATH
 from wardready.core.i18n import _, language
 from wardready.core.plan import draw_interval
@@ -57,7 +58,7 @@ def request(server: ServerLink, method: str, path: str,
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80,
                                           timeout=TIMEOUT_SECONDS)
-    headers = {"Authorization": f"Bearer {server.token}"}
+    headers = {"Authorization": f"Bearer {server.token}", "Accept-Language": i18n.language()}
     data = None
     if body is not None:
         data = json.dumps(body).encode()

@@ -383,9 +383,8 @@ class Simulation:
                                       self.planner.slot_bytes(ward, now, False))
         else:
             slot = self.slots.acquire(agent.identity, now)
-        if isinstance(slot, str):
-            busy = "ward_busy" if slot.startswith("ward") else "city_busy"
-            self._refused(agent, busy, self.slots.retry_after(now))
+        if isinstance(slot, tuple):
+            self._refused(agent, slot[0], self.slots.retry_after(now))
             return
         self._granted(agent, slot)
 

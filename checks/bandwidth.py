@@ -40,8 +40,9 @@ from wardready.checks.base import (
     server_tls,
 )
 from wardready.core import aim as aimdef
-from wardready.core import responsiveness, tcpinfo
+from wardready.core import i18n, responsiveness, tcpinfo
 from wardready.core.api import DOWNLOAD_PATH, SLOT_HEADER, SLOTS_PATH, UPLOAD_PATH
+from wardready.core.i18n import _
 from wardready.core.metrics import MetricSpec, Sample
 
 if TYPE_CHECKING:
@@ -297,7 +298,8 @@ class Test:
         before = self.sockets.snapshot() if upload else {}
         latest: dict[int, tcpinfo.TcpInfo] = {}  # kept: a stream ending early closes its socket
         t0 = time.monotonic()  # also when the first upload request leaves, to map clocks
-        tasks = [asyncio.create_task(transfer(share, moved, stop)) for _ in range(self.streams)]
+        tasks = [asyncio.create_task(transfer(share, moved, stop))
+                 for _stream in range(self.streams)]
         prober = asyncio.create_task(self._probe_load(rtts, stop))
         reason = "time_budget"
         try:
@@ -461,7 +463,7 @@ class SocketLog:
         self.made = 0
 
     def __call__(self, addr: Any) -> socket.socket:
-        family, kind, proto, _, _ = addr
+        family, kind, proto, _name, _address = addr
         sock = socket.socket(family, kind, proto)
         lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS; not Windows
         if lowat is not None:
@@ -515,7 +517,7 @@ async def _acquire(session: aiohttp.ClientSession, base: str, wait: float,
     """A test slot from the server, or why the plan holds the test back."""
     t0, poll = time.monotonic(), 1.0
     params = {"override": "1"} if override else {}
-    for _ in range(1000):  # bounded; the wait budget ends it long before
+    for _attempt in range(1000):  # bounded; the wait budget ends it long before
         async with session.post(base + SLOTS_PATH, params=params) as resp:
             if resp.status == 201:
                 body = await resp.json()
@@ -563,7 +565,9 @@ async def run(config: Config, context: Context) -> Result:
         raise ValueError("the bandwidth check needs the agent's server (server_url)")
     import aiohttp  # here: ~13 MiB, for a check the agent runs in a child process
     base = context.server.url.rstrip("/")
-    headers = {"Authorization": f"Bearer {context.server.token}"}
+    # The plan's refusals come back in the language the technician reads.
+    headers = {"Authorization": f"Bearer {context.server.token}",
+               "Accept-Language": i18n.language()}
     sockets = SocketLog()
     connector = aiohttp.TCPConnector(ssl=server_tls(context.server.ca_file),
                                      limit=config.streams + 2, socket_factory=sockets)
@@ -631,15 +635,16 @@ def _busy(config: Config, own: float, idle: float | None,
           baseline: float | None) -> Deferral | None:
     """Whether the link is in use: this PC's own traffic, or the RTT above the baseline."""
     if own > config.busy_own_bits_per_second:
-        return Deferral(reason="own_traffic", retry_after_seconds=600.0, detail=(
-            f"this PC moves {own / 1e6:.1f} Mbit/s of its own (a call?), above "
-            f"{config.busy_own_bits_per_second / 1e6:g}"))
+        return Deferral(reason="own_traffic", retry_after_seconds=600.0, detail=_(
+            "this PC moves {own:.1f} Mbit/s of its own (a call?), above {limit:g}").format(
+                own=own / 1e6, limit=config.busy_own_bits_per_second / 1e6))
     if idle is not None and baseline is not None:
         limit = baseline * (1 + config.busy_rtt_ratio) + config.busy_rtt_margin_seconds
         if idle > limit:
-            return Deferral(reason="rtt_inflation", retry_after_seconds=600.0, detail=(
-                f"RTT to the server {idle * 1e3:.1f} ms, above the ward's idle "
-                f"{baseline * 1e3:.1f} ms (limit {limit * 1e3:.1f} ms): the link is in use"))
+            return Deferral(reason="rtt_inflation", retry_after_seconds=600.0, detail=_(
+                "RTT to the server {idle:.1f} ms, above the ward's idle {baseline:.1f} ms "
+                "(limit {limit:.1f} ms): the link is in use").format(
+                    idle=idle * 1e3, baseline=baseline * 1e3, limit=limit * 1e3))
     return None
 
 

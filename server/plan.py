@@ -24,7 +24,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from wardready.checks.bandwidth import DeferReason
+from wardready.core import i18n
 from wardready.core.errors import ConfigError
+from wardready.core.i18n import _
 from wardready.core.inventory import Inventory, load_inventory
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.core.plan import (
@@ -69,18 +71,18 @@ def elect(settings: Throughput, candidates: list[Candidate]) -> tuple[list[str],
     """The ward's testers and why: named hosts, else PCs of the preferred role, then the
     best placed (fastest recent download), then by name so every ask gets the same answer."""
     if settings.testers == 0:
-        return [], "the plan runs no scheduled tests here"
+        return [], _("the plan runs no scheduled tests here")
     if settings.hosts:
-        return list(settings.hosts), "named in the plan"
+        return list(settings.hosts), _("named in the plan")
     preferred = [c for c in candidates if settings.prefer_role and c.role == settings.prefer_role]
     others = [c for c in candidates if c not in preferred]
     others.sort(key=lambda c: (-(c.download_bytes_per_second or 0.0), c.host))
     chosen = (sorted(preferred, key=lambda c: c.host) + others)[:settings.testers]
     if not chosen:
-        return [], "no PC of the ward has reported yet"
+        return [], _("no PC of the ward has reported yet")
     if chosen[0] in preferred:
-        return [c.host for c in chosen], f"role {settings.prefer_role}"
-    return [c.host for c in chosen], "best placed (fastest recent figures)"
+        return [c.host for c in chosen], _("role {role}").format(role=settings.prefer_role)
+    return [c.host for c in chosen], _("best placed (fastest recent figures)")
 
 
 class PlanBook:
@@ -182,21 +184,23 @@ class Planner:
         if not override:
             quiet = quiet_at(windows, zone, now)
             if quiet is not None:
-                return "quiet_window", quiet.end - now, f"quiet window {quiet.name!r}"
+                return "quiet_window", quiet.end - now, _("quiet window {name!r}").format(
+                    name=quiet.name)
             left = settings.daily_budget_mb * MB - self.spent_today(ward, now)
             if left < settings.test_max_mb * MB:
                 used = settings.daily_budget_mb - left / MB
-                return "budget", day_end(now, zone) - now, (
-                    f"the ward's daily test budget is spent ({used:.0f} of "
-                    f"{settings.daily_budget_mb:g} MB)")
+                return "budget", day_end(now, zone) - now, _(
+                    "the ward's daily test budget is spent ({used:.0f} of {budget:g} MB)"
+                ).format(used=used, budget=settings.daily_budget_mb)
         busy = self.in_use(ward, now)
         if busy is not None and not override:
-            return "ward_in_use", busy[1] - now, f"PC {busy[0]!r} of the ward carries a call"
+            return "ward_in_use", busy[1] - now, _(
+                "PC {host!r} of the ward carries a call").format(host=busy[0])
         return None
 
     def slot_bytes(self, ward: str, now: float, override: bool) -> int:
         """What a slot granted now may move: one test, within what is left of the budget."""
-        settings, _, _ = self.settings(ward)
+        settings, _windows, _inv = self.settings(ward)
         test = int(settings.test_max_mb * MB)
         if override:
             return test
@@ -243,7 +247,7 @@ class Planner:
         settings, windows, inv = self.settings(ward)
         testers, why = elect(settings, candidates)
         if not testers and settings.testers and not candidates:
-            testers, why = [host], "the first PC of the ward to ask, until one has reported"
+            testers, why = [host], _("the first PC of the ward to ask, until one has reported")
         zone = inv.measurement_plan.zone
         ahead = occurrences(windows, zone, now, now + WINDOWS_AHEAD_SECONDS)
         throughput: dict[str, object] = {
@@ -352,8 +356,9 @@ async def get_plan(request: web.Request) -> web.Response:
     identity = await authenticate(request, "agent")
     ward, host, now = identity.ward or "", identity.host or "", time.time()
     planner = request.app[PLANNER]
-    return web.json_response(planner.agent_plan(
-        ward, host, candidates(request.app[FLEET], ward, now), now))
+    with i18n.using(i18n.accepted(request.headers.get("Accept-Language"))):
+        answer = planner.agent_plan(ward, host, candidates(request.app[FLEET], ward, now), now)
+    return web.json_response(answer)
 
 
 class BusyMark(BaseModel):

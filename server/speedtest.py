@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from wardready.core import tcpinfo
+from wardready.core import i18n, tcpinfo
 from wardready.core.api import SLOT_HEADER, SLOTS_PATH
+from wardready.core.i18n import _
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.server.auth import authenticate, fail
 from wardready.server.config import SpeedtestConfig
@@ -89,8 +90,9 @@ class Slots:
             self.planner.spend(slot.ward, slot.granted_bytes - slot.bytes_left, self.clock())
 
     def acquire(self, identity: Identity, now: float,
-                max_bytes: int | None = None) -> Slot | str:
-        """A new slot for this agent, or why there is none now."""
+                max_bytes: int | None = None) -> Slot | tuple[str, str]:
+        """A new slot for this agent, or why there is none now: `ward_busy` or `city_busy`
+        and a sentence."""
         self._expire(now)
         ward = identity.ward or ""
         held = self.by_ward.get(ward)
@@ -98,10 +100,12 @@ class Slots:
             self._end(self.by_ward.pop(ward))  # the agent starts over (after a crash)
         elif held is not None:
             self.refusals["ward_busy"] += 1
-            return f"ward {ward!r} has a test running (host {held.host!r})"
+            return "ward_busy", _("ward {ward!r} has a test running (host {host!r})").format(
+                ward=ward, host=held.host)
         if len(self.by_ward) >= self.config.max_concurrent_tests:
             self.refusals["city_busy"] += 1
-            return f"{len(self.by_ward)} tests are running city-wide (the cap)"
+            return "city_busy", _("{count} tests are running city-wide (the cap)").format(
+                count=len(self.by_ward))
         size = min(self.config.max_bytes_per_slot,
                    self.config.max_bytes_per_slot if max_bytes is None else max_bytes)
         slot = Slot(secrets.token_hex(16), ward, identity.host or "",
@@ -163,7 +167,8 @@ def setup(app: web.Application, config: SpeedtestConfig, planner: Planner | None
 
 def _not_now(why: str, reason: str, wait: float) -> web.HTTPException:
     """429 with Retry-After, and the reason as a word the agent counts its deferral by."""
-    body = {"error": f"no slot: {why}; retry in {wait:.0f} s", "reason": reason,
+    body = {"error": _("no slot: {why}; retry in {wait:.0f} s").format(why=why, wait=wait),
+            "reason": reason,
             "retry_after": wait}
     return web.HTTPTooManyRequests(text=json.dumps(body), content_type="application/json",
                                    headers={"Retry-After": str(int(wait + 0.999))})
@@ -178,16 +183,17 @@ async def acquire_slot(request: web.Request) -> web.Response:
     slots, now = request.app[SLOTS], time.monotonic()
     planner, ward, wall = request.app[PLANNER], identity.ward or "", time.time()
     override = request.query.get("override") == "1"
-    refused = planner.refusal(ward, wall, override)
-    if refused is not None:
-        reason, wait, text = refused
-        planner.defer(ward, reason)
-        raise _not_now(text, reason, wait)
-    slot = slots.acquire(identity, now, planner.slot_bytes(ward, wall, override))
-    if isinstance(slot, str):
-        wait = slots.retry_after(now)
-        busy = "ward_busy" if slot.startswith("ward") else "city_busy"
-        raise _not_now(slot, busy, wait)
+    # A refusal's text in the language of the technician behind the agent.
+    with i18n.using(i18n.accepted(request.headers.get("Accept-Language"))):
+        refused = planner.refusal(ward, wall, override)
+        if refused is not None:
+            reason, wait, text = refused
+            planner.defer(ward, reason)
+            raise _not_now(text, reason, wait)
+        slot = slots.acquire(identity, now, planner.slot_bytes(ward, wall, override))
+        if isinstance(slot, tuple):
+            busy, text = slot
+            raise _not_now(text, busy, slots.retry_after(now))
     if override:
         planner.overrides += 1
         log.warning("speed-test slot for %s/%s overrides the plan (--now)", slot.ward, slot.host)

@@ -168,10 +168,11 @@ async def start(aiohttp_client: MakeClient, tmp_path: Path, plan: str = ""
     return await aiohttp_client(create_app(config, load_inventory(inventory))), tokens
 
 
-async def ask(client: Client, token: str, override: bool = False
+async def ask(client: Client, token: str, override: bool = False, language: str = ""
               ) -> tuple[int, dict[str, object], str | None]:
+    headers = auth(token) | ({"Accept-Language": language} if language else {})
     resp = await client.post("/api/v1/speedtest/slots" + ("?override=1" if override else ""),
-                             headers=auth(token))
+                             headers=headers)
     return resp.status, await resp.json(), resp.headers.get("Retry-After")
 
 
@@ -192,6 +193,11 @@ async def test_no_slot_inside_a_quiet_window_but_a_technician_may_override(
     status, body, retry = await ask(client, tokens["sai-gon", "pc-1"])
     assert status == 429 and body["reason"] == "quiet_window"
     assert "quiet window 'All-day conference'" in str(body["error"])
+    # An agent whose technician reads Vietnamese asks in Vietnamese (Accept-Language).
+    status, body, _ = await ask(client, tokens["sai-gon", "pc-1"], language="vi-VN,vi;q=0.9")
+    assert status == 429 and body["reason"] == "quiet_window"
+    assert str(body["error"]).startswith(
+        "chưa được cấp lượt đo: khung giờ hạn chế đo 'All-day conference'; thử lại sau ")
     assert retry is not None
     assert int(retry) == pytest.approx(seconds_to_midnight(time.time()), abs=5)
     assert (await ask(client, tokens["nha-be", "pc-1"]))[0] == 201  # another ward: no window
@@ -199,7 +205,7 @@ async def test_no_slot_inside_a_quiet_window_but_a_technician_may_override(
     assert status == 201 and granted["rtt_bound_seconds"] == 0.1  # the profile's max_rtt_ms
     metrics = fleet.metric_values(await (await client.get("/metrics")).read())
     assert metrics['wardready_throughput_tests_deferred_total{reason="quiet_window",'
-                   'ward="sai-gon"}'] == 1
+                   'ward="sai-gon"}'] == 2  # asked in English, then in Vietnamese
     assert metrics["wardready_throughput_test_overrides_total"] == 1
     assert metrics['wardready_plan_quiet_window_active{ward="sai-gon"}'] == 1
     assert metrics['wardready_plan_quiet_window_active{ward="nha-be"}'] == 0

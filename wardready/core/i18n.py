@@ -117,6 +117,27 @@ def parse_language(value: str, where: str) -> Language:
                      f"{', '.join(LANGUAGES)}")
 
 
+def accepted(header: str | None, default: Language = DEFAULT) -> Language:
+    """The shipped language an HTTP Accept-Language header prefers (RFC 9110 12.5.4: by
+    q-value, then order), else `default`."""
+    ranked = []
+    for i, part in enumerate((header or "").split(",")):
+        tag, _sep, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _eq, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        ranked.append((-q, i, tag.strip().lower().split("-")[0]))
+    for negative_q, _i, code in sorted(ranked):
+        if negative_q < 0 and code in LANGUAGES:
+            return code
+    return default
+
+
 def from_locale(environ: Mapping[str, str] | None = None) -> Language:
     """The language the user's locale asks for, as gettext reads it (LANGUAGE, LC_ALL,
     LC_MESSAGES, LANG; Windows: the user's locale); English when it is none we ship."""
