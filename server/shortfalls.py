@@ -180,7 +180,7 @@ def device_shortfalls(poll: devices.DevicePoll, profile: Profile,
                     fnmatch.fnmatchcase(poll.os_version, v) for v in eos.os_versions):
                 found.append(DeviceShortfall("end-of-support", _(
                     "OS {version} is out of support ({note})").format(
-                        version=poll.os_version, note=eos.note)))
+                        version=poll.os_version, note=i18n.localized(eos.note))))
                 break
     return found
 

@@ -236,7 +236,8 @@ class EndOfSupport(Strict):
     device_type: DeviceType
     os_versions: list[str] = Field(min_length=1, description=(
         "Shell-style patterns matched against the polled OS version (`12.*`)."))
-    note: str = Field(min_length=1, description="Whose announcement, and since when.")
+    note: Localized = Field(min_length=1, description=(
+        "Whose announcement, and since when; one string or one per language."))
 
 
 class Defaults(Strict):
