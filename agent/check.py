@@ -44,6 +44,12 @@ from wardready.model.readiness import (
 from wardready.model.report import Outcome
 
 ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
+CHECK_TITLES = {"host": N_("this PC"), "peripherals": N_("peripherals"),
+                "latency": N_("latency"), "media": N_("call-shaped UDP stream"),
+                "bandwidth": N_("throughput"), "platforms": N_("city platforms"),
+                "neighbours": N_("LAN neighbours"), "devices": N_("routers and switches"),
+                "path": N_("path to the server"), "lasthop": N_("this PC's network link")}
+"""What the progress lines call each check, beside its name in the configuration."""
 """Light checks first; the link is loaded last so it does not disturb the media figures."""
 WIDTH = 100
 FIGURE = 15
@@ -165,7 +171,9 @@ async def run_once(config: AgentConfig, token: str,
     names = [n for n in ORDER if n in enabled] + [n for n in enabled if n not in ORDER]
     outcomes: dict[str, Outcome] = {}
     for i, name in enumerate(names, start=1):
-        step = {"i": i, "n": len(names), "check": name}
+        title = CHECK_TITLES.get(name)
+        step = {"i": i, "n": len(names), "check": _("{title} ({check})").format(
+            title=_(title), check=name) if title else name}
         progress("[{i}/{n}] {check} ...".format(**step))
         outcome = await run_check(REGISTRY[name], enabled[name], context)
         outcomes[name] = outcome

@@ -101,12 +101,12 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
                       "microphone", "speaker"):
         assert by_id[criterion]["verdict"] == "pass", by_id[criterion]
     assert by_id["mos"]["measured"] > 4.3
-    assert "[5/" in office.stderr and "bandwidth: ok" in office.stderr  # progress lines
+    assert "[5/" in office.stderr and "(bandwidth): ok" in office.stderr  # progress lines
     # The bare machine has no camera: not ready, exit 1, and the table, as a 100-column
     # terminal shows it (progress lines first, no line wrapped), says what to do.
     assert bare_exit == 1, "\n".join(bare)
     assert max(len(line) for line in bare) <= 100
-    assert "[5/5] bandwidth: ok" in "\n".join(bare)
+    assert "[5/5] throughput (bandwidth): ok" in "\n".join(bare)
     camera = next(i for i, line in enumerate(bare) if line.startswith("cameras"))
     assert bare[camera].endswith("FAIL") and "connect a USB webcam" in bare[camera + 1]
     assert bare[bare.index(next(x for x in bare if x.startswith("exit="))) - 1].startswith(
@@ -118,7 +118,7 @@ def test_check_judges_the_machine_and_names_the_fix(tmp_path: Path) -> None:
     judged = {c["id"] for c in json.loads(counter.stdout)["criteria"]}
     assert json.loads(counter.stdout)["role"] == "counter"
     assert not judged & {"camera", "microphone", "speaker"} and "download" in judged
-    waited = re.search(r"bandwidth: ok \(.*\), after waiting (\d+) s for the ward's test slot",
+    waited = re.search(r"\(bandwidth\): ok \(.*\), after waiting (\d+) s for the ward's test slot",
                        counter.stderr)
     assert waited and int(waited.group(1)) >= 2, counter.stderr
 
@@ -145,7 +145,7 @@ def assert_vietnamese_screen(screen: list[str], code: int, english: list[str],
     print(text)
     assert code == 1, text
     assert max(len(line) for line in screen) <= 100, text
-    assert "[5/5] bandwidth: xong (" in text
+    assert "[5/5] băng thông (bandwidth): xong (" in text
     header = next(line for line in screen if line.startswith("Tiêu chí"))
     assert header.split()[-2:] == ["Kết", "luận"] and "Đo được" in header, header
     webcam = next(i for i, line in enumerate(screen) if line.startswith("webcam "))
@@ -199,13 +199,17 @@ def test_check_says_why_the_speed_test_waits_and_now_overrides_it(tmp_path: Path
             f"http://127.0.0.1:{port}/healthz"), 20, server)
         config = agent_config(tmp_path, port, token, "linux-office")
         held = check(config, "--json")
-        line = next(x for x in held.stderr.splitlines() if "bandwidth:" in x)
+        line = next(x for x in held.stderr.splitlines() if "(bandwidth):" in x)
         assert "not run: no slot: quiet window 'Ward meeting'" in line, held.stderr
         assert re.search(r"it may run in \d+ (min|h \d\d min) \(--now runs it anyway\)", line)
+        # In Vietnamese, the server's reason too (the agent asks with Accept-Language).
+        held_vi = check(config, "--json", "--lang", "vi")
+        line = next(x for x in held_vi.stderr.splitlines() if "(bandwidth):" in x)
+        assert "chưa được cấp lượt đo: khung giờ hạn chế đo 'Ward meeting'" in line, line
         assert json.loads(held.stdout)["criteria"][0]["verdict"] == "unknown"  # no figure
         forced = check(config, "--json", "--now")
         assert "--now: the throughput test runs whatever the plan" in forced.stderr
-        assert re.search(r"bandwidth: ok \(", forced.stderr), forced.stderr
+        assert re.search(r"\(bandwidth\): ok \(", forced.stderr), forced.stderr
         assert json.loads(forced.stdout)["criteria"][0]["verdict"] == "pass"
     finally:
         server.stop()
