@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wardready.agent.config import configured_language, load_agent_config, read_token
+from wardready.agent.config import load_agent_config, read_token
 from wardready.checks.base import ServerLink
 from wardready.core import i18n
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
@@ -26,24 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     # The language first (its help too is in it): `--lang`, else the config's `language:`,
     # else the locale. A bad `language:` is left to the config's validation, which reports
     # it with its line.
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--lang")
-    early.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    known = early.parse_known_args(argv)[0]
     try:
-        lang = i18n.choose(None, configured_language(known.config))
-    except ValueError:
-        lang = i18n.from_locale()
-    if known.lang:
-        try:
-            lang = i18n.choose(known.lang, None)
-        except ValueError:
-            with i18n.using(lang):
-                print("wardready-agent: " + _(
-                    "--lang: unknown language {value}; expected one of {languages}").format(
-                        value=repr(known.lang), languages=", ".join(i18n.LANGUAGES)),
-                      file=sys.stderr)
-            return EXIT_CONFIG
+        lang = i18n.command_language(argv, DEFAULT_CONFIG)
+    except ValueError as exc:
+        print(f"wardready-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    i18n.localize_argparse()
     # The language for the whole command (as i18n.set_language would), given back on return
     # so that a caller in the same process (a test) keeps its own.
     with i18n.using(lang):

@@ -74,27 +74,6 @@ class AgentConfig(BaseModel):
         return Context.of_ward(inventory, self.ward, server)
 
 
-def configured_language(path: Path) -> str | None:
-    """The config's `language:` as written, read before the config is validated so that its
-    errors are reported in that language; None when unreadable or not given (validation
-    reports a bad value later, with its line)."""
-    import re
-
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:  # its syntax error is told in the language it asks for
-        found = re.search(r"^language:[ \t]*['\"]?([A-Za-z_.-]+)", text, re.MULTILINE)
-        return found.group(1) if found else None
-    value = data.get("language") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
-
-
 def load_agent_config(path: Path) -> AgentConfig:
     """Load and validate the agent config; relative paths are relative to the file."""
     config, doc = load(path, AgentConfig)

@@ -30,16 +30,18 @@ VERDICTS: dict[str, str] = {"pass": N_("pass"), "warn": N_("warn"), "fail": N_("
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for configuration errors)."""
+    # `--lang`, then the config's `language:`, then the locale; said once, for the run
+    # (a bad `language:` is the config's validation's to report, with its line).
+    try:
+        i18n.set_language(i18n.command_language(argv, None))
+    except ValueError as exc:
+        print(f"wardready-server: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    i18n.localize_argparse()
     args = _parser().parse_args(argv)
     try:
-        # `--lang`, then the config's `language:`, then the locale; said once, for the run.
-        configured = load_server_config(args.config).language if getattr(
-            args, "config", None) else None
-        try:
-            i18n.set_language(i18n.choose(getattr(args, "lang", None), configured))
-        except ValueError as exc:
-            print(f"wardready-server: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+        if getattr(args, "config", None):
+            load_server_config(args.config)  # its errors before the command's
         return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"wardready-server: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ fields, the shipped catalogues are what the code makes them, and the language is
 from __future__ import annotations
 
 import datetime
+import re
 import string
 import subprocess
 import sys
@@ -21,7 +22,10 @@ CATALOGUES = load_file(REPO / "scripts" / "catalogues.py", "wardready_catalogues
 
 
 def _fields(message: str) -> set[str]:
-    """The str.format fields of a message ({ward}, {count:,}, ...), by name and spec."""
+    """The fields of a message: str.format's ({ward}, {count:,}, ...) by name and spec, or
+    for the %-style messages of argparse's, their %(name)s and %s."""
+    if re.search(r"%(\(\w+\))?[srd]", message) and "{" not in message:
+        return set(re.findall(r"%(?:\(\w+\))?[srd]", message))
     return {f"{name}:{spec}" for _, name, spec, _ in string.Formatter().parse(message)
             if name is not None}
 
@@ -79,6 +83,24 @@ def test_the_language_comes_from_the_flag_then_the_config_then_the_locale(
         flag: str | None, configured: str | None, environ: dict[str, str],
         expected: str) -> None:
     assert i18n.choose(flag, configured, environ) == expected
+
+
+def test_argparse_s_own_words_follow_the_language() -> None:
+    import argparse
+
+    i18n.localize_argparse()
+
+    def parser() -> argparse.ArgumentParser:
+        made = argparse.ArgumentParser(prog="wardready-agent", exit_on_error=False)
+        made.add_argument("--lang", choices=["en", "vi"])
+        return made
+    with i18n.using("vi"):  # the CLIs build their parser in the chosen language
+        assert parser().format_usage().startswith("cách dùng: wardready-agent")
+        assert "hiện hướng dẫn này rồi thoát" in parser().format_help()
+        with pytest.raises(argparse.ArgumentError, match=r"^tham số --lang: lựa chọn không "
+                                                         r"hợp lệ: 'fr' \(chọn một trong"):
+            parser().parse_args(["--lang", "fr"])
+    assert parser().format_usage().startswith("usage: wardready-agent")
 
 
 def test_an_unknown_language_is_one_clear_line() -> None:

@@ -16,7 +16,7 @@ import gettext
 import locale as _locale
 import os
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -165,6 +165,77 @@ def choose(flag: str | None, configured: str | None,
     if configured:
         return parse_language(configured, "language")
     return from_locale(environ)
+
+
+def file_language(path: Path) -> str | None:
+    """A YAML config's `language:` as written, read before the file is validated so that its
+    errors are reported in that language; None when unreadable or not given (validation
+    reports a bad value later, with its line)."""
+    import re
+
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:  # its syntax error is told in the language it asks for
+        found = re.search(r"^language:[ \t]*['\"]?([A-Za-z_.-]+)", text, re.MULTILINE)
+        return found.group(1) if found else None
+    value = data.get("language") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def command_language(argv: Sequence[str] | None, default_config: Path | None) -> Language:
+    """A command line's language: `--lang` wherever it stands, else the `--config` file's
+    `language:`, else the locale. An unknown `--lang` raises ValueError, one line in the
+    language the rest would have given."""
+    import argparse
+
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--lang")
+    early.add_argument("--config", type=Path, default=default_config)
+    known = early.parse_known_args(argv)[0]
+    try:
+        lang = choose(None, file_language(known.config) if known.config else None)
+    except ValueError:
+        lang = from_locale()
+    if known.lang:
+        try:
+            return parse_language(known.lang, "--lang")
+        except ValueError:
+            with using(lang):
+                raise ValueError(_("--lang: unknown language {value}; expected one of "
+                                   "{languages}").format(value=repr(known.lang),
+                                                         languages=", ".join(LANGUAGES))
+                                 ) from None
+    return lang
+
+
+ARGPARSE_MESSAGES = (
+    N_("usage: "), N_("positional arguments"), N_("options"),
+    N_("show this help message and exit"), N_("%(prog)s: error: %(message)s\n"),
+    N_("argument %(argument_name)s: %(message)s"), N_("unrecognized arguments: %s"),
+    N_("the following arguments are required: %s"), N_("one of the arguments %s is required"),
+    N_("not allowed with argument %s"), N_("ignored explicit argument %r"),
+    N_("expected one argument"), N_("expected at most one argument"),
+    N_("expected at least one argument"), N_("unexpected option string: %s"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+    N_("invalid %(type)s value: %(value)r"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("unknown parser %(parser_name)r (choices: %(choices)s)"))
+"""argparse's own words a user meets (Python 3.11), so that the catalogue carries them."""
+
+
+def localize_argparse() -> None:
+    """Let argparse's own words (usage:, error:, ...) follow the current language: it looks
+    its gettext functions up as module globals at each call."""
+    import argparse
+
+    argparse._ = _  # type: ignore[attr-defined]
+    argparse.ngettext = ngettext  # type: ignore[attr-defined]
 
 
 Localized = str | dict[Language, str]
