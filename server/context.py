@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -47,6 +48,17 @@ class Fleet:
         """Each ward's best link figures as last recorded (`Store.ward_link_points`)."""
         self.applied = 0
         """Reports applied since start."""
+        self._ward_locks: dict[str, asyncio.Lock] = {}
+
+    def ward_lock(self, ward: str) -> asyncio.Lock:
+        """Held from working out a report's change to the ward's best link until the fleet
+        has applied it: two PCs of a ward reporting at once would each be compared with a
+        ward that lacks the other, and the later write would undo the better figure. One per
+        ward with a token (the report's ward is the token's)."""
+        lock = self._ward_locks.get(ward)
+        if lock is None:
+            lock = self._ward_locks[ward] = asyncio.Lock()
+        return lock
 
     def ward_link_change(self, report: Report, now: float) -> dict[str, float | None]:
         """The ward's best link figures that `report` changes (None: no PC has it now)."""

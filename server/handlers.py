@@ -87,15 +87,17 @@ async def ingest_report(request: web.Request) -> web.Response:
     if wrong_time is not None:
         raise refusals.refuse("clock", web.HTTPUnprocessableEntity, wrong_time,
                               (identity.ward, identity.host))
-    ward_link = fleet.ward_link_change(report, received_at)
-    try:
-        stored = await app[WRITER].add(report, received_at, ward_link)
-    except sqlite3.Error as exc:  # a full or failing disk: the agent keeps it and retries
-        log.error("cannot store report %s: %s", report.id, exc)
-        raise fail(web.HTTPServiceUnavailable, "storage unavailable; retry later",
-                   **{"Retry-After": "5"}) from None
+    async with fleet.ward_lock(report.ward):  # other wards' reports share the commit
+        ward_link = fleet.ward_link_change(report, received_at)
+        try:
+            stored = await app[WRITER].add(report, received_at, ward_link)
+        except sqlite3.Error as exc:  # a full or failing disk: the agent keeps it, retries
+            log.error("cannot store report %s: %s", report.id, exc)
+            raise fail(web.HTTPServiceUnavailable, "storage unavailable; retry later",
+                       **{"Retry-After": "5"}) from None
+        if stored:
+            fleet.apply(report, received_at, ward_link)
     if stored:
-        fleet.apply(report, received_at, ward_link)
         app[PLANNER].note_outcomes(report.ward, report.outcomes)
         writer = app.get(REMOTE_WRITER)
         if writer is not None:

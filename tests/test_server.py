@@ -192,3 +192,51 @@ async def test_state_survives_a_restart(aiohttp_client: MakeClient, config: Serv
     metrics = await scrape(second)
     assert metrics["wardready_host_cpu_logical_cores"] == [
         ({"ward": "sai-gon", "host": "counter-01"}, float(HOST_RESULT.cpu_logical_cores))]
+
+
+async def test_two_pcs_of_a_ward_reporting_at_once_leave_the_ward_its_best_link(
+        aiohttp_client: MakeClient, config: ServerConfig) -> None:
+    """A ward's best link figure is the best of its PCs, whatever order their reports take
+    through the store: here a PC on a bad cable (5 % loss) and a clean one arrive together;
+    the ward's loss, in the history the request list and rules judge, ends at 0."""
+    import asyncio
+
+    from lab import results
+
+    store = Store(config.database)
+    room, counter = (store.issue_token("sai-gon", h) for h in ("room-pc", "counter-01"))
+    store.close()
+    client = await aiohttp_client(create_app(config, load_inventory(config.inventory)))
+
+    def with_loss(host_name: str, loss: float) -> dict[str, Any]:
+        body = report(host_name=host_name)
+        now = body["generated_at"]
+        body["outcomes"].append({"check": "media", "started_at": now, "duration_seconds": 10,
+                                 "ok": True, "result": results.udp(
+                                     loss=loss).model_dump(mode="json")})
+        return body
+    # The clean PC first: the lossy one's figures must not overwrite the ward's best.
+    clean, lossy = with_loss("counter-01", 0.0), with_loss("room-pc", 0.05)
+    posted = await asyncio.gather(
+        client.post("/api/v1/reports", json=clean, headers=auth(counter)),
+        client.post("/api/v1/reports", json=lossy, headers=auth(room)))
+    assert [r.status for r in posted] == [201, 201]
+    await client.close()
+    with Store(config.database) as store:
+        latest = store.ward_link_latest()["sai-gon"]
+        assert latest.get("loss") == 0.0, latest
+
+
+def test_link_figures_recorded_at_one_instant_end_with_the_last_recorded(
+        tmp_path: Path) -> None:
+    from wardready.model.report import Report
+
+    at = time.time()
+    with Store(tmp_path / "w.db") as store:
+        for host_name, loss in (("room-pc", 0.05), ("counter-01", 0.0)):
+            store.add_report(Report.model_validate(report(host_name=host_name)), at,
+                             {"loss": loss})
+        assert store.ward_link_points(at - 1)["sai-gon", "loss"] == [(at, 0.05), (at, 0.0)]
+        assert store.ward_link_latest()["sai-gon"]["loss"] == 0.0
+        assert store.prune_ward_link(at + 1) == 1
+        assert store.ward_link_points(at + 1)["sai-gon", "loss"] == [(at, 0.0)]

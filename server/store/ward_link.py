@@ -27,20 +27,22 @@ class WardLinkStore:
         with the value it had then."""
         points: dict[tuple[str, str], list[tuple[float, float | None]]] = defaultdict(list)
         for ward, criterion, at, value in self.db.execute(
-                "SELECT ward, criterion, max(at), value FROM ward_link WHERE at < ?"
-                " GROUP BY ward, criterion", (since,)):
-            points[ward, criterion].append((at, value))
-        for ward, criterion, at, value in self.db.execute(
-                "SELECT ward, criterion, at, value FROM ward_link WHERE at >= ? ORDER BY at",
+                f"SELECT ward, criterion, at, value FROM ({_LAST} WHERE at < ?) WHERE n = 1",
                 (since,)):
+            points[ward, criterion].append((at, value))
+        # Figures measured at the same instant (two PCs' reports replayed from one outage)
+        # follow in the order they were recorded, the last being what the ward had then.
+        for ward, criterion, at, value in self.db.execute(
+                "SELECT ward, criterion, at, value FROM ward_link WHERE at >= ?"
+                " ORDER BY at, rowid", (since,)):
             points[ward, criterion].append((at, value))
         return points
 
     def ward_link_latest(self) -> dict[str, dict[str, float | None]]:
         """Each ward's latest recorded link figures."""
         latest: dict[str, dict[str, float | None]] = defaultdict(dict)
-        for ward, criterion, _at, value in self.db.execute(
-                "SELECT ward, criterion, max(at), value FROM ward_link GROUP BY ward, criterion"):
+        for ward, criterion, value in self.db.execute(
+                f"SELECT ward, criterion, value FROM ({_LAST}) WHERE n = 1"):
             latest[ward][criterion] = value
         return latest
 
@@ -48,7 +50,11 @@ class WardLinkStore:
         """Forget link figures older than `before`, but for the one each ward had then."""
         with self.db:
             cur = self.db.execute(
-                "DELETE FROM ward_link WHERE at < ? AND rowid NOT IN (SELECT rowid FROM"
-                " (SELECT rowid, max(at) FROM ward_link WHERE at < ? GROUP BY ward, criterion))",
-                (before, before))
+                "DELETE FROM ward_link WHERE at < ? AND rowid NOT IN"
+                f" (SELECT id FROM ({_LAST} WHERE at < ?) WHERE n = 1)", (before, before))
         return cur.rowcount
+
+
+_LAST = ("SELECT rowid AS id, ward, criterion, at, value, row_number() OVER (PARTITION BY ward,"
+         " criterion ORDER BY at DESC, rowid DESC) AS n FROM ward_link")
+"""Each row ranked within its ward and criterion, the latest (then the last recorded) 1."""
