@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -209,14 +210,23 @@ def test_a_working_group_reads_its_wards_alerts_in_vietnamese_in_one_mail(
             "description_vi": "Phường Sài Gòn (wg-01): đoạn mạng LAN trên đường truyền bị lỗi "
                               "(mất gói trong mạng LAN, 1 lần phát hiện)."},
         "startsAt": "2026-12-06T02:00:00Z"}
-    _post(alertmanager, [VIDEO, segment])
+    # Both start a few minutes ahead: an alert already older than group_wait makes
+    # Alertmanager send its group at once, before the other alert of the request is in.
+    ahead = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    ends = (ahead + timedelta(days=1)).strftime(stamp)  # after the start, as it must be
+    video = {**VIDEO, "startsAt": ahead.strftime(stamp), "endsAt": ends}
+    segment |= {"startsAt": (ahead + timedelta(minutes=15)).strftime(stamp), "endsAt": ends}
+    _post(alertmanager, [video, segment])
     rcpt, message = _mail(smtp)
     assert rcpt == ["wg-01@hcmc.example"]
     assert message["Subject"] == "[wardready] Phường Sài Gòn: 2 cảnh báo"
-    blocks = [VI_BLOCKS["video"],
+    blocks = [VI_BLOCKS["video"].replace("Từ 01:45 06/12/2026",
+                                         f"Từ {ahead:%H:%M %d/%m/%Y}"),
               "\nCẢNH BÁO: Phường Sài Gòn: đoạn mạng LAN bị lỗi (mất gói trong mạng LAN)\n"
               "Phường Sài Gòn (wg-01): đoạn mạng LAN trên đường truyền bị lỗi (mất gói trong "
-              "mạng LAN, 1 lần phát hiện).\nTừ 02:00 06/12/2026 (giờ UTC).\n"]
+              f"mạng LAN, 1 lần phát hiện).\nTừ {ahead + timedelta(minutes=15):%H:%M %d/%m/%Y} "
+              "(giờ UTC).\n"]
     text = _text(message)
     types = [part.get_content_type() for part in message.walk()]
     assert "text/html" not in types, types  # Alertmanager's default HTML part is English
