@@ -171,9 +171,9 @@ async def run_once(config: AgentConfig, token: str,
     names = [n for n in ORDER if n in enabled] + [n for n in enabled if n not in ORDER]
     outcomes: dict[str, Outcome] = {}
     for i, name in enumerate(names, start=1):
-        title = CHECK_TITLES.get(name)
-        step = {"i": i, "n": len(names), "check": _("{title} ({check})").format(
-            title=_(title), check=name) if title else name}
+        title = _(CHECK_TITLES[name]) if name in CHECK_TITLES else name
+        step = {"i": i, "n": len(names), "check": name if title == name else _(
+            "{title} ({check})").format(title=title, check=name)}
         progress("[{i}/{n}] {check} ...".format(**step))
         outcome = await run_check(REGISTRY[name], enabled[name], context)
         outcomes[name] = outcome

@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import threading
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -185,11 +185,12 @@ def hold_test_slot(server: str, token: str, seconds: float) -> threading.Thread:
 def test_check_says_why_the_speed_test_waits_and_now_overrides_it(tmp_path: Path) -> None:
     """Inside a quiet window of the plan the technician's test does not run: the progress
     line says why and for how long; `--now` runs it, with a warning."""
+    # Today and tomorrow: a run near midnight in Ho Chi Minh City stays inside the window.
     today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
     inventory = tmp_path / "inventory.yml"
     inventory.write_text((DATA / "inventory-small.yml").read_text()
-                         + f'    - {{name: Ward meeting, ward: {WARD}, dates: [{today}], '
-                           'start: "00:00", end: "24:00"}\n')
+                         + f'    - {{name: Ward meeting, ward: {WARD}, dates: [{today}, '
+                           f'{today + timedelta(days=1)}], start: "00:00", end: "24:00"}}\n')
     port = stack.free_port()
     server_config = fleet.write_server_config(tmp_path, port, inventory=str(inventory))
     [token] = fleet.issue_tokens(server_config, [(WARD, HOST)])

@@ -218,5 +218,5 @@ def test_the_wheel_installed_in_a_clean_environment_runs_agent_and_server(
                             "--config", "agent.yml"], cwd=work, capture_output=True,
                            text=True, timeout=300)
     assert agent.returncode in (0, 1), agent.stderr
-    assert "host: ok" in agent.stderr and "peripherals: ok" in agent.stderr, agent.stderr
+    assert "(host): ok" in agent.stderr and "peripherals: ok" in agent.stderr, agent.stderr
     assert "server unreachable" in json.loads(agent.stdout)["profile_source"]
