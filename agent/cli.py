@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     """The commands and options, their help in the current language (argparse's own words,
-    `usage:` and its errors, stay English)."""
+    `usage:` and its errors, follow it through `i18n.localize_argparse`)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
                         help=_("agent configuration (default {file})").format(
