@@ -6,10 +6,10 @@ targets to its edge: loss and jitter in any 15 s, loss in any 200 ms, reordering
   50 ms, and an nftables rule of this test lets a random 2 % of them past it; each of those
   overtakes the two echoes sent in the 40 ms before it, so the reordered count is twice the
   rule's own counter (the truth), and the check must report and judge it.
-- A three-minute call over a link clean but for a 10 s burst of 5 % loss: the whole run's
-  loss (~0.3 % each way) passes the 1 % criterion, the worst of its twelve 15 s windows
-  fails it, and `wardready-agent check` names the window the burst fell in. **This test
-  takes three minutes of CI**; it sends 50 small probes a second.
+- A ten-minute call over a link clean but for a 20 s burst of 5 % loss: the whole run's loss
+  passes the 1 % criterion, the worst 15 s window fails it, and `wardready-agent check`
+  names the window the burst fell in. **This test takes ten minutes of CI** (it is the
+  length of the windows' evidence: forty 15 s windows); it sends 50 small probes a second.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         pytest.skip(problem)
     workdir = tmp_path_factory.mktemp("media-windows")
     with netlab.WardLink() as link:
-        # Sessions long and large enough for a three-minute stream at 50 probes a second.
+        # Sessions long and large enough for a ten-minute stream at 50 probes a second.
         token = netlab.start_city_server(link, workdir, echo_port=ECHO_PORT,
                                          echo={"max_packets": 40_000, "session_seconds": 700})
         yield Lab(link, token, workdir)
@@ -287,12 +287,12 @@ def _profile() -> Any:
     return load_inventory(REPO / "inventory.yml").profiles["ward-standard"]
 
 
-def test_a_10_s_burst_of_loss_in_a_3_minute_call_fails_the_15_s_window_only(
+def test_a_20_s_burst_of_loss_in_a_10_minute_call_fails_the_15_s_window_only(
         lab: Lab) -> None:
     link = lab.link
-    duration, burst_at, burst_for, loss = 180.0, 90.0, 10.0, 5.0
+    duration, burst_at, burst_for, loss = 600.0, 300.0, 20.0, 5.0
     config = fleet.write_agent_config(
-        lab.workdir / "three-minutes", f"http://{link.city_ip}:8470", WARD, HOST,
+        lab.workdir / "ten-minutes", f"http://{link.city_ip}:8470", WARD, HOST,
         lab.token.read_text(), checks={"media": {
             "duration_seconds": duration, "packet_rate": 50.0, "packet_bytes": 200,
             "timeout_seconds": duration + 60}})
@@ -330,13 +330,13 @@ def test_a_10_s_burst_of_loss_in_a_3_minute_call_fails_the_15_s_window_only(
     print(f"\nburst {on:.2f}-{off:.2f} s, drops {drops}, sent {sent}\n"
           + "\n".join(json.dumps(c) for c in body["criteria"]) + "\n" + err[-2000:])
     assert body["errors"] == {}, err
-    assert sent == duration * 50
+    assert sent == 30_000
     # The kernel's counters are the truth: every probe or echo the burst's rules dropped,
     # and nothing else, is what the run lost (HTTP runs only before and after the stream).
     lost = drops["upload"] + drops["download"]
-    expected = netlab.round_trip_loss(loss) * burst_for * 50  # ~49 of 500 in the burst
+    expected = netlab.round_trip_loss(loss) * burst_for * 50  # ~97.5 of ~1,000 in the burst
     assert 0.5 * expected < lost < 1.5 * expected
-    # The whole run: ~0.28 % each way, far below 1 %: the loss line (the 6 h p75's figure
+    # The whole run: ~0.16 % each way, far below 1 %: the loss line (the 6 h p75's figure
     # per run) passes.
     assert lines["loss"]["verdict"] == "pass"
     # (the worse direction's, as the line takes it: forward over the probes sent, return
