@@ -11,7 +11,7 @@ from pathlib import Path
 
 from wardready.core import i18n
 from wardready.core.errors import ConfigError, WardreadyError, output_closed
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, ngettext
 from wardready.core.inventory import Inventory, load_inventory
 from wardready.server import memory, serving
 from wardready.server.app import create_app
@@ -343,7 +343,7 @@ def _readiness(args: argparse.Namespace) -> int:
 
 def _equipment_list(args: argparse.Namespace) -> int:
     from wardready.server import equipment
-    from wardready.server.equipment_formats import BOM, money_text, renderer
+    from wardready.server.equipment_formats import BOM, lines_needing_a_quote, money_text, renderer
 
     config, inventory = _load(args)
     groups = [g.id for g in inventory.working_groups]
@@ -373,11 +373,16 @@ def _equipment_list(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise WardreadyError(_("cannot write {file}: {error}").format(
             file=args.output, error=exc.strerror)) from None
-    print(_("{file}: {lines} lines for {wards} wards, {total} (+{unpriced} lines needing a "
-            "quote); {silent} wards with no data").format(
-        file=args.output, lines=len(found.lines), wards=len({x.ward.id for x in found.lines}),
-        total=money_text(found.total_vnd), unpriced=found.unpriced_lines,
-        silent=len(found.no_data)), file=sys.stderr)
+    lines, wards = len(found.lines), len({x.ward.id for x in found.lines})
+    silent = len(found.no_data)
+    print(_("{file}: {lines} for {wards}, {total} (+{unpriced}); {silent}").format(
+        file=args.output, lines=ngettext("{count} line", "{count} lines", lines).format(
+            count=lines),
+        wards=ngettext("{count} ward", "{count} wards", wards).format(count=wards),
+        total=money_text(found.total_vnd),
+        unpriced=lines_needing_a_quote(found.unpriced_lines),
+        silent=ngettext("{count} ward with no data", "{count} wards with no data",
+                        silent).format(count=silent)), file=sys.stderr)
     return 0
 
 

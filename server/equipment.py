@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from wardready.checks import REGISTRY, devices, host, platforms
 from wardready.core import i18n
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, ngettext
 from wardready.core.inventory import CatalogueItem, Inventory, NeedKind, Profile
 from wardready.core.metrics import Sample
 from wardready.model import criteria
@@ -332,11 +332,9 @@ def build(inventory: Inventory, evidence: Evidence, now: float, max_age: float
 def _silent(known: int, last: float | None, max_age: float) -> str:
     if not known or last is None:
         return _("no agent has reported from this ward")
-    # One message per English form, not ngettext: see `_pcs`.
-    return (_("{count} PC known, none reported in the last {hours} h (last report {at})")
-            if known == 1 else
-            _("{count} PCs known, none reported in the last {hours} h (last report {at})")
-            ).format(count=known, hours=_number(max_age / 3600), at=_ago(last))
+    return ngettext("{count} PC known, none reported in the last {hours} h (last report {at})",
+                    "{count} PCs known, none reported in the last {hours} h (last report {at})",
+                    known).format(count=known, hours=_number(max_age / 3600), at=_ago(last))
 
 
 def _ago(at: float) -> str:
@@ -346,9 +344,7 @@ def _ago(at: float) -> str:
 
 
 def _pcs(n: int) -> str:
-    # Counted English plurals are two plain messages (Vietnamese has one form): the shared
-    # scripts/catalogues.py cannot yet compare compiled plural entries (`ngettext`).
-    return (_("{count} PC") if n == 1 else _("{count} PCs")).format(count=n)
+    return ngettext("{count} PC", "{count} PCs", n).format(count=n)
 
 
 def _named(names: Sequence[str]) -> str:
@@ -611,10 +607,10 @@ def _item_words(item: ItemCriterion, counts: Mapping[str, int], have: int, need:
             have=have, item=_noun(item.item, 1), pcs=_pcs(len(counts)), need=need)
     noun = _noun(item.item, have)
     if item.calls_only:
-        return (_("the PC holding the video calls ({pcs}) sees {have} {items}; {need} needed")
-                if len(counts) == 1 else
-                _("the PCs holding the video calls ({pcs}) see {have} {items}; {need} needed")
-                ).format(pcs=", ".join(sorted(counts)), have=have, items=noun, need=need)
+        return ngettext(
+            "the PC holding the video calls ({pcs}) sees {have} {items}; {need} needed",
+            "the PCs holding the video calls ({pcs}) see {have} {items}; {need} needed",
+            len(counts)).format(pcs=", ".join(sorted(counts)), have=have, items=noun, need=need)
     return _("{have} {items} seen (the most any PC sees, as network {several} show on every "
              "PC); {need} needed").format(have=have, items=noun, several=_noun(item.item),
                                           need=need)

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from wardready.core import i18n
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, ngettext
 from wardready.server.equipment import PRIORITY_NAMES, EquipmentList, Line, NoData, windows_text
 
 if TYPE_CHECKING:
@@ -78,10 +78,10 @@ def _priority(line: Line) -> str:
     return _(PRIORITY_NAMES[line.priority])
 
 
-def _lines_needing_a_quote(n: int) -> str:
-    # Two messages, not ngettext: see `server.equipment._pcs`.
-    return (_("{count} line needing a quote") if n == 1
-            else _("{count} lines needing a quote")).format(count=n)
+def lines_needing_a_quote(n: int) -> str:
+    """"3 lines needing a quote", in the current language."""
+    return ngettext("{count} line needing a quote", "{count} lines needing a quote",
+                    n).format(count=n)
 
 
 def _no_data_wards(lst: EquipmentList) -> Counter[str]:
@@ -249,7 +249,7 @@ def to_markdown(lst: EquipmentList, tz: tzinfo) -> str:
         if unpriced:
             subtotal = _("Subtotal for {group}: **{total}**; {lines}, not included.").format(
                 group=_md(group), total=money_text(priced),
-                lines=_lines_needing_a_quote(unpriced))
+                lines=lines_needing_a_quote(unpriced))
         else:
             subtotal = _("Subtotal for {group}: **{total}**.").format(
                 group=_md(group), total=money_text(priced))
@@ -448,7 +448,7 @@ def _write_group_sheet(ws: Worksheet, lst: EquipmentList, group: str, lines: Seq
     unpriced = sum(line.subtotal_vnd is None for line in lines)
     if unpriced:
         _set(ws, total, 10, _("{lines}, not in the total").format(
-            lines=_lines_needing_a_quote(unpriced)), wrap=True)
+            lines=lines_needing_a_quote(unpriced)), wrap=True)
     ws.freeze_panes = "C2"  # header and ward stay in view while scrolling to the reason
     ws.auto_filter.ref = f"A1:L{last}"
     _print_setup(ws, 1, _group_label(lst, group))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from wardready.core import i18n
 from wardready.core.errors import WardreadyError
-from wardready.core.i18n import N_, _
+from wardready.core.i18n import N_, _, ngettext
 from wardready.server.config import ProposalConfig
 from wardready.server.equipment import EquipmentList, Line
 
@@ -236,8 +236,8 @@ def _keep_with_next(pdf: FPDF, height: float) -> None:
 def _quote_note(count: int) -> str:
     if not count:
         return ""
-    return (_("{count} item needs a quote, not included") if count == 1
-            else _("{count} items need a quote, not included")).format(count=count)
+    return ngettext("{count} item needs a quote, not included",
+                    "{count} items need a quote, not included", count).format(count=count)
 
 
 def _quote_suffix(count: int) -> str:

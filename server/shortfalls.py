@@ -16,7 +16,7 @@ from typing import Literal
 from wardready.checks import REGISTRY, devices
 from wardready.checks.base import CheckResult
 from wardready.core import i18n
-from wardready.core.i18n import _
+from wardready.core.i18n import _, ngettext
 from wardready.core.inventory import EndOfSupport, Profile
 from wardready.core.metrics import MetricSpec, Sample
 from wardready.model.criteria import (
@@ -170,9 +170,9 @@ def device_shortfalls(poll: devices.DevicePoll, profile: Profile,
                 port=name, speed=_figure((speed or 0) / 1e6)) for name, speed in slow[:3])
             if len(slow) > 3:
                 shown = _("{ports} and {count} more").format(ports=shown, count=len(slow) - 3)
-            found.append(DeviceShortfall("port-speed", (
-                _("{count} connected port below {speed} Mbit/s: {ports}") if len(slow) == 1
-                else _("{count} connected ports below {speed} Mbit/s: {ports}")).format(
+            found.append(DeviceShortfall("port-speed", ngettext(
+                "{count} connected port below {speed} Mbit/s: {ports}",
+                "{count} connected ports below {speed} Mbit/s: {ports}", len(slow)).format(
                     count=len(slow), speed=_figure(need), ports=shown)))
     if poll.os_version:
         for eos in end_of_support:

@@ -127,6 +127,20 @@ def test_a_message_reads_in_the_chosen_language() -> None:
     assert i18n._("{value:.1f} % loss").format(value=2.5) == "2.5 % loss"
 
 
+def test_counted_messages_take_the_form_their_count_calls_for() -> None:
+    from wardready.server.equipment_formats import lines_needing_a_quote
+
+    # English has two forms (1 line, 2 lines); Vietnamese one (Plural-Forms: nplurals=1),
+    # so the compiled catalogue's plural entry serves every count.
+    assert lines_needing_a_quote(1) == "1 line needing a quote"
+    assert lines_needing_a_quote(2) == "2 lines needing a quote"
+    assert i18n.ngettext("{count} ward", "{count} wards", 1).format(count=1) == "1 ward"
+    with i18n.using("vi"):
+        assert lines_needing_a_quote(1) == "1 dòng cần báo giá"
+        assert lines_needing_a_quote(12) == "12 dòng cần báo giá"
+        assert i18n.ngettext("{count} ward", "{count} wards", 2).format(count=2) == "2 đơn vị"
+
+
 def test_money_and_dates_are_written_the_vietnamese_way() -> None:
     day = datetime.date(2026, 12, 6)
     with i18n.using("vi"):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from wardready.checks import bandwidth, host, latency, media, peripherals
 from wardready.checks.base import CheckResult
 from wardready.core import emodel
-from wardready.core.i18n import N_, _, decimal_mark
+from wardready.core.i18n import N_, _, decimal_mark, ngettext
 from wardready.core.inventory import CallPreset, LinkRequirement, Profile
 from wardready.model.report import Outcome
 
@@ -280,8 +280,7 @@ def _enough(good: int, pending: int, need: int) -> Verdict:
 
 
 def _pcs(n: int) -> str:
-    # Not ngettext: scripts/catalogues.py cannot yet compare compiled plural entries.
-    return (_("{count} PC") if n == 1 else _("{count} PCs")).format(count=n)
+    return ngettext("{count} PC", "{count} PCs", n).format(count=n)
 
 
 @dataclass(frozen=True)
