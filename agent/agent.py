@@ -34,6 +34,7 @@ from wardready.checks.base import CheckConfig, CheckSpec, Context, ServerLink
 from wardready.core.metrics import (
     AGENT_INFO,
     AGENT_LABELS,
+    CLOCK_OFFSET,
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
@@ -90,8 +91,8 @@ BUSY_MARKS = MetricSpec("wardready_agent_busy_marks_total",
                         "wait).", kind="counter")
 AGENT_METRICS = (GENERATED, DELIVERED, DELIVERY_FAILURES, REJECTED, PENDING,
                  SPOOL_BYTES, SPOOL_OLDEST, DROPPED_REPORTS, SPOOL_ERRORS, CLOCK_JUMPS,
-                 TESTER, NEXT_TEST, PLAN_FETCHED, PLAN_INTERVAL, PLAN_BUDGET, NEXT_QUIET,
-                 DEFERRALS, BUSY_MARKS)
+                 CLOCK_OFFSET, TESTER, NEXT_TEST, PLAN_FETCHED, PLAN_INTERVAL, PLAN_BUDGET,
+                 NEXT_QUIET, DEFERRALS, BUSY_MARKS)
 PLAN_RETRY_SECONDS = 60.0
 """After a failed plan fetch; the last plan fetched stays in force meanwhile."""
 LINK_SAMPLE_SECONDS = 5.0
@@ -337,6 +338,8 @@ class Agent(Collector):
                Sample(SPOOL_ERRORS, (), d.spool_errors), Sample(CLOCK_JUMPS, (), self.clock_jumps)]
         if d.stats.oldest_created_at is not None:
             own.append(Sample(SPOOL_OLDEST, (), d.stats.oldest_created_at))
+        if d.clock_offset is not None:
+            own.append(Sample(CLOCK_OFFSET, (), d.clock_offset))
         if self.planned:
             tests = self.schedule.next_at is not None and "bandwidth" in self.checks
             own += [Sample(TESTER, (), 1 if tests else 0),

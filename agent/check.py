@@ -16,6 +16,7 @@ import json
 import ssl
 import sys
 import textwrap
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from wardready.agent.config import AgentConfig
 from wardready.checks import REGISTRY
 from wardready.checks.base import ServerLink, server_tls
 from wardready.core import i18n
-from wardready.core.api import PROFILE_PATH
+from wardready.core.api import PROFILE_PATH, clock_offset_seconds
 from wardready.core.errors import ConfigError
 from wardready.core.i18n import N_, _
 from wardready.core.inventory import CallPreset, Profile, load_inventory
@@ -41,7 +42,7 @@ from wardready.model.readiness import (
     state_word,
     verdict_word,
 )
-from wardready.model.report import Outcome
+from wardready.model.report import CLOCK_AHEAD_SECONDS, CLOCK_WARN_SECONDS, Outcome
 
 ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
 CHECK_TITLES = {"host": N_("this PC"), "peripherals": N_("peripherals"),
@@ -73,13 +74,15 @@ class Requirement:
 class ProfileSource:
     """Where the profile came from, shown in any language by `text()`: the server (`profile`
     its id), or the local `inventory` because the server was not (`status`: what it
-    answered; else `error`: why it could not be reached)."""
+    answered; else `error`: why it could not be reached); `clock_offset`: this PC's clock
+    minus the server's, from the answer's `Date`."""
 
     profile: str = ""
     inventory: str = ""
     status: int | None = None
     error: str = ""
     call: str | None = None
+    clock_offset: float | None = None
 
     def text(self) -> str:
         """In the current language, e.g. `from the server (ward-standard)`."""
@@ -104,15 +107,16 @@ async def fetch_profile(server: ServerLink) -> tuple[Requirement | None, Profile
                 timeout=aiohttp.ClientTimeout(total=PROFILE_TIMEOUT_SECONDS)) as http, \
                 http.get(server.url + PROFILE_PATH, ssl=tls,
                          headers={"Authorization": f"Bearer {server.token}"}) as resp:
+            offset = clock_offset_seconds(resp.headers.get("Date"), time.time())
             if resp.status != 200:
-                return None, ProfileSource(status=resp.status)
+                return None, ProfileSource(status=resp.status, clock_offset=offset)
             body = await resp.json()
         call = CallPreset.model_validate(body["call"]) if body.get("call") else None
         profile = Profile.model_validate(body["profile"])
         roles = [str(r["id"]) for r in body.get("roles", [])]
         name = body.get("ward_name")  # servers that send it; else the local inventory's
         return (Requirement(profile, call, roles, name if isinstance(name, str) else None),
-                ProfileSource(profile=str(body["profile_id"])))
+                ProfileSource(profile=str(body["profile_id"]), clock_offset=offset))
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         return None, ProfileSource(error=type(exc).__name__)
 
@@ -152,7 +156,7 @@ async def run_once(config: AgentConfig, token: str,
             raise ConfigError(_("agent config"), 0, "inventory", _(
                 "no requirement profile: {why}, and no local inventory").format(why=why))
         source = ProfileSource(inventory=str(config.inventory), status=source.status,
-                               error=source.error)
+                               error=source.error, clock_offset=source.clock_offset)
     elif required.ward_name is None and config.inventory is not None:
         required = Requirement(required.profile, required.call, required.roles,
                                _ward_name(config))
@@ -229,6 +233,30 @@ def segment_lines(found: list[segments.Finding]) -> list[str]:
                                    initial_indent="    ", subsequent_indent="      ",
                                    break_on_hyphens=False))
     return lines
+
+
+CLOCK_FIX = N_("turn on the PC's time synchronisation (Windows: Settings > Time & language > "
+               "Date & time > Set time automatically, then Sync now; Linux: timedatectl "
+               "set-ntp true)")
+
+
+def clock_lines(offset: float | None) -> list[str]:
+    """A warning when this PC's clock is far from the server's: the server refuses reports
+    dated over `CLOCK_AHEAD_SECONDS` ahead of its clock, so they would be lost."""
+    if offset is None or abs(offset) < CLOCK_WARN_SECONDS:
+        return []
+    off, limit = wait_text(abs(offset)), wait_text(CLOCK_AHEAD_SECONDS)
+    text = (_("Clock: this PC's clock is {offset} ahead of the server's: the server refuses "
+              "reports dated over {limit} ahead, so this PC's reports would be lost")
+            if offset > CLOCK_AHEAD_SECONDS else
+            _("Clock: this PC's clock is {offset} ahead of the server's; at {limit} ahead the "
+              "server refuses its reports") if offset > 0 else
+            _("Clock: this PC's clock is {offset} behind the server's: its measurements are "
+              "dated that far in the past")).format(offset=off, limit=limit)
+    return [*textwrap.wrap(text, WIDTH, subsequent_indent="      ", break_on_hyphens=False),
+            *textwrap.wrap(_("fix: {text}").format(text=_(CLOCK_FIX)), WIDTH,
+                           initial_indent="    ", subsequent_indent="      ",
+                           break_on_hyphens=False)]
 
 
 def reference_readings(outcomes: dict[str, Outcome]) -> dict[str, Any]:
@@ -350,11 +378,13 @@ def main(config: AgentConfig, token: str, as_json: bool, now: bool = False) -> i
                 "ward": config.ward, "host": config.host, "role": config.role,
                 "profile_source": source.text(), **readiness.as_dict(),
                 "reference_readings": readings, "segments": [f.as_dict() for f in found],
+                "clock_offset_seconds": source.clock_offset,
                 "errors": {n: o.error for n, o in outcomes.items() if not o.ok}}
         print(json.dumps(body, indent=2))
         return 0 if readiness.state in ("ready", "ready-with-warnings") else 1
     readiness = judge(outcomes, required, config.role)
     found = weak_segments(outcomes, required, config)
     print(table(readiness, config, source.text(),
-                segment_lines(found) + reference_lines(readings), required.ward_name))
+                clock_lines(source.clock_offset) + segment_lines(found)
+                + reference_lines(readings), required.ward_name))
     return 0 if readiness.state in ("ready", "ready-with-warnings") else 1

@@ -17,13 +17,15 @@ import ssl
 import time
 from collections import deque
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from wardready.agent.spool import Spool, Spooled
 from wardready.checks.base import server_tls
-from wardready.core.api import REPORTS_PATH, retry_after_seconds
+from wardready.core.api import REPORTS_PATH, clock_offset_seconds, retry_after_seconds
 from wardready.core.errors import AttemptFailed
 from wardready.core.serial import SerialThread
+from wardready.model.report import CLOCK_AHEAD_SECONDS, CLOCK_WARN_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,18 @@ REUSE_SECONDS = 10.0
 (aiohttp after 75 s), and a report sent on it would fail for nothing. A backlog being
 replayed goes over one connection; a report every few minutes opens its own."""
 MAX_ANSWER_BYTES = 64 << 10
+CLOCK_WARNING_EVERY_SECONDS = 3600.0
+
+
+class Answer(NamedTuple):
+    """What the server said to one report."""
+
+    status: int
+    text: str
+    retry_after: float | None
+    """`Retry-After` in seconds, None without one."""
+    clock_offset: float | None
+    """This PC's clock minus the server's, from the answer's `Date` (None without one)."""
 
 
 def failure_reason(exc: BaseException, connecting: bool) -> str:
@@ -65,9 +79,8 @@ class Sender:
         self._conn: http.client.HTTPConnection | None = None
         self._used_at = 0.0
 
-    def post(self, body: bytes) -> tuple[int, str, float | None]:
-        """The server's status, answer and `Retry-After` seconds (None without one); raises
-        AttemptFailed if it gave none."""
+    def post(self, body: bytes) -> Answer:
+        """The server's answer; raises AttemptFailed if it gave none."""
         if self._conn is None or time.monotonic() - self._used_at > REUSE_SECONDS:
             self.close()
             self._conn = self._connect()
@@ -75,13 +88,15 @@ class Sender:
             self._conn.request("POST", self.path, body=body, headers=self._headers)
             resp = self._conn.getresponse()
             text = resp.read(MAX_ANSWER_BYTES).decode(errors="replace")
+            offset = clock_offset_seconds(resp.getheader("Date"), time.time())
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise AttemptFailed(failure_reason(exc, connecting=False), exc) from exc
         self._used_at = time.monotonic()
         if resp.will_close or not resp.isclosed():  # not read to the end: not reusable
             self.close()
-        return resp.status, text, retry_after_seconds(resp.getheader("Retry-After"))
+        return Answer(resp.status, text, retry_after_seconds(resp.getheader("Retry-After")),
+                      offset)
 
     def _connect(self) -> http.client.HTTPConnection:
         conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,
@@ -129,6 +144,9 @@ class Delivery:
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self._retry_after: float | None = None
         """The last refusal's `Retry-After`: the next attempt waits at least that long."""
+        self.clock_offset: float | None = None
+        """This PC's clock minus the server's, from the server's last answer."""
+        self._clock_warned_at = -CLOCK_WARNING_EVERY_SECONDS
 
     @property
     def pending(self) -> int:
@@ -197,13 +215,14 @@ class Delivery:
         """True when the report is done with (stored, or refused for good)."""
         self._retry_after = None
         try:
-            status, text, self._retry_after = await self._network.call(self._sender.post,
-                                                                       item.body)
+            answer = await self._network.call(self._sender.post, item.body)
         except AttemptFailed as exc:
             self.failures[exc.reason] += 1
             log.warning("cannot deliver report %s to %s (%s): %s", item.id, self.url,
                         exc.reason, exc)
             return False
+        status, text, self._retry_after = answer.status, answer.text, answer.retry_after
+        self._heed_clock(answer.clock_offset)
         if status in (200, 201):
             self.delivered += 1
             return True
@@ -216,3 +235,23 @@ class Delivery:
         self.failures[reason] += 1
         log.warning("report %s not accepted (%d %s): %s", item.id, status, reason, text[:300])
         return False
+
+    def _heed_clock(self, offset: float | None) -> None:
+        """Keep the clock offset and, once an hour, warn of a clock far from the server's:
+        the server refuses reports dated over `CLOCK_AHEAD_SECONDS` ahead of its own clock."""
+        if offset is None:
+            return
+        self.clock_offset = offset
+        now = time.monotonic()
+        if abs(offset) < CLOCK_WARN_SECONDS or now - self._clock_warned_at < (
+                CLOCK_WARNING_EVERY_SECONDS):
+            return
+        self._clock_warned_at = now
+        if offset > CLOCK_AHEAD_SECONDS:
+            log.error("this PC's clock is %.0f s ahead of the server's %s: the server refuses "
+                      "reports over %.0f s ahead, so they are lost; set the clock (turn on time "
+                      "synchronisation)", offset, self.url, CLOCK_AHEAD_SECONDS)
+        else:
+            log.warning("this PC's clock is %.0f s %s the server's %s: turn on time "
+                        "synchronisation (reports over %.0f s ahead are refused)", abs(offset),
+                        "ahead of" if offset > 0 else "behind", self.url, CLOCK_AHEAD_SECONDS)

@@ -13,11 +13,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # prometheus-node-exporter, prometheus-pushgateway: what the benchmarks compare with (bench/);
 # victoria-metrics: a remote-write receiver besides Prometheus's own (docs/remote-write.md);
 # fonts-dejavu-core: the Unicode font the request list's PDF embeds; poppler-utils: its tests
-# read the PDF back (pdftotext) and render a page (pdftoppm).
+# read the PDF back (pdftotext) and render a page (pdftoppm); faketime: an agent whose clock
+# is off (tests/test_clock_offset.py).
 DEBIAN_PACKAGES=(prometheus iperf3 iputils-ping iproute2 nftables iptables ethtool
                  libnetfilter-queue-dev build-essential python3-dev openssh-server tmux
                  prometheus-alertmanager prometheus-node-exporter prometheus-pushgateway
-                 victoria-metrics fonts-dejavu-core poppler-utils)
+                 victoria-metrics fonts-dejavu-core poppler-utils faketime)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

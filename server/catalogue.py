@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from wardready.core.inventory import Inventory, Ward
 from wardready.core.metrics import (
     AGENT_INFO,
+    CLOCK_OFFSET,
     DROPPED_REPORTS,
     OUTCOME_METRICS,
     MetricSpec,
@@ -27,8 +28,6 @@ LAST_REPORT = MetricSpec("wardready_agent_last_report_timestamp_seconds",
                          "When the server last received a report from this agent.")
 REPORTS = MetricSpec("wardready_agent_reports_total", "Reports received from this agent.",
                      kind="counter")
-CLOCK_OFFSET = MetricSpec("wardready_agent_clock_offset_seconds",
-                          "Agent clock minus server clock, from the latest fresh report.")
 AGENT_METRICS = (LAST_REPORT, REPORTS, DROPPED_REPORTS, CLOCK_OFFSET, AGENT_INFO,
                  *OUTCOME_METRICS)
 

@@ -88,7 +88,7 @@ class Reporter:
         started = time.monotonic()
         for _ in range(200):  # bounded; the flood ends long before
             try:
-                status, answer, _ = sender.post(payload)
+                status, answer, *_ = sender.post(payload)
             except AttemptFailed:
                 self.failures += 1
                 time.sleep(0.1)

@@ -3,6 +3,8 @@ once, below both ends (`wardready.server.routes` serves them)."""
 
 from __future__ import annotations
 
+import email.utils
+
 REPORTS_PATH = "/api/v1/reports"
 """POST a round's report (`wardready.agent.delivery`)."""
 PROFILE_PATH = "/api/v1/profile"
@@ -44,3 +46,17 @@ def retry_after_seconds(header: str | None) -> float | None:
     except ValueError:
         return None
     return min(seconds, MAX_RETRY_AFTER_SECONDS) if seconds >= 0 else None
+
+
+def clock_offset_seconds(date_header: str | None, local_now: float) -> float | None:
+    """This machine's clock minus the server's, from an answer's `Date` header read at
+    `local_now`; None without a readable one. An HTTP-date (RFC 9110) has whole seconds, cut
+    down, so the server's clock stood half a second past it on average: within half a second
+    (plus the answer's trip)."""
+    if not date_header:
+        return None
+    try:
+        server_now = email.utils.parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return local_now - (server_now + 0.5)

@@ -148,6 +148,13 @@ DROPPED_REPORTS = MetricSpec("wardready_agent_dropped_reports_total",
                              kind="counter")
 """Exposed by the agent and, from its reports, by the server: loss is never silent."""
 
+CLOCK_OFFSET = MetricSpec("wardready_agent_clock_offset_seconds",
+                          "The agent's clock minus the server's: on the agent from the Date of "
+                          "the server's last answer, on the server from the latest fresh "
+                          "report.")
+"""Both ends, each by its own evidence: the server cannot see a clock it refuses reports from
+(over `CLOCK_AHEAD_SECONDS` ahead), the agent can."""
+
 AGENT_INFO = MetricSpec("wardready_agent_info",
                         "The agent's version; on the agent and the server alike labelled with "
                         "the ward and host it reports as.", ("version",))

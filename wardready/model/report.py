@@ -34,6 +34,9 @@ CLOCK_AHEAD_SECONDS = 300.0
 """How far ahead of the server's clock an agent's times may be: 5 minutes, the skew Kerberos
 allows by default. A clock further ahead is wrong, and its results would hide the newer,
 correct ones until that date came."""
+CLOCK_WARN_SECONDS = CLOCK_AHEAD_SECONDS / 2
+"""An agent whose clock is this far from the server's says so: half the bound, so that a
+drifting clock is heard of before its reports are refused."""
 MAX_REPORT_AGE_SECONDS = 90 * 86400.0
 """How old a report may be when it arrives: longer than an agent's spool may keep one."""
 
