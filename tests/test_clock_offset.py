@@ -87,6 +87,8 @@ def test_check_says_the_pcs_clock_is_ahead_and_how_to_set_it(
     assert ("Clock: this PC's clock is 7 min ahead of the server's: the server refuses reports "
             "dated over 5 min") in table, table
     assert "timedatectl set-ntp true" in table
+    vietnamese = check(config, faketime(AHEAD), "--lang", "vi").stdout
+    assert "Đồng hồ: đồng hồ của máy tính này chạy nhanh hơn máy chủ 7 phút" in vietnamese
     # Behind by three hours: its measurements would be dated three hours back.
     behind = check(config, faketime(-3 * 3600)).stdout
     assert "Clock: this PC's clock is 3 h 00 min behind the server's" in behind, behind
