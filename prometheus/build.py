@@ -28,6 +28,7 @@ from wardready.core.i18n import N_, _
 from wardready.model import criteria
 from wardready.model.criteria import LINK, PC_SPEC, LinkCriterion, WindowCriterion
 from wardready.model.criteria import WINDOWS as CALL_WINDOWS
+from wardready.model.report import CLOCK_AHEAD_SECONDS, CLOCK_WARN_SECONDS
 from wardready.model.segments import PORT_ERRORS_WINDOW_SECONDS
 
 OUT = Path(__file__).resolve().parent / "rules" / "wardready.rules.yml"
@@ -312,6 +313,8 @@ def fields() -> dict[str, str]:
         "platform": "{{ $labels.platform }}", "value": "{{ $value }}",
         "percent": "{{ $value | humanizePercentage }}",
         "duration": "{{ $value | humanizeDuration }}",
+        "seconds": "{{ $value | printf \"%.0f\" }}",
+        "clock_limit": f"{CLOCK_AHEAD_SECONDS:g}",
         "criterion": words("$labels.criterion", CRITERIA),
         "item": words("$labels.item", ITEMS),
         "segment": words("$labels.segment", SEGMENT_WORDS),
@@ -387,6 +390,17 @@ def alert_group() -> dict[str, Any]:
                  "(its spool keeps the reports until it can)."),
               comment=f"{rounds} rounds of the host check (every 300 s by default) without a "
                       "report."),
+        alert("AgentClockAhead",
+              f"(wardready_agent_clock_offset_seconds > {CLOCK_WARN_SECONDS:g})\n"
+              + WORKING_GROUP_AND_NAME, "1h", "warning",
+              N_("{ward}/{host}: clock {seconds} s ahead"),
+              N_("The clock of {host} in ward {ward} ({working_group}) is {seconds} s ahead of "
+                 "the server's: at {clock_limit} s ahead the server refuses its reports for "
+                 "good (wardready_server_reports_refused_total{{reason=\"clock\"}}). Turn on "
+                 "the PC's time synchronisation (wardready-agent check says how)."),
+              comment="From the PC's latest report sent as soon as it was made; the agent "
+                      "warns on the PC itself at the same offset (docs/reliability.md). A "
+                      "clock behind cannot be told from a late report here."),
         alert("WardUplinkFigureStale",
               "(time() - wardready_ward_uplink_measured_timestamp_seconds\n"
               " > on (ward) wardready_plan_max_age_seconds)\n" + WORKING_GROUP_AND_NAME,

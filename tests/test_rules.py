@@ -40,7 +40,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     assert alerts == {"WardLinkBelowRequirement", "WardEquipmentMissing", "WardVideoNotReady",
                       "WardPlatformUnreachable", "WardDeviceBelowSpec", "AgentSilent",
                       "WardWithoutAgent", "WardUplinkFigureStale", "WardSegmentAtFault",
-                      "WardCallWindowsFailing"}
+                      "WardCallWindowsFailing", "AgentClockAhead"}
     fired: set[str] = set()
     quiet: set[str] = set()  # a ward in the test's input that the alert leaves alone
     for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
