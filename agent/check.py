@@ -42,7 +42,7 @@ from wardready.model.readiness import (
     state_word,
     verdict_word,
 )
-from wardready.model.report import CLOCK_AHEAD_SECONDS, CLOCK_WARN_SECONDS, Outcome
+from wardready.model.report import CLOCK_AHEAD_SECONDS, Outcome, clock_drift
 
 ORDER = ("host", "peripherals", "latency", "media", "bandwidth")
 CHECK_TITLES = {"host": N_("this PC"), "peripherals": N_("peripherals"),
@@ -243,14 +243,14 @@ CLOCK_FIX = N_("turn on the PC's time synchronisation (Windows: Settings > Time 
 def clock_lines(offset: float | None) -> list[str]:
     """A warning when this PC's clock is far from the server's: the server refuses reports
     dated over `CLOCK_AHEAD_SECONDS` ahead of its clock, so they would be lost."""
-    if offset is None or abs(offset) < CLOCK_WARN_SECONDS:
+    if offset is None or (drift := clock_drift(offset)) == "right":
         return []
     off, limit = wait_text(abs(offset)), wait_text(CLOCK_AHEAD_SECONDS)
     text = (_("Clock: this PC's clock is {offset} ahead of the server's: the server refuses "
               "reports dated over {limit} ahead, so this PC's reports would be lost")
-            if offset > CLOCK_AHEAD_SECONDS else
+            if drift == "refused" else
             _("Clock: this PC's clock is {offset} ahead of the server's; at {limit} ahead the "
-              "server refuses its reports") if offset > 0 else
+              "server refuses its reports") if drift == "ahead" else
             _("Clock: this PC's clock is {offset} behind the server's: its measurements are "
               "dated that far in the past")).format(offset=off, limit=limit)
     return [*textwrap.wrap(text, WIDTH, subsequent_indent="      ", break_on_hyphens=False),

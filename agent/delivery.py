@@ -25,7 +25,7 @@ from wardready.checks.base import server_tls
 from wardready.core.api import REPORTS_PATH, clock_offset_seconds, retry_after_seconds
 from wardready.core.errors import AttemptFailed
 from wardready.core.serial import SerialThread
-from wardready.model.report import CLOCK_AHEAD_SECONDS, CLOCK_WARN_SECONDS
+from wardready.model.report import CLOCK_AHEAD_SECONDS, clock_drift
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +242,11 @@ class Delivery:
         if offset is None:
             return
         self.clock_offset = offset
-        now = time.monotonic()
-        if abs(offset) < CLOCK_WARN_SECONDS or now - self._clock_warned_at < (
-                CLOCK_WARNING_EVERY_SECONDS):
+        drift, now = clock_drift(offset), time.monotonic()
+        if drift == "right" or now - self._clock_warned_at < CLOCK_WARNING_EVERY_SECONDS:
             return
         self._clock_warned_at = now
-        if offset > CLOCK_AHEAD_SECONDS:
+        if drift == "refused":
             log.error("this PC's clock is %.0f s ahead of the server's %s: the server refuses "
                       "reports over %.0f s ahead, so they are lost; set the clock (turn on time "
                       "synchronisation)", offset, self.url, CLOCK_AHEAD_SECONDS)

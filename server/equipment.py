@@ -23,7 +23,7 @@ from wardready.core.inventory import CatalogueItem, Inventory, NeedKind, Profile
 from wardready.core.metrics import Sample
 from wardready.model import criteria
 from wardready.model.criteria import ItemCriterion, LinkId, Source
-from wardready.model.readiness import HostResults, rollup, show
+from wardready.model.readiness import HostResults, pcs_text, rollup, show
 from wardready.model.segments import REASONS, Finding, Reason
 from wardready.server import readiness, shortfalls
 from wardready.server.store import AgentState, Store
@@ -343,10 +343,6 @@ def _ago(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
-def _pcs(n: int) -> str:
-    return ngettext("{count} PC", "{count} PCs", n).format(count=n)
-
-
 def _named(names: Sequence[str]) -> str:
     shown = "; ".join(names[:MAX_NAMED])
     if len(names) <= MAX_NAMED:
@@ -474,7 +470,7 @@ class _Ward:
             reason = _("{good} of the {needed} PCs needed meet {cores} cores and {memory} GiB "
                        "({reporting} reporting)").format(
                 good=good, needed=spec.min_count, cores=spec.min_cpu_cores,
-                memory=_number(spec.min_memory_gib), reporting=_pcs(len(self.pcs)))
+                memory=_number(spec.min_memory_gib), reporting=pcs_text(len(self.pcs)))
             if below or unmeasured:
                 reason = _("{reason}: {pcs}").format(reason=reason,
                                                      pcs=_named(below + unmeasured))
@@ -550,7 +546,7 @@ class _Ward:
                                   else first.failed_phase or _("no answer"))
             self.need("network-fix", 1,
                       _("{platform} ({id}) unreachable from {pcs}: {why}").format(
-                          platform=names.get(pid, pid), id=pid, pcs=_pcs(len(seen)), why=why),
+                          platform=names.get(pid, pid), id=pid, pcs=pcs_text(len(seen)), why=why),
                       self._when("platforms"), f"platform:{pid}")
 
     def devices(self) -> None:
@@ -604,7 +600,7 @@ def _item_words(item: ItemCriterion, counts: Mapping[str, int], have: int, need:
     """The evidence for a missing `item`: what the PCs that count it see."""
     if item.per_ward == "sum":
         return _("{have} {item} seen by {pcs}; {need} needed").format(
-            have=have, item=_noun(item.item, 1), pcs=_pcs(len(counts)), need=need)
+            have=have, item=_noun(item.item, 1), pcs=pcs_text(len(counts)), need=need)
     noun = _noun(item.item, have)
     if item.calls_only:
         return ngettext(

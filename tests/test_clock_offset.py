@@ -22,6 +22,7 @@ import pytest
 from lab import fleet, stack
 from tests.conftest import DATA, require_binary
 from wardready.core.api import clock_offset_seconds
+from wardready.model.report import clock_drift
 
 pytestmark = pytest.mark.integration
 WARD, HOST = "sai-gon", "conference-pc"
@@ -37,6 +38,13 @@ def test_the_three_http_date_forms_of_rfc_9110_are_read() -> None:
         assert clock_offset_seconds(form, 784111777 + 420.5) == 420.0, form
     for bad in (None, "", "yesterday", "Sun, 99 Foo 1994 08:49:37 GMT"):
         assert clock_offset_seconds(bad, 784111777) is None, bad
+
+
+def test_a_clock_is_right_within_150_s_and_its_reports_refused_past_300_s_ahead() -> None:
+    # The server's bound is 5 minutes ahead (Kerberos's default skew); the agent speaks up at
+    # half of it, either way.
+    assert [clock_drift(s) for s in (0, 149, -149, 151, 299, 301, -151, -86400)] == [
+        "right", "right", "right", "ahead", "ahead", "refused", "behind", "behind"]
 
 
 def faketime(offset_seconds: int) -> dict[str, str]:

@@ -279,7 +279,8 @@ def _enough(good: int, pending: int, need: int) -> Verdict:
     return "pass" if good >= need else "unknown" if good + pending >= need else "fail"
 
 
-def _pcs(n: int) -> str:
+def pcs_text(n: int) -> str:
+    """"3 PCs", in the current language."""
     return ngettext("{count} PC", "{count} PCs", n).format(count=n)
 
 
@@ -402,7 +403,7 @@ def rollup(profile: Profile, hosts: Mapping[str, HostResults],
     pending = sum("unknown" in pc and "fail" not in pc for pc in spec)
     need = profile.hosts.min_count
     reporting = (_("{pcs} reporting, {pending} not yet measured") if pending else
-                 _("{pcs} reporting")).format(pcs=_pcs(len(hosts)), pending=pending)
+                 _("{pcs} reporting")).format(pcs=pcs_text(len(hosts)), pending=pending)
     criteria = [_line(
         "hosts", _("working PCs"), float(working), float(need), "",
         _enough(working, pending, need) if hosts else "unknown",
@@ -421,7 +422,7 @@ def rollup(profile: Profile, hosts: Mapping[str, HostResults],
     criteria.append(_line(
         "video_hosts", _("video-ready PCs"), float(ready), float(video.min_ready_hosts), "",
         verdict, _("fix the failing criteria of the best PC below"),
-        _("{pcs} in role {roles} reporting").format(pcs=_pcs(len(candidates)), roles=roles)
+        _("{pcs} in role {roles} reporting").format(pcs=pcs_text(len(candidates)), roles=roles)
         if candidates else
         _("no PC in role {roles} reports: install the agent there, with that role").format(
             roles=roles)))

@@ -39,6 +39,18 @@ CLOCK_WARN_SECONDS = CLOCK_AHEAD_SECONDS / 2
 drifting clock is heard of before its reports are refused."""
 MAX_REPORT_AGE_SECONDS = 90 * 86400.0
 """How old a report may be when it arrives: longer than an agent's spool may keep one."""
+ClockDrift = Literal["right", "ahead", "refused", "behind"]
+
+
+def clock_drift(offset_seconds: float) -> ClockDrift:
+    """An agent's clock against the server's (agent minus server): right (within
+    `CLOCK_WARN_SECONDS`), ahead or behind past it, or so far ahead (`CLOCK_AHEAD_SECONDS`)
+    that the server refuses its reports."""
+    if abs(offset_seconds) < CLOCK_WARN_SECONDS:
+        return "right"
+    if offset_seconds > CLOCK_AHEAD_SECONDS:
+        return "refused"
+    return "ahead" if offset_seconds > 0 else "behind"
 
 
 class Outcome(BaseModel):
