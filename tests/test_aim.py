@@ -88,3 +88,14 @@ def test_cloudflare_jitter_is_the_mean_of_consecutive_differences() -> None:
 def test_bad_input_is_one_clear_error(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         aim.Measurements(**bad)
+
+
+def test_scores_travel_in_a_report_the_server_parses_strictly() -> None:
+    # The bandwidth result carries its scores; the server validates reports strictly from
+    # JSON (model.report.parse_report), which once refused every one of them (422).
+    from pydantic import TypeAdapter
+
+    scores = aim.scores(aim.Measurements(latency_ms=5, packet_loss=0, download_bps=100e6,
+                                         loaded_latency_increase_ms=10))
+    adapter = TypeAdapter(list[aim.Score])
+    assert adapter.validate_json(adapter.dump_json(scores), strict=True) == scores

@@ -550,7 +550,7 @@ def test_scrape_authentication(tmp_path: Path) -> None:
 
 
 STRICT_REFUSES = {"tuple", "set", "frozenset", "enum", "uuid", "datetime", "date", "time",
-                  "timedelta", "decimal", "url", "is-instance"}
+                  "timedelta", "decimal", "url", "is-instance", "dataclass"}
 """Types that strict validation takes only as Python objects, never from JSON values."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from wardready.core.metrics import MetricSpec, Sample
 
 Experience = Literal["streaming", "gaming", "rtc"]
@@ -78,9 +80,11 @@ class Measurements:
             raise ValueError(f"packet_loss: {self.packet_loss!r} is a ratio, above 1")
 
 
-@dataclass(frozen=True)
-class Score:
-    """One experience's AIM score."""
+class Score(BaseModel):
+    """One experience's AIM score (a model, not a dataclass: reports carry it, and the
+    server validates them strictly from JSON, which takes a dataclass only as an instance)."""
+
+    model_config = ConfigDict(frozen=True)
 
     experience: Experience
     points: int
@@ -107,7 +111,8 @@ def scores(figures: Measurements) -> list[Score]:
         if all(name in earned for name in inputs):
             total = max(0, sum(earned[name] for name in inputs))
             level = bisect.bisect_right(thresholds, total)
-            done.append(Score(experience, total, level, CLASSES[level]))
+            done.append(Score(experience=experience, points=total, classification=level,
+                              label=CLASSES[level]))
     return done
 
 
